@@ -1,0 +1,527 @@
+/* One ordered connection per server.
+ *
+ * Writers: async frames are appended to a queue that a sender thread drains, so a launch
+ * costs a memcpy, not a system call; a synchronous call takes the send lock, flushes the queue
+ * itself and writes its request behind it. Both flush under send_mtx, so frames leave in the
+ * order each thread queued them (send_mtx is always taken before q_mtx).
+ *
+ * Readers: one reader thread per connection parses every frame the daemon sends. It alone
+ * completes requests, so a waiter's buffers are never written after the waiter returned; when
+ * the link fails (read error, protocol error, no heartbeat for the liveness timeout, a write
+ * error that shut the socket down) it fails every pending request.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "fc.h"
+#include "api.h"
+
+#define Q_HIGH_WATER (64u << 20)
+
+static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+/* ---------- writing ---------- */
+
+static int writev_all(fc_conn *c, struct iovec *iov, int cnt) {
+    while (cnt > 0) {
+        struct msghdr mh = {0};
+        mh.msg_iov = iov;
+        mh.msg_iovlen = cnt > 64 ? 64 : cnt;
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        c->bytes_out += (uint64_t)n;
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    c->last_tx_ns = fc_now_ns();
+    return 0;
+}
+
+/* A write failed: shut the socket so that the reader sees the end and fails everyone. */
+static void write_failed(fc_conn *c) {
+    if (!c->dead) shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Take what the queue holds (send_mtx held). */
+static char *q_take(fc_conn *c, size_t *len, char **spare, size_t *spare_cap) {
+    pthread_mutex_lock(&c->q_mtx);
+    char *buf = c->q;
+    *len = c->q_len;
+    c->q = *spare;
+    size_t cap = c->q_cap;
+    c->q_cap = *spare_cap;
+    c->q_len = 0;
+    *spare = buf;
+    *spare_cap = cap;
+    pthread_cond_broadcast(&c->q_cv); /* room for posters waiting at the high-water mark */
+    pthread_mutex_unlock(&c->q_mtx);
+    return buf;
+}
+
+/* Spare queue buffer, swapped with c->q on each flush; only touched under send_mtx. */
+typedef struct { char *buf; size_t cap; } spare_t;
+static __thread int tls_dummy;
+
+static spare_t *conn_spare(fc_conn *c) {
+    /* stored right after the conn struct (allocated together in fc_conn_new) */
+    return (spare_t *)(c + 1);
+}
+
+static int flush_locked(fc_conn *c, struct iovec *extra, int nextra) {
+    spare_t *sp = conn_spare(c);
+    size_t len;
+    char *buf = q_take(c, &len, &sp->buf, &sp->cap);
+    struct iovec iov[8];
+    int n = 0;
+    if (len) {
+        iov[n].iov_base = buf;
+        iov[n].iov_len = len;
+        n++;
+    }
+    for (int i = 0; i < nextra && n < 8; i++) iov[n++] = extra[i];
+    if (n == 0) return 0;
+    if (c->dead) return -1;
+    if (writev_all(c, iov, n)) {
+        write_failed(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void *sender_main(void *arg) {
+    fc_conn *c = arg;
+    for (;;) {
+        pthread_mutex_lock(&c->q_mtx);
+        while (c->q_len == 0 && !c->stop && !c->dead) {
+            c->sender_waiting = 1;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t wait_ms = c->heartbeat_ms > 0 ? c->heartbeat_ms : 1000;
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+            int rc = pthread_cond_timedwait(&c->q_cv, &c->q_mtx, &ts);
+            c->sender_waiting = 0;
+            if (rc == ETIMEDOUT && c->q_len == 0 && !c->stop && !c->dead &&
+                fc_now_ns() - c->last_tx_ns > wait_ms * 1000000L) {
+                /* idle: tell the daemon we are alive */
+                pthread_mutex_unlock(&c->q_mtx);
+                fc_post(c, FC_OP_PING, 0, NULL, 0, NULL, 0);
+                pthread_mutex_lock(&c->q_mtx);
+            }
+        }
+        int stop = c->stop || c->dead;
+        pthread_mutex_unlock(&c->q_mtx);
+        if (stop) break;
+        pthread_mutex_lock(&c->send_mtx);
+        flush_locked(c, NULL, 0);
+        pthread_mutex_unlock(&c->send_mtx);
+    }
+    return NULL;
+}
+
+void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
+    size_t total = sizeof(fc_hdr) + length;
+    pthread_mutex_lock(&c->q_mtx);
+    while (c->q_len > Q_HIGH_WATER && !c->dead) pthread_cond_wait(&c->q_cv, &c->q_mtx);
+    if (c->q_len + total > c->q_cap) {
+        size_t cap = c->q_cap ? c->q_cap : 65536;
+        while (cap < c->q_len + total) cap *= 2;
+        char *q = realloc(c->q, cap);
+        if (!q) {
+            pthread_mutex_unlock(&c->q_mtx);
+            return NULL;
+        }
+        c->q = q;
+        c->q_cap = cap;
+    }
+    fc_hdr *h = (fc_hdr *)(c->q + c->q_len);
+    h->len = (uint32_t)length;
+    h->op = op;
+    h->flags = 0;
+    h->rid = 0;
+    h->vdev = vdev;
+    h->aux = 0;
+    c->q_len += total;
+    c->calls++;
+    return h + 1;
+}
+
+void fc_post_commit(fc_conn *c) {
+    int wake = c->sender_waiting;
+    pthread_mutex_unlock(&c->q_mtx);
+    if (wake) pthread_cond_broadcast(&c->q_cv);
+}
+
+int fc_post(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
+            const void *tail, size_t tlen) {
+    if (c->dead) return c->dead_status;
+    char *p = fc_post_begin(c, op, vdev, flen + tlen);
+    if (!p) return cudaErrorMemoryAllocation;
+    if (flen) memcpy(p, fixed, flen);
+    if (tlen) memcpy(p + flen, tail, tlen);
+    fc_post_commit(c);
+    return cudaSuccess;
+}
+
+/* ---------- requests ---------- */
+
+void fc_req_init(fc_req *r, void *rep, size_t rep_cap) {
+    memset(r, 0, sizeof *r);
+    r->rep = rep;
+    r->rep_cap = rep_cap;
+}
+
+static void req_register(fc_conn *c, fc_req *r) {
+    pthread_mutex_lock(&c->rep_mtx);
+    r->rid = ++c->next_rid;
+    if (r->rid == 0) r->rid = ++c->next_rid;
+    r->mtx = &c->rep_mtx;
+    pthread_cond_init(&r->cv, NULL);
+    r->next = c->pending;
+    c->pending = r;
+    pthread_mutex_unlock(&c->rep_mtx);
+}
+
+static void req_wait(fc_conn *c, fc_req *r) {
+    int64_t t0 = fc_now_ns();
+    /* A short spin: most replies on a fast link arrive within tens of microseconds, and a
+     * condition-variable wake-up costs about as much again. */
+    for (int i = 0; i < 4000; i++) {
+        if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) goto out;
+        __builtin_ia32_pause();
+    }
+    pthread_mutex_lock(&c->rep_mtx);
+    while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) pthread_cond_wait(&r->cv, &c->rep_mtx);
+    pthread_mutex_unlock(&c->rep_mtx);
+out:
+    pthread_cond_destroy(&r->cv);
+    c->wait_ns += (uint64_t)(fc_now_ns() - t0);
+}
+
+int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
+            const void *tail, size_t tlen, fc_req *r) {
+    if (c->dead) return c->dead_status;
+    req_register(c, r);
+    fc_hdr h = {(uint32_t)(flen + tlen), op, 0, r->rid, vdev, 0};
+    struct iovec iov[3] = {{&h, sizeof h}, {(void *)fixed, flen}, {(void *)tail, tlen}};
+    pthread_mutex_lock(&c->send_mtx);
+    c->calls++;
+    c->sync_calls++;
+    flush_locked(c, iov, tlen ? 3 : (flen ? 2 : 1));
+    pthread_mutex_unlock(&c->send_mtx);
+    /* On a failed write the reader fails this request too; wait for it either way. */
+    req_wait(c, r);
+    return r->status;
+}
+
+int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
+                 size_t dst_off_field, const char *src, size_t n, int sync) {
+    if (c->dead) return c->dead_status;
+    char fx[256];
+    if (flen > sizeof fx) return cudaErrorInvalidValue;
+    memcpy(fx, fixed, flen);
+    fc_req r;
+    fc_req_init(&r, NULL, 0);
+    if (sync) req_register(c, &r);
+    uint64_t dst0;
+    memcpy(&dst0, fx + dst_off_field, 8);
+    pthread_mutex_lock(&c->send_mtx);
+    size_t off = 0;
+    int failed = 0;
+    do {
+        size_t k = n - off < FC_CHUNK ? n - off : FC_CHUNK;
+        int last = off + k == n;
+        uint64_t dst = dst0 + off;
+        memcpy(fx + dst_off_field, &dst, 8);
+        fc_hdr h = {(uint32_t)(flen + k), op, 0, (last && sync) ? r.rid : 0, vdev, 0};
+        struct iovec iov[3] = {{&h, sizeof h}, {fx, flen}, {(void *)(src + off), k}};
+        c->calls++;
+        if (flush_locked(c, iov, 3)) {
+            failed = 1;
+            break;
+        }
+        off += k;
+    } while (off < n);
+    if (sync) c->sync_calls++;
+    pthread_mutex_unlock(&c->send_mtx);
+    if (!sync) return failed ? (c->dead ? c->dead_status : cudaErrorDevicesUnavailable)
+                             : cudaSuccess;
+    req_wait(c, &r);
+    return r.status;
+}
+
+/* ---------- reading ---------- */
+
+static int read_full(fc_conn *c, void *buf, size_t n) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t k = recv(c->fd, p, n, MSG_DONTWAIT);
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+            c->bytes_in += (uint64_t)k;
+            __atomic_store_n(&c->last_rx_ns, fc_now_ns(), __ATOMIC_RELEASE);
+            continue;
+        }
+        if (k == 0) return -1; /* orderly close */
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        struct pollfd pfd = {c->fd, POLLIN, 0};
+        int rc = poll(&pfd, 1, 250);
+        if (rc < 0 && errno != EINTR) return -1;
+        if (c->stop) return -1;
+        if (rc == 0 && fc_liveness_timeout_ms > 0 &&
+            fc_now_ns() - load64(&c->last_rx_ns) > fc_liveness_timeout_ms * 1000000L) {
+            return -2;
+        }
+    }
+    return 0;
+}
+
+static int skip(fc_conn *c, size_t n) {
+    char tmp[4096];
+    while (n) {
+        size_t k = n < sizeof tmp ? n : sizeof tmp;
+        if (read_full(c, tmp, k)) return -1;
+        n -= k;
+    }
+    return 0;
+}
+
+static fc_req *req_find(fc_conn *c, uint32_t rid, int unlink) {
+    pthread_mutex_lock(&c->rep_mtx);
+    fc_req **pp = &c->pending, *r;
+    while ((r = *pp) && r->rid != rid) pp = &r->next;
+    if (r && unlink) *pp = r->next;
+    pthread_mutex_unlock(&c->rep_mtx);
+    return r;
+}
+
+static void req_complete(fc_conn *c, fc_req *r, int status) {
+    pthread_mutex_lock(&c->rep_mtx);
+    r->status = status;
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&c->rep_mtx);
+}
+
+/* Receive `n` bulk bytes for request r at logical offset `off`. */
+static int read_bulk(fc_conn *c, fc_req *r, uint64_t off, size_t n) {
+    if (r == NULL) return skip(c, n);
+    if (r->bulk_alloc) {
+        if (off + n > (64u << 20) + r->bulk_cap) return -3; /* no unbounded growth */
+        if (off + n > r->bulk_cap) {
+            size_t cap = r->bulk_cap ? r->bulk_cap : 4096;
+            while (cap < off + n) cap *= 2;
+            char *b = realloc(r->bulk, cap);
+            if (!b) return -3;
+            r->bulk = b;
+            r->bulk_cap = cap;
+        }
+    } else if (off + n > r->bulk_cap) {
+        return -3;
+    }
+    if (r->row_width) { /* 2D: logical offset in tightly packed rows -> pitched buffer */
+        while (n) {
+            size_t row = off / r->row_width, col = off % r->row_width;
+            size_t k = r->row_width - col < n ? r->row_width - col : n;
+            if (read_full(c, r->bulk + row * r->row_pitch + col, k)) return -1;
+            off += k;
+            n -= k;
+        }
+    } else if (read_full(c, r->bulk + off, n)) {
+        return -1;
+    }
+    if (off + n > r->bulk_len) r->bulk_len = off + n;
+    return 0;
+}
+
+static int handle_reply(fc_conn *c, const fc_hdr *h) {
+    uint32_t head[2];
+    if (h->len < 8 || read_full(c, head, 8)) return -1;
+    uint32_t status = head[0], fixed_len = head[1];
+    if (fixed_len > h->len - 8) return -3;
+    fc_req *r = req_find(c, h->rid, 1);
+    size_t take = 0;
+    if (r && r->rep) take = fixed_len < r->rep_cap ? fixed_len : r->rep_cap;
+    if (take && read_full(c, r->rep, take)) return -1;
+    if (skip(c, fixed_len - take)) return -1;
+    size_t tail = h->len - 8 - fixed_len;
+    if (tail) {
+        int rc = read_bulk(c, r, r ? r->bulk_len : 0, tail);
+        if (rc) return rc;
+    }
+    if (r) req_complete(c, r, (int)status);
+    return 0;
+}
+
+static int handle_data(fc_conn *c, const fc_hdr *h) {
+    uint64_t off;
+    if (h->len < 8 || read_full(c, &off, 8)) return -1;
+    fc_req *r = req_find(c, h->rid, 0);
+    return read_bulk(c, r, off, h->len - 8);
+}
+
+static int handle_stdout(fc_conn *c, const fc_hdr *h) {
+    char buf[8192];
+    size_t n = h->len;
+    while (n) {
+        size_t k = n < sizeof buf ? n : sizeof buf;
+        if (read_full(c, buf, k)) return -1;
+        /* The app's own stdout stream: device printf output stays in order with what the
+         * program printed itself, as it does natively. */
+        fwrite(buf, 1, k, stdout);
+        n -= k;
+    }
+    return 0;
+}
+
+static void *reader_main(void *arg) {
+    fc_conn *c = arg;
+    const char *why = "connection closed by the server";
+    int rc = 0;
+    while (!c->stop) {
+        fc_hdr h;
+        rc = read_full(c, &h, sizeof h);
+        if (rc) break;
+        switch (h.op) {
+        case FC_OP_REPLY: rc = handle_reply(c, &h); break;
+        case FC_OP_DATA: rc = handle_data(c, &h); break;
+        case FC_OP_HEARTBEAT: rc = skip(c, h.len); break;
+        case FC_OP_STDOUT: rc = handle_stdout(c, &h); break;
+        case FC_OP_ASYNC_ERROR: {
+            fc_ASYNC_ERROR m;
+            if (h.len < sizeof m || read_full(c, &m, sizeof m) || skip(c, h.len - sizeof m)) {
+                rc = -1;
+                break;
+            }
+            fcx_note_async_error(h.vdev, (int)m.status);
+            break;
+        }
+        case FC_OP_CALLBACK: {
+            fc_CALLBACK m;
+            if (h.len < sizeof m || read_full(c, &m, sizeof m) || skip(c, h.len - sizeof m)) {
+                rc = -1;
+                break;
+            }
+            fcx_callback_reached(c, m.callback);
+            break;
+        }
+        case FC_OP_GOODBYE: {
+            static char msg[512];
+            fc_GOODBYE m;
+            size_t rest = h.len >= sizeof m ? h.len - sizeof m : 0;
+            if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
+            size_t k = rest < sizeof msg - 1 ? rest : sizeof msg - 1;
+            if (read_full(c, msg, k) || skip(c, rest - k)) { rc = -1; break; }
+            msg[k] = 0;
+            why = msg;
+            rc = -4;
+            break;
+        }
+        default:
+            rc = -3;
+        }
+        if (rc) break;
+    }
+    if (!c->stop) {
+        if (rc == -2) why = "no sign of life from the server within FARCUDA_LIVENESS_TIMEOUT";
+        else if (rc == -3) why = "malformed frame from the server";
+        fc_conn_fail(c, cudaErrorDevicesUnavailable, why);
+    } else {
+        fc_conn_fail(c, cudaErrorDevicesUnavailable, NULL);
+    }
+    return NULL;
+}
+
+void fc_conn_fail(fc_conn *c, int status, const char *why) {
+    pthread_mutex_lock(&c->rep_mtx);
+    int was_dead = c->dead;
+    c->dead_status = status;
+    __atomic_store_n(&c->dead, 1, __ATOMIC_RELEASE);
+    for (fc_req *r = c->pending; r; r = r->next) {
+        r->status = status;
+        __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+        pthread_cond_signal(&r->cv);
+    }
+    c->pending = NULL;
+    pthread_mutex_unlock(&c->rep_mtx);
+    pthread_mutex_lock(&c->q_mtx);
+    pthread_cond_broadcast(&c->q_cv);
+    pthread_mutex_unlock(&c->q_mtx);
+    if (!was_dead && why) {
+        fc_server *s = &fc_servers[c->server];
+        fc_log("lost the server %s:%d: %s; its devices now fail with "
+               "cudaErrorDevicesUnavailable", s->host, s->port, why);
+    }
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms) {
+    fc_conn *c = calloc(1, sizeof(fc_conn) + sizeof(spare_t));
+    if (!c) return NULL;
+    (void)tls_dummy;
+    c->fd = fd;
+    c->server = server;
+    c->heartbeat_ms = heartbeat_ms;
+    pthread_mutex_init(&c->send_mtx, NULL);
+    pthread_mutex_init(&c->q_mtx, NULL);
+    pthread_mutex_init(&c->rep_mtx, NULL);
+    pthread_cond_init(&c->q_cv, NULL);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int bufsz = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+    c->last_rx_ns = fc_now_ns();
+    c->last_tx_ns = fc_now_ns();
+    /* The threads must not receive the app's signals handled in its main thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_create(&c->reader, NULL, reader_main, c);
+    pthread_create(&c->sender, NULL, sender_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return c;
+}
+
+void fc_conn_close(fc_conn *c) {
+    if (!c) return;
+    if (!c->dead) {
+        fc_post(c, FC_OP_BYE, 0, NULL, 0, NULL, 0);
+        pthread_mutex_lock(&c->send_mtx);
+        flush_locked(c, NULL, 0);
+        pthread_mutex_unlock(&c->send_mtx);
+    }
+    c->stop = 1;
+    pthread_mutex_lock(&c->q_mtx);
+    pthread_cond_broadcast(&c->q_cv);
+    pthread_mutex_unlock(&c->q_mtx);
+    shutdown(c->fd, SHUT_RDWR);
+    pthread_join(c->sender, NULL);
+    pthread_join(c->reader, NULL);
+    close(c->fd);
+}

@@ -1,0 +1,322 @@
+/* farcuda client runtime: the C half of the libcudart.so.13 shim.
+ *
+ * The C side owns everything on the hot path and everything shared between threads: the
+ * per-thread CUDA state (last error, current device, launch configuration stack), the device
+ * and allocation tables, the registered modules and kernels, and one ordered connection per
+ * server. The embedded Python half (farcuda.interposer.runtime) handles configuration, the
+ * handshake, module loading and the cold calls; it reaches this state through the functions
+ * declared in csrc/api.h.
+ *
+ * No CUDA header is included: the shim builds on machines without CUDA. The few CUDA types
+ * it needs are declared here with the CUDA 13 ABI.
+ */
+#ifndef FARCUDA_FC_H
+#define FARCUDA_FC_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gen/proto.h"
+
+#define FC_EXPORT __attribute__((visibility("default")))
+
+/* ---- CUDA ABI pieces ---- */
+typedef struct { unsigned int x, y, z; } fc_dim3;
+typedef int cudaError_t;
+typedef void *cudaStream_t;
+typedef void *cudaEvent_t;
+
+enum {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInitializationError = 3,
+    cudaErrorCudartUnloading = 4,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDeviceFunction = 98,
+    cudaErrorInvalidPitchValue = 12,
+    cudaErrorInvalidSymbol = 13,
+    cudaErrorInvalidDevicePointer = 17,
+    cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorMissingConfiguration = 52,
+    cudaErrorInsufficientDriver = 35,
+    cudaErrorDevicesUnavailable = 46,
+    cudaErrorNoDevice = 100,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorDeviceNotLicensed = 102,
+    cudaErrorInvalidKernelImage = 200,
+    cudaErrorInvalidResourceHandle = 400,
+    cudaErrorIllegalState = 401,
+    cudaErrorSymbolNotFound = 500,
+    cudaErrorNotReady = 600,
+    cudaErrorIllegalAddress = 700,
+    cudaErrorLaunchOutOfResources = 701,
+    cudaErrorLaunchTimeout = 702,
+    cudaErrorPeerAccessAlreadyEnabled = 704,
+    cudaErrorPeerAccessNotEnabled = 705,
+    cudaErrorSetOnActiveProcess = 708,
+    cudaErrorContextIsDestroyed = 709,
+    cudaErrorAssert = 710,
+    cudaErrorHostMemoryAlreadyRegistered = 712,
+    cudaErrorHostMemoryNotRegistered = 713,
+    cudaErrorHardwareStackError = 714,
+    cudaErrorIllegalInstruction = 715,
+    cudaErrorMisalignedAddress = 716,
+    cudaErrorInvalidAddressSpace = 717,
+    cudaErrorInvalidPc = 718,
+    cudaErrorLaunchFailure = 719,
+    cudaErrorCooperativeLaunchTooLarge = 720,
+    cudaErrorNotSupported = 801,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureUnmatched = 903,
+    cudaErrorStreamCaptureImplicit = 906,
+    cudaErrorCapturedEvent = 907,
+    cudaErrorUnknown = 999,
+};
+
+enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
+       cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4 };
+
+#define FC_STREAM_LEGACY ((cudaStream_t)0x1)
+#define FC_STREAM_PER_THREAD ((cudaStream_t)0x2)
+
+/* ---- limits ---- */
+#define FC_MAX_DEVICES 64
+#define FC_MAX_SERVERS 64
+#define FC_MAX_ATTR 256
+#define FC_CONFIG_STACK 16
+/* Host-to-device payloads are cut into frames of this many bytes, so that the daemon can
+ * copy one piece to the GPU while the next is still on the wire. */
+#define FC_CHUNK (4u << 20)
+
+/* ---- connections ---- */
+typedef struct fc_req fc_req;
+struct fc_req {
+    uint32_t rid;
+    volatile int done;
+    int status;           /* cudaError_t from the REPLY, or a transport failure */
+    void *rep;            /* destination of the reply's fixed fields */
+    size_t rep_cap;
+    /* bulk result: DATA frames and the REPLY tail land at bulk + offset */
+    char *bulk;
+    size_t bulk_cap;
+    size_t bulk_len;      /* bytes received */
+    int bulk_alloc;       /* 1: the reader allocates bulk (size unknown in advance) */
+    /* 2D scatter of a bulk result: rows of `width` bytes into a pitched host buffer */
+    size_t row_width, row_pitch;
+    fc_req *next;
+    pthread_mutex_t *mtx; /* the connection's reply mutex, for the waiter */
+    pthread_cond_t cv;
+};
+
+typedef struct fc_conn {
+    int fd;
+    int server;
+    pthread_mutex_t send_mtx;   /* serializes writes to fd; taken before q_mtx */
+    pthread_mutex_t q_mtx;      /* guards the async queue */
+    pthread_cond_t q_cv;        /* sender waits for work; posters wait for room */
+    char *q;
+    size_t q_len, q_cap;
+    int sender_waiting;
+    pthread_mutex_t rep_mtx;    /* guards the pending request list */
+    fc_req *pending;
+    uint32_t next_rid;
+    volatile int dead;          /* 1 once the link failed: every call fails */
+    int dead_status;
+    volatile int64_t last_rx_ns;
+    int64_t last_tx_ns;
+    int heartbeat_ms;
+    pthread_t reader, sender;
+    int stop;
+    /* statistics for FARCUDA_REPORT and tests */
+    uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
+} fc_conn;
+
+/* ---- servers and virtual devices ---- */
+typedef struct fc_server {
+    char host[256];
+    int port;
+    fc_conn *conn;
+    pthread_mutex_t mtx;
+    int failed_status;          /* connect failure, remembered: later calls fail fast */
+    int ngpus;
+    int driver_version;
+} fc_server;
+
+typedef struct fc_device {
+    int server;
+    int gpu;
+    int sm_budget;
+    volatile int opened;
+    pthread_mutex_t mtx;
+    volatile int sticky;        /* sticky error of this device's context */
+    volatile int pending;       /* an async error not yet reported */
+    uint64_t win_base, win_size;
+    int attrs_valid;
+    int attrs[FC_MAX_ATTR];
+    int max_threads, max_block[3], max_grid[3];
+    size_t shmem_optin;
+    int cooperative;
+    int prio_least, prio_greatest;
+    volatile int generation;   /* bumped by cudaDeviceReset: per-thread streams are stale */
+} fc_device;
+
+/* ---- modules, kernels, variables (registered before main) ---- */
+typedef struct fc_param { uint32_t offset, size; } fc_param;
+
+typedef struct fc_module {
+    uint32_t id;
+    const void *wrapper;        /* the app's __fatBinC_Wrapper_t */
+    char *image;                /* our copy of the fat binary */
+    size_t image_size;
+    volatile uint64_t loaded;   /* bit per device (devices >= 64 are not supported) */
+    pthread_mutex_t mtx;
+    int unregistered;
+} fc_module;
+
+typedef struct fc_kernel {
+    uint32_t id;
+    fc_module *module;
+    const void *host_fun;
+    char *name;                 /* mangled device name */
+    volatile int plan_ready;
+    uint32_t nparams;
+    fc_param *params;
+    uint32_t param_size;        /* size of the packed parameter buffer */
+    int max_threads;            /* per-kernel limit from the driver */
+} fc_kernel;
+
+typedef struct fc_var {
+    uint32_t id;
+    fc_module *module;
+    const void *host_var;
+    char *name;
+    size_t size;
+    int constant;
+    int managed;
+    uint64_t addr[FC_MAX_DEVICES];   /* device address per virtual device, 0 = unknown */
+} fc_var;
+
+/* ---- streams and events (the handles the app holds) ---- */
+#define FC_STREAM_MAGIC 0x5354524dU
+#define FC_EVENT_MAGIC 0x4556544eU
+typedef struct fc_stream {
+    uint32_t magic;
+    uint32_t id;
+    int dev;
+    unsigned int flags;
+    int priority;
+    int per_thread;             /* an implicit per-thread default stream */
+    int capturing;
+} fc_stream;
+
+typedef struct fc_event {
+    uint32_t magic;
+    uint32_t id;
+    int dev;
+    unsigned int flags;
+    int recorded;
+} fc_event;
+
+/* ---- per-thread state ---- */
+typedef struct fc_config {
+    fc_dim3 grid, block;
+    size_t shmem;
+    cudaStream_t stream;
+} fc_config;
+
+typedef struct fc_tls {
+    int last_error;
+    int device;                 /* -1: not chosen yet (device 0) */
+    int nconfig;
+    fc_config config[FC_CONFIG_STACK];
+    fc_stream *ptds[FC_MAX_DEVICES];
+    int ptds_gen[FC_MAX_DEVICES];
+} fc_tls;
+
+/* ---- globals (runtime.c) ---- */
+extern fc_server fc_servers[FC_MAX_SERVERS];
+extern int fc_nservers;
+extern fc_device fc_devices[FC_MAX_DEVICES];
+extern int fc_ndevices;
+extern int fc_init_status;      /* cudaSuccess once configured, else the error to report */
+extern int64_t fc_connect_timeout_ms, fc_liveness_timeout_ms;
+
+fc_tls *fc_tls_get(void);
+int64_t fc_now_ns(void);
+void fc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Every exported entry point starts with fc_enter (init once) and ends through fc_ret, which
+ * records a failure as the thread's last error, as the CUDA runtime does. */
+int fc_ensure_init(void);
+int fc_ret(int status);
+int fc_current_device(void);
+int fc_device_ready(int dev);   /* connect and open the virtual device; returns a status */
+int fc_device_status(int dev);  /* sticky or pending error of the device, else success */
+int fc_unsupported(int sym);
+int fc_sync_status(int dev, int st);
+void fc_python_ensure(void);
+int fc_python_status(void);
+
+/* ---- transport (conn.c) ---- */
+fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms);
+void fc_conn_close(fc_conn *c);
+int fc_server_conn(int server, fc_conn **out);
+/* Queue an async frame; the tail is copied. */
+int fc_post(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
+            const void *tail, size_t tlen);
+/* Reserve room for one async frame in the queue and fill it in place; returns a pointer to
+ * the frame's fixed part (header written) with c->q_mtx held; fc_post_commit releases it. */
+void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length);
+void fc_post_commit(fc_conn *c);
+/* A synchronous request: flushes the queue, sends, waits for the reply. */
+int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
+            const void *tail, size_t tlen, fc_req *req);
+/* Send a host-to-device payload in frames of FC_CHUNK, the last one synchronous when
+ * `sync` is set; returns the status. */
+int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
+                 size_t dst_off_field, const char *src, size_t n, int sync);
+void fc_req_init(fc_req *r, void *rep, size_t rep_cap);
+void fc_conn_fail(fc_conn *c, int status, const char *why);
+
+/* ---- devices, memory (memory.c) ---- */
+typedef struct fc_range {
+    uint64_t base, size;
+    int dev;
+    int kind;                   /* FC_RANGE_* */
+    unsigned int flags;
+    uint64_t devptr;            /* mapped host memory: the device alias */
+} fc_range;
+enum { FC_RANGE_DEVICE = 1, FC_RANGE_SYMBOL = 2, FC_RANGE_HOST = 3, FC_RANGE_ASYNC = 4 };
+int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
+                 uint64_t devptr);
+int fc_range_remove(uint64_t base, int kind, fc_range *out);
+int fc_range_find(uint64_t p, int want_device, fc_range *out);
+int fc_window_reserve(int dev, uint64_t size, uint64_t *base);
+int fc_window_adopt(int dev, uint64_t base, uint64_t size);
+int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t stream,
+                   int async, int ptds);
+int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                     size_t height, int kind, cudaStream_t stream, int async, int ptds);
+int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds);
+
+/* ---- streams (streams.c) ---- */
+/* Resolve an app stream handle for device `dev` (-1: the stream's own device). */
+int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
+int fc_event_resolve(cudaEvent_t e, fc_event **out);
+uint32_t fc_new_id(void);
+
+/* ---- modules and launches (launch.c) ---- */
+fc_kernel *fc_kernel_by_host(const void *host_fun);
+fc_var *fc_var_by_host(const void *host_var);
+int fc_module_ready(fc_module *m, int dev);
+int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shmem,
+              cudaStream_t stream, int ptds, uint32_t flags);
+int fc_var_address(fc_var *v, int dev, uint64_t *addr);
+
+/* statistics */
+void fc_report_at_exit(void);
+
+#endif

@@ -1,0 +1,773 @@
+/* Memory: the client's tables of device and host ranges, and the copy and set calls.
+ *
+ * Device pointers are the daemon's real device addresses. Each virtual device allocates inside
+ * its own address window, which the client reserves in its own address space with PROT_NONE
+ * (no host allocation can ever land there) and the daemon maps at the same addresses, so a
+ * pointer says by itself whether it is device memory and of which virtual device.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fc.h"
+#include "api.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+int fc_sync_status(int dev, int st);
+
+/* ---------------- range tables ---------------- */
+
+typedef struct {
+    fc_range *v;
+    size_t n, cap;
+} range_table;
+
+static range_table dev_ranges, host_ranges;
+static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static range_table *table_for(int kind) {
+    return kind == FC_RANGE_HOST ? &host_ranges : &dev_ranges;
+}
+
+/* index of the last range with base <= p, or -1 */
+static ptrdiff_t lower(const range_table *t, uint64_t p) {
+    ptrdiff_t lo = 0, hi = (ptrdiff_t)t->n - 1, ans = -1;
+    while (lo <= hi) {
+        ptrdiff_t mid = (lo + hi) / 2;
+        if (t->v[mid].base <= p) {
+            ans = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    return ans;
+}
+
+int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
+                 uint64_t devptr) {
+    range_table *t = table_for(kind);
+    pthread_rwlock_wrlock(&ranges_lock);
+    ptrdiff_t i = lower(t, base);
+    /* overlap with the neighbours means a stale or duplicate entry */
+    if ((i >= 0 && t->v[i].base + t->v[i].size > base) ||
+        ((size_t)(i + 1) < t->n && t->v[i + 1].base < base + (size ? size : 1))) {
+        if (i >= 0 && t->v[i].base == base && kind == FC_RANGE_SYMBOL &&
+            t->v[i].kind == FC_RANGE_SYMBOL) {
+            pthread_rwlock_unlock(&ranges_lock);
+            return 0; /* a symbol seen again (another module load): fine */
+        }
+        pthread_rwlock_unlock(&ranges_lock);
+        return -1;
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        fc_range *v = realloc(t->v, cap * sizeof *v);
+        if (!v) {
+            pthread_rwlock_unlock(&ranges_lock);
+            return -2;
+        }
+        t->v = v;
+        t->cap = cap;
+    }
+    memmove(&t->v[i + 2], &t->v[i + 1], (t->n - (size_t)(i + 1)) * sizeof *t->v);
+    t->v[i + 1] = (fc_range){base, size, dev, kind, flags, devptr};
+    t->n++;
+    pthread_rwlock_unlock(&ranges_lock);
+    return 0;
+}
+
+int fc_range_remove(uint64_t base, int kind, fc_range *out) {
+    range_table *t = table_for(kind);
+    pthread_rwlock_wrlock(&ranges_lock);
+    ptrdiff_t i = lower(t, base);
+    if (i < 0 || t->v[i].base != base || (kind != FC_RANGE_HOST && t->v[i].kind != kind)) {
+        pthread_rwlock_unlock(&ranges_lock);
+        return -1;
+    }
+    if (out) *out = t->v[i];
+    memmove(&t->v[i], &t->v[i + 1], (t->n - (size_t)i - 1) * sizeof *t->v);
+    t->n--;
+    pthread_rwlock_unlock(&ranges_lock);
+    return 0;
+}
+
+/* Find the range holding p: device ranges when want_device, else host ranges. */
+int fc_range_find(uint64_t p, int want_device, fc_range *out) {
+    range_table *t = want_device ? &dev_ranges : &host_ranges;
+    pthread_rwlock_rdlock(&ranges_lock);
+    ptrdiff_t i = lower(t, p);
+    int found = i >= 0 && p < t->v[i].base + (t->v[i].size ? t->v[i].size : 1);
+    if (found && out) *out = t->v[i];
+    pthread_rwlock_unlock(&ranges_lock);
+    return found ? 0 : -1;
+}
+
+int fcx_range_add(uint64_t base, uint64_t size, int dev, int kind) {
+    return fc_range_add(base, size, dev, kind, 0, 0);
+}
+
+int fcx_range_find(uint64_t p, int *dev, uint64_t *base, uint64_t *size, int *kind,
+                   unsigned int *flags, uint64_t *devptr) {
+    fc_range r;
+    if (fc_range_find(p, 1, &r) && fc_range_find(p, 0, &r)) return -1;
+    *dev = r.dev;
+    *base = r.base;
+    *size = r.size;
+    *kind = r.kind;
+    *flags = r.flags;
+    *devptr = r.devptr;
+    return 0;
+}
+
+/* ---------------- address windows ---------------- */
+
+#define WINDOW_FIRST 0x200000000000ULL /* 32 TiB: far from the heap, the binary and mmap */
+#define WINDOW_STRIDE 0x4000000000ULL  /* 256 GiB per slot */
+
+int fc_window_reserve(int dev, uint64_t size, uint64_t *base) {
+    if (size > WINDOW_STRIDE) size = WINDOW_STRIDE;
+    for (int slot = 0; slot < 256; slot++) {
+        uint64_t want = WINDOW_FIRST + (uint64_t)slot * WINDOW_STRIDE;
+        void *p = mmap((void *)want, size, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p == MAP_FAILED) continue;
+        if ((uint64_t)p != want) { /* old kernels ignore MAP_FIXED_NOREPLACE: treat as taken */
+            munmap(p, size);
+            continue;
+        }
+        fc_devices[dev].win_base = want;
+        fc_devices[dev].win_size = size;
+        *base = want;
+        return 0;
+    }
+    return -1;
+}
+
+/* The daemon could not map at our window and chose another base: reserve that one instead. */
+int fc_window_adopt(int dev, uint64_t base, uint64_t size) {
+    fc_device *d = &fc_devices[dev];
+    if (d->win_base == base && d->win_size == size) return 0;
+    if (d->win_size) munmap((void *)d->win_base, d->win_size);
+    d->win_base = d->win_size = 0;
+    void *p = mmap((void *)base, size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED || (uint64_t)p != base) {
+        if (p != MAP_FAILED) munmap(p, size);
+        return -1;
+    }
+    d->win_base = base;
+    d->win_size = size;
+    return 0;
+}
+
+int fcx_window_reserve(int dev, uint64_t size, uint64_t *base) {
+    return fc_window_reserve(dev, size, base);
+}
+int fcx_window_adopt(int dev, uint64_t base, uint64_t size) {
+    return fc_window_adopt(dev, base, size);
+}
+
+/* ---------------- helpers ---------------- */
+
+static fc_conn *dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
+
+/* Where a pointer lives: its virtual device, or -1 for host memory. */
+static int locate(const void *p, size_t n, int *dev, int *bad) {
+    fc_range r;
+    *bad = 0;
+    if (fc_range_find((uint64_t)(uintptr_t)p, 1, &r) == 0) {
+        *dev = r.dev;
+        if ((uint64_t)(uintptr_t)p + n > r.base + r.size) *bad = 1;
+        return 1;
+    }
+    *dev = -1;
+    return 0;
+}
+
+/* ---------------- allocation ---------------- */
+
+FC_EXPORT cudaError_t cudaMalloc(void **ptr, size_t size) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!ptr) return fc_ret(cudaErrorInvalidValue);
+    int dev = fc_current_device();
+    st = fc_device_ready(dev);
+    if (st) return fc_ret(st);
+    if (size == 0) {
+        *ptr = NULL;
+        return cudaSuccess;
+    }
+    fc_MALLOC m = {size, 0};
+    fc_MALLOC_reply rep = {0};
+    fc_req r;
+    fc_req_init(&r, &rep, sizeof rep);
+    st = fc_call(dev_conn(dev), FC_OP_MALLOC, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    if (st) return fc_ret(fc_sync_status(dev, st));
+    if (fc_range_add(rep.ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
+        fc_log("cudaMalloc: the server returned 0x%llx, which overlaps memory already known; "
+               "refusing it", (unsigned long long)rep.ptr);
+        return fc_ret(cudaErrorMemoryAllocation);
+    }
+    *ptr = (void *)(uintptr_t)rep.ptr;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaMallocPitch(void **ptr, size_t *pitch, size_t width, size_t height) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!ptr || !pitch) return fc_ret(cudaErrorInvalidValue);
+    int dev = fc_current_device();
+    st = fc_device_ready(dev);
+    if (st) return fc_ret(st);
+    if (width == 0 || height == 0) {
+        *ptr = NULL;
+        *pitch = 0;
+        return cudaSuccess;
+    }
+    fc_MALLOC_PITCH m = {width, height};
+    fc_MALLOC_PITCH_reply rep = {0};
+    fc_req r;
+    fc_req_init(&r, &rep, sizeof rep);
+    st = fc_call(dev_conn(dev), FC_OP_MALLOC_PITCH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    if (st) return fc_ret(fc_sync_status(dev, st));
+    if (fc_range_add(rep.ptr, rep.pitch * height, dev, FC_RANGE_DEVICE, 0, 0))
+        return fc_ret(cudaErrorMemoryAllocation);
+    *ptr = (void *)(uintptr_t)rep.ptr;
+    *pitch = rep.pitch;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaFree(void *ptr) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    int dev = fc_current_device();
+    if (ptr == NULL) /* the classic way to create the context */
+        return fc_ret(fc_device_ready(dev));
+    fc_range rg;
+    if (fc_range_find((uint64_t)(uintptr_t)ptr, 1, &rg) || rg.base != (uint64_t)(uintptr_t)ptr ||
+        rg.kind != FC_RANGE_DEVICE)
+        return fc_ret(cudaErrorInvalidValue);
+    dev = rg.dev;
+    st = fc_device_ready(dev);
+    if (st) return fc_ret(st);
+    fc_FREE m = {rg.base};
+    fc_req r;
+    fc_req_init(&r, NULL, 0);
+    st = fc_call(dev_conn(dev), FC_OP_FREE, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    if (st == cudaSuccess || st == cudaErrorInvalidValue) fc_range_remove(rg.base, FC_RANGE_DEVICE, NULL);
+    return fc_ret(fc_sync_status(dev, st));
+}
+
+/* ---------------- host memory ---------------- */
+
+enum { HOST_PORTABLE = 1, HOST_MAPPED = 2, HOST_WRITECOMBINED = 4, HOST_OWNED = 0x100 };
+
+static int host_alloc(void **ptr, size_t size, unsigned int flags) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!ptr) return cudaErrorInvalidValue;
+    if (flags & ~7u) return cudaErrorInvalidValue;
+    if (size == 0) {
+        *ptr = NULL;
+        return cudaSuccess;
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t len = (size + page - 1) / page * page;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return cudaErrorMemoryAllocation;
+    if (fc_range_add((uint64_t)(uintptr_t)p, size, fc_current_device(), FC_RANGE_HOST,
+                     flags | HOST_OWNED, 0)) {
+        munmap(p, len);
+        return cudaErrorMemoryAllocation;
+    }
+    *ptr = p;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaMallocHost(void **ptr, size_t size) {
+    return fc_ret(host_alloc(ptr, size, 0));
+}
+
+FC_EXPORT cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags) {
+    return fc_ret(host_alloc(ptr, size, flags));
+}
+
+FC_EXPORT cudaError_t cudaFreeHost(void *ptr) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!ptr) return cudaSuccess;
+    fc_range r;
+    if (fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) || r.base != (uint64_t)(uintptr_t)ptr ||
+        !(r.flags & HOST_OWNED))
+        return fc_ret(cudaErrorInvalidValue);
+    fc_range_remove(r.base, FC_RANGE_HOST, NULL);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    munmap(ptr, (r.size + page - 1) / page * page);
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaHostRegister(void *ptr, size_t size, unsigned int flags) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!ptr || size == 0 || (flags & ~0xfu)) return fc_ret(cudaErrorInvalidValue);
+    if (fc_range_add((uint64_t)(uintptr_t)ptr, size, fc_current_device(), FC_RANGE_HOST,
+                     flags & 0x3u, 0))
+        return fc_ret(cudaErrorHostMemoryAlreadyRegistered);
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaHostUnregister(void *ptr) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_range r;
+    if (!ptr || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) ||
+        r.base != (uint64_t)(uintptr_t)ptr || (r.flags & HOST_OWNED))
+        return fc_ret(cudaErrorHostMemoryNotRegistered);
+    fc_range_remove(r.base, FC_RANGE_HOST, NULL);
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaHostGetFlags(unsigned int *flags, void *ptr) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_range r;
+    if (!flags || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r))
+        return fc_ret(cudaErrorInvalidValue);
+    *flags = r.flags & 0xffu;
+    return cudaSuccess;
+}
+
+static int mapped_notice;
+FC_EXPORT cudaError_t cudaHostGetDevicePointer(void **pDevice, void *pHost, unsigned int flags) {
+    (void)flags;
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!pDevice || fc_range_find((uint64_t)(uintptr_t)pHost, 0, NULL))
+        return fc_ret(cudaErrorInvalidValue);
+    /* Zero-copy access of client memory from a remote GPU cannot be coherent: refuse it. */
+    if (!__atomic_exchange_n(&mapped_notice, 1, __ATOMIC_ACQ_REL))
+        fc_log("cudaHostGetDevicePointer: mapped (zero-copy) host memory is not supported by "
+               "farcuda (returns cudaErrorNotSupported)");
+    return fc_ret(cudaErrorNotSupported);
+}
+
+/* ---------------- copies ---------------- */
+
+int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
+
+/* The stream and device a copy runs on: the stream's, checked against the memory's device. */
+static int copy_stream(cudaStream_t stream, int ptds, int mem_dev, uint32_t *sid) {
+    int sdev = mem_dev;
+    int st = fc_stream_resolve(stream, ptds, &sdev, sid);
+    if (st) return st;
+    return cudaSuccess;
+}
+
+static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, int async) {
+    int st = fc_device_ready(dev);
+    if (st) return st;
+    fc_MEMCPY_HTOD m = {dst, sid, 0};
+    st = fc_send_htod(dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
+                      !async);
+    if (async) return st ? st : fc_device_status(dev);
+    return fc_sync_status(dev, st);
+}
+
+static int dtoh(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
+    int st = fc_device_ready(dev);
+    if (st) return st;
+    fc_MEMCPY_DTOH m = {src, n, sid, 0};
+    fc_req r;
+    fc_req_init(&r, NULL, 0);
+    r.bulk = dst;
+    r.bulk_cap = n;
+    st = fc_call(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    if (st == cudaSuccess && r.bulk_len != n) st = cudaErrorUnknown;
+    return fc_sync_status(dev, st);
+}
+
+static int dtod(int dev, uint64_t dst, uint64_t src, size_t n, uint32_t sid) {
+    int st = fc_device_ready(dev);
+    if (st) return st;
+    fc_MEMCPY_DTOD m = {dst, src, n, sid, 0};
+    st = fc_post(dev_conn(dev), FC_OP_MEMCPY_DTOD, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    return st ? st : fc_device_status(dev);
+}
+
+/* A copy between two virtual devices: on the server when both live in the same session,
+ * otherwise staged through this process. */
+static int peer_copy(int ddev, uint64_t dst, int sdev, uint64_t src, size_t n, uint32_t sid,
+                     int async) {
+    int st = fc_device_ready(ddev);
+    if (!st) st = fc_device_ready(sdev);
+    if (st) return st;
+    if (fc_devices[ddev].server == fc_devices[sdev].server) {
+        fc_MEMCPY_PEER m = {dst, (uint32_t)ddev, (uint32_t)sdev, src, n, sid, 0};
+        if (async) {
+            st = fc_post(dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0);
+            return st ? st : fc_device_status(sdev);
+        }
+        fc_req r;
+        fc_req_init(&r, NULL, 0);
+        st = fc_call(dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0,
+                     &r);
+        return fc_sync_status(sdev, st);
+    }
+    size_t chunk = n < (64u << 20) ? n : (64u << 20);
+    char *tmp = malloc(chunk);
+    if (!tmp) return cudaErrorMemoryAllocation;
+    for (size_t off = 0; off < n && !st; off += chunk) {
+        size_t k = n - off < chunk ? n - off : chunk;
+        st = dtoh(sdev, tmp, src + off, k, 0);
+        if (!st) st = htod(ddev, dst + off, tmp, k, 0, 0);
+    }
+    free(tmp);
+    return st;
+}
+
+int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t stream,
+                   int async, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    if (n == 0) return cudaSuccess;
+    if (!dst || !src) return cudaErrorInvalidValue;
+    int ddev, sdev, dbad, sbad;
+    int d_is_dev = locate(dst, n, &ddev, &dbad);
+    int s_is_dev = locate(src, n, &sdev, &sbad);
+    /* An explicit direction must name device memory where it says so; host memory named as
+     * host may still be device memory (unified addressing decides, as in CUDA). */
+    if ((kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !d_is_dev)
+        return cudaErrorInvalidValue;
+    if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) && !s_is_dev)
+        return cudaErrorInvalidValue;
+    if ((d_is_dev && dbad) || (s_is_dev && sbad)) return cudaErrorInvalidValue;
+    uint32_t sid = 0;
+    int mem_dev = d_is_dev ? ddev : (s_is_dev ? sdev : fc_current_device());
+    st = copy_stream(stream, ptds, mem_dev, &sid);
+    if (st) return st;
+    if (d_is_dev && s_is_dev) {
+        if (ddev == sdev) return dtod(ddev, (uint64_t)(uintptr_t)dst, (uint64_t)(uintptr_t)src, n, sid);
+        return peer_copy(ddev, (uint64_t)(uintptr_t)dst, sdev, (uint64_t)(uintptr_t)src, n, sid,
+                         async);
+    }
+    if (d_is_dev) return htod(ddev, (uint64_t)(uintptr_t)dst, src, n, sid, async);
+    if (s_is_dev) return dtoh(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+
+int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                     size_t height, int kind, cudaStream_t stream, int async, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    if (width == 0 || height == 0) return cudaSuccess;
+    if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
+    if (!dst || !src) return cudaErrorInvalidValue;
+    size_t dspan = (height - 1) * dpitch + width, sspan = (height - 1) * spitch + width;
+    int ddev, sdev, dbad, sbad;
+    int d_is_dev = locate(dst, dspan, &ddev, &dbad);
+    int s_is_dev = locate(src, sspan, &sdev, &sbad);
+    if ((kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !d_is_dev)
+        return cudaErrorInvalidValue;
+    if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) && !s_is_dev)
+        return cudaErrorInvalidValue;
+    if ((d_is_dev && dbad) || (s_is_dev && sbad)) return cudaErrorInvalidValue;
+    uint32_t sid = 0;
+    int mem_dev = d_is_dev ? ddev : (s_is_dev ? sdev : fc_current_device());
+    st = copy_stream(stream, ptds, mem_dev, &sid);
+    if (st) return st;
+    uint64_t d = (uint64_t)(uintptr_t)dst, s = (uint64_t)(uintptr_t)src;
+    if (d_is_dev && s_is_dev) {
+        if (ddev != sdev) { /* rare: row by row through the peer path */
+            for (size_t y = 0; y < height && !st; y++)
+                st = peer_copy(ddev, d + y * dpitch, sdev, s + y * spitch, width, sid, async);
+            return st;
+        }
+        if ((st = fc_device_ready(ddev))) return st;
+        fc_MEMCPY2D_DTOD m = {d, dpitch, s, spitch, width, height, sid, 0};
+        st = fc_post(dev_conn(ddev), FC_OP_MEMCPY2D_DTOD, (uint16_t)ddev, &m, sizeof m, NULL, 0);
+        return st ? st : fc_device_status(ddev);
+    }
+    if (d_is_dev) {
+        if ((st = fc_device_ready(ddev))) return st;
+        /* whole rows per frame, packed tightly */
+        size_t rows = FC_CHUNK / width ? FC_CHUNK / width : 1;
+        char *tmp = spitch == width ? NULL : malloc(rows * width);
+        if (spitch != width && !tmp) return cudaErrorMemoryAllocation;
+        for (size_t y = 0; y < height && !st; y += rows) {
+            size_t k = height - y < rows ? height - y : rows;
+            const char *rowsrc = (const char *)src + y * spitch;
+            if (tmp) {
+                for (size_t i = 0; i < k; i++) memcpy(tmp + i * width, rowsrc + i * spitch, width);
+                rowsrc = tmp;
+            }
+            fc_MEMCPY2D_HTOD m = {d + y * dpitch, dpitch, width, k, sid, 0};
+            int last = y + k >= height;
+            if (last && !async) {
+                fc_req r;
+                fc_req_init(&r, NULL, 0);
+                st = fc_call(dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
+                             rowsrc, k * width, &r);
+                st = fc_sync_status(ddev, st);
+            } else {
+                st = fc_post(dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
+                             rowsrc, k * width);
+            }
+        }
+        free(tmp);
+        return st ? st : (async ? fc_device_status(ddev) : cudaSuccess);
+    }
+    if (s_is_dev) {
+        if ((st = fc_device_ready(sdev))) return st;
+        fc_MEMCPY2D_DTOH m = {s, spitch, width, height, sid, 0};
+        fc_req r;
+        fc_req_init(&r, NULL, 0);
+        r.bulk = dst;
+        r.bulk_cap = width * height;
+        r.row_width = width;
+        r.row_pitch = dpitch;
+        st = fc_call(dev_conn(sdev), FC_OP_MEMCPY2D_DTOH, (uint16_t)sdev, &m, sizeof m, NULL, 0,
+                     &r);
+        if (st == cudaSuccess && r.bulk_len != width * height) st = cudaErrorUnknown;
+        return fc_sync_status(sdev, st);
+    }
+    for (size_t y = 0; y < height; y++)
+        memmove((char *)dst + y * dpitch, (const char *)src + y * spitch, width);
+    return cudaSuccess;
+}
+
+int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds) {
+    (void)async;
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (n == 0) return cudaSuccess;
+    int dev, bad;
+    if (!locate(dst, n, &dev, &bad) || bad) return cudaErrorInvalidValue;
+    uint32_t sid = 0;
+    st = copy_stream(stream, ptds, dev, &sid);
+    if (st) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_MEMSET m = {(uint64_t)(uintptr_t)dst, n, (uint32_t)(value & 0xff), sid, 1};
+    st = fc_post(dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    return st ? st : fc_device_status(dev);
+}
+
+static int memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
+                         cudaStream_t stream, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (width == 0 || height == 0) return cudaSuccess;
+    if (width > pitch) return cudaErrorInvalidValue;
+    int dev, bad;
+    if (!locate(dst, (height - 1) * pitch + width, &dev, &bad) || bad)
+        return cudaErrorInvalidValue;
+    uint32_t sid = 0;
+    st = copy_stream(stream, ptds, dev, &sid);
+    if (st) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_MEMSET2D m = {(uint64_t)(uintptr_t)dst, pitch, width, height, (uint32_t)(value & 0xff), sid};
+    st = fc_post(dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    return st ? st : fc_device_status(dev);
+}
+
+/* ---------------- exported copy and set calls ---------------- */
+
+FC_EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, int kind) {
+    return fc_ret(fc_memcpy_impl(dst, src, n, kind, NULL, 0, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpy_ptds(void *dst, const void *src, size_t n, int kind) {
+    return fc_ret(fc_memcpy_impl(dst, src, n, kind, NULL, 0, 1));
+}
+FC_EXPORT cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, int kind,
+                                      cudaStream_t s) {
+    return fc_ret(fc_memcpy_impl(dst, src, n, kind, s, 1, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpyAsync_ptsz(void *dst, const void *src, size_t n, int kind,
+                                           cudaStream_t s) {
+    return fc_ret(fc_memcpy_impl(dst, src, n, kind, s, 1, 1));
+}
+FC_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch,
+                                   size_t width, size_t height, int kind) {
+    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, NULL, 0, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpy2D_ptds(void *dst, size_t dpitch, const void *src,
+                                        size_t spitch, size_t width, size_t height, int kind) {
+    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, NULL, 0, 1));
+}
+FC_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src,
+                                        size_t spitch, size_t width, size_t height, int kind,
+                                        cudaStream_t s) {
+    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, s, 1, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src,
+                                             size_t spitch, size_t width, size_t height,
+                                             int kind, cudaStream_t s) {
+    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, s, 1, 1));
+}
+FC_EXPORT cudaError_t cudaMemset(void *dst, int value, size_t n) {
+    return fc_ret(fc_memset_impl(dst, value, n, NULL, 0, 0));
+}
+FC_EXPORT cudaError_t cudaMemset_ptds(void *dst, int value, size_t n) {
+    return fc_ret(fc_memset_impl(dst, value, n, NULL, 0, 1));
+}
+FC_EXPORT cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
+    return fc_ret(fc_memset_impl(dst, value, n, s, 1, 0));
+}
+FC_EXPORT cudaError_t cudaMemsetAsync_ptsz(void *dst, int value, size_t n, cudaStream_t s) {
+    return fc_ret(fc_memset_impl(dst, value, n, s, 1, 1));
+}
+FC_EXPORT cudaError_t cudaMemset2D(void *dst, size_t pitch, int value, size_t w, size_t h) {
+    return fc_ret(memset2d_impl(dst, pitch, value, w, h, NULL, 0));
+}
+FC_EXPORT cudaError_t cudaMemset2D_ptds(void *dst, size_t pitch, int value, size_t w, size_t h) {
+    return fc_ret(memset2d_impl(dst, pitch, value, w, h, NULL, 1));
+}
+FC_EXPORT cudaError_t cudaMemset2DAsync(void *dst, size_t pitch, int value, size_t w, size_t h,
+                                        cudaStream_t s) {
+    return fc_ret(memset2d_impl(dst, pitch, value, w, h, s, 0));
+}
+FC_EXPORT cudaError_t cudaMemset2DAsync_ptsz(void *dst, size_t pitch, int value, size_t w,
+                                             size_t h, cudaStream_t s) {
+    return fc_ret(memset2d_impl(dst, pitch, value, w, h, s, 1));
+}
+
+static int memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
+                       cudaStream_t stream, int async) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (ddev < 0 || ddev >= fc_ndevices || sdev < 0 || sdev >= fc_ndevices)
+        return cudaErrorInvalidDevice;
+    if (n == 0) return cudaSuccess;
+    int dd, sd, dbad, sbad;
+    if (!locate(dst, n, &dd, &dbad) || !locate(src, n, &sd, &sbad) || dbad || sbad ||
+        dd != ddev || sd != sdev)
+        return cudaErrorInvalidValue;
+    uint32_t sid = 0;
+    st = copy_stream(stream, 0, sdev, &sid);
+    if (st) return st;
+    if (ddev == sdev) return dtod(ddev, (uint64_t)(uintptr_t)dst, (uint64_t)(uintptr_t)src, n, sid);
+    return peer_copy(ddev, (uint64_t)(uintptr_t)dst, sdev, (uint64_t)(uintptr_t)src, n, sid,
+                     async);
+}
+
+FC_EXPORT cudaError_t cudaMemcpyPeer(void *dst, int ddev, const void *src, int sdev, size_t n) {
+    return fc_ret(memcpy_peer(dst, ddev, src, sdev, n, NULL, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpyPeerAsync(void *dst, int ddev, const void *src, int sdev,
+                                          size_t n, cudaStream_t s) {
+    return fc_ret(memcpy_peer(dst, ddev, src, sdev, n, s, 1));
+}
+
+/* ---------------- symbols ---------------- */
+
+static int symbol_target(const void *symbol, size_t count, size_t offset, uint64_t *addr) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    fc_var *v = fc_var_by_host(symbol);
+    if (!v) return cudaErrorInvalidSymbol;
+    int dev = fc_current_device();
+    if ((st = fc_device_ready(dev))) return st;
+    if ((st = fc_var_address(v, dev, addr))) return st;
+    if (offset > v->size || count > v->size - offset) return cudaErrorInvalidValue;
+    *addr += offset;
+    return cudaSuccess;
+}
+
+static int to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,
+                     cudaStream_t s, int async, int ptds) {
+    uint64_t a;
+    int st = symbol_target(symbol, count, offset, &a);
+    if (st) return st;
+    if (kind != cudaMemcpyHostToDevice && kind != cudaMemcpyDeviceToDevice &&
+        kind != cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    return fc_memcpy_impl((void *)(uintptr_t)a, src, count, kind, s, async, ptds);
+}
+
+static int from_symbol(void *dst, const void *symbol, size_t count, size_t offset, int kind,
+                       cudaStream_t s, int async, int ptds) {
+    uint64_t a;
+    int st = symbol_target(symbol, count, offset, &a);
+    if (st) return st;
+    if (kind != cudaMemcpyDeviceToHost && kind != cudaMemcpyDeviceToDevice &&
+        kind != cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    return fc_memcpy_impl(dst, (void *)(uintptr_t)a, count, kind, s, async, ptds);
+}
+
+FC_EXPORT cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t count,
+                                         size_t offset, int kind) {
+    return fc_ret(to_symbol(symbol, src, count, offset, kind, NULL, 0, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpyToSymbol_ptds(const void *symbol, const void *src, size_t count,
+                                              size_t offset, int kind) {
+    return fc_ret(to_symbol(symbol, src, count, offset, kind, NULL, 0, 1));
+}
+FC_EXPORT cudaError_t cudaMemcpyFromSymbol(void *dst, const void *symbol, size_t count,
+                                           size_t offset, int kind) {
+    return fc_ret(from_symbol(dst, symbol, count, offset, kind, NULL, 0, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpyFromSymbol_ptds(void *dst, const void *symbol, size_t count,
+                                                size_t offset, int kind) {
+    return fc_ret(from_symbol(dst, symbol, count, offset, kind, NULL, 0, 1));
+}
+FC_EXPORT cudaError_t cudaMemcpyToSymbolAsync(const void *symbol, const void *src, size_t count,
+                                              size_t offset, int kind, cudaStream_t s) {
+    return fc_ret(to_symbol(symbol, src, count, offset, kind, s, 1, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpyToSymbolAsync_ptsz(const void *symbol, const void *src,
+                                                   size_t count, size_t offset, int kind,
+                                                   cudaStream_t s) {
+    return fc_ret(to_symbol(symbol, src, count, offset, kind, s, 1, 1));
+}
+FC_EXPORT cudaError_t cudaMemcpyFromSymbolAsync(void *dst, const void *symbol, size_t count,
+                                                size_t offset, int kind, cudaStream_t s) {
+    return fc_ret(from_symbol(dst, symbol, count, offset, kind, s, 1, 0));
+}
+FC_EXPORT cudaError_t cudaMemcpyFromSymbolAsync_ptsz(void *dst, const void *symbol,
+                                                     size_t count, size_t offset, int kind,
+                                                     cudaStream_t s) {
+    return fc_ret(from_symbol(dst, symbol, count, offset, kind, s, 1, 1));
+}
+
+FC_EXPORT cudaError_t cudaGetSymbolAddress(void **devPtr, const void *symbol) {
+    if (!devPtr) return fc_ret(cudaErrorInvalidValue);
+    uint64_t a;
+    int st = symbol_target(symbol, 0, 0, &a);
+    if (st) return fc_ret(st);
+    *devPtr = (void *)(uintptr_t)a;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaGetSymbolSize(size_t *size, const void *symbol) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!size) return fc_ret(cudaErrorInvalidValue);
+    fc_var *v = fc_var_by_host(symbol);
+    if (!v) return fc_ret(cudaErrorInvalidSymbol);
+    *size = v->size;
+    return cudaSuccess;
+}
+
+/* cudaDeviceReset: the daemon made the device's context anew; forget its memory here. */
+void fc_ranges_drop_device(int dev) {
+    pthread_rwlock_wrlock(&ranges_lock);
+    size_t j = 0;
+    for (size_t i = 0; i < dev_ranges.n; i++)
+        if (dev_ranges.v[i].dev != dev) dev_ranges.v[j++] = dev_ranges.v[i];
+    dev_ranges.n = j;
+    pthread_rwlock_unlock(&ranges_lock);
+}

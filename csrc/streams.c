@@ -1,0 +1,650 @@
+/* Streams, events, host callbacks and captured graphs.
+ *
+ * The client names its streams, events and graphs itself (ids on the wire), so creating one
+ * is an async frame, not a round trip. Handles given to the app point to small structs that
+ * are never freed: a destroyed handle keeps a dead magic, so using it again is an error, not
+ * a use-after-free.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc.h"
+#include "api.h"
+
+#define FC_STREAM_DEAD 0xdeadbeefU
+#define FC_GRAPH_MAGIC 0x47524150U
+#define FC_EXEC_MAGIC 0x47455845U
+
+static uint32_t next_id = 1;
+uint32_t fc_new_id(void) { return __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED); }
+
+static fc_conn *dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
+
+static int post_dev(int dev, uint16_t op, const void *m, size_t n) {
+    int st = fc_post(dev_conn(dev), op, (uint16_t)dev, m, n, NULL, 0);
+    return st ? st : fc_device_status(dev);
+}
+
+static int call_dev(int dev, uint16_t op, const void *m, size_t n, void *rep, size_t cap) {
+    fc_req r;
+    fc_req_init(&r, rep, cap);
+    return fc_call(dev_conn(dev), op, (uint16_t)dev, m, n, NULL, 0, &r);
+}
+
+/* ---------------- streams ---------------- */
+
+static int per_thread_stream(int dev, uint32_t *id) {
+    fc_tls *t = fc_tls_get();
+    if (!t->ptds[dev] || t->ptds_gen[dev] != fc_devices[dev].generation) {
+        int st = fc_device_ready(dev);
+        if (st) return st;
+        fc_stream *s = calloc(1, sizeof *s);
+        if (!s) return cudaErrorMemoryAllocation;
+        *s = (fc_stream){FC_STREAM_MAGIC, fc_new_id(), dev, 0, 0, 1, 0};
+        fc_STREAM_CREATE m = {s->id, 0, 0};
+        st = post_dev(dev, FC_OP_STREAM_CREATE, &m, sizeof m);
+        if (st) {
+            free(s);
+            return st;
+        }
+        t->ptds[dev] = s;
+        t->ptds_gen[dev] = fc_devices[dev].generation;
+    }
+    *id = t->ptds[dev]->id;
+    return cudaSuccess;
+}
+
+int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id) {
+    if (s == NULL) {
+        if (ptds) return per_thread_stream(*dev, id);
+        *id = 0;
+        return cudaSuccess;
+    }
+    if (s == FC_STREAM_LEGACY) {
+        *id = 0;
+        return cudaSuccess;
+    }
+    if (s == FC_STREAM_PER_THREAD) return per_thread_stream(*dev, id);
+    fc_stream *st = s;
+    if (st->magic != FC_STREAM_MAGIC) return cudaErrorInvalidResourceHandle;
+    *dev = st->dev;
+    *id = st->id;
+    return cudaSuccess;
+}
+
+static fc_stream *stream_of(cudaStream_t s, int ptds, int *st_out) {
+    int dev = fc_current_device();
+    uint32_t id;
+    *st_out = fc_stream_resolve(s, ptds, &dev, &id);
+    if (*st_out) return NULL;
+    if (s == NULL || s == FC_STREAM_LEGACY || s == FC_STREAM_PER_THREAD) return NULL;
+    return s;
+}
+
+static int stream_create(cudaStream_t *out, unsigned int flags, int priority) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!out || (flags & ~1u)) return cudaErrorInvalidValue;
+    int dev = fc_current_device();
+    if ((st = fc_device_ready(dev))) return st;
+    /* as CUDA does: priorities outside the device's range are clamped to it */
+    fc_device *d = &fc_devices[dev];
+    if (priority > d->prio_least) priority = d->prio_least;
+    if (priority < d->prio_greatest) priority = d->prio_greatest;
+    fc_stream *s = calloc(1, sizeof *s);
+    if (!s) return cudaErrorMemoryAllocation;
+    *s = (fc_stream){FC_STREAM_MAGIC, fc_new_id(), dev, flags, priority, 0, 0};
+    fc_STREAM_CREATE m = {s->id, flags, priority};
+    st = post_dev(dev, FC_OP_STREAM_CREATE, &m, sizeof m);
+    if (st) {
+        free(s);
+        return st;
+    }
+    *out = s;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaStreamCreate(cudaStream_t *s) { return fc_ret(stream_create(s, 0, 0)); }
+FC_EXPORT cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    return fc_ret(stream_create(s, flags, 0));
+}
+FC_EXPORT cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned int flags,
+                                                   int priority) {
+    return fc_ret(stream_create(s, flags, priority));
+}
+
+FC_EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (s == NULL || s == FC_STREAM_LEGACY || s == FC_STREAM_PER_THREAD)
+        return fc_ret(cudaErrorInvalidResourceHandle);
+    fc_stream *fs = s;
+    if (fs->magic != FC_STREAM_MAGIC) return fc_ret(cudaErrorInvalidResourceHandle);
+    fs->magic = FC_STREAM_DEAD;
+    fc_STREAM_DESTROY m = {fs->id};
+    return fc_ret(post_dev(fs->dev, FC_OP_STREAM_DESTROY, &m, sizeof m));
+}
+
+static int stream_sync(cudaStream_t s, int ptds, uint16_t op) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    int dev = fc_current_device();
+    uint32_t id;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_STREAM_SYNC m = {id};
+    st = call_dev(dev, op, &m, sizeof m, NULL, 0);
+    if (op == FC_OP_STREAM_QUERY && st == cudaErrorNotReady) return st;
+    return fc_sync_status(dev, st);
+}
+
+FC_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    return fc_ret(stream_sync(s, 0, FC_OP_STREAM_SYNC));
+}
+FC_EXPORT cudaError_t cudaStreamSynchronize_ptsz(cudaStream_t s) {
+    return fc_ret(stream_sync(s, 1, FC_OP_STREAM_SYNC));
+}
+FC_EXPORT cudaError_t cudaStreamQuery(cudaStream_t s) {
+    return fc_ret(stream_sync(s, 0, FC_OP_STREAM_QUERY));
+}
+FC_EXPORT cudaError_t cudaStreamQuery_ptsz(cudaStream_t s) {
+    return fc_ret(stream_sync(s, 1, FC_OP_STREAM_QUERY));
+}
+
+int fc_event_resolve(cudaEvent_t e, fc_event **out) {
+    fc_event *ev = e;
+    if (!ev || ev->magic != FC_EVENT_MAGIC) return cudaErrorInvalidResourceHandle;
+    *out = ev;
+    return cudaSuccess;
+}
+
+static int stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    fc_event *ev;
+    if ((st = fc_event_resolve(e, &ev))) return st;
+    int dev = fc_current_device();
+    uint32_t id;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    if (fc_devices[ev->dev].server != fc_devices[dev].server) {
+        /* different servers cannot wait on each other's events: wait here instead */
+        fc_EVENT_SYNC m = {ev->id};
+        st = call_dev(ev->dev, FC_OP_EVENT_SYNC, &m, sizeof m, NULL, 0);
+        return fc_sync_status(ev->dev, st);
+    }
+    fc_STREAM_WAIT_EVENT m = {id, ev->id, flags};
+    /* aux carries the event's device when it differs from the stream's */
+    fc_conn *c = dev_conn(dev);
+    char *p = fc_post_begin(c, FC_OP_STREAM_WAIT_EVENT, (uint16_t)dev, sizeof m);
+    if (!p) return c->dead ? c->dead_status : cudaErrorMemoryAllocation;
+    ((fc_hdr *)p)[-1].aux = (uint16_t)ev->dev;
+    memcpy(p, &m, sizeof m);
+    fc_post_commit(c);
+    return fc_device_status(dev);
+}
+
+FC_EXPORT cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    return fc_ret(stream_wait_event(s, e, flags, 0));
+}
+FC_EXPORT cudaError_t cudaStreamWaitEvent_ptsz(cudaStream_t s, cudaEvent_t e,
+                                               unsigned int flags) {
+    return fc_ret(stream_wait_event(s, e, flags, 1));
+}
+
+static int stream_field(cudaStream_t s, int ptds, int which, void *out) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!out) return cudaErrorInvalidValue;
+    fc_stream *fs = stream_of(s, ptds, &st);
+    if (st) return st;
+    int dev = fs ? fs->dev : fc_current_device();
+    switch (which) {
+    case 0: *(unsigned int *)out = fs ? fs->flags : 0; break;
+    case 1: *(int *)out = fs ? fs->priority : 0; break;
+    case 2: *(int *)out = dev; break;
+    case 3: {
+        uint32_t id = 0;
+        if (!fs) {
+            int d = dev;
+            if ((st = fc_stream_resolve(s, ptds, &d, &id))) return st;
+        }
+        *(unsigned long long *)out = fs ? fs->id : id;
+        break;
+    }
+    }
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaStreamGetFlags(cudaStream_t s, unsigned int *f) {
+    return fc_ret(stream_field(s, 0, 0, f));
+}
+FC_EXPORT cudaError_t cudaStreamGetFlags_ptsz(cudaStream_t s, unsigned int *f) {
+    return fc_ret(stream_field(s, 1, 0, f));
+}
+FC_EXPORT cudaError_t cudaStreamGetPriority(cudaStream_t s, int *p) {
+    return fc_ret(stream_field(s, 0, 1, p));
+}
+FC_EXPORT cudaError_t cudaStreamGetPriority_ptsz(cudaStream_t s, int *p) {
+    return fc_ret(stream_field(s, 1, 1, p));
+}
+FC_EXPORT cudaError_t cudaStreamGetDevice(cudaStream_t s, int *d) {
+    return fc_ret(stream_field(s, 0, 2, d));
+}
+FC_EXPORT cudaError_t cudaStreamGetDevice_ptsz(cudaStream_t s, int *d) {
+    return fc_ret(stream_field(s, 1, 2, d));
+}
+FC_EXPORT cudaError_t cudaStreamGetId(cudaStream_t s, unsigned long long *id) {
+    return fc_ret(stream_field(s, 0, 3, id));
+}
+FC_EXPORT cudaError_t cudaStreamGetId_ptsz(cudaStream_t s, unsigned long long *id) {
+    return fc_ret(stream_field(s, 1, 3, id));
+}
+
+int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigned int *flags) {
+    int d = fc_current_device();
+    uint32_t i;
+    int st = fc_stream_resolve(stream, 0, &d, &i);
+    if (st) return st;
+    *dev = d;
+    *id = i;
+    fc_stream *fs = (stream == NULL || stream == FC_STREAM_LEGACY ||
+                     stream == FC_STREAM_PER_THREAD) ? NULL : stream;
+    *priority = fs ? fs->priority : 0;
+    *flags = fs ? fs->flags : 0;
+    return cudaSuccess;
+}
+
+/* ---------------- events ---------------- */
+
+static int event_create(cudaEvent_t *out, unsigned int flags) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!out || (flags & ~0xfu)) return cudaErrorInvalidValue;
+    int dev = fc_current_device();
+    if ((st = fc_device_ready(dev))) return st;
+    fc_event *e = calloc(1, sizeof *e);
+    if (!e) return cudaErrorMemoryAllocation;
+    *e = (fc_event){FC_EVENT_MAGIC, fc_new_id(), dev, flags, 0};
+    fc_EVENT_CREATE m = {e->id, flags};
+    st = post_dev(dev, FC_OP_EVENT_CREATE, &m, sizeof m);
+    if (st) {
+        free(e);
+        return st;
+    }
+    *out = e;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaEventCreate(cudaEvent_t *e) { return fc_ret(event_create(e, 0)); }
+FC_EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    return fc_ret(event_create(e, flags));
+}
+
+static int event_record(cudaEvent_t e, cudaStream_t s, unsigned int flags, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    fc_event *ev;
+    if ((st = fc_event_resolve(e, &ev))) return st;
+    int dev = ev->dev;
+    uint32_t id;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
+    if (dev != ev->dev) return cudaErrorInvalidResourceHandle;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_EVENT_RECORD m = {ev->id, id, flags};
+    ev->recorded = 1;
+    return post_dev(dev, FC_OP_EVENT_RECORD, &m, sizeof m);
+}
+
+FC_EXPORT cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    return fc_ret(event_record(e, s, 0, 0));
+}
+FC_EXPORT cudaError_t cudaEventRecord_ptsz(cudaEvent_t e, cudaStream_t s) {
+    return fc_ret(event_record(e, s, 0, 1));
+}
+FC_EXPORT cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s,
+                                               unsigned int flags) {
+    return fc_ret(event_record(e, s, flags, 0));
+}
+FC_EXPORT cudaError_t cudaEventRecordWithFlags_ptsz(cudaEvent_t e, cudaStream_t s,
+                                                    unsigned int flags) {
+    return fc_ret(event_record(e, s, flags, 1));
+}
+
+static int event_call(cudaEvent_t e, uint16_t op) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    fc_event *ev;
+    if ((st = fc_event_resolve(e, &ev))) return st;
+    if ((st = fc_device_ready(ev->dev))) return st;
+    fc_EVENT_SYNC m = {ev->id};
+    st = call_dev(ev->dev, op, &m, sizeof m, NULL, 0);
+    if (op == FC_OP_EVENT_QUERY && st == cudaErrorNotReady) return st;
+    return fc_sync_status(ev->dev, st);
+}
+
+FC_EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    return fc_ret(event_call(e, FC_OP_EVENT_SYNC));
+}
+FC_EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) {
+    return fc_ret(event_call(e, FC_OP_EVENT_QUERY));
+}
+
+FC_EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    if (!ms) return fc_ret(cudaErrorInvalidValue);
+    fc_event *a, *b;
+    if ((st = fc_event_resolve(start, &a)) || (st = fc_event_resolve(end, &b))) return fc_ret(st);
+    if (a->dev != b->dev) return fc_ret(cudaErrorInvalidResourceHandle);
+    if ((st = fc_device_ready(a->dev))) return fc_ret(st);
+    fc_EVENT_ELAPSED m = {a->id, b->id};
+    fc_EVENT_ELAPSED_reply rep = {0};
+    st = call_dev(a->dev, FC_OP_EVENT_ELAPSED, &m, sizeof m, &rep, sizeof rep);
+    if (st == cudaSuccess) *ms = rep.ms;
+    return fc_ret(st);
+}
+
+FC_EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_event *ev;
+    if ((st = fc_event_resolve(e, &ev))) return fc_ret(st);
+    ev->magic = FC_STREAM_DEAD;
+    fc_EVENT_DESTROY m = {ev->id};
+    return fc_ret(post_dev(ev->dev, FC_OP_EVENT_DESTROY, &m, sizeof m));
+}
+
+/* ---------------- host callbacks ---------------- */
+
+typedef struct fc_callback {
+    uint32_t id;
+    int dev;
+    int kind; /* 0 host function, 1 stream callback */
+    void (*fn)(void *);
+    void (*cb)(cudaStream_t, int, void *);
+    void *data;
+    cudaStream_t stream;
+    struct fc_callback *next;
+} fc_callback;
+
+static pthread_mutex_t cb_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_cv = PTHREAD_COND_INITIALIZER;
+static fc_callback *cb_registered; /* waiting for the stream to reach them */
+static fc_callback *cb_ready_head, *cb_ready_tail;
+static int cb_thread_started;
+static pthread_t cb_thread;
+
+/* Callbacks run on a thread of their own, in the order the daemon reports them, as CUDA runs
+ * them on a driver thread; the reader thread never runs user code. */
+static void *cb_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&cb_mtx);
+        while (!cb_ready_head) pthread_cond_wait(&cb_cv, &cb_mtx);
+        fc_callback *c = cb_ready_head;
+        cb_ready_head = c->next;
+        if (!cb_ready_head) cb_ready_tail = NULL;
+        pthread_mutex_unlock(&cb_mtx);
+        if (c->kind == 0) c->fn(c->data);
+        else c->cb(c->stream, cudaSuccess, c->data);
+        fc_CALLBACK_DONE m = {c->id};
+        fc_post(dev_conn(c->dev), FC_OP_CALLBACK_DONE, (uint16_t)c->dev, &m, sizeof m, NULL, 0);
+        free(c);
+    }
+    return NULL;
+}
+
+void fcx_callback_reached(void *conn, uint32_t id) {
+    (void)conn;
+    pthread_mutex_lock(&cb_mtx);
+    fc_callback **pp = &cb_registered, *c;
+    while ((c = *pp) && c->id != id) pp = &c->next;
+    if (c) {
+        *pp = c->next;
+        c->next = NULL;
+        if (cb_ready_tail) cb_ready_tail->next = c;
+        else cb_ready_head = c;
+        cb_ready_tail = c;
+        pthread_cond_signal(&cb_cv);
+    }
+    pthread_mutex_unlock(&cb_mtx);
+}
+
+static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
+                        void (*cb)(cudaStream_t, int, void *), void *data) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!fn && !cb) return cudaErrorInvalidValue;
+    int dev = fc_current_device();
+    uint32_t sid;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &sid))) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_callback *c = calloc(1, sizeof *c);
+    if (!c) return cudaErrorMemoryAllocation;
+    *c = (fc_callback){fc_new_id(), dev, kind, fn, cb, data, s, NULL};
+    pthread_mutex_lock(&cb_mtx);
+    if (!cb_thread_started) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_create(&cb_thread, NULL, cb_main, NULL);
+        pthread_detach(cb_thread);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        cb_thread_started = 1;
+    }
+    c->next = cb_registered;
+    cb_registered = c;
+    pthread_mutex_unlock(&cb_mtx);
+    fc_HOST_FUNC m = {sid, c->id};
+    return post_dev(dev, FC_OP_HOST_FUNC, &m, sizeof m);
+}
+
+FC_EXPORT cudaError_t cudaLaunchHostFunc(cudaStream_t s, void (*fn)(void *), void *data) {
+    return fc_ret(add_callback(s, 0, 0, fn, NULL, data));
+}
+FC_EXPORT cudaError_t cudaLaunchHostFunc_ptsz(cudaStream_t s, void (*fn)(void *), void *data) {
+    return fc_ret(add_callback(s, 1, 0, fn, NULL, data));
+}
+FC_EXPORT cudaError_t cudaStreamAddCallback(cudaStream_t s,
+                                            void (*cb)(cudaStream_t, int, void *), void *data,
+                                            unsigned int flags) {
+    if (flags) return fc_ret(cudaErrorInvalidValue);
+    return fc_ret(add_callback(s, 0, 1, NULL, cb, data));
+}
+FC_EXPORT cudaError_t cudaStreamAddCallback_ptsz(cudaStream_t s,
+                                                 void (*cb)(cudaStream_t, int, void *),
+                                                 void *data, unsigned int flags) {
+    if (flags) return fc_ret(cudaErrorInvalidValue);
+    return fc_ret(add_callback(s, 1, 1, NULL, cb, data));
+}
+
+/* ---------------- stream capture and graphs ---------------- */
+
+typedef struct { uint32_t magic, id; int dev; } fc_graph;
+
+static __thread int capture_mode_tls; /* cudaStreamCaptureModeGlobal = 0 */
+
+static int begin_capture(cudaStream_t s, int mode, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    int dev = fc_current_device();
+    uint32_t id;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
+    if (id == 0) return cudaErrorStreamCaptureUnsupported; /* the legacy stream cannot */
+    if ((st = fc_device_ready(dev))) return st;
+    fc_CAPTURE_BEGIN m = {id, (uint32_t)mode};
+    st = call_dev(dev, FC_OP_CAPTURE_BEGIN, &m, sizeof m, NULL, 0);
+    if (!st && s != NULL && s != FC_STREAM_LEGACY && s != FC_STREAM_PER_THREAD)
+        ((fc_stream *)s)->capturing = 1;
+    return st;
+}
+
+FC_EXPORT cudaError_t cudaStreamBeginCapture(cudaStream_t s, int mode) {
+    return fc_ret(begin_capture(s, mode, 0));
+}
+FC_EXPORT cudaError_t cudaStreamBeginCapture_ptsz(cudaStream_t s, int mode) {
+    return fc_ret(begin_capture(s, mode, 1));
+}
+
+static int end_capture(cudaStream_t s, void **graph, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!graph) return cudaErrorInvalidValue;
+    int dev = fc_current_device();
+    uint32_t id;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_graph *g = calloc(1, sizeof *g);
+    if (!g) return cudaErrorMemoryAllocation;
+    *g = (fc_graph){FC_GRAPH_MAGIC, fc_new_id(), dev};
+    fc_CAPTURE_END m = {id, g->id};
+    st = call_dev(dev, FC_OP_CAPTURE_END, &m, sizeof m, NULL, 0);
+    if (s != NULL && s != FC_STREAM_LEGACY && s != FC_STREAM_PER_THREAD)
+        ((fc_stream *)s)->capturing = 0;
+    if (st) {
+        free(g);
+        *graph = NULL;
+        return st;
+    }
+    *graph = g;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaStreamEndCapture(cudaStream_t s, void **graph) {
+    return fc_ret(end_capture(s, graph, 0));
+}
+FC_EXPORT cudaError_t cudaStreamEndCapture_ptsz(cudaStream_t s, void **graph) {
+    return fc_ret(end_capture(s, graph, 1));
+}
+
+static int capture_status(cudaStream_t s, int *status, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!status) return cudaErrorInvalidValue;
+    int dev = fc_current_device();
+    uint32_t id;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_CAPTURE_STATUS m = {id};
+    fc_CAPTURE_STATUS_reply rep = {0};
+    st = call_dev(dev, FC_OP_CAPTURE_STATUS, &m, sizeof m, &rep, sizeof rep);
+    if (!st) *status = (int)rep.status;
+    return st;
+}
+
+FC_EXPORT cudaError_t cudaStreamIsCapturing(cudaStream_t s, int *status) {
+    return fc_ret(capture_status(s, status, 0));
+}
+FC_EXPORT cudaError_t cudaStreamIsCapturing_ptsz(cudaStream_t s, int *status) {
+    return fc_ret(capture_status(s, status, 1));
+}
+
+static int capture_info(cudaStream_t s, int *status, unsigned long long *id_out, void **graph,
+                        const void **deps, const void **edges, size_t *ndeps, int ptds) {
+    int st = capture_status(s, status, ptds);
+    if (st) return st;
+    if (id_out) *id_out = 0;
+    if (graph) *graph = NULL;
+    if (deps) *deps = NULL;
+    if (edges) *edges = NULL;
+    if (ndeps) *ndeps = 0;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaStreamGetCaptureInfo(cudaStream_t s, int *status,
+                                               unsigned long long *id, void **graph,
+                                               const void **deps, const void **edges,
+                                               size_t *ndeps) {
+    return fc_ret(capture_info(s, status, id, graph, deps, edges, ndeps, 0));
+}
+FC_EXPORT cudaError_t cudaStreamGetCaptureInfo_ptsz(cudaStream_t s, int *status,
+                                                    unsigned long long *id, void **graph,
+                                                    const void **deps, const void **edges,
+                                                    size_t *ndeps) {
+    return fc_ret(capture_info(s, status, id, graph, deps, edges, ndeps, 1));
+}
+
+FC_EXPORT cudaError_t cudaThreadExchangeStreamCaptureMode(int *mode) {
+    if (!mode) return fc_ret(cudaErrorInvalidValue);
+    int old = capture_mode_tls;
+    capture_mode_tls = *mode;
+    *mode = old;
+    return cudaSuccess;
+}
+
+static int graph_instantiate(void **exec, void *graph, unsigned long long flags) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    fc_graph *g = graph;
+    if (!exec || !g || g->magic != FC_GRAPH_MAGIC) return cudaErrorInvalidValue;
+    fc_graph *x = calloc(1, sizeof *x);
+    if (!x) return cudaErrorMemoryAllocation;
+    *x = (fc_graph){FC_EXEC_MAGIC, fc_new_id(), g->dev};
+    fc_GRAPH_INSTANTIATE m = {g->id, x->id, flags};
+    st = call_dev(g->dev, FC_OP_GRAPH_INSTANTIATE, &m, sizeof m, NULL, 0);
+    if (st) {
+        free(x);
+        return st;
+    }
+    *exec = x;
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaGraphInstantiate(void **exec, void *graph, unsigned long long flags) {
+    return fc_ret(graph_instantiate(exec, graph, flags));
+}
+FC_EXPORT cudaError_t cudaGraphInstantiateWithFlags(void **exec, void *graph,
+                                                    unsigned long long flags) {
+    return fc_ret(graph_instantiate(exec, graph, flags));
+}
+
+static int graph_exec_op(void *exec, cudaStream_t s, int ptds, uint16_t op) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    fc_graph *x = exec;
+    if (!x || x->magic != FC_EXEC_MAGIC) return cudaErrorInvalidValue;
+    int dev = x->dev;
+    uint32_t sid;
+    if ((st = fc_stream_resolve(s, ptds, &dev, &sid))) return st;
+    if (dev != x->dev) return cudaErrorInvalidValue;
+    fc_GRAPH_LAUNCH m = {x->id, sid};
+    return post_dev(dev, op, &m, sizeof m);
+}
+
+FC_EXPORT cudaError_t cudaGraphLaunch(void *exec, cudaStream_t s) {
+    return fc_ret(graph_exec_op(exec, s, 0, FC_OP_GRAPH_LAUNCH));
+}
+FC_EXPORT cudaError_t cudaGraphLaunch_ptsz(void *exec, cudaStream_t s) {
+    return fc_ret(graph_exec_op(exec, s, 1, FC_OP_GRAPH_LAUNCH));
+}
+FC_EXPORT cudaError_t cudaGraphUpload(void *exec, cudaStream_t s) {
+    return fc_ret(graph_exec_op(exec, s, 0, FC_OP_GRAPH_UPLOAD));
+}
+FC_EXPORT cudaError_t cudaGraphUpload_ptsz(void *exec, cudaStream_t s) {
+    return fc_ret(graph_exec_op(exec, s, 1, FC_OP_GRAPH_UPLOAD));
+}
+
+FC_EXPORT cudaError_t cudaGraphDestroy(void *graph) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_graph *g = graph;
+    if (!g || g->magic != FC_GRAPH_MAGIC) return fc_ret(cudaErrorInvalidValue);
+    g->magic = FC_STREAM_DEAD;
+    fc_GRAPH_DESTROY m = {g->id};
+    return fc_ret(post_dev(g->dev, FC_OP_GRAPH_DESTROY, &m, sizeof m));
+}
+
+FC_EXPORT cudaError_t cudaGraphExecDestroy(void *exec) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_graph *x = exec;
+    if (!x || x->magic != FC_EXEC_MAGIC) return fc_ret(cudaErrorInvalidValue);
+    x->magic = FC_STREAM_DEAD;
+    fc_GRAPH_EXEC_DESTROY m = {x->id};
+    return fc_ret(post_dev(x->dev, FC_OP_GRAPH_EXEC_DESTROY, &m, sizeof m));
+}

@@ -1,0 +1,166 @@
+"""Placement of a virtual device's allocations inside its address window.
+
+The client reserves the window in its own address space and the daemon maps device memory
+only inside it, so device pointers are unambiguous on the client. Large allocations get
+their own granule-aligned extent; small ones share 2 MiB arenas (as the CUDA driver packs
+small cudaMalloc calls), aligned to 512 bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+__all__ = ["WindowAllocator", "Extent"]
+
+SMALL_LIMIT = 1 << 20
+SMALL_ALIGN = 512
+
+
+@dataclass
+class Extent:
+    base: int
+    size: int  # mapped bytes (granule multiple)
+    small: bool
+    free: list = field(default_factory=list)  # small arenas: sorted [offset, size] holes
+    used: int = 0
+
+
+class WindowAllocator:
+    """First-fit placement; ``map_extent``/``unmap_extent`` back extents with memory."""
+
+    def __init__(self, base: int, size: int, granule: int = 2 << 20, map_extent=None,
+                 unmap_extent=None) -> None:
+        self.base, self.size, self.granule = base, size, granule
+        self._holes: list[list[int]] = [[base, size]]  # sorted free VA ranges
+        self._extents: dict[int, Extent] = {}  # extent base -> extent
+        self._arenas: list[Extent] = []
+        self._blocks: dict[int, tuple[Extent, int]] = {}  # user ptr -> (extent, size)
+        self._keys: list[int] = []  # sorted user pointers
+        self._map = map_extent or (lambda base, size: None)
+        self._unmap = unmap_extent or (lambda base, size: None)
+        self.bytes_in_use = 0
+        self.bytes_mapped = 0
+
+    # -- VA ranges --
+    def _take_va(self, size: int) -> int:
+        for i, (b, s) in enumerate(self._holes):
+            if s >= size:
+                if s == size:
+                    del self._holes[i]
+                else:
+                    self._holes[i] = [b + size, s - size]
+                return b
+        raise MemoryError("address window exhausted")
+
+    def _give_va(self, base: int, size: int) -> None:
+        i = bisect.bisect_left(self._holes, [base, 0])
+        self._holes.insert(i, [base, size])
+        # coalesce with neighbours
+        if i + 1 < len(self._holes) and base + size == self._holes[i + 1][0]:
+            self._holes[i][1] += self._holes[i + 1][1]
+            del self._holes[i + 1]
+        if i > 0 and self._holes[i - 1][0] + self._holes[i - 1][1] == base:
+            self._holes[i - 1][1] += self._holes[i][1]
+            del self._holes[i]
+
+    def _new_extent(self, size: int, small: bool) -> Extent:
+        size = -(-size // self.granule) * self.granule
+        base = self._take_va(size)
+        try:
+            self._map(base, size)
+        except BaseException:
+            self._give_va(base, size)
+            raise
+        ext = Extent(base, size, small, [[0, size]] if small else [])
+        self._extents[base] = ext
+        self.bytes_mapped += size
+        if small:
+            self._arenas.append(ext)
+        return ext
+
+    def _drop_extent(self, ext: Extent) -> None:
+        self._unmap(ext.base, ext.size)
+        del self._extents[ext.base]
+        if ext.small:
+            self._arenas.remove(ext)
+        self._give_va(ext.base, ext.size)
+        self.bytes_mapped -= ext.size
+
+    # -- allocation --
+    def alloc(self, size: int) -> int:
+        if size <= 0:
+            raise ValueError("size must be positive")
+        if size >= SMALL_LIMIT:
+            ext = self._new_extent(size, small=False)
+            self._blocks[ext.base] = (ext, size)
+            bisect.insort(self._keys, ext.base)
+            self.bytes_in_use += size
+            return ext.base
+        need = -(-size // SMALL_ALIGN) * SMALL_ALIGN
+        for ext in self._arenas:
+            ptr = self._arena_take(ext, need)
+            if ptr is not None:
+                break
+        else:
+            ext = self._new_extent(SMALL_LIMIT * 2, small=True)
+            ptr = self._arena_take(ext, need)
+            assert ptr is not None
+        self._blocks[ptr] = (ext, need)
+        bisect.insort(self._keys, ptr)
+        self.bytes_in_use += need
+        return ptr
+
+    @staticmethod
+    def _arena_take(ext: Extent, need: int) -> int | None:
+        for i, (off, s) in enumerate(ext.free):
+            if s >= need:
+                if s == need:
+                    del ext.free[i]
+                else:
+                    ext.free[i] = [off + need, s - need]
+                ext.used += need
+                return ext.base + off
+        return None
+
+    def free(self, ptr: int) -> int:
+        """Release an allocation made by alloc; returns its size. KeyError if unknown."""
+        ext, size = self._blocks.pop(ptr)
+        del self._keys[bisect.bisect_left(self._keys, ptr)]
+        self.bytes_in_use -= size
+        if not ext.small:
+            self._drop_extent(ext)
+            return size
+        off = ptr - ext.base
+        i = bisect.bisect_left(ext.free, [off, 0])
+        ext.free.insert(i, [off, size])
+        if i + 1 < len(ext.free) and off + size == ext.free[i + 1][0]:
+            ext.free[i][1] += ext.free[i + 1][1]
+            del ext.free[i + 1]
+        if i > 0 and ext.free[i - 1][0] + ext.free[i - 1][1] == off:
+            ext.free[i - 1][1] += ext.free[i][1]
+            del ext.free[i]
+        ext.used -= size
+        if ext.used == 0:
+            self._drop_extent(ext)
+        return size
+
+    def find(self, ptr: int) -> tuple[int, int] | None:
+        """The allocation (base, size) holding ptr, or None."""
+        i = bisect.bisect_right(self._keys, ptr) - 1
+        if i >= 0:
+            base = self._keys[i]
+            size = self._blocks[base][1]
+            if ptr < base + size:
+                return base, size
+        return None
+
+    def allocations(self) -> list[tuple[int, int]]:
+        return sorted((p, s) for p, (_e, s) in self._blocks.items())
+
+    def release_all(self) -> None:
+        for ext in list(self._extents.values()):
+            self._drop_extent(ext)
+        self._blocks.clear()
+        self._keys.clear()
+        self.bytes_in_use = 0

@@ -1,0 +1,415 @@
+"""The in-memory backend: a fake GPU for the test suite.
+
+Device memory is host memory (one bytearray per mapped extent, at the addresses the window
+allocator chose), copies and sets are real, kernels are not executed but every launch is
+recorded (kernel name, configuration, the exact parameter bytes) so that tests can check the
+client's marshalling byte by byte. Streams keep CUDA's order, including host callbacks: work
+behind a callback waits until the client reports the callback done.
+
+It is selectable only through the Python API (``Daemon(..., backend="memory")``), never from
+farcudad's command line or configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+
+from farcuda.interposer import fatbin
+
+from ..errors import CudaError, E
+
+ATTRS_H100 = {  # a plausible sm_90 device; only used to answer queries in tests
+    1: 1024, 2: 1024, 3: 1024, 4: 64, 5: 2147483647, 6: 65535, 7: 65535, 8: 49152, 9: 65536,
+    10: 32, 11: 2147483647, 12: 65536, 14: 512, 16: 132, 18: 0, 19: 1, 30: 512, 31: 1, 32: 0,
+    33: 0, 34: 0, 37: 5120, 38: 52428800, 39: 2048, 40: 5, 41: 1, 50: 0, 51: 32, 75: 9, 76: 0,
+    78: 1, 81: 233472, 82: 65536, 95: 1, 97: 232448, 106: 32, 111: 1024,
+}
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.queue: deque[Callable[[], None]] = deque()
+        self.blocked = False  # a host callback is outstanding
+        self.waiters: list[asyncio.Future] = []
+
+
+class MemoryDevice:
+    def __init__(self, backend: MemoryBackend, gpu: int, window_base: int) -> None:
+        self.backend = backend
+        self.gpu = gpu
+        self.window_base = window_base
+        self.sm_count = 132
+        self._extents: list[int] = []  # sorted bases
+        self._mem: dict[int, bytearray] = {}
+        self.streams: dict[int, _Stream] = {0: _Stream()}
+        self.events: dict[int, float | None] = {}
+        self.kernels: dict[int, dict] = {}
+        self.limits = {0: 1024, 1: 1048576, 2: 8388608, 4: 2048, 5: 64}
+        self.graphs: dict[int, list] = {}
+        self.capturing: dict[int, list] = {}
+
+    # -- memory --
+    def info(self) -> dict:
+        return {"priority_least": 0, "priority_greatest": -5, "sm_count": self.sm_count}
+
+    def map_extent(self, base: int, size: int) -> None:
+        if self.backend.total_mapped + size > self.backend.capacity:
+            raise CudaError(E["cudaErrorMemoryAllocation"])
+        bisect.insort(self._extents, base)
+        self._mem[base] = bytearray(size)
+        self.backend.total_mapped += size
+
+    def unmap_extent(self, base: int, size: int) -> None:
+        del self._extents[bisect.bisect_left(self._extents, base)]
+        del self._mem[base]
+        self.backend.total_mapped -= size
+
+    def _view(self, ptr: int, n: int) -> memoryview:
+        i = bisect.bisect_right(self._extents, ptr) - 1
+        if i < 0:
+            raise CudaError(E["cudaErrorIllegalAddress"])
+        base = self._extents[i]
+        buf = self._mem[base]
+        if ptr + n > base + len(buf):
+            raise CudaError(E["cudaErrorIllegalAddress"])
+        return memoryview(buf)[ptr - base:ptr - base + n]
+
+    def pitch_for(self, width: int) -> int:
+        return -(-width // 512) * 512
+
+    # -- ordering --
+    def _run(self, stream: int, op: Callable[[], None]) -> None:
+        s = self.streams.get(stream)
+        if s is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if s.blocked or s.queue:
+            s.queue.append(op)
+        else:
+            op()
+
+    def _drain(self, s: _Stream) -> None:
+        while s.queue and not s.blocked:
+            s.queue.popleft()()
+        if not s.blocked and not s.queue:
+            for w in s.waiters:
+                if not w.done():
+                    w.set_result(None)
+            s.waiters.clear()
+
+    def _idle(self, stream: int):
+        s = self.streams.get(stream)
+        if s is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if not s.blocked and not s.queue:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        s.waiters.append(fut)
+        return fut
+
+    # -- copies --
+    def memcpy_htod(self, dst: int, data, stream: int) -> None:
+        data = bytes(data)
+        self._run(stream, lambda: self._view(dst, len(data)).__setitem__(slice(None), data))
+
+    def memcpy_dtoh(self, src: int, n: int, stream: int):
+        self._view(src, n)  # faults now, as the copy would
+        wait = self._idle(stream)
+
+        async def later():
+            await wait
+            return bytes(self._view(src, n))
+        return later() if wait is not None else bytes(self._view(src, n))
+
+    def memcpy_dtod(self, dst: int, src: int, n: int, stream: int) -> None:
+        def op():
+            self._view(dst, n)[:] = bytes(self._view(src, n))
+        self._run(stream, op)
+
+    def memset(self, dst: int, value: int, n: int, stream: int) -> None:
+        self._run(stream, lambda: self._view(dst, n).__setitem__(slice(None), bytes([value]) * n))
+
+    def memcpy2d_htod(self, dst, dpitch, data, width, height, stream) -> None:
+        data = bytes(data)
+
+        def op():
+            for y in range(height):
+                self._view(dst + y * dpitch, width)[:] = data[y * width:(y + 1) * width]
+        self._run(stream, op)
+
+    def memcpy2d_dtoh(self, src, spitch, width, height, stream):
+        def read():
+            return b"".join(bytes(self._view(src + y * spitch, width)) for y in range(height))
+        wait = self._idle(stream)
+
+        async def later():
+            await wait
+            return read()
+        return later() if wait is not None else read()
+
+    def memcpy2d_dtod(self, dst, dpitch, src, spitch, width, height, stream) -> None:
+        def op():
+            for y in range(height):
+                self._view(dst + y * dpitch, width)[:] = bytes(self._view(src + y * spitch, width))
+        self._run(stream, op)
+
+    def memset2d(self, dst, pitch, value, width, height, stream) -> None:
+        def op():
+            for y in range(height):
+                self._view(dst + y * pitch, width)[:] = bytes([value]) * width
+        self._run(stream, op)
+
+    def peer_copy(self, dst: int, peer: MemoryDevice, src: int, n: int, stream: int) -> None:
+        def op():
+            peer._view(dst, n)[:] = bytes(self._view(src, n))
+        self._run(stream, op)
+
+    # -- modules and kernels --
+    def module_load(self, module: int, image: bytes, kernels: list[str],
+                    variables: list[str]) -> tuple[list, list]:
+        try:
+            layouts = fatbin.kernel_layouts(image)
+        except fatbin.FatbinError as exc:
+            raise CudaError(E["cudaErrorInvalidKernelImage"], str(exc)) from None
+        glob: dict = {}
+        for fb in fatbin.parse_fatbins(image):
+            for entry in fb.entries:
+                if entry.is_elf and entry.compression in ("none", "lz4"):
+                    glob.update(fatbin.cubin_globals(entry.data()))
+        kout = []
+        for name in kernels:
+            info = layouts.get(name)
+            if info is None:
+                kout.append(None)
+                continue
+            kout.append({"params": [[p.offset, p.size] for p in info.params],
+                         "param_size": info.param_size, "max_threads": 1024, "name": name})
+        vout = []
+        for name in variables:
+            g = glob.get(name)
+            vout.append(None if g is None else {"size": g.size, "name": name})
+        return kout, vout
+
+    def set_kernel(self, kid: int, info: dict) -> None:
+        self.kernels[kid] = info
+
+    def launch(self, kid: int, stream: int, grid, block, shmem: int, params: bytes,
+               flags: int) -> None:
+        info = self.kernels.get(kid)
+        if info is None:
+            raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+        threads = block[0] * block[1] * block[2]
+        if threads == 0 or threads > 1024 or 0 in grid:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        if len(params) != info["param_size"]:
+            raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
+        record = {"kernel": info["name"], "grid": list(grid), "block": list(block),
+                  "shmem": shmem, "stream": stream, "flags": flags, "params": bytes(params).hex()}
+        if stream in self.capturing:
+            self.capturing[stream].append(record)
+            return
+        self._run(stream, lambda: self.backend.record(record))
+
+    def launch_ex(self, kid, stream, grid, block, shmem, attrs: bytes, params: bytes) -> None:
+        self.launch(kid, stream, grid, block, shmem, params, 0)
+
+    def func_attrs(self, kid: int) -> dict:
+        if kid not in self.kernels:
+            raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+        return {"maxThreadsPerBlock": 1024, "numRegs": 16, "ptxVersion": 90,
+                "binaryVersion": 90, "maxDynamicSharedSizeBytes": 49152}
+
+    def func_set_attr(self, kid: int, attr: int, value: int) -> None:
+        if kid not in self.kernels:
+            raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+
+    def occupancy(self, kid: int, block: int, shmem: int, flags: int) -> int:
+        if kid not in self.kernels or block <= 0:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        return max(0, min(32, 2048 // block))
+
+    def occupancy_smem(self, kid: int, blocks: int, block: int) -> int:
+        return 49152
+
+    # -- streams and events --
+    def stream_create(self, sid: int, flags: int, priority: int) -> None:
+        if sid == 0 or sid in self.streams:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        self.streams[sid] = _Stream()
+
+    def stream_destroy(self, sid: int) -> None:
+        if sid == 0 or self.streams.pop(sid, None) is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+
+    def stream_sync(self, sid: int):
+        return self._idle(sid)
+
+    def stream_query(self, sid: int) -> bool:
+        return self._idle(sid) is None
+
+    def stream_wait_event(self, sid: int, peer: MemoryDevice, eid: int, flags: int) -> None:
+        if eid not in peer.events:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if sid not in self.streams:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+
+    def stream_set_attr(self, sid: int, attr: int, raw: bytes) -> None:
+        if sid not in self.streams:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+
+    def event_create(self, eid: int, flags: int) -> None:
+        self.events[eid] = None
+
+    def event_destroy(self, eid: int) -> None:
+        if self.events.pop(eid, 0) == 0:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+
+    def event_record(self, eid: int, sid: int, flags: int) -> None:
+        if eid not in self.events:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        self._run(sid, lambda: self.events.__setitem__(eid, time.perf_counter()))
+
+    def event_sync(self, eid: int):
+        if eid not in self.events:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        return None
+
+    def event_query(self, eid: int) -> bool:
+        if eid not in self.events:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        return True
+
+    def event_elapsed(self, a: int, b: int) -> float:
+        ta, tb = self.events.get(a), self.events.get(b)
+        if ta is None or tb is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        return (tb - ta) * 1000.0
+
+    def host_func(self, sid: int, reached: Callable[[], None]) -> Callable[[], None]:
+        """Run ``reached`` when the stream gets there; the returned function unblocks it."""
+        s = self.streams.get(sid)
+        if s is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+
+        def arrive():
+            s.blocked = True
+            reached()
+
+        def done():
+            s.blocked = False
+            self._drain(s)
+        self._run(sid, arrive)
+        return done
+
+    # -- graphs --
+    def capture_begin(self, sid: int, mode: int) -> None:
+        if sid not in self.streams or sid in self.capturing:
+            raise CudaError(E["cudaErrorIllegalState"])
+        self.capturing[sid] = []
+
+    def capture_end(self, sid: int, gid: int) -> None:
+        if sid not in self.capturing:
+            raise CudaError(E["cudaErrorIllegalState"])
+        self.graphs[gid] = self.capturing.pop(sid)
+
+    def capture_status(self, sid: int) -> int:
+        return 1 if sid in self.capturing else 0
+
+    def graph_instantiate(self, gid: int, xid: int, flags: int) -> None:
+        if gid not in self.graphs:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        self.graphs[-xid] = list(self.graphs[gid])
+
+    def graph_launch(self, xid: int, sid: int) -> None:
+        for rec in self.graphs.get(-xid, []):
+            self._run(sid, lambda rec=rec: self.backend.record(dict(rec, stream=sid)))
+
+    def graph_check(self, xid: int) -> None:
+        if -xid not in self.graphs:
+            raise CudaError(E["cudaErrorInvalidValue"])
+
+    def graph_destroy(self, gid: int) -> None:
+        self.graphs.pop(gid, None)
+
+    def graph_exec_destroy(self, xid: int) -> None:
+        self.graphs.pop(-xid, None)
+
+    # -- device --
+    def synchronize(self):
+        waits = [w for w in (self._idle(s) for s in list(self.streams)) if w is not None]
+        return asyncio.gather(*waits) if waits else None
+
+    def set_limit(self, limit: int, value: int) -> None:
+        if limit not in self.limits:
+            raise CudaError(E["cudaErrorUnsupportedLimit"])
+        self.limits[limit] = value
+
+    def get_limit(self, limit: int) -> int:
+        if limit not in self.limits:
+            raise CudaError(E["cudaErrorUnsupportedLimit"])
+        return self.limits[limit]
+
+    def mem_info(self) -> tuple[int, int]:
+        return self.backend.capacity - self.backend.total_mapped, self.backend.capacity
+
+    def set_flags(self, flags: int) -> None:
+        pass
+
+    def set_cache_config(self, config: int) -> None:
+        pass
+
+    def close(self) -> None:
+        for base in list(self._mem):
+            self.backend.total_mapped -= len(self._mem[base])
+        self._mem.clear()
+        self._extents.clear()
+
+
+class MemoryBackend:
+    name = "memory"
+
+    def __init__(self, gpus: int = 1, capacity: int = 8 << 30, record_path: str | None = None,
+                 driver_version: int = 13000) -> None:
+        self.gpus = gpus
+        self.capacity = capacity
+        self.total_mapped = 0
+        self.record_path = record_path
+        self._driver = driver_version
+        self.launches = 0
+
+    def gpu_count(self) -> int:
+        return self.gpus
+
+    def driver_version(self) -> int:
+        return self._driver
+
+    def gpu_info(self, gpu: int) -> dict:
+        if not 0 <= gpu < self.gpus:
+            return {"error": f"no GPU {gpu} (this server has {self.gpus})"}
+        return {"name": "farcuda in-memory test device", "uuid": struct.pack("<4I", gpu, 0, 0, 0)
+                .hex(), "total_mem": self.capacity,
+                "attrs": {str(k): v for k, v in ATTRS_H100.items()}}
+
+    def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
+                    window_size: int) -> MemoryDevice:
+        if not 0 <= gpu < self.gpus:
+            raise CudaError(E["cudaErrorInvalidDevice"])
+        return MemoryDevice(self, gpu, window_base)
+
+    def record(self, rec: dict) -> None:
+        self.launches += 1
+        if self.record_path:
+            with open(self.record_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def gpu_status(self) -> list[dict]:
+        return [{"gpu": g, "name": "farcuda in-memory test device", "memory_total": self.capacity,
+                 "memory_used": self.total_mapped} for g in range(self.gpus)]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,106 @@
+"""`farcudad`: the GPU server.
+
+    farcudad [--listen HOST:PORT ...] [--config FILE] [--log-level LEVEL]
+    farcudad install-unit [--prefix DIR]     (see daemon/systemd.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from farcuda.interposer.config import ConfigError, parse_hostport
+
+from . import config as configmod
+from .logs import setup_logging
+from .server import Daemon, DaemonError
+
+log = logging.getLogger("farcudad")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="farcudad", description="farcuda's GPU server")
+    ap.add_argument("--listen", action="append", metavar="HOST:PORT",
+                    help="address to listen on (repeatable; default 127.0.0.1:7420)")
+    ap.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    ap.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--prestart", type=int, metavar="N", help="idle workers kept ready")
+    ap.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    return ap
+
+
+def make_config(args) -> configmod.DaemonConfig:
+    cfg = configmod.load(args.config)
+    if args.listen:
+        cfg.listen = [parse_hostport(x, "--listen") for x in args.listen]
+    if args.log_level:
+        cfg.log_level = args.log_level
+    if args.prestart is not None:
+        cfg.prestart = max(0, args.prestart)
+    return cfg
+
+
+async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None) -> int:
+    daemon = Daemon(cfg)
+    try:
+        addresses = await daemon.start()
+    except DaemonError as exc:
+        log.error("cannot start: %s", exc)
+        if ready_fd is not None:
+            os.write(ready_fd, f"error {exc}\n".encode())
+            os.close(ready_fd)
+        await daemon.shutdown(0)
+        return 1
+    if ready_fd is not None:
+        os.write(ready_fd, f"ready {addresses[0][0]} {addresses[0][1]}\n".encode())
+        os.close(ready_fd)
+    _notify_systemd("READY=1")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(daemon.shutdown()))
+    await daemon.stopped
+    _notify_systemd("STOPPING=1")
+    return 0
+
+
+def _notify_systemd(state: str) -> None:
+    """sd_notify, for Type=notify units; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    import socket
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(addr)
+            s.sendall(state.encode())
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["install-unit"]:
+        from .systemd import main as unit_main
+        return unit_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = make_config(args)
+    except ConfigError as exc:
+        print(f"farcudad: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    try:
+        import uvloop
+        return uvloop.run(run(cfg, args.ready_fd))
+    except ImportError:
+        return asyncio.run(run(cfg, args.ready_fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

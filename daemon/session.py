@@ -1,0 +1,713 @@
+"""One client's session: frames in, CUDA work on the backend, replies out.
+
+Frames are executed in the order they arrive, which is the client's program order per host
+thread; a request that must wait for the GPU (a synchronization, a device-to-host copy behind
+running work) is awaited in a task while later frames keep executing, so one stream's wait
+never stalls another stream or another host thread of the client.
+
+Every pointer a client passes to a memory operation must lie in memory of this session
+(its allocations or its modules' globals): anything else is cudaErrorInvalidValue, whatever
+the GPU would have done with it. An error of an async frame is sent as ASYNC_ERROR and
+surfaces at the client's next call; a malformed frame ends the session, never the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import logging
+import struct
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+
+from farcuda.interposer.protocol import (
+    BY_NAME,
+    HEADER,
+    MESSAGES,
+    Frame,
+    FrameReader,
+    ProtocolError,
+    encode,
+    encode_reply,
+)
+
+from .allocator import WindowAllocator
+from .errors import CudaError, E
+
+__all__ = ["Session", "DeviceState"]
+
+log = logging.getLogger("farcudad.session")
+
+_REPLY = BY_NAME["REPLY"]
+_DATA = BY_NAME["DATA"]
+_DATA_CHUNK = 4 << 20
+_NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE")}
+
+
+class DeviceState:
+    """A virtual device of the session: its backend context and the memory it owns."""
+
+    def __init__(self, vdev: int, be, window_size: int, params: dict) -> None:
+        self.vdev = vdev
+        self.be = be
+        self.params = params
+        self.window_size = window_size
+        self.alloc = WindowAllocator(be.window_base, window_size,
+                                     getattr(be, "granule", 2 << 20), be.map_extent,
+                                     be.unmap_extent)
+        self.symbols: list[tuple[int, int]] = []  # sorted (base, size) of module globals
+        self.kernels: set[int] = set()
+
+    def check(self, ptr: int, n: int) -> None:
+        """ptr..ptr+n must lie inside one allocation or global of this session."""
+        if n == 0:
+            return
+        hit = self.alloc.find(ptr)
+        if hit is None:
+            i = bisect.bisect_right(self.symbols, (ptr, 1 << 64)) - 1
+            hit = self.symbols[i] if i >= 0 and ptr < sum(self.symbols[i]) else None
+        if hit is None or ptr + n > hit[0] + hit[1]:
+            raise CudaError(E["cudaErrorInvalidValue"], f"0x{ptr:x}+{n} is not memory of "
+                            "this client")
+
+    def add_symbol(self, base: int, size: int) -> None:
+        if (base, size) not in self.symbols:
+            bisect.insort(self.symbols, (base, size))
+
+    def memory_held(self) -> int:
+        return self.alloc.bytes_in_use
+
+
+class Session(asyncio.BufferedProtocol):
+    def __init__(self, backend, *, session_id: int = 0, identity: dict | None = None,
+                 heartbeat_ms: int = 1000, client_timeout: float = 60.0,
+                 quota_bytes: int | None = None, on_close: Callable[[], None] | None = None,
+                 drain_output: Callable[[], bytes] | None = None) -> None:
+        self.backend = backend
+        self.session_id = session_id
+        self.identity = identity or {}
+        self.heartbeat_ms = heartbeat_ms
+        self.client_timeout = client_timeout
+        self.quota_bytes = quota_bytes
+        self.on_close = on_close
+        self.drain_output = drain_output
+        self.devices: dict[int, DeviceState] = {}
+        self.callbacks: dict[int, Callable[[], None]] = {}
+        self.reader = FrameReader("c2s", sink=self._sink)
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_event_loop().create_future()
+        self.counts: Counter[str] = Counter()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.started = time.time()
+        self.busy_ns = 0
+        self._last_rx = self._last_tx = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._writable: asyncio.Future | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._handlers = {m.op: getattr(self, "op_" + m.name) for m in MESSAGES
+                          if m.direction == "c2s" and m.name != "HELLO"}
+
+    # ------------------------------------------------------------ transport
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._schedule_tick()
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if self._timer:
+            self._timer.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        self.release()
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        if self.on_close:
+            self.on_close()
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_event_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    async def _drain(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            await self._writable
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_rx = time.monotonic()
+        self.bytes_in += nbytes
+        try:
+            frames = self.reader.buffer_updated(nbytes)
+        except ProtocolError as exc:
+            self.abort(f"malformed frame: {exc}")
+            return
+        for f in frames:
+            self.dispatch(f)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            self.bytes_out += len(data)
+            self._last_tx = time.monotonic()
+
+    def abort(self, why: str) -> None:
+        log.warning("session %d: closing: %s", self.session_id, why)
+        if self.transport is not None:
+            try:
+                self._write(encode(_NOTIFY["GOODBYE"], {"status": E["cudaErrorUnknown"]},
+                                   why.encode()[:400]))
+            finally:
+                self.transport.abort()
+
+    def goodbye(self, why: str) -> None:
+        """End the session in order (daemon shutdown): tell the client why, then close."""
+        if self.transport is not None:
+            self._write(encode(_NOTIFY["GOODBYE"], {"status": E["cudaErrorDevicesUnavailable"]},
+                               why.encode()[:400]))
+            self.transport.close()
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_event_loop()
+        self._timer = loop.call_later(self.heartbeat_ms / 1000.0, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.transport is None:
+            return
+        if now - self._last_rx > self.client_timeout:
+            self.abort(f"no sign of life from the client for {self.client_timeout:.0f} s")
+            return
+        if now - self._last_tx >= self.heartbeat_ms / 1000.0 * 0.9:
+            self._write(encode(_NOTIFY["HEARTBEAT"]))
+        self._schedule_tick()
+
+    # ------------------------------------------------------------ dispatch
+    def dispatch(self, f: Frame) -> None:
+        self.counts[f.msg.name] += 1
+        handler = self._handlers.get(f.op)
+        t0 = time.perf_counter_ns()
+        try:
+            if handler is None:
+                raise ProtocolError(f"{f.msg.name} is not a request")
+            result = handler(f)
+        except CudaError as exc:
+            self._failed(f, exc.status)
+            return
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            return
+        except Exception:
+            log.error("session %d: %s failed:\n%s", self.session_id, f.msg.name,
+                      traceback.format_exc())
+            self._failed(f, E["cudaErrorUnknown"])
+            return
+        finally:
+            self.busy_ns += time.perf_counter_ns() - t0
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            task = asyncio.ensure_future(self._finish(f, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif f.rid:
+            self._answer(f, result)
+
+    async def _finish(self, f: Frame, pending) -> None:
+        try:
+            result = await pending
+        except CudaError as exc:
+            self._failed(f, exc.status)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("session %d: %s failed:\n%s", self.session_id, f.msg.name,
+                      traceback.format_exc())
+            self._failed(f, E["cudaErrorUnknown"])
+            return
+        if f.rid:
+            if isinstance(result, Bulk):
+                await self._send_bulk(f, result)
+            else:
+                self._answer(f, result)
+
+    def _flush_output(self) -> None:
+        if self.drain_output is not None:
+            out = self.drain_output()
+            if out:
+                self._write(encode(_NOTIFY["STDOUT"], None, out))
+
+    def _answer(self, f: Frame, result) -> None:
+        self._flush_output()
+        if isinstance(result, Bulk):
+            task = asyncio.ensure_future(self._send_bulk(f, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        values, tail = (result if isinstance(result, tuple) else (result, b""))
+        self._write(encode_reply(f.rid, 0, f.msg, values, tail or b"", f.vdev))
+
+    def _failed(self, f: Frame, status: int) -> None:
+        self._flush_output()
+        if f.rid:
+            self._write(encode_reply(f.rid, status, None, None, b"", f.vdev))
+        else:
+            self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": status, "op": f.op},
+                               vdev=f.vdev))
+
+    async def _send_bulk(self, f: Frame, bulk: Bulk) -> None:
+        """A large result: DATA frames of at most _DATA_CHUNK bytes, then the REPLY."""
+        off = 0
+        for piece in bulk.pieces:
+            view = memoryview(piece)
+            for start in range(0, len(view), _DATA_CHUNK):
+                part = view[start:start + _DATA_CHUNK]
+                self._write(HEADER.pack(8 + len(part), _DATA.op, 0, f.rid, f.vdev, 0)
+                            + struct.pack("<Q", off))
+                self._write(part)
+                off += len(part)
+                await self._drain()
+        self._flush_output()
+        self._write(encode_reply(f.rid, 0, f.msg, bulk.values, b"", f.vdev))
+
+    def _sink(self, header: tuple, fixed: bytes, tail_len: int):
+        return None
+
+    def dev(self, f: Frame) -> DeviceState:
+        d = self.devices.get(f.vdev)
+        if d is None:
+            raise CudaError(E["cudaErrorInvalidDevice"], f"virtual device {f.vdev} not open")
+        return d
+
+    def peer(self, vdev: int) -> DeviceState:
+        d = self.devices.get(vdev)
+        if d is None:
+            raise CudaError(E["cudaErrorInvalidDevice"], f"virtual device {vdev} not open")
+        return d
+
+    def release(self) -> None:
+        """Free everything the client held (its contexts go with them)."""
+        for d in self.devices.values():
+            try:
+                d.alloc.release_all()
+            except Exception:
+                log.exception("session %d: releasing memory", self.session_id)
+            try:
+                d.be.close()
+            except Exception:
+                log.exception("session %d: closing a context", self.session_id)
+        self.devices.clear()
+
+    def memory_held(self) -> int:
+        return sum(d.memory_held() for d in self.devices.values())
+
+    def status(self) -> dict:
+        return {"session": self.session_id, "identity": self.identity,
+                "devices": {str(v): {"gpu": d.params["gpu"], "sm_budget": d.params["sm_budget"],
+                                     "memory_held": d.memory_held()}
+                            for v, d in self.devices.items()},
+                "memory_held": self.memory_held(), "calls": sum(self.counts.values()),
+                "counts": dict(self.counts), "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "since": self.started,
+                "busy_s": self.busy_ns / 1e9}
+
+    # ------------------------------------------------------------ session ops
+    def op_PING(self, f):
+        return None
+
+    def op_BYE(self, f):
+        if self.transport is not None:
+            self.transport.close()
+
+    def op_GPU_INFO(self, f):
+        (gpu,) = f.values()
+        return {}, json.dumps(self.backend.gpu_info(gpu)).encode()
+
+    def op_STATUS(self, f):
+        return {}, json.dumps(self.status()).encode()
+
+    # ------------------------------------------------------------ devices
+    def op_DEVICE_OPEN(self, f):
+        v = f.as_dict()
+        if f.vdev in self.devices:
+            raise CudaError(E["cudaErrorInvalidDevice"], "virtual device opened twice")
+        if v["window_size"] == 0 or v["window_size"] > 1 << 42:
+            raise CudaError(E["cudaErrorInvalidValue"], "bad window size")
+        be = self.backend.open_device(v["gpu"], v["sm_budget"], v["flags"], v["window_base"],
+                                      v["window_size"])
+        self.devices[f.vdev] = DeviceState(f.vdev, be, v["window_size"], v)
+        info = be.info()
+        return {"window_base": be.window_base, "sm_count": be.sm_count}, json.dumps(info).encode()
+
+    def op_DEVICE_SYNC(self, f):
+        return self.dev(f).be.synchronize()
+
+    def op_DEVICE_RESET(self, f):
+        d = self.dev(f)
+        params = d.params
+        d.alloc.release_all()
+        d.be.close()
+        del self.devices[f.vdev]
+        be = self.backend.open_device(params["gpu"], params["sm_budget"], params["flags"],
+                                      d.be.window_base, d.window_size)
+        self.devices[f.vdev] = DeviceState(f.vdev, be, d.window_size, params)
+
+    def op_SET_LIMIT(self, f):
+        limit, _, value = f.values()
+        self.dev(f).be.set_limit(limit, value)
+
+    def op_GET_LIMIT(self, f):
+        (limit,) = f.values()
+        return {"value": self.dev(f).be.get_limit(limit)}
+
+    def op_MEM_GET_INFO(self, f):
+        free, total = self.dev(f).be.mem_info()
+        if self.quota_bytes is not None:
+            free = min(free, max(0, self.quota_bytes - self.memory_held()))
+        return {"free": free, "total": total}
+
+    def op_SET_FLAGS(self, f):
+        self.dev(f).be.set_flags(f.values()[0])
+
+    def op_SET_CACHE_CONFIG(self, f):
+        self.dev(f).be.set_cache_config(f.values()[0])
+
+    # ------------------------------------------------------------ memory
+    def _alloc(self, d: DeviceState, size: int) -> int:
+        if self.quota_bytes is not None and self.memory_held() + size > self.quota_bytes:
+            raise CudaError(E["cudaErrorMemoryAllocation"], "over the tenant's memory quota")
+        try:
+            return d.alloc.alloc(size)
+        except MemoryError:
+            raise CudaError(E["cudaErrorMemoryAllocation"]) from None
+
+    def op_MALLOC(self, f):
+        size, _flags = f.values()
+        if size == 0 or size > 1 << 42:
+            raise CudaError(E["cudaErrorMemoryAllocation"] if size else E["cudaErrorInvalidValue"])
+        return {"ptr": self._alloc(self.dev(f), size)}
+
+    def op_FREE(self, f):
+        d = self.dev(f)
+        (ptr,) = f.values()
+        if ptr not in d.alloc._blocks:
+            raise CudaError(E["cudaErrorInvalidValue"], "not an allocation of this client")
+        pending = d.be.synchronize()  # cudaFree waits for the device, as CUDA's does
+
+        async def later():
+            if pending is not None:
+                await pending
+            d.alloc.free(ptr)
+        if pending is None:
+            d.alloc.free(ptr)
+            return None
+        return later()
+
+    def op_MALLOC_PITCH(self, f):
+        width, height = f.values()
+        d = self.dev(f)
+        pitch = d.be.pitch_for(width)
+        if pitch * height > 1 << 42:
+            raise CudaError(E["cudaErrorMemoryAllocation"])
+        return {"ptr": self._alloc(d, pitch * height), "pitch": pitch}
+
+    def op_MALLOC_ASYNC(self, f):
+        size, _stream = f.values()
+        if size == 0:
+            return {"ptr": 0}
+        return {"ptr": self._alloc(self.dev(f), size)}
+
+    def op_FREE_ASYNC(self, f):
+        ptr, stream = f.values()
+        d = self.dev(f)
+        if ptr not in d.alloc._blocks:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        pending = d.be.stream_sync(stream)
+        if pending is None:
+            d.alloc.free(ptr)
+            return None
+
+        async def later():
+            await pending
+            d.alloc.free(ptr)
+        return later()
+
+    def op_MEMCPY_HTOD(self, f):
+        dst, stream, _ = f.values()
+        data = f.tail if f.tail is not None else b""
+        d = self.dev(f)
+        d.check(dst, len(data))
+        d.be.memcpy_htod(dst, data, stream)
+
+    def op_MEMCPY_DTOH(self, f):
+        src, size, stream, _ = f.values()
+        d = self.dev(f)
+        d.check(src, size)
+        result = d.be.memcpy_dtoh(src, size, stream)
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            async def later():
+                return Bulk([await result])
+            return later()
+        return Bulk([result])
+
+    def op_MEMCPY_DTOD(self, f):
+        dst, src, size, stream, _ = f.values()
+        d = self.dev(f)
+        d.check(dst, size)
+        d.check(src, size)
+        d.be.memcpy_dtod(dst, src, size, stream)
+
+    def op_MEMSET(self, f):
+        dst, size, value, stream, _elem = f.values()
+        d = self.dev(f)
+        d.check(dst, size)
+        d.be.memset(dst, value & 0xFF, size, stream)
+
+    def _check2d(self, d: DeviceState, ptr: int, pitch: int, width: int, height: int) -> None:
+        if width > pitch:
+            raise CudaError(E["cudaErrorInvalidPitchValue"])
+        d.check(ptr, (height - 1) * pitch + width if height else 0)
+
+    def op_MEMCPY2D_HTOD(self, f):
+        dst, dpitch, width, height, stream, _ = f.values()
+        data = f.tail if f.tail is not None else b""
+        if len(data) != width * height:
+            raise ProtocolError("MEMCPY2D_HTOD: tail is not width*height bytes")
+        d = self.dev(f)
+        self._check2d(d, dst, dpitch, width, height)
+        d.be.memcpy2d_htod(dst, dpitch, data, width, height, stream)
+
+    def op_MEMCPY2D_DTOH(self, f):
+        src, spitch, width, height, stream, _ = f.values()
+        d = self.dev(f)
+        self._check2d(d, src, spitch, width, height)
+        result = d.be.memcpy2d_dtoh(src, spitch, width, height, stream)
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            async def later():
+                return Bulk([await result])
+            return later()
+        return Bulk([result])
+
+    def op_MEMCPY2D_DTOD(self, f):
+        dst, dpitch, src, spitch, width, height, stream, _ = f.values()
+        d = self.dev(f)
+        self._check2d(d, dst, dpitch, width, height)
+        self._check2d(d, src, spitch, width, height)
+        d.be.memcpy2d_dtod(dst, dpitch, src, spitch, width, height, stream)
+
+    def op_MEMSET2D(self, f):
+        dst, pitch, width, height, value, stream = f.values()
+        d = self.dev(f)
+        self._check2d(d, dst, pitch, width, height)
+        d.be.memset2d(dst, pitch, value & 0xFF, width, height, stream)
+
+    def op_POINTER_INFO(self, f):
+        (ptr,) = f.values()
+        d = self.dev(f)
+        hit = d.alloc.find(ptr)
+        if hit is None:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        return {"type": 2, "base": hit[0], "size": hit[1]}
+
+    def op_MEMCPY_PEER(self, f):
+        dst, dst_vdev, src_vdev, src, size, stream, _ = f.values()
+        sd, dd = self.peer(src_vdev), self.peer(dst_vdev)
+        sd.check(src, size)
+        dd.check(dst, size)
+        sd.be.peer_copy(dst, dd.be, src, size, stream)
+
+    # ------------------------------------------------------------ modules and launches
+    def op_MODULE_LOAD(self, f):
+        module, nk, nv = f.values()
+        tail = bytes(f.tail or b"")
+        if len(tail) < 16:
+            raise CudaError(E["cudaErrorInvalidKernelImage"], "no fat binary")
+        magic, _ver, hsize, size = struct.unpack_from("<IHHQ", tail)
+        end = hsize + size
+        if magic != 0xBA55ED50 or hsize < 16 or end > len(tail):
+            raise CudaError(E["cudaErrorInvalidKernelImage"], "malformed fat binary")
+        try:
+            names = json.loads(tail[end:])
+            kernels = [(int(k), str(n)) for k, n in names["kernels"]]
+            variables = [(int(v), str(n), int(s)) for v, n, s in names["vars"]]
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError("MODULE_LOAD: malformed name table") from None
+        if len(kernels) != nk or len(variables) != nv:
+            raise ProtocolError("MODULE_LOAD: name counts disagree")
+        d = self.dev(f)
+        kinfo, vinfo = d.be.module_load(module, tail[:end], [n for _, n in kernels],
+                                        [n for _, n, _ in variables])
+        for (kid, _), info in zip(kernels, kinfo):
+            if info is not None:
+                d.be.set_kernel(kid, info)
+                d.kernels.add(kid)
+        vout = []
+        for (_vid, _name, size), info in zip(variables, vinfo):
+            if info is None:
+                vout.append(None)
+                continue
+            if "addr" not in info:  # the backend keeps globals in window memory
+                info["addr"] = d.alloc.alloc(max(info["size"], size, 1))
+            d.add_symbol(info["addr"], info["size"])
+            vout.append({"addr": info["addr"], "size": info["size"]})
+        kout = [None if i is None else {k: i[k] for k in ("params", "param_size", "max_threads")}
+                for i in kinfo]
+        return {}, json.dumps({"kernels": kout, "vars": vout}).encode()
+
+    def _kernel(self, d: DeviceState, kid: int) -> int:
+        if kid not in d.kernels:
+            raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+        return kid
+
+    def op_FUNC_ATTRS(self, f):
+        (kid,) = f.values()
+        d = self.dev(f)
+        return {}, json.dumps(d.be.func_attrs(self._kernel(d, kid))).encode()
+
+    def op_FUNC_SET_ATTR(self, f):
+        kid, attr, value = f.values()
+        d = self.dev(f)
+        d.be.func_set_attr(self._kernel(d, kid), attr, value)
+
+    def op_OCCUPANCY(self, f):
+        kid, block, shmem, flags = f.values()
+        d = self.dev(f)
+        return {"blocks": d.be.occupancy(self._kernel(d, kid), block, shmem, flags)}
+
+    def op_OCCUPANCY_SMEM(self, f):
+        kid, blocks, block = f.values()
+        d = self.dev(f)
+        return {"bytes": d.be.occupancy_smem(self._kernel(d, kid), blocks, block)}
+
+    def op_LAUNCH(self, f):
+        v = f.values()
+        kid, stream = v[0], v[1]
+        d = self.dev(f)
+        d.be.launch(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], f.tail or b"", v[9])
+
+    def op_LAUNCH_EX(self, f):
+        v = f.values()
+        kid, stream, nattrs = v[0], v[1], v[9]
+        tail = bytes(f.tail or b"")
+        if nattrs * 72 > len(tail):
+            raise ProtocolError("LAUNCH_EX: attributes past the end")
+        d = self.dev(f)
+        d.be.launch_ex(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], tail[:nattrs * 72],
+                       tail[nattrs * 72:])
+
+    def op_FUNC_MAX_CLUSTER(self, f):
+        raise CudaError(E["cudaErrorNotSupported"])
+
+    # ------------------------------------------------------------ streams and events
+    def op_STREAM_CREATE(self, f):
+        sid, flags, prio = f.values()
+        self.dev(f).be.stream_create(sid, flags, prio)
+
+    def op_STREAM_DESTROY(self, f):
+        self.dev(f).be.stream_destroy(f.values()[0])
+
+    def op_STREAM_SYNC(self, f):
+        return self.dev(f).be.stream_sync(f.values()[0])
+
+    def op_STREAM_QUERY(self, f):
+        if not self.dev(f).be.stream_query(f.values()[0]):
+            raise CudaError(E["cudaErrorNotReady"])
+
+    def op_STREAM_WAIT_EVENT(self, f):
+        sid, eid, flags = f.values()
+        d = self.dev(f)
+        peer = self.peer(f.aux) if f.aux != f.vdev else d
+        d.be.stream_wait_event(sid, peer.be, eid, flags)
+
+    def op_STREAM_SET_ATTR(self, f):
+        sid, attr = f.values()
+        self.dev(f).be.stream_set_attr(sid, attr, bytes(f.tail or b""))
+
+    def op_EVENT_CREATE(self, f):
+        eid, flags = f.values()
+        self.dev(f).be.event_create(eid, flags)
+
+    def op_EVENT_DESTROY(self, f):
+        self.dev(f).be.event_destroy(f.values()[0])
+
+    def op_EVENT_RECORD(self, f):
+        eid, sid, flags = f.values()
+        self.dev(f).be.event_record(eid, sid, flags)
+
+    def op_EVENT_SYNC(self, f):
+        return self.dev(f).be.event_sync(f.values()[0])
+
+    def op_EVENT_QUERY(self, f):
+        if not self.dev(f).be.event_query(f.values()[0]):
+            raise CudaError(E["cudaErrorNotReady"])
+
+    def op_EVENT_ELAPSED(self, f):
+        a, b = f.values()
+        return {"ms": self.dev(f).be.event_elapsed(a, b)}
+
+    def op_HOST_FUNC(self, f):
+        sid, cb = f.values()
+        vdev = f.vdev
+        if cb in self.callbacks:
+            raise CudaError(E["cudaErrorInvalidValue"], "callback id reused")
+
+        def reached():
+            self._write(encode(_NOTIFY["CALLBACK"], {"callback": cb}, vdev=vdev))
+        self.callbacks[cb] = self.dev(f).be.host_func(sid, reached)
+
+    def op_CALLBACK_DONE(self, f):
+        done = self.callbacks.pop(f.values()[0], None)
+        if done is None:
+            raise CudaError(E["cudaErrorInvalidValue"], "unknown callback")
+        done()
+
+    # ------------------------------------------------------------ graphs
+    def op_CAPTURE_BEGIN(self, f):
+        sid, mode = f.values()
+        self.dev(f).be.capture_begin(sid, mode)
+
+    def op_CAPTURE_END(self, f):
+        sid, gid = f.values()
+        self.dev(f).be.capture_end(sid, gid)
+
+    def op_CAPTURE_STATUS(self, f):
+        return {"status": self.dev(f).be.capture_status(f.values()[0])}
+
+    def op_GRAPH_INSTANTIATE(self, f):
+        gid, xid, flags = f.values()
+        self.dev(f).be.graph_instantiate(gid, xid, flags)
+
+    def op_GRAPH_LAUNCH(self, f):
+        xid, sid = f.values()
+        self.dev(f).be.graph_launch(xid, sid)
+
+    def op_GRAPH_UPLOAD(self, f):
+        # Uploading ahead is an optimization the first launch performs anyway.
+        xid, _sid = f.values()
+        self.dev(f).be.graph_check(xid)
+
+    def op_GRAPH_DESTROY(self, f):
+        self.dev(f).be.graph_destroy(f.values()[0])
+
+    def op_GRAPH_EXEC_DESTROY(self, f):
+        self.dev(f).be.graph_exec_destroy(f.values()[0])
+
+
+class Bulk:
+    """A reply whose tail is large: sent as DATA frames, then the REPLY."""
+
+    def __init__(self, pieces: list, values: dict | None = None) -> None:
+        self.pieces = pieces
+        self.values = values
+

@@ -1,0 +1,168 @@
+"""A worker process: serves exactly one client session, then exits.
+
+Started by the daemon's front process ahead of need (so that Python's start and the CUDA
+driver's initialization are not on the client's path), it waits on its control socket for a
+client connection (passed as a file descriptor) and runs the session on uvloop. Its contexts,
+memory and modules die with it: a client's crash, fault or hostile input stays in here.
+
+Device printf output, which the CUDA driver writes to the process's stdout, is captured
+through a pipe and sent to the client before the reply of the synchronization that flushed it.
+
+Control messages (JSON lines on the control socket): from the front {"op": "status"} and
+{"op": "shutdown", "grace": seconds}; to the front {"ready": ...} once the backend is up,
+then answers to status requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+
+from .backends import load_backend
+from .logs import setup_logging
+from .session import Session
+
+log = logging.getLogger("farcudad.worker")
+
+
+def capture_stdout() -> int:
+    """Point fd 1 (where the driver prints device printf) at a pipe; return its read end."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    os.dup2(w, 1)
+    os.close(w)
+    os.set_blocking(r, False)
+    try:
+        libc = ctypes.CDLL(None)
+        c_stdout = ctypes.c_void_p.in_dll(libc, "stdout")
+        libc.setvbuf(c_stdout, None, 2, 0)  # _IONBF: the driver's output reaches us at once
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.stdout = sys.stderr  # our own prints must not mix with the client's output
+    return r
+
+
+def drain(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
+    loop = asyncio.get_running_loop()
+    ready = {"ready": True, "pid": os.getpid()}
+    try:
+        ready.update(gpus=backend.gpu_count(), driver=backend.driver_version(),
+                     gpu_info=[backend.gpu_info(g) for g in range(backend.gpu_count())])
+    except Exception as exc:  # report, do not die silently: the front decides
+        ready = {"ready": False, "error": str(exc)}
+    ctl.sendall(json.dumps(ready).encode() + b"\n")
+    if not ready["ready"]:
+        return 1
+    ctl.setblocking(True)
+    msg, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 1)
+    if not msg or not fds:
+        return 0  # the front closed us before use
+    job = json.loads(msg)
+    client = socket.socket(fileno=fds[0])
+    client.setblocking(False)
+    ctl.setblocking(False)
+    session = Session(backend, session_id=job["session"], identity=job.get("identity", {}),
+                      heartbeat_ms=job.get("heartbeat_ms", 1000),
+                      client_timeout=job.get("client_timeout", 60.0),
+                      quota_bytes=job.get("quota_bytes"), drain_output=lambda: drain(out_fd))
+
+    def forward_output() -> None:
+        data = drain(out_fd)
+        if data and session.transport is not None:
+            session._write(_stdout_frame(data))
+    loop.add_reader(out_fd, forward_output)
+    await loop.connect_accepted_socket(lambda: session, client)
+    log.info("session %d: serving %s (%s)", job["session"], job.get("peer", "?"),
+             job.get("identity", {}).get("exe", "?"))
+
+    async def control() -> None:
+        buf = b""
+        while True:
+            try:
+                data = await loop.sock_recv(ctl, 1 << 16)
+            except OSError:
+                data = b""
+            if not data:  # the front went away: end the session in order
+                session.goodbye("the daemon is shutting down")
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    req = json.loads(line)
+                except ValueError:
+                    continue
+                if req.get("op") == "status":
+                    reply = dict(session.status(), pid=os.getpid())
+                    await loop.sock_sendall(ctl, json.dumps(reply).encode() + b"\n")
+                elif req.get("op") == "shutdown":
+                    loop.create_task(_shutdown(session, float(req.get("grace", 10.0))))
+    ctl_task = loop.create_task(control())
+    await session.closed
+    ctl_task.cancel()
+    log.info("session %d: ended; freed %d bytes of device memory", job["session"],
+             job.get("held", 0))
+    backend.close()
+    return 0
+
+
+def _stdout_frame(data: bytes) -> bytes:
+    from farcuda.interposer.protocol import BY_NAME, encode
+    return encode(BY_NAME["STDOUT"], None, data)
+
+
+async def _shutdown(session: Session, grace: float) -> None:
+    """Let running calls finish (up to ``grace`` seconds), then end the session."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while session._tasks and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    session.goodbye("the daemon is shutting down")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="farcudad-worker")
+    ap.add_argument("--ctl-fd", type=int, required=True)
+    ap.add_argument("--backend", default="cuda")
+    ap.add_argument("--backend-options", default="{}")
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args(argv)
+    setup_logging(args.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when we stop
+    out_fd = capture_stdout()
+    ctl = socket.socket(fileno=args.ctl_fd)
+    backend = None
+    try:
+        backend = load_backend(args.backend, json.loads(args.backend_options))
+    except Exception as exc:
+        ctl.sendall(json.dumps({"ready": False, "error": str(exc)}).encode() + b"\n")
+        return 1
+    try:
+        import uvloop
+        return uvloop.run(serve(ctl, backend, out_fd))
+    except ImportError:
+        return asyncio.run(serve(ctl, backend, out_fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

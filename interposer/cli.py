@@ -1,0 +1,241 @@
+"""`farcuda`: run CUDA programs on a remote GPU.
+
+    farcuda run [--server HOST:PORT] -- PROGRAM [ARGS...]
+    farcuda status [--server HOST:PORT] [--json]
+    farcuda shim-path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import config as configmod
+
+SHIM_NAME = "libcudart.so.13"
+
+
+def shim_path() -> Path:
+    return Path(__file__).resolve().parent / "lib" / SHIM_NAME
+
+
+def app_environment(base: dict, server: str | None = None) -> dict:
+    """The application's environment: the shim preloaded and first on the library path."""
+    env = dict(base)
+    shim = shim_path()
+    env["LD_PRELOAD"] = ":".join(p for p in (str(shim), base.get("LD_PRELOAD", "")) if p)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(shim.parent),
+                                                  base.get("LD_LIBRARY_PATH", "")) if p)
+    if server:
+        env["FARCUDA_SERVER"] = server
+    return env
+
+
+def clean_environment(base: dict) -> dict:
+    """The daemon's environment: never the shim."""
+    env = dict(base)
+    shim_dir = str(shim_path().parent)
+    for var in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
+        parts = [p for p in env.get(var, "").split(":") if p and shim_dir not in p
+                 and not p.endswith(SHIM_NAME)]
+        if parts:
+            env[var] = ":".join(parts)
+        else:
+            env.pop(var, None)
+    return env
+
+
+def start_local_daemon(timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    """Start farcudad on 127.0.0.1 (a free port) for the length of one run."""
+    r, w = os.pipe()
+    cmd = [sys.executable, "-m", "farcuda.daemon.cli", "--listen", "127.0.0.1:0",
+           "--ready-fd", str(w), "--log-level", os.environ.get("FARCUDA_DAEMON_LOG", "warning")]
+    proc = subprocess.Popen(cmd, pass_fds=(w,), env=clean_environment(os.environ),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    line = b""
+    with os.fdopen(r, "rb") as f:
+        os.set_blocking(r, True)
+        while time.monotonic() < deadline:
+            chunk = f.readline()
+            line += chunk
+            if not chunk or line.endswith(b"\n"):
+                break
+    words = line.decode(errors="replace").split(None, 1)
+    if not words or words[0] != "ready":
+        reason = words[1].strip() if len(words) > 1 else "it exited without saying why"
+        proc.wait(timeout=10)
+        raise RuntimeError(reason)
+    host, port = words[1].split()
+    return proc, f"{host}:{port}"
+
+
+def cmd_run(args) -> int:
+    if not args.program:
+        print("farcuda run: no program given (farcuda run -- PROGRAM [ARGS])", file=sys.stderr)
+        return 2
+    if not shim_path().exists():
+        print(f"farcuda: the shim is missing at {shim_path()}; reinstall farcuda",
+              file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    daemon = None
+    server = args.server
+    try:
+        cfg = configmod.from_env(env)
+    except configmod.ConfigError as exc:
+        print(f"farcuda: {exc}", file=sys.stderr)
+        return 2
+    if server:
+        configmod.parse_hostport(server, "--server")
+        for var in ("FARCUDA_DEVICES", "FARCUDA_DEVICE_COUNT"):
+            env.pop(var, None)
+    elif not cfg.configured:
+        try:
+            daemon, server = start_local_daemon()
+        except (RuntimeError, OSError) as exc:
+            print(f"farcuda: cannot start a local GPU server: {exc}. With no GPU here, point "
+                  "farcuda at a remote one: FARCUDA_SERVER=host:port farcuda run -- ...",
+                  file=sys.stderr)
+            return 1
+    try:
+        child = subprocess.Popen(args.program, env=app_environment(env, server))
+    except OSError as exc:
+        print(f"farcuda: cannot run {args.program[0]}: {exc.strerror}", file=sys.stderr)
+        if daemon:
+            daemon.terminate()
+            daemon.wait()
+        return 127
+
+    def forward(sig, _frame):
+        child.send_signal(sig)
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        rc = child.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if daemon:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+    return rc if rc >= 0 else 128 - rc
+
+
+def query_status(server: str, token: str | None, timeout: float = 5.0) -> dict:
+    from .protocol import FrameReader, handshake
+    host, port = configmod.parse_hostport(server, "--server")
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        reader = FrameReader("s2c")
+
+        def frame():
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionError("the server closed the connection")
+                got = reader.feed(data)
+                if got:
+                    return got[0]
+        hello = frame()
+        _v, _f, challenge = handshake.parse_server_hello(hello.fixed)
+        sock.sendall(handshake.client_hello(challenge, {"purpose": "status", "pid": os.getpid()},
+                                            token))
+        rep = frame()
+        status = int.from_bytes(rep.fixed[:4], "little")
+        text = bytes(rep.tail or b"").decode(errors="replace")
+        if status != 0:
+            raise ConnectionError(text)
+        return json.loads(text)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_status(args) -> int:
+    servers = [args.server] if args.server else []
+    if not servers:
+        cfg = configmod.from_env()
+        if cfg.devices:
+            servers = sorted({f"{d.host}:{d.port}" for d in cfg.devices})
+        elif cfg.server:
+            servers = [f"{cfg.server[0]}:{cfg.server[1]}"]
+        else:
+            servers = [f"127.0.0.1:{configmod.DEFAULT_PORT}"]
+    out, rc = {}, 0
+    for s in servers:
+        try:
+            out[s] = query_status(s, os.environ.get("FARCUDA_TOKEN"))
+        except (OSError, ConnectionError, ValueError) as exc:
+            out[s] = {"error": str(exc)}
+            rc = 1
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return rc
+    for s, st in out.items():
+        if "error" in st:
+            print(f"{s}: unreachable: {st['error']}")
+            continue
+        print(f"{s}: driver {st.get('driver')}, {len(st.get('gpus', []))} GPU(s)")
+        for g in st.get("gpus", []):
+            line = f"  GPU {g['gpu']}: {g.get('name', '?')}"
+            if "memory_used" in g:
+                line += f", memory {_human(g['memory_used'])} / {_human(g['memory_total'])}"
+            elif g.get("memory_total"):
+                line += f", memory {_human(g['memory_total'])}"
+            if g.get("utilization") is not None:
+                line += f", utilization {g['utilization']}%"
+            if g.get("power_w") is not None:
+                line += f", power {g['power_w']:.0f} W"
+            print(line)
+        tenants = st.get("tenants", [])
+        print(f"  tenants: {len(tenants)}")
+        for t in tenants:
+            ident = t.get("identity", {})
+            devs = ",".join(f"{v}->gpu{d['gpu']}" for v, d in t.get("devices", {}).items())
+            print(f"    session {t.get('session')} tenant={t.get('tenant')} "
+                  f"peer={t.get('peer')} exe={ident.get('exe', '?')} devices=[{devs}] "
+                  f"memory={_human(t.get('memory_held', 0))} calls={t.get('calls', 0)} "
+                  f"in={_human(t.get('bytes_in', 0))} out={_human(t.get('bytes_out', 0))} "
+                  f"since={time.strftime('%H:%M:%S', time.localtime(t.get('since', 0)))}")
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="farcuda", description="run CUDA programs on a remote GPU")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run a CUDA program through farcuda")
+    p.add_argument("--server", metavar="HOST:PORT", help="use this server (all its GPUs)")
+    p.add_argument("program", nargs=argparse.REMAINDER)
+    p = sub.add_parser("status", help="servers, GPUs and tenants")
+    p.add_argument("--server", metavar="HOST:PORT")
+    p.add_argument("--json", action="store_true")
+    sub.add_parser("shim-path", help="print where libcudart.so.13 of farcuda is")
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        if args.program and args.program[0] == "--":
+            args.program = args.program[1:]
+        return cmd_run(args)
+    if args.cmd == "status":
+        return cmd_status(args)
+    print(shim_path())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Client configuration from the environment, in rCUDA's habit.
+
+Precedence: FARCUDA_DEVICES (the device map), then FARCUDA_DEVICE_COUNT with
+FARCUDA_DEVICE_<i>, then FARCUDA_SERVER (every GPU of one server). The parsers raise
+ConfigError with a message naming the variable and the entry at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_PORT", "ConfigError", "DeviceEntry", "ClientConfig", "parse_hostport",
+           "parse_device", "parse_devices", "from_env", "ENV_HELP"]
+
+DEFAULT_PORT = 7420
+ENV_HELP = ("set FARCUDA_SERVER=host[:port], or FARCUDA_DEVICES=host:port/gpu,..., or run the "
+            "program with `farcuda run -- PROGRAM`")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    host: str
+    port: int
+    gpu: int
+    sm: int = 0  # SM budget, 0: the whole GPU
+    text: str = ""
+
+
+_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/@\[\]]+))(?::(?P<port>[^/@]*))?$")
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' -> (host, port)."""
+    m = _HOSTPORT.match(text.strip())
+    if not m:
+        raise ConfigError(f"{what}: {text!r} is not host[:port]")
+    host = m.group("v6") or m.group("host")
+    port_text = m.group("port")
+    if port_text is None or port_text == "":
+        if port_text == "":
+            raise ConfigError(f"{what}: {text!r} has an empty port")
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{what}: {text!r} has a bad port {port_text!r}")
+    return host, int(port_text)
+
+
+def parse_device(text: str, what: str) -> DeviceEntry:
+    """One device map entry: host[:port][/gpu][@sm=N]."""
+    raw = text.strip()
+    if not raw:
+        raise ConfigError(f"{what}: empty entry")
+    rest, _, opts = raw.partition("@")
+    sm = 0
+    if opts:
+        for opt in opts.split("@"):
+            key, eq, val = opt.partition("=")
+            if key.strip() != "sm" or not eq or not val.strip().isdigit() or int(val) <= 0:
+                raise ConfigError(f"{what}: {raw!r}: unknown option {opt!r} (expected sm=N, N>0)")
+            sm = int(val)
+    hostport, slash, gpu_text = rest.rpartition("/") if "/" in rest else (rest, "", "")
+    if slash and not gpu_text.strip().isdigit():
+        raise ConfigError(f"{what}: {raw!r}: GPU index {gpu_text!r} is not a number")
+    host, port = parse_hostport(hostport, f"{what} {raw!r}")
+    return DeviceEntry(host, port, int(gpu_text) if slash else 0, sm, raw)
+
+
+def parse_devices(spec: str, what: str = "FARCUDA_DEVICES") -> list[DeviceEntry]:
+    entries = [e for e in spec.split(",")]
+    if not any(e.strip() for e in entries):
+        raise ConfigError(f"{what} is set but lists no device")
+    return [parse_device(e, f"{what} entry {i}") for i, e in enumerate(entries)]
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={text!r} must be positive")
+    return value
+
+
+@dataclass
+class ClientConfig:
+    devices: list[DeviceEntry] | None = None  # an explicit map
+    server: tuple[str, int] | None = None  # FARCUDA_SERVER: all its GPUs
+    source: str = ""  # the variable the devices came from
+    token: str | None = None
+    connect_timeout: float = 5.0
+    liveness_timeout: float = 10.0
+    report: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return self.devices is not None or self.server is not None
+
+
+def from_env(env: Mapping[str, str] | None = None) -> ClientConfig:
+    env = os.environ if env is None else env
+    cfg = ClientConfig()
+    cfg.token = env.get("FARCUDA_TOKEN") or None
+    cfg.connect_timeout = _float(env, "FARCUDA_CONNECT_TIMEOUT", 5.0)
+    cfg.liveness_timeout = _float(env, "FARCUDA_LIVENESS_TIMEOUT", 10.0)
+    cfg.report = env.get("FARCUDA_REPORT", "") not in ("", "0")
+    if env.get("FARCUDA_DEVICES", "").strip():
+        cfg.devices = parse_devices(env["FARCUDA_DEVICES"])
+        cfg.source = "FARCUDA_DEVICES"
+    elif env.get("FARCUDA_DEVICE_COUNT", "").strip():
+        text = env["FARCUDA_DEVICE_COUNT"].strip()
+        if not text.isdigit() or int(text) == 0:
+            raise ConfigError(f"FARCUDA_DEVICE_COUNT={text!r} is not a positive number")
+        devices = []
+        for i in range(int(text)):
+            name = f"FARCUDA_DEVICE_{i}"
+            if not env.get(name, "").strip():
+                raise ConfigError(f"FARCUDA_DEVICE_COUNT={text} but {name} is not set")
+            devices.append(parse_device(env[name], name))
+        cfg.devices = devices
+        cfg.source = "FARCUDA_DEVICE_COUNT"
+    elif env.get("FARCUDA_SERVER", "").strip():
+        cfg.server = parse_hostport(env["FARCUDA_SERVER"], "FARCUDA_SERVER")
+        cfg.source = "FARCUDA_SERVER"
+    if cfg.devices is not None and len(cfg.devices) > 64:
+        raise ConfigError(f"{cfg.source}: {len(cfg.devices)} devices; at most 64 are supported")
+    return cfg

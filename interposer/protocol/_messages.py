@@ -1,0 +1,229 @@
+"""The wire messages: one declarative table, fixed opcodes, shared by client and daemon.
+
+Everything that crosses the wire is described here and nowhere else: the C side of the shim
+gets packed structs and opcode constants generated from this table (csrc/gen/proto.h, checked
+fresh by tests/unit/test_table.py) and the daemon's dispatch is keyed by these names.
+
+A message has a fixed part (little-endian, no padding, laid out by ``fields``) and, when
+``bulk`` is set, a variable-length tail (payload bytes, packed kernel parameters, JSON on cold
+paths). Opcodes are never reused: retire a message by moving it to ``RETIRED``.
+
+Requests (client -> daemon) are *async* (no reply; errors surface at the next synchronizing
+call) or *sync* (the frame carries a nonzero request id and the daemon answers with one REPLY
+frame with that id, possibly preceded by DATA frames that carry bulk results in pieces).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+__all__ = ["Field", "Message", "MESSAGES", "BY_NAME", "BY_OP", "RETIRED", "FTYPES"]
+
+# field type -> (struct code, C type)
+FTYPES: dict[str, tuple[str, str]] = {
+    "u8": ("B", "uint8_t"),
+    "u16": ("H", "uint16_t"),
+    "u32": ("I", "uint32_t"),
+    "i32": ("i", "int32_t"),
+    "u64": ("Q", "uint64_t"),
+    "i64": ("q", "int64_t"),
+    "f32": ("f", "float"),
+    "f64": ("d", "double"),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    count: int = 1
+
+
+def _fields(spec: str) -> tuple[Field, ...]:
+    """Parse 'dst:u64 grid:u32*3' into fields."""
+    out = []
+    for item in spec.split():
+        name, _, typ = item.partition(":")
+        typ, _, count = typ.partition("*")
+        if typ not in FTYPES:
+            raise ValueError(f"unknown field type {typ!r} in {spec!r}")
+        out.append(Field(name, typ, int(count or 1)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Message:
+    name: str
+    op: int
+    direction: str  # "c2s" (client to server) or "s2c"
+    mode: str  # c2s: "async" | "sync" | "either"; s2c: "reply" | "notify"
+    fields: tuple[Field, ...]
+    reply: tuple[Field, ...] = ()
+    bulk: str = ""  # what the request's tail holds, "" when none
+    reply_bulk: str = ""  # what the reply's tail holds (sent as DATA frames + REPLY tail)
+    doc: str = ""
+    fmt: str = field(init=False, repr=False)
+    reply_fmt: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fmt", _fmt(self.fields))
+        object.__setattr__(self, "reply_fmt", _fmt(self.reply))
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize(self.fmt)
+
+    @property
+    def reply_size(self) -> int:
+        return struct.calcsize(self.reply_fmt)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return _names(self.fields)
+
+    @property
+    def reply_names(self) -> tuple[str, ...]:
+        return _names(self.reply)
+
+
+def _fmt(fields: tuple[Field, ...]) -> str:
+    return "<" + "".join(f"{f.count}{FTYPES[f.type][0]}" if f.count > 1 else FTYPES[f.type][0]
+                         for f in fields)
+
+
+def _names(fields: tuple[Field, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for f in fields:
+        out += [f.name] if f.count == 1 else [f"{f.name}{i}" for i in range(f.count)]
+    return tuple(out)
+
+
+def _m(name: str, op: int, mode: str, fields: str = "", reply: str = "", bulk: str = "",
+       reply_bulk: str = "", doc: str = "", direction: str = "c2s") -> Message:
+    return Message(name, op, direction, mode, _fields(fields), _fields(reply), bulk, reply_bulk,
+                   doc)
+
+
+# Stream ids on the wire: 0 is the legacy default stream; the client numbers its own streams
+# (including one per-thread default stream per host thread and device) from 1. Event, kernel,
+# module and callback ids are likewise the client's, so creating them needs no round trip.
+MESSAGES: tuple[Message, ...] = (
+    # --- session (0x00xx): handshake frames are exchanged with the daemon's front process ---
+    _m("SERVER_HELLO", 0x0001, "notify", "magic:u32 version:u16 flags:u16 nonce:u8*32",
+       direction="s2c", doc="first frame from the daemon: protocol version, auth challenge"),
+    _m("HELLO", 0x0002, "sync", "magic:u32 version:u16 flags:u16 pid:u32 mac:u8*32",
+       reply="session:u64 ngpus:u32 driver:u32 heartbeat_ms:u32", bulk="json identity",
+       doc="client identity and auth answer; the reply welcomes it"),
+    _m("PING", 0x0003, "async", doc="client keep-alive when idle"),
+    _m("BYE", 0x0004, "async", doc="orderly end of a client; the daemon frees its resources"),
+    _m("GPU_INFO", 0x0005, "sync", "gpu:u32", reply_bulk="json",
+       doc="properties and attributes of a physical GPU, without creating a context"),
+    _m("STATUS", 0x0006, "sync", reply_bulk="json", doc="server status for `farcuda status`"),
+    # --- devices (0x01xx) ---
+    _m("DEVICE_OPEN", 0x0101, "sync",
+       "gpu:u32 sm_budget:u32 flags:u32 window_base:u64 window_size:u64",
+       reply="window_base:u64 sm_count:u32 rsv:u32", reply_bulk="json",
+       doc="create the context of a virtual device; its allocations land in the window"),
+    _m("DEVICE_SYNC", 0x0102, "sync"),
+    _m("DEVICE_RESET", 0x0103, "sync"),
+    _m("SET_LIMIT", 0x0104, "sync", "limit:u32 rsv:u32 value:u64"),
+    _m("GET_LIMIT", 0x0105, "sync", "limit:u32", reply="value:u64"),
+    _m("MEM_GET_INFO", 0x0106, "sync", reply="free:u64 total:u64"),
+    _m("SET_FLAGS", 0x0107, "sync", "flags:u32"),
+    _m("SET_CACHE_CONFIG", 0x0108, "async", "config:u32"),
+    # --- memory (0x02xx) ---
+    _m("MALLOC", 0x0201, "sync", "size:u64 flags:u32", reply="ptr:u64"),
+    _m("FREE", 0x0202, "sync", "ptr:u64"),
+    _m("MALLOC_PITCH", 0x0203, "sync", "width:u64 height:u64", reply="ptr:u64 pitch:u64"),
+    _m("MEMCPY_HTOD", 0x0210, "either", "dst:u64 stream:u32 flags:u32", bulk="bytes",
+       doc="host data in the tail; large copies are sent as several frames"),
+    _m("MEMCPY_DTOH", 0x0211, "sync", "src:u64 size:u64 stream:u32 flags:u32",
+       reply_bulk="bytes", doc="the daemon streams the bytes back as DATA frames"),
+    _m("MEMCPY_DTOD", 0x0212, "either", "dst:u64 src:u64 size:u64 stream:u32 flags:u32"),
+    _m("MEMSET", 0x0213, "either", "dst:u64 size:u64 value:u32 stream:u32 elem:u32"),
+    _m("MEMCPY2D_HTOD", 0x0214, "either",
+       "dst:u64 dpitch:u64 width:u64 height:u64 stream:u32 flags:u32", bulk="rows",
+       doc="rows packed tightly in the tail (width bytes each)"),
+    _m("MEMCPY2D_DTOH", 0x0215, "sync",
+       "src:u64 spitch:u64 width:u64 height:u64 stream:u32 flags:u32", reply_bulk="rows"),
+    _m("MEMCPY2D_DTOD", 0x0216, "either",
+       "dst:u64 dpitch:u64 src:u64 spitch:u64 width:u64 height:u64 stream:u32 flags:u32"),
+    _m("MEMSET2D", 0x0217, "either",
+       "dst:u64 pitch:u64 width:u64 height:u64 value:u32 stream:u32"),
+    _m("POINTER_INFO", 0x0218, "sync", "ptr:u64", reply="type:u32 rsv:u32 base:u64 size:u64"),
+    _m("MEMCPY_PEER", 0x0219, "either",
+       "dst:u64 dst_vdev:u32 src_vdev:u32 src:u64 size:u64 stream:u32 flags:u32",
+       doc="copy between two virtual devices served by the same daemon session"),
+    _m("MALLOC_ASYNC", 0x021A, "sync", "size:u64 stream:u32", reply="ptr:u64"),
+    _m("FREE_ASYNC", 0x021B, "either", "ptr:u64 stream:u32"),
+    # --- modules and kernels (0x03xx) ---
+    _m("MODULE_LOAD", 0x0301, "sync", "module:u32 nkernels:u32 nvars:u32",
+       bulk="fat binary, then JSON {kernels: [[id, name]], vars: [[id, name, size]]}",
+       reply_bulk="json",
+       doc="load a fat binary into the device's context; reply: parameter layouts, globals"),
+    _m("FUNC_ATTRS", 0x0302, "sync", "kernel:u32", reply_bulk="json",
+       doc="cudaFuncAttributes of a kernel in this device's context"),
+    _m("FUNC_SET_ATTR", 0x0303, "sync", "kernel:u32 attr:u32 value:i32",
+       doc="attr: a cudaFuncAttribute, or 1000 for the cache configuration"),
+    _m("OCCUPANCY", 0x0304, "sync", "kernel:u32 block:u32 shmem:u64 flags:u32",
+       reply="blocks:i32"),
+    _m("OCCUPANCY_SMEM", 0x0305, "sync", "kernel:u32 blocks:u32 block:u32",
+       reply="bytes:u64", doc="cudaOccupancyAvailableDynamicSMemPerBlock"),
+    _m("LAUNCH", 0x0310, "either",
+       "kernel:u32 stream:u32 grid:u32*3 block:u32*3 shmem:u32 flags:u32", bulk="params",
+       doc="packed kernel parameters in the tail; flags: 1 cooperative"),
+    _m("LAUNCH_EX", 0x0311, "either",
+       "kernel:u32 stream:u32 grid:u32*3 block:u32*3 shmem:u32 nattrs:u32",
+       bulk="attrs then params", doc="cudaLaunchKernelExC: launch attributes, then params"),
+    _m("FUNC_MAX_CLUSTER", 0x0312, "sync", "kernel:u32 grid:u32*3 block:u32*3 shmem:u32",
+       reply="clusters:i32"),
+    # --- streams and events (0x04xx) ---
+    _m("STREAM_CREATE", 0x0401, "async", "stream:u32 flags:u32 priority:i32"),
+    _m("STREAM_DESTROY", 0x0402, "async", "stream:u32"),
+    _m("STREAM_SYNC", 0x0403, "sync", "stream:u32"),
+    _m("STREAM_QUERY", 0x0404, "sync", "stream:u32"),
+    _m("STREAM_WAIT_EVENT", 0x0405, "async", "stream:u32 event:u32 flags:u32"),
+    _m("STREAM_SET_ATTR", 0x0406, "sync", "stream:u32 attr:u32", bulk="value"),
+    _m("EVENT_CREATE", 0x0410, "async", "event:u32 flags:u32"),
+    _m("EVENT_DESTROY", 0x0411, "async", "event:u32"),
+    _m("EVENT_RECORD", 0x0412, "async", "event:u32 stream:u32 flags:u32"),
+    _m("EVENT_SYNC", 0x0413, "sync", "event:u32"),
+    _m("EVENT_QUERY", 0x0414, "sync", "event:u32"),
+    _m("EVENT_ELAPSED", 0x0415, "sync", "start:u32 end:u32", reply="ms:f32"),
+    _m("HOST_FUNC", 0x0420, "async", "stream:u32 callback:u32",
+       doc="the daemon sends CALLBACK when the stream reaches it and holds the stream until "
+           "CALLBACK_DONE"),
+    _m("CALLBACK_DONE", 0x0421, "async", "callback:u32"),
+    # --- graphs (0x05xx) ---
+    _m("CAPTURE_BEGIN", 0x0501, "sync", "stream:u32 mode:u32"),
+    _m("CAPTURE_END", 0x0502, "sync", "stream:u32 graph:u32"),
+    _m("CAPTURE_STATUS", 0x0503, "sync", "stream:u32", reply="status:u32"),
+    _m("GRAPH_INSTANTIATE", 0x0504, "sync", "graph:u32 exec:u32 flags:u64"),
+    _m("GRAPH_LAUNCH", 0x0505, "either", "exec:u32 stream:u32"),
+    _m("GRAPH_DESTROY", 0x0506, "async", "graph:u32"),
+    _m("GRAPH_EXEC_DESTROY", 0x0507, "async", "exec:u32"),
+    _m("GRAPH_UPLOAD", 0x0508, "either", "exec:u32 stream:u32"),
+    # --- daemon to client (0x80xx) ---
+    _m("REPLY", 0x8001, "reply", "status:u32 fixed_len:u32", direction="s2c",
+       doc="answer to the sync request with the same id: status, the reply's fixed part, tail"),
+    _m("DATA", 0x8002, "reply", "offset:u64", direction="s2c",
+       doc="a piece of a sync request's bulk result, at this offset of it"),
+    _m("HEARTBEAT", 0x8003, "notify", direction="s2c", doc="sign of life while idle"),
+    _m("CALLBACK", 0x8004, "notify", "callback:u32", direction="s2c",
+       doc="a stream reached a host function: run it, then send CALLBACK_DONE"),
+    _m("ASYNC_ERROR", 0x8005, "notify", "status:u32 op:u32", direction="s2c",
+       doc="an async operation of this virtual device failed"),
+    _m("STDOUT", 0x8006, "notify", direction="s2c", doc="device printf output, in the tail"),
+    _m("GOODBYE", 0x8007, "notify", "status:u32", direction="s2c",
+       doc="the daemon is ending this session; the tail says why"),
+)
+
+BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}
+BY_OP: dict[int, Message] = {m.op: m for m in MESSAGES}
+
+# Opcodes once used and retired: never reuse them.
+RETIRED: dict[int, str] = {}
+
+if len(BY_OP) != len(MESSAGES) or len(BY_NAME) != len(MESSAGES):
+    raise AssertionError("duplicate opcode or message name in the wire table")

@@ -1,0 +1,55 @@
+"""Build of farcuda: the Python packages, plus the shim (libcudart.so.13) compiled with cffi.
+
+Everything else is declared in pyproject.toml. The shim is built for the Python that runs the
+build and installed as farcuda/interposer/lib/libcudart.so.13.
+"""
+
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
+
+ROOT = Path(__file__).resolve().parent
+
+
+class BuildWithShim(build_py):
+    def run(self):
+        super().run()
+        sys.path.insert(0, str(ROOT / "interposer"))
+        try:
+            import build_shim  # interposer/build_shim.py
+        finally:
+            sys.path.pop(0)
+        out = Path(self.build_lib) / "farcuda" / "interposer" / "lib"
+        path = build_shim.build(out, verbose=bool(self.verbose > 1))
+        self.announce(f"built {path}", level=2)
+
+
+class BinaryDistribution(Distribution):
+    """The wheel holds a compiled library: tag it for this platform and Python."""
+
+    def has_ext_modules(self):
+        return True
+
+
+PACKAGES = {
+    "farcuda.interposer": "interposer",
+    "farcuda.interposer.protocol": "interposer/protocol",
+    "farcuda.daemon": "daemon",
+    "farcuda.daemon.backends": "daemon/backends",
+    "farcuda.pfm": "pfm_cuda",
+}
+
+setup(
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={
+        "farcuda.daemon": ["farcudad.service", "farcudad.toml"],
+        "farcuda.pfm": ["*.cu", "*.h", "*.cuh", "Makefile", "data/*", "README.md"],
+    },
+    cmdclass={"build_py": BuildWithShim},
+    distclass=BinaryDistribution,
+    zip_safe=False,
+)
