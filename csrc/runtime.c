@@ -487,6 +487,15 @@ void fcx_stats(uint64_t *out5) {
 /* FARCUDA_REPORT=1: one summary line on stderr when the program ends. */
 int fcpy_report(void);
 void fc_report_at_exit(void) {
+    /* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped */
+    const char *maps = getenv("FARCUDA_MAPS_FILE");
+    if (maps && maps[0]) {
+        FILE *in = fopen("/proc/self/maps", "r"), *out = fopen(maps, "w");
+        char line[4096];
+        while (in && out && fgets(line, sizeof line, in)) fputs(line, out);
+        if (in) fclose(in);
+        if (out) fclose(out);
+    }
     const char *r = getenv("FARCUDA_REPORT");
     if (!r || !r[0] || (r[0] == '0' && !r[1])) return;
     if (fc_python_status() == cudaSuccess && fcpy_report() == cudaSuccess) return;

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_config(args) -> configmod.DaemonConfig:
     cfg = configmod.load(args.config)
     if args.listen:
-        cfg.listen = [parse_hostport(x, "--listen") for x in args.listen]
+        cfg.listen = [parse_hostport(x, "--listen", allow_zero=True) for x in args.listen]
     if args.log_level:
         cfg.log_level = args.log_level
     if args.prestart is not None:

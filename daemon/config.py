@@ -75,7 +75,7 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
         items = data["listen"] if isinstance(data["listen"], list) else [data["listen"]]
         if not items or not all(isinstance(x, str) for x in items):
             raise ConfigError(f"{where}: listen must be a host:port string or a list of them")
-        cfg.listen = [parse_hostport(x, f"{where}: listen") for x in items]
+        cfg.listen = [parse_hostport(x, f"{where}: listen", allow_zero=True) for x in items]
     if "log_level" in data:
         if str(data["log_level"]).lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"{where}: log_level {data['log_level']!r} is not one of "

@@ -120,8 +120,7 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     ctl_task = loop.create_task(control())
     await session.closed
     ctl_task.cancel()
-    log.info("session %d: ended; freed %d bytes of device memory", job["session"],
-             job.get("held", 0))
+    log.info("session %d: ended; counts=%s", job["session"], dict(session.counts))
     backend.close()
     return 0
 

@@ -36,8 +36,9 @@ class DeviceEntry:
 _HOSTPORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/@\[\]]+))(?::(?P<port>[^/@]*))?$")
 
 
-def parse_hostport(text: str, what: str) -> tuple[str, int]:
-    """'host', 'host:port', '[v6]:port' -> (host, port)."""
+def parse_hostport(text: str, what: str, allow_zero: bool = False) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' -> (host, port); port 0 (any free port) only for a
+    listening address."""
     m = _HOSTPORT.match(text.strip())
     if not m:
         raise ConfigError(f"{what}: {text!r} is not host[:port]")
@@ -47,7 +48,7 @@ def parse_hostport(text: str, what: str) -> tuple[str, int]:
         if port_text == "":
             raise ConfigError(f"{what}: {text!r} has an empty port")
         return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not port_text.isdigit() or not (0 if allow_zero else 1) <= int(port_text) < 65536:
         raise ConfigError(f"{what}: {text!r} has a bad port {port_text!r}")
     return host, int(port_text)
 

@@ -1,0 +1,815 @@
+"""The CUDA driver backend: each virtual device is a context of its own in this worker.
+
+Device memory is mapped with the driver's virtual memory API inside the address window the
+client reserved (cuMemAddressReserve at the window's address, cuMemCreate/cuMemMap/
+cuMemSetAccess per extent), so the client sees the real device addresses and they can never
+alias its own host memory.
+
+Nothing here blocks the event loop on GPU work: copies to and from the host go through
+pinned staging slots with async copies; a wait is first a short spin on an event (most
+complete within microseconds) and then a blocking wait in a thread. Kernel launches go
+straight to libcuda through ctypes with the client's packed parameter buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+
+from cuda.bindings import driver as cu
+
+from ..errors import CudaError, E
+
+log = logging.getLogger("farcudad.cuda")
+
+SUCCESS = cu.CUresult.CUDA_SUCCESS
+NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
+SLOT = 4 << 20
+SPIN_S = 60e-6
+
+
+def check(res):
+    """Unwrap a cuda-bindings result tuple, raising CudaError on failure."""
+    if isinstance(res, tuple):
+        err = res[0]
+        if err != SUCCESS:
+            raise CudaError(int(err))
+        if len(res) == 1:
+            return None
+        return res[1] if len(res) == 2 else res[1:]
+    if res != SUCCESS:
+        raise CudaError(int(res))
+    return None
+
+
+_libcuda = ctypes.CDLL("libcuda.so.1")
+_launch = _libcuda.cuLaunchKernel
+_launch.restype = ctypes.c_int
+_launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+_coop = _libcuda.cuLaunchCooperativeKernel
+_coop.restype = ctypes.c_int
+_coop.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 2
+_launch_ex = _libcuda.cuLaunchKernelEx
+_launch_ex.restype = ctypes.c_int
+_launch_ex.argtypes = [ctypes.c_void_p] * 4
+_stream_set_attr = _libcuda.cuStreamSetAttribute
+_stream_set_attr.restype = ctypes.c_int
+_stream_set_attr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+_HOSTFN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_launch_host = _libcuda.cuLaunchHostFunc
+_launch_host.restype = ctypes.c_int
+_launch_host.argtypes = [ctypes.c_void_p, _HOSTFN, ctypes.c_void_p]
+
+
+class _LaunchConfig(ctypes.Structure):
+    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint),
+                ("gridDimZ", ctypes.c_uint), ("blockDimX", ctypes.c_uint),
+                ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
+                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
+                ("attrs", ctypes.c_void_p), ("numAttrs", ctypes.c_uint)]
+
+
+# launch attributes whose values hold handles of the client: not translated, refused
+_HANDLE_ATTRS = {6, 12, 13}
+_CAPTURE_REFUSED = "host<->device copies cannot be captured into a graph through farcuda"
+
+
+def _param_array(buf, params) -> ctypes.Array:
+    base = ctypes.addressof(buf)
+    arr = (ctypes.c_void_p * max(1, len(params)))()
+    for i, (off, _size) in enumerate(params):
+        arr[i] = base + off
+    return arr
+
+
+def _cbuf(data) -> ctypes.Array:
+    n = len(data)
+    if n == 0:
+        return (ctypes.c_char * 1)()
+    if isinstance(data, memoryview) and not data.readonly:
+        return (ctypes.c_char * n).from_buffer(data)
+    return (ctypes.c_char * n).from_buffer_copy(data)
+
+
+class _Staging:
+    """Pinned host slots for copies; a slot is reusable once its event completed."""
+
+    def __init__(self, dev: CudaDevice, count: int = 8) -> None:
+        self.dev = dev
+        self.free: deque[int] = deque()
+        self.busy: deque[tuple[int, object]] = deque()  # (slot, event) in issue order
+        self.bases: list[int] = []
+        for _ in range(count):
+            p = check(cu.cuMemHostAlloc(SLOT, 0))
+            self.bases.append(int(p))
+            self.free.append(int(p))
+
+    def view(self, slot: int, n: int) -> memoryview:
+        return memoryview((ctypes.c_char * n).from_address(slot)).cast("B")
+
+    def acquire(self) -> int:
+        while not self.free:
+            self._reap(block=not self.free)
+        return self.free.popleft()
+
+    def _reap(self, block: bool) -> None:
+        while self.busy:
+            slot, ev = self.busy[0]
+            err = cu.cuEventQuery(ev)[0]
+            if err == NOT_READY:
+                if not block:
+                    return
+                cu.cuEventSynchronize(ev)  # a copy of at most one slot: short
+                continue
+            self.busy.popleft()
+            self.dev._put_event(ev)
+            self.free.append(slot)
+            block = False
+
+    def release_after(self, slot: int, stream) -> None:
+        ev = self.dev._get_event()
+        check(cu.cuEventRecord(ev, stream))
+        self.busy.append((slot, ev))
+        self._reap(block=False)
+
+    def release(self, slot: int) -> None:
+        self.free.append(slot)
+
+    def close(self) -> None:
+        for p in self.bases:
+            cu.cuMemFreeHost(p)
+        self.bases.clear()
+
+
+class CudaDevice:
+    granule = 2 << 20
+
+    def __init__(self, backend: CudaBackend, gpu: int, sm_budget: int, flags: int,
+                 window_base: int, window_size: int) -> None:
+        self.backend = backend
+        self.gpu = gpu
+        if sm_budget:
+            raise CudaError(E["cudaErrorNotSupported"], "SM budgets need green contexts")
+        self.cudev = check(cu.cuDeviceGet(gpu))
+        self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
+        backend._current = self.ctx
+        self.sm_count = check(cu.cuDeviceGetAttribute(
+            cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.cudev))
+        self.window_size = window_size
+        base = check(cu.cuMemAddressReserve(window_size, 0, window_base, 0))
+        self.window_base = int(base)
+        if self.window_base != window_base:
+            log.info("gpu %d: window at 0x%x instead of 0x%x", gpu, self.window_base, window_base)
+        prop = cu.CUmemAllocationProp()
+        prop.type = cu.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
+        prop.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+        prop.location.id = gpu
+        self._prop = prop
+        acc = cu.CUmemAccessDesc()
+        acc.location = prop.location
+        acc.flags = cu.CUmemAccess_flags.CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+        self._access = acc
+        self.granule = max(check(cu.cuMemGetAllocationGranularity(
+            prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_MINIMUM)),
+            2 << 20)
+        self._handles: dict[int, object] = {}
+        self.streams: dict[int, object] = {0: cu.CUstream(0)}
+        self.events: dict[int, object] = {}
+        self.kernels: dict[int, dict] = {}
+        self.libraries: list[tuple[object, bytes]] = []
+        self.graphs: dict[int, object] = {}
+        self.execs: dict[int, object] = {}
+        self.capturing: set[int] = set()
+        self._event_pool: list = []
+        self._host_fns: dict[int, tuple] = {}
+        self._hostfn_ids = 0
+        self.staging = _Staging(self)
+
+    # ------------------------------------------------------------ context
+    def cur(self) -> None:
+        if self.backend._current is not self.ctx:
+            check(cu.cuCtxSetCurrent(self.ctx))
+            self.backend._current = self.ctx
+
+    def info(self) -> dict:
+        self.cur()
+        least, greatest = check(cu.cuCtxGetStreamPriorityRange())
+        return {"priority_least": least, "priority_greatest": greatest,
+                "sm_count": self.sm_count}
+
+    def _get_event(self):
+        if self._event_pool:
+            return self._event_pool.pop()
+        return check(cu.cuEventCreate(cu.CUevent_flags.CU_EVENT_DISABLE_TIMING))
+
+    def _put_event(self, ev) -> None:
+        self._event_pool.append(ev)
+
+    def _in_thread(self, fn, *args):
+        """Run a blocking driver call in the wait pool, with this context current."""
+        def run():
+            check(cu.cuCtxSetCurrent(self.ctx))
+            return fn(*args)
+        return asyncio.get_running_loop().run_in_executor(self.backend.pool, run)
+
+    def _wait(self, ev, then=None, release=True):
+        """None if the event already completed (after a short spin), else an awaitable."""
+        deadline = time.perf_counter() + SPIN_S
+        while True:
+            err = cu.cuEventQuery(ev)[0]
+            if err == SUCCESS:
+                if release:
+                    self._put_event(ev)
+                return then() if then else None
+            if err != NOT_READY:
+                raise CudaError(int(err))
+            if time.perf_counter() > deadline:
+                break
+
+        async def later():
+            err = (await self._in_thread(cu.cuEventSynchronize, ev))[0]
+            if release:
+                self._put_event(ev)
+            if err != SUCCESS:
+                raise CudaError(int(err))
+            return then() if then else None
+        return later()
+
+    def _mark(self, stream):
+        ev = self._get_event()
+        check(cu.cuEventRecord(ev, stream))
+        return ev
+
+    # ------------------------------------------------------------ memory
+    def map_extent(self, base: int, size: int) -> None:
+        self.cur()
+        res = cu.cuMemCreate(size, self._prop, 0)
+        if res[0] != SUCCESS:
+            raise CudaError(E["cudaErrorMemoryAllocation"] if res[0] in (
+                cu.CUresult.CUDA_ERROR_OUT_OF_MEMORY, cu.CUresult.CUDA_ERROR_INVALID_VALUE)
+                else int(res[0]))
+        h = res[1]
+        try:
+            check(cu.cuMemMap(base, size, 0, h, 0))
+            check(cu.cuMemSetAccess(base, size, [self._access], 1))
+        except CudaError:
+            cu.cuMemUnmap(base, size)
+            cu.cuMemRelease(h)
+            raise
+        self._handles[base] = h
+
+    def unmap_extent(self, base: int, size: int) -> None:
+        self.cur()
+        h = self._handles.pop(base, None)
+        cu.cuMemUnmap(base, size)
+        if h is not None:
+            cu.cuMemRelease(h)
+
+    def pitch_for(self, width: int) -> int:
+        return -(-width // 512) * 512  # the driver's pitch on sm_90 (checked on an H100)
+
+    def _s(self, sid: int):
+        s = self.streams.get(sid)
+        if s is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        return s
+
+    def _no_capture(self, sid: int) -> None:
+        if sid in self.capturing:
+            raise CudaError(E["cudaErrorStreamCaptureUnsupported"], _CAPTURE_REFUSED)
+
+    def memcpy_htod(self, dst: int, data, stream: int) -> None:
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        mv = memoryview(data).cast("B")
+        for off in range(0, len(mv), SLOT):
+            piece = mv[off:off + SLOT]
+            slot = self.staging.acquire()
+            self.staging.view(slot, len(piece))[:] = piece
+            check(cu.cuMemcpyHtoDAsync(dst + off, slot, len(piece), s))
+            self.staging.release_after(slot, s)
+
+    def memcpy_dtoh(self, src: int, n: int, stream: int):
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        if n <= SLOT:
+            slot = self.staging.acquire()
+            try:
+                check(cu.cuMemcpyDtoHAsync(slot, src, n, s))
+                ev = self._mark(s)
+            except BaseException:
+                self.staging.release(slot)
+                raise
+
+            def take():
+                data = bytes(self.staging.view(slot, n))
+                self.staging.release(slot)
+                return data
+            try:
+                return self._wait(ev, take)
+            except CudaError:
+                self.staging.release(slot)
+                raise
+        return self._dtoh_large(src, n, s)
+
+    async def _dtoh_large(self, src: int, n: int, s):
+        """Pieces of a large copy: several slots in flight, each sent as it lands."""
+        out = bytearray(n)
+        inflight: deque = deque()
+        off = 0
+        try:
+            while off < n or inflight:
+                while off < n and len(inflight) < 4:
+                    k = min(SLOT, n - off)
+                    slot = self.staging.acquire()
+                    self.cur()
+                    check(cu.cuMemcpyDtoHAsync(slot, src + off, k, s))
+                    inflight.append((slot, off, k, self._mark(s)))
+                    off += k
+                slot, o, k, ev = inflight.popleft()
+                w = self._wait(ev)
+                if w is not None:
+                    await w
+                out[o:o + k] = self.staging.view(slot, k)
+                self.staging.release(slot)
+        finally:
+            for slot, *_ in inflight:
+                self.staging.release(slot)
+        return bytes(out)
+
+    def memcpy_dtod(self, dst: int, src: int, n: int, stream: int) -> None:
+        self.cur()
+        check(cu.cuMemcpyDtoDAsync(dst, src, n, self._s(stream)))
+
+    def memset(self, dst: int, value: int, n: int, stream: int) -> None:
+        self.cur()
+        check(cu.cuMemsetD8Async(dst, value, n, self._s(stream)))
+
+    def _copy2d(self, dst, dpitch, dtype, src, spitch, stype, width, height, s) -> None:
+        p = cu.CUDA_MEMCPY2D()
+        p.srcMemoryType = stype
+        p.dstMemoryType = dtype
+        if stype == cu.CUmemorytype.CU_MEMORYTYPE_HOST:
+            p.srcHost = src
+        else:
+            p.srcDevice = src
+        if dtype == cu.CUmemorytype.CU_MEMORYTYPE_HOST:
+            p.dstHost = dst
+        else:
+            p.dstDevice = dst
+        p.srcPitch = spitch
+        p.dstPitch = dpitch
+        p.WidthInBytes = width
+        p.Height = height
+        check(cu.cuMemcpy2DAsync(p, s))
+
+    def memcpy2d_htod(self, dst, dpitch, data, width, height, stream) -> None:
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        mv = memoryview(data).cast("B")
+        rows = max(1, SLOT // width)
+        HOST, DEV = cu.CUmemorytype.CU_MEMORYTYPE_HOST, cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
+        for y in range(0, height, rows):
+            k = min(rows, height - y)
+            if k * width > SLOT:  # a single row wider than a slot
+                for x in range(0, width, SLOT):
+                    w = min(SLOT, width - x)
+                    self.memcpy_htod(dst + y * dpitch + x, mv[y * width + x:y * width + x + w],
+                                     stream)
+                continue
+            slot = self.staging.acquire()
+            self.staging.view(slot, k * width)[:] = mv[y * width:(y + k) * width]
+            self._copy2d(dst + y * dpitch, dpitch, DEV, slot, width, HOST, width, k, s)
+            self.staging.release_after(slot, s)
+
+    def memcpy2d_dtoh(self, src, spitch, width, height, stream):
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        HOST, DEV = cu.CUmemorytype.CU_MEMORYTYPE_HOST, cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
+        if width * height <= SLOT:
+            slot = self.staging.acquire()
+            try:
+                self._copy2d(slot, width, HOST, src, spitch, DEV, width, height, s)
+                ev = self._mark(s)
+            except BaseException:
+                self.staging.release(slot)
+                raise
+
+            def take():
+                data = bytes(self.staging.view(slot, width * height))
+                self.staging.release(slot)
+                return data
+            return self._wait(ev, take)
+
+        async def rows():
+            parts = []
+            for y in range(height):
+                r = self.memcpy_dtoh(src + y * spitch, width, stream)
+                parts.append(await r if asyncio.iscoroutine(r) else r)
+            return b"".join(parts)
+        return rows()
+
+    def memcpy2d_dtod(self, dst, dpitch, src, spitch, width, height, stream) -> None:
+        self.cur()
+        DEV = cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
+        self._copy2d(dst, dpitch, DEV, src, spitch, DEV, width, height, self._s(stream))
+
+    def memset2d(self, dst, pitch, value, width, height, stream) -> None:
+        self.cur()
+        check(cu.cuMemsetD2D8Async(dst, pitch, value, width, height, self._s(stream)))
+
+    def peer_copy(self, dst: int, peer: CudaDevice, src: int, n: int, stream: int) -> None:
+        self.cur()
+        check(cu.cuMemcpyPeerAsync(dst, peer.ctx, src, self.ctx, n, self._s(stream)))
+
+    # ------------------------------------------------------------ modules and launches
+    def module_load(self, module: int, image: bytes, kernels: list[str],
+                    variables: list[str]) -> tuple[list, list]:
+        self.cur()
+        image = bytes(image)
+        lib = check(cu.cuLibraryLoadData(image, None, None, 0, None, None, 0))
+        self.libraries.append((lib, image))
+        kout = []
+        for name in kernels:
+            res = cu.cuLibraryGetKernel(lib, name.encode())
+            if res[0] != SUCCESS:
+                kout.append(None)  # device linking may drop kernels nothing calls
+                continue
+            kernel = res[1]
+            func = check(cu.cuKernelGetFunction(kernel))
+            params = []
+            i = 0
+            while True:
+                r = cu.cuKernelGetParamInfo(kernel, i)
+                if r[0] != SUCCESS:
+                    break
+                params.append([int(r[1]), int(r[2])])
+                i += 1
+            max_threads = check(cu.cuFuncGetAttribute(
+                cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, func))
+            kout.append({"params": params,
+                         "param_size": max((o + s for o, s in params), default=0),
+                         "max_threads": max_threads, "func": func, "name": name})
+        vout = []
+        for name in variables:
+            res = cu.cuLibraryGetGlobal(lib, name.encode())
+            if res[0] != SUCCESS:
+                vout.append(None)
+                continue
+            vout.append({"addr": int(res[1]), "size": int(res[2])})
+        return kout, vout
+
+    def set_kernel(self, kid: int, info: dict) -> None:
+        self.kernels[kid] = info
+
+    def _k(self, kid: int) -> dict:
+        k = self.kernels.get(kid)
+        if k is None:
+            raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+        return k
+
+    def launch(self, kid: int, stream: int, grid, block, shmem: int, params, flags: int) -> None:
+        self.cur()
+        k = self._k(kid)
+        s = self._s(stream)
+        if len(params) != k["param_size"]:
+            raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
+        buf = _cbuf(params)
+        if flags & 1:
+            arr = _param_array(buf, k["params"])
+            err = _coop(int(k["func"]), grid[0], grid[1], grid[2], block[0], block[1], block[2],
+                        shmem, int(s), arr)
+        else:
+            size = ctypes.c_size_t(len(params))
+            extra = (ctypes.c_void_p * 5)(1, ctypes.addressof(buf), 2, ctypes.addressof(size), 0)
+            err = _launch(int(k["func"]), grid[0], grid[1], grid[2], block[0], block[1],
+                          block[2], shmem, int(s), None, extra)
+        if err:
+            raise CudaError(err)
+
+    def launch_ex(self, kid, stream, grid, block, shmem, attrs: bytes, params) -> None:
+        self.cur()
+        k = self._k(kid)
+        s = self._s(stream)
+        n = len(attrs) // 72
+        for i in range(n):
+            aid = int.from_bytes(attrs[i * 72:i * 72 + 4], "little")
+            if aid in _HANDLE_ATTRS:
+                raise CudaError(E["cudaErrorNotSupported"],
+                                f"launch attribute {aid} carries a handle")
+        abuf = _cbuf(attrs)
+        cfg = _LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
+                            int(s), ctypes.addressof(abuf) if n else None, n)
+        buf = _cbuf(params)
+        arr = _param_array(buf, k["params"])
+        err = _launch_ex(ctypes.addressof(cfg), int(k["func"]), arr, None)
+        if err:
+            raise CudaError(err)
+
+    _FUNC_ATTRS = ("maxThreadsPerBlock", "sharedSizeBytes", "constSizeBytes", "localSizeBytes",
+                   "numRegs", "ptxVersion", "binaryVersion", "cacheModeCA",
+                   "maxDynamicSharedSizeBytes", "preferredShmemCarveout",
+                   "clusterDimMustBeSet", "requiredClusterWidth", "requiredClusterHeight",
+                   "requiredClusterDepth", "nonPortableClusterSizeAllowed",
+                   "clusterSchedulingPolicyPreference")
+
+    def func_attrs(self, kid: int) -> dict:
+        self.cur()
+        func = self._k(kid)["func"]
+        out = {}
+        for i, name in enumerate(self._FUNC_ATTRS):
+            r = cu.cuFuncGetAttribute(cu.CUfunction_attribute(i), func)
+            if r[0] == SUCCESS:
+                out[name] = int(r[1])
+        return out
+
+    def func_set_attr(self, kid: int, attr: int, value: int) -> None:
+        self.cur()
+        func = self._k(kid)["func"]
+        if attr == 1000:
+            check(cu.cuFuncSetCacheConfig(func, cu.CUfunc_cache(value)))
+            return
+        try:
+            a = cu.CUfunction_attribute(attr)
+        except ValueError:
+            raise CudaError(E["cudaErrorInvalidValue"]) from None
+        check(cu.cuFuncSetAttribute(func, a, value))
+
+    def occupancy(self, kid: int, block: int, shmem: int, flags: int) -> int:
+        self.cur()
+        return check(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+            self._k(kid)["func"], block, shmem, flags))
+
+    def occupancy_smem(self, kid: int, blocks: int, block: int) -> int:
+        self.cur()
+        return check(cu.cuOccupancyAvailableDynamicSMemPerBlock(self._k(kid)["func"], blocks,
+                                                                block))
+
+    # ------------------------------------------------------------ streams and events
+    def stream_create(self, sid: int, flags: int, priority: int) -> None:
+        self.cur()
+        if sid == 0 or sid in self.streams:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags & 1, priority))
+
+    def stream_destroy(self, sid: int) -> None:
+        self.cur()
+        if sid == 0:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        check(cu.cuStreamDestroy(self._s(sid)))
+        del self.streams[sid]
+        self.capturing.discard(sid)
+
+    def stream_sync(self, sid: int):
+        self.cur()
+        return self._wait(self._mark(self._s(sid)))
+
+    def stream_query(self, sid: int) -> bool:
+        self.cur()
+        err = cu.cuStreamQuery(self._s(sid))[0]
+        if err == NOT_READY:
+            return False
+        if err != SUCCESS:
+            raise CudaError(int(err))
+        return True
+
+    def stream_wait_event(self, sid: int, peer: CudaDevice, eid: int, flags: int) -> None:
+        self.cur()
+        ev = peer.events.get(eid)
+        if ev is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        check(cu.cuStreamWaitEvent(self._s(sid), ev, flags))
+
+    def stream_set_attr(self, sid: int, attr: int, raw: bytes) -> None:
+        self.cur()
+        if attr in _HANDLE_ATTRS:
+            raise CudaError(E["cudaErrorNotSupported"])
+        buf = _cbuf(raw.ljust(64, b"\0"))
+        err = _stream_set_attr(int(self._s(sid)), attr, ctypes.addressof(buf))
+        if err:
+            raise CudaError(err)
+
+    def event_create(self, eid: int, flags: int) -> None:
+        self.cur()
+        if eid in self.events:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        self.events[eid] = check(cu.cuEventCreate(flags & 0x3))
+
+    def _e(self, eid: int):
+        ev = self.events.get(eid)
+        if ev is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        return ev
+
+    def event_destroy(self, eid: int) -> None:
+        self.cur()
+        check(cu.cuEventDestroy(self._e(eid)))
+        del self.events[eid]
+
+    def event_record(self, eid: int, sid: int, flags: int) -> None:
+        self.cur()
+        check(cu.cuEventRecordWithFlags(self._e(eid), self._s(sid), flags))
+
+    def event_sync(self, eid: int):
+        self.cur()
+        return self._wait(self._e(eid), release=False)
+
+    def event_query(self, eid: int) -> bool:
+        self.cur()
+        err = cu.cuEventQuery(self._e(eid))[0]
+        if err == NOT_READY:
+            return False
+        if err != SUCCESS:
+            raise CudaError(int(err))
+        return True
+
+    def event_elapsed(self, a: int, b: int) -> float:
+        self.cur()
+        return float(check(cu.cuEventElapsedTime(self._e(a), self._e(b))))
+
+    def host_func(self, sid: int, reached):
+        """The stream runs a host function that tells the client and holds the stream until
+        the client's callback is done."""
+        self.cur()
+        s = self._s(sid)
+        loop = asyncio.get_running_loop()
+        gate = threading.Event()
+        self._hostfn_ids += 1
+        key = self._hostfn_ids
+
+        def fn(_user):
+            loop.call_soon_threadsafe(reached)
+            gate.wait()
+            self._host_fns.pop(key, None)
+        cfn = _HOSTFN(fn)
+        self._host_fns[key] = (cfn, gate)
+        err = _launch_host(int(s), cfn, None)
+        if err:
+            self._host_fns.pop(key, None)
+            raise CudaError(err)
+        return gate.set
+
+    # ------------------------------------------------------------ graphs
+    def capture_begin(self, sid: int, mode: int) -> None:
+        self.cur()
+        check(cu.cuStreamBeginCapture(self._s(sid), cu.CUstreamCaptureMode(mode)))
+        self.capturing.add(sid)
+
+    def capture_end(self, sid: int, gid: int) -> None:
+        self.cur()
+        self.capturing.discard(sid)
+        self.graphs[gid] = check(cu.cuStreamEndCapture(self._s(sid)))
+
+    def capture_status(self, sid: int) -> int:
+        self.cur()
+        return int(check(cu.cuStreamIsCapturing(self._s(sid))))
+
+    def graph_instantiate(self, gid: int, xid: int, flags: int) -> None:
+        self.cur()
+        g = self.graphs.get(gid)
+        if g is None:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        self.execs[xid] = check(cu.cuGraphInstantiateWithFlags(g, flags))
+
+    def graph_check(self, xid: int) -> None:
+        if xid not in self.execs:
+            raise CudaError(E["cudaErrorInvalidValue"])
+
+    def graph_launch(self, xid: int, sid: int) -> None:
+        self.cur()
+        self.graph_check(xid)
+        check(cu.cuGraphLaunch(self.execs[xid], self._s(sid)))
+
+    def graph_destroy(self, gid: int) -> None:
+        self.cur()
+        g = self.graphs.pop(gid, None)
+        if g is not None:
+            check(cu.cuGraphDestroy(g))
+
+    def graph_exec_destroy(self, xid: int) -> None:
+        self.cur()
+        x = self.execs.pop(xid, None)
+        if x is not None:
+            check(cu.cuGraphExecDestroy(x))
+
+    # ------------------------------------------------------------ device
+    def synchronize(self):
+        self.cur()
+        idle = all(cu.cuStreamQuery(s)[0] == SUCCESS for s in self.streams.values())
+        if idle:
+            err = cu.cuCtxSynchronize()[0]  # returns at once; reports sticky errors
+            if err != SUCCESS:
+                raise CudaError(int(err))
+            return None
+
+        async def later():
+            err = (await self._in_thread(cu.cuCtxSynchronize))[0]
+            if err != SUCCESS:
+                raise CudaError(int(err))
+        return later()
+
+    def set_limit(self, limit: int, value: int) -> None:
+        self.cur()
+        try:
+            lim = cu.CUlimit(limit)
+        except ValueError:
+            raise CudaError(E["cudaErrorUnsupportedLimit"]) from None
+        check(cu.cuCtxSetLimit(lim, value))
+
+    def get_limit(self, limit: int) -> int:
+        self.cur()
+        try:
+            lim = cu.CUlimit(limit)
+        except ValueError:
+            raise CudaError(E["cudaErrorUnsupportedLimit"]) from None
+        return int(check(cu.cuCtxGetLimit(lim)))
+
+    def mem_info(self) -> tuple[int, int]:
+        self.cur()
+        free, total = check(cu.cuMemGetInfo())
+        return int(free), int(total)
+
+    def set_flags(self, flags: int) -> None:
+        self.cur()
+        check(cu.cuCtxSetFlags(flags & 0x1F))
+
+    def set_cache_config(self, config: int) -> None:
+        self.cur()
+        check(cu.cuCtxSetCacheConfig(cu.CUfunc_cache(config)))
+
+    def close(self) -> None:
+        """Destroy the context and everything in it (errors ignored: it may be broken)."""
+        try:
+            cu.cuCtxSetCurrent(self.ctx)
+            for gate in [g for _, g in self._host_fns.values()]:
+                gate.set()
+            for base, h in list(self._handles.items()):
+                cu.cuMemRelease(h)
+            self._handles.clear()
+            self.staging.close()
+            for lib, _ in self.libraries:
+                cu.cuLibraryUnload(lib)
+            cu.cuMemAddressFree(self.window_base, self.window_size)
+        finally:
+            cu.cuCtxDestroy(self.ctx)
+            if self.backend._current is self.ctx:
+                self.backend._current = None
+
+
+class CudaBackend:
+    name = "cuda"
+
+    def __init__(self, wait_threads: int = 16) -> None:
+        err = cu.cuInit(0)[0]
+        if err != SUCCESS:
+            raise RuntimeError(f"the CUDA driver did not initialize ({err.name}): no usable "
+                               "GPU on this machine")
+        self.pool = concurrent.futures.ThreadPoolExecutor(wait_threads, "farcudad-wait")
+        self._current = None
+        self._count = check(cu.cuDeviceGetCount())
+        self._driver = check(cu.cuDriverGetVersion())
+
+    def gpu_count(self) -> int:
+        return self._count
+
+    def driver_version(self) -> int:
+        return self._driver
+
+    def gpu_info(self, gpu: int) -> dict:
+        if not 0 <= gpu < self._count:
+            return {"error": f"no GPU {gpu} (this server has {self._count})"}
+        dev = check(cu.cuDeviceGet(gpu))
+        name = check(cu.cuDeviceGetName(256, dev))
+        name = bytes(name).split(b"\0")[0].decode(errors="replace")
+        uuid = check(cu.cuDeviceGetUuid(dev))
+        raw = uuid.bytes if hasattr(uuid, "bytes") else b""
+        raw = bytes(raw if not isinstance(raw, str) else raw.encode("latin-1"))[:16]
+        attrs = {}
+        for a in range(1, 256):
+            try:
+                attr = cu.CUdevice_attribute(a)
+            except ValueError:
+                continue
+            r = cu.cuDeviceGetAttribute(attr, dev)
+            if r[0] == SUCCESS:
+                attrs[str(a)] = int(r[1])
+        return {"name": name, "uuid": raw.hex(), "total_mem": int(check(cu.cuDeviceTotalMem(dev))),
+                "attrs": attrs}
+
+    def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
+                    window_size: int) -> CudaDevice:
+        if not 0 <= gpu < self._count:
+            raise CudaError(E["cudaErrorInvalidDevice"])
+        return CudaDevice(self, gpu, sm_budget, flags, window_base, window_size)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

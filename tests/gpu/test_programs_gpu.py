@@ -1,0 +1,59 @@
+"""Unmodified CUDA programs, natively and through farcuda on the same GPU: same output.
+
+Each program of tests/programs runs natively, then through farcuda with the shim preloaded
+and with the shim as the libcudart found on LD_LIBRARY_PATH; stdout and the exit status must
+be identical. The farcuda runs must never map libcuda.so.1 or a real libcudart.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+PROGRAMS = ["vector_add", "matmul_tiled", "symbols", "struct_args", "errors", "device_props",
+            "memory", "launch_api", "streams_events", "callbacks", "printf_assert", "graph",
+            "cooperative", "device_malloc", "multi_device", "threads", "ci_memory", "ci_launch"]
+
+
+@pytest.mark.parametrize("mode", ["preload", "dropin"])
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_same_output(name, mode, program, shim, cuda_daemon, tmp_path, fc):
+    exe = program(name)
+    native = fc.run_native(exe)
+    maps = tmp_path / "maps.txt"
+    remote = fc.run_remote(exe, shim, cuda_daemon.address, mode=mode,
+                        env={"FARCUDA_MAPS_FILE": str(maps)})
+    assert remote.stdout == native.stdout, (
+        f"{name} ({mode}) differs\n--- native stderr\n{native.stderr}\n"
+        f"--- farcuda stderr\n{remote.stderr}")
+    assert remote.returncode == native.returncode, remote.stderr
+    mapped = maps.read_text()
+    assert "libcuda.so" not in mapped
+    real = [ln for ln in mapped.splitlines() if re.search(r"libcudart\.so", ln)
+            and str(shim.parent) not in ln]
+    assert not real, real
+
+
+def test_compressed_fatbin(program, shim, cuda_daemon, fc):
+    exe = program("matmul_tiled", compressed=True)
+    native = fc.run_native(exe)
+    remote = fc.run_remote(exe, shim, cuda_daemon.address)
+    assert (remote.returncode, remote.stdout) == (native.returncode, native.stdout)
+
+
+def test_daemon_counts_calls(program, shim, tmp_path, fc):
+    """The work went through the daemon: its per-call counters match the program's calls."""
+    d = fc.start_daemon(tmp_path, "cuda")
+    try:
+        exe = program("ci_launch")
+        r = fc.run_remote(exe, shim, d.address)
+        assert r.returncode == 0, r.stderr
+    finally:
+        d.stop()
+    counts = [ln for ln in d.log().splitlines() if "counts=" in ln]
+    assert counts, d.log()[-2000:]
+    launches = re.search(r"'LAUNCH': (\d+)", counts[-1])
+    assert launches and int(launches.group(1)) == 8, counts[-1]

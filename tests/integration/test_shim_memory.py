@@ -1,0 +1,120 @@
+"""The shim loaded into real nvcc-built programs, against a daemon with the in-memory backend.
+
+Both ways of loading it (LD_PRELOAD, and as the libcudart on LD_LIBRARY_PATH) run the CI
+programs of tests/programs: memory round trips must be byte-exact, and every kernel launch
+must reach the daemon with exactly the parameter bytes the CUDA ABI prescribes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+EXPECTED_LAUNCH = Path(__file__).resolve().parent.parent / "programs" / "ci_launch.expected.json"
+
+
+@pytest.mark.parametrize("mode", ["preload", "dropin"])
+def test_memory_round_trips(mode, program, shim, memory_daemon, fc):
+    r = fc.run_remote(program("ci_memory"), shim, memory_daemon.address, mode=mode)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASSED" in r.stdout
+    assert "equal: no" not in r.stdout
+
+
+def _match_hex(expected: str, got: str) -> None:
+    assert len(expected) == len(got), (expected, got)
+    for i in range(0, len(expected), 2):
+        e = expected[i:i + 2]
+        if e != "??":
+            assert e == got[i:i + 2], f"byte {i // 2}: expected {e}, got {got[i:i + 2]}"
+
+
+@pytest.mark.parametrize("mode", ["preload", "dropin"])
+def test_launch_marshalling(mode, program, shim, memory_daemon, fc):
+    exe = program("ci_launch")
+    r = fc.run_remote(exe, shim, memory_daemon.address, mode=mode)
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected = json.loads(EXPECTED_LAUNCH.read_text())
+    launches = expected["launches"] if isinstance(expected, dict) else expected
+    deadline = time.monotonic() + 5
+    got = memory_daemon.launches()
+    while len(got) < len(launches) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = memory_daemon.launches()
+    assert len(got) == len(launches)
+    streams = set()
+    for want, have in zip(launches, got):
+        assert have["kernel"] == want["mangled"]
+        assert list(want["grid"]) == have["grid"]
+        assert list(want["block"]) == have["block"]
+        assert want["shared_bytes"] == have["shmem"]
+        assert (have["stream"] == 0) == (want["stream"] == "default")
+        if want["stream"] == "created":
+            streams.add(have["stream"])
+        _match_hex(want["params_hex"], have["params"])
+        for p in want["params"]:
+            if "pointer" in p:  # a device pointer: it lies in the client's address window
+                off = p["offset"]
+                ptr = int.from_bytes(bytes.fromhex(have["params"][2 * off:2 * off + 16]),
+                                     "little")
+                assert 0x200000000000 <= ptr < 0x300000000000, hex(ptr)
+    assert len(streams) == 1
+
+
+def test_no_server_configured(program, shim, fc):
+    r = fc.run_remote(program("ci_memory"), shim, None)
+    assert r.returncode != 0
+    assert "FARCUDA_SERVER" in r.stderr
+    assert r.stderr.count("farcuda:") == 1, r.stderr
+
+
+def test_unreachable_server_fails_fast(program, shim, fc):
+    exe = program("ci_memory")
+    t0 = time.monotonic()
+    r = fc.run_remote(exe, shim, "127.0.0.1:9", env={"FARCUDA_CONNECT_TIMEOUT": "2"})
+    elapsed = time.monotonic() - t0
+    assert r.returncode != 0
+    assert elapsed < 2 + 1.5
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("farcuda:")]
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0] and "FARCUDA_SERVER" in lines[0], \
+        r.stderr
+    assert "cudaErrorDevicesUnavailable" in r.stdout or "cudaErrorNoDevice" in r.stdout, r.stdout
+
+
+def test_blackholed_server_times_out(program, shim, fc):
+    """A server that never answers: the call fails within the connect timeout plus a second."""
+    exe = program("ci_memory")
+    t0 = time.monotonic()
+    # 10.255.255.1 is not routed from the test machines: the connect never completes
+    r = fc.run_remote(exe, shim, "10.255.255.1:7420", env={"FARCUDA_CONNECT_TIMEOUT": "1.5"})
+    assert time.monotonic() - t0 < 1.5 + 1.5
+    assert r.returncode != 0
+
+
+def test_unsupported_call_is_named_once(tmp_path, shim, memory_daemon, fc):
+    src = tmp_path / "managed.cu"
+    src.write_text(r'''
+#include <cstdio>
+#include <cuda_runtime.h>
+int main() {
+  void *p = nullptr;
+  for (int i = 0; i < 3; i++) {
+    cudaError_t e = cudaMallocManaged(&p, 64);
+    printf("%s\n", cudaGetErrorName(e));
+  }
+  return 0;
+}
+''')
+    exe = tmp_path / "managed"
+    nvcc = fc.programs_build.nvcc_path()
+    if not nvcc.exists():
+        pytest.skip("nvcc not found")
+    subprocess.run([str(nvcc), "-cudart", "shared", "-o", str(exe), str(src)], check=True)
+    r = fc.run_remote(exe, shim, memory_daemon.address)
+    assert r.stdout.split() == ["cudaErrorNotSupported"] * 3
+    notes = [ln for ln in r.stderr.splitlines() if "cudaMallocManaged" in ln]
+    assert len(notes) == 1 and "managed memory" in notes[0]
