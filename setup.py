@@ -25,6 +25,12 @@ class BuildWithShim(build_py):
         out = Path(self.build_lib) / "farcuda" / "interposer" / "lib"
         path = build_shim.build(out, verbose=bool(self.verbose > 1))
         self.announce(f"built {path}", level=2)
+        sys.path.insert(0, str(ROOT / "daemon"))
+        try:
+            import build_fastpath  # daemon/build_fastpath.py
+        finally:
+            sys.path.pop(0)
+        self.announce(f"built {build_fastpath.build(self.build_lib)}", level=2)
 
 
 class BinaryDistribution(Distribution):

@@ -14,6 +14,8 @@ fi
 python3 -m pip install -q --no-build-isolation --no-deps --no-index . > "$OUT/install.log" 2>&1 \
   || { tail -30 "$OUT/install.log"; exit 1; }
 export FARCUDA_TEST_BUILD=/tmp/farcuda-programs
+python3 tests/programs/build.py --out "$FARCUDA_TEST_BUILD" -j 16 > "$OUT/build.log" 2>&1 \
+  || { tail -30 "$OUT/build.log"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 if [ "$what" = tests ] || [ "$what" = all ]; then
   python3 -m pytest -q -m gpu -p no:cacheprovider "$@" tests 2>&1 | tee "$OUT/gpu-tests.log" | tail -40

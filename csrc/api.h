@@ -51,7 +51,8 @@ int fcx_kernel_info(int k, int *mod, const char **name);
 int fcx_var_count(void);
 int fcx_var_info(int v, int *mod, const char **name, size_t *size, int *constant, int *managed);
 int fcx_set_kernel_plan(int k, const uint32_t *params, int nparams, uint32_t param_size,
-                        int max_threads);
+                        int max_threads, uint32_t max_dyn_smem);
+void fcx_kernel_set_smem(int k, uint32_t max_dyn_smem);
 void fcx_set_var_addr(int v, int dev, uint64_t addr);
 void fcx_module_loaded(int mod, int dev);
 int fcx_module_ready(int mod, int dev);

@@ -278,10 +278,26 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
 static int read_full(fc_conn *c, void *buf, size_t n) {
     char *p = buf;
     while (n > 0) {
-        ssize_t k = recv(c->fd, p, n, MSG_DONTWAIT);
-        if (k > 0) {
+        if (c->in_r < c->in_w) {
+            size_t k = c->in_w - c->in_r < n ? c->in_w - c->in_r : n;
+            memcpy(p, c->in + c->in_r, k);
+            c->in_r += k;
             p += k;
-            n -= (size_t)k;
+            n -= k;
+            continue;
+        }
+        c->in_r = c->in_w = 0;
+        /* small reads go through the buffer (one system call for many frames); large ones
+         * land where they belong */
+        int direct = n >= sizeof c->in / 2;
+        ssize_t k = recv(c->fd, direct ? p : c->in, direct ? n : sizeof c->in, MSG_DONTWAIT);
+        if (k > 0) {
+            if (direct) {
+                p += k;
+                n -= (size_t)k;
+            } else {
+                c->in_w = (size_t)k;
+            }
             c->bytes_in += (uint64_t)k;
             __atomic_store_n(&c->last_rx_ns, fc_now_ns(), __ATOMIC_RELEASE);
             continue;

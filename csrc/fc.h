@@ -130,6 +130,9 @@ typedef struct fc_conn {
     int heartbeat_ms;
     pthread_t reader, sender;
     int stop;
+    /* the reader's input buffer: small frames are parsed from it, bulk lands in place */
+    size_t in_r, in_w;
+    char in[65536];
     /* statistics for FARCUDA_REPORT and tests */
     uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
 } fc_conn;
@@ -186,6 +189,7 @@ typedef struct fc_kernel {
     fc_param *params;
     uint32_t param_size;        /* size of the packed parameter buffer */
     int max_threads;            /* per-kernel limit from the driver */
+    volatile uint32_t max_dyn_smem; /* dynamic shared memory allowed without a sync launch */
 } fc_kernel;
 
 typedef struct fc_var {
@@ -307,6 +311,7 @@ int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int asyn
 int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
 int fc_event_resolve(cudaEvent_t e, fc_event **out);
 uint32_t fc_new_id(void);
+void fc_wait_callbacks(int dev);
 
 /* ---- modules and launches (launch.c) ---- */
 fc_kernel *fc_kernel_by_host(const void *host_fun);

@@ -289,7 +289,7 @@ int fcx_var_info(int v, int *mod, const char **name, size_t *size, int *constant
 }
 
 int fcx_set_kernel_plan(int k, const uint32_t *params, int nparams, uint32_t param_size,
-                        int max_threads) {
+                        int max_threads, uint32_t max_dyn_smem) {
     if (k < 0 || (size_t)k >= nkernels || nparams < 0) return -1;
     fc_kernel *kn = kernels[k];
     if (kn->plan_ready) return 0; /* the layout does not depend on the device */
@@ -307,8 +307,13 @@ int fcx_set_kernel_plan(int k, const uint32_t *params, int nparams, uint32_t par
     kn->nparams = (uint32_t)nparams;
     kn->param_size = param_size;
     kn->max_threads = max_threads;
+    kn->max_dyn_smem = max_dyn_smem;
     __atomic_store_n(&kn->plan_ready, 1, __ATOMIC_RELEASE);
     return 0;
+}
+
+void fcx_kernel_set_smem(int k, uint32_t max_dyn_smem) {
+    if (k >= 0 && (size_t)k < nkernels) kernels[k]->max_dyn_smem = max_dyn_smem;
 }
 
 void fcx_set_var_addr(int v, int dev, uint64_t addr) {
@@ -383,7 +388,7 @@ int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shm
                    (int)block.z > d->max_block[2] || grid.x > (unsigned)d->max_grid[0] ||
                    (int)grid.y > d->max_grid[1] || (int)grid.z > d->max_grid[2] ||
                    (k->max_threads > 0 && threads > (uint64_t)k->max_threads) ||
-                   shmem > d->shmem_optin || (flags & 1);
+                   shmem > d->shmem_optin || shmem > k->max_dyn_smem || (flags & 1);
     fc_conn *c = fc_servers[d->server].conn;
     size_t len = sizeof(fc_LAUNCH) + k->param_size;
     if (doubtful) {
@@ -434,28 +439,6 @@ FC_EXPORT cudaError_t __cudaLaunchKernel_ptsz(void *handle, fc_dim3 grid, fc_dim
     return fc_ret(fc_launch(handle, grid, block, args, shmem, stream, 1, 0));
 }
 
-FC_EXPORT cudaError_t cudaLaunchKernel(const void *func, fc_dim3 grid, fc_dim3 block,
-                                       void **args, size_t shmem, cudaStream_t stream) {
-    return fc_ret(fc_launch(fc_kernel_by_host(func), grid, block, args, shmem, stream, 0, 0));
-}
-
-FC_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void *func, fc_dim3 grid, fc_dim3 block,
-                                            void **args, size_t shmem, cudaStream_t stream) {
-    return fc_ret(fc_launch(fc_kernel_by_host(func), grid, block, args, shmem, stream, 1, 0));
-}
-
-FC_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void *func, fc_dim3 grid, fc_dim3 block,
-                                                  void **args, size_t shmem,
-                                                  cudaStream_t stream) {
-    return fc_ret(fc_launch(fc_kernel_by_host(func), grid, block, args, shmem, stream, 0, 1));
-}
-
-FC_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(const void *func, fc_dim3 grid,
-                                                       fc_dim3 block, void **args, size_t shmem,
-                                                       cudaStream_t stream) {
-    return fc_ret(fc_launch(fc_kernel_by_host(func), grid, block, args, shmem, stream, 1, 1));
-}
-
 /* cudaLaunchConfig_t and cudaLaunchAttribute of CUDA 13 */
 typedef struct {
     fc_dim3 gridDim;
@@ -468,15 +451,27 @@ typedef struct {
 #define FC_LAUNCH_ATTR_SIZE 72
 #define FC_ATTR_COOPERATIVE 2
 
+/* cudaLaunchKernel of something that is not a registered kernel: CUDA 13 answers
+ * cudaErrorInvalidResourceHandle. */
+static int launch_host_fun(const void *func, fc_dim3 grid, fc_dim3 block, void **args,
+                           size_t shmem, cudaStream_t stream, int ptds, uint32_t flags) {
+    fc_kernel *k = fc_kernel_by_host(func);
+    if (!k) {
+        int st = fc_ensure_init();
+        return st ? st : cudaErrorInvalidResourceHandle;
+    }
+    return fc_launch(k, grid, block, args, shmem, stream, ptds, flags);
+}
+
 static int launch_ex(const fc_launch_config *cfg, const void *func, void **args, int ptds) {
     if (!cfg) return cudaErrorInvalidValue;
     fc_kernel *k = fc_kernel_by_host(func);
     if (cfg->numAttrs == 0)
-        return fc_launch(k, cfg->gridDim, cfg->blockDim, args, cfg->dynamicSmemBytes,
-                         cfg->stream, ptds, 0);
+        return launch_host_fun(func, cfg->gridDim, cfg->blockDim, args, cfg->dynamicSmemBytes,
+                               cfg->stream, ptds, 0);
     int st = fc_ensure_init();
     if (st) return st;
-    if (!k) return cudaErrorInvalidDeviceFunction;
+    if (!k) return cudaErrorInvalidResourceHandle;
     int dev = fc_current_device(), sdev = dev;
     uint32_t sid;
     if ((st = fc_stream_resolve(cfg->stream, ptds, &sdev, &sid))) return st;
@@ -503,6 +498,28 @@ static int launch_ex(const fc_launch_config *cfg, const void *func, void **args,
                  len, NULL, 0, &r);
     free(buf);
     return fc_sync_status(dev, st);
+}
+
+FC_EXPORT cudaError_t cudaLaunchKernel(const void *func, fc_dim3 grid, fc_dim3 block,
+                                       void **args, size_t shmem, cudaStream_t stream) {
+    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 0, 0));
+}
+
+FC_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void *func, fc_dim3 grid, fc_dim3 block,
+                                            void **args, size_t shmem, cudaStream_t stream) {
+    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 1, 0));
+}
+
+FC_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void *func, fc_dim3 grid, fc_dim3 block,
+                                                  void **args, size_t shmem,
+                                                  cudaStream_t stream) {
+    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 0, 1));
+}
+
+FC_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(const void *func, fc_dim3 grid,
+                                                       fc_dim3 block, void **args, size_t shmem,
+                                                       cudaStream_t stream) {
+    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 1, 1));
 }
 
 FC_EXPORT cudaError_t cudaLaunchKernelExC(const void *config, const void *func, void **args) {

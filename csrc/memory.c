@@ -259,11 +259,15 @@ FC_EXPORT cudaError_t cudaFree(void *ptr) {
     dev = rg.dev;
     st = fc_device_ready(dev);
     if (st) return fc_ret(st);
+    /* Forget the range first: once the daemon frees it, another thread's cudaMalloc may get
+     * the same address back. */
+    if (fc_range_remove(rg.base, FC_RANGE_DEVICE, NULL)) return fc_ret(cudaErrorInvalidValue);
     fc_FREE m = {rg.base};
     fc_req r;
     fc_req_init(&r, NULL, 0);
     st = fc_call(dev_conn(dev), FC_OP_FREE, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
-    if (st == cudaSuccess || st == cudaErrorInvalidValue) fc_range_remove(rg.base, FC_RANGE_DEVICE, NULL);
+    if (st != cudaSuccess && st != cudaErrorInvalidValue)
+        fc_range_add(rg.base, rg.size, dev, FC_RANGE_DEVICE, rg.flags, rg.devptr);
     return fc_ret(fc_sync_status(dev, st));
 }
 
@@ -375,6 +379,7 @@ static int copy_stream(cudaStream_t stream, int ptds, int mem_dev, uint32_t *sid
 static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, int async) {
     int st = fc_device_ready(dev);
     if (st) return st;
+    if (fc_range_find((uint64_t)(uintptr_t)src, 0, NULL) == 0) fc_wait_callbacks(dev);
     fc_MEMCPY_HTOD m = {dst, sid, 0};
     st = fc_send_htod(dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
                       !async);

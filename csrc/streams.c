@@ -363,6 +363,7 @@ FC_EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
 
 typedef struct fc_callback {
     uint32_t id;
+    uint64_t seq;
     int dev;
     int kind; /* 0 host function, 1 stream callback */
     void (*fn)(void *);
@@ -378,6 +379,26 @@ static fc_callback *cb_registered; /* waiting for the stream to reach them */
 static fc_callback *cb_ready_head, *cb_ready_tail;
 static int cb_thread_started;
 static pthread_t cb_thread;
+static fc_callback *cb_running;
+static pthread_cond_t cb_done_cv = PTHREAD_COND_INITIALIZER;
+static uint64_t cb_seq;
+
+static int earlier_pending(int dev, uint64_t seq) {
+    for (fc_callback *c = cb_registered; c; c = c->next)
+        if (c->dev == dev && c->seq < seq) return 1;
+    for (fc_callback *c = cb_ready_head; c; c = c->next)
+        if (c->dev == dev && c->seq < seq) return 1;
+    return cb_running && cb_running->dev == dev && cb_running->seq < seq;
+}
+
+/* A copy from pinned memory must see what earlier host callbacks of the device write there
+ * (CUDA reads the source when the copy executes, after them): wait until they have run. */
+void fc_wait_callbacks(int dev) {
+    pthread_mutex_lock(&cb_mtx);
+    uint64_t me = ++cb_seq;
+    while (earlier_pending(dev, me)) pthread_cond_wait(&cb_done_cv, &cb_mtx);
+    pthread_mutex_unlock(&cb_mtx);
+}
 
 /* Callbacks run on a thread of their own, in the order the daemon reports them, as CUDA runs
  * them on a driver thread; the reader thread never runs user code. */
@@ -389,11 +410,16 @@ static void *cb_main(void *arg) {
         fc_callback *c = cb_ready_head;
         cb_ready_head = c->next;
         if (!cb_ready_head) cb_ready_tail = NULL;
+        cb_running = c;
         pthread_mutex_unlock(&cb_mtx);
         if (c->kind == 0) c->fn(c->data);
         else c->cb(c->stream, cudaSuccess, c->data);
         fc_CALLBACK_DONE m = {c->id};
         fc_post(dev_conn(c->dev), FC_OP_CALLBACK_DONE, (uint16_t)c->dev, &m, sizeof m, NULL, 0);
+        pthread_mutex_lock(&cb_mtx);
+        cb_running = NULL;
+        pthread_cond_broadcast(&cb_done_cv);
+        pthread_mutex_unlock(&cb_mtx);
         free(c);
     }
     return NULL;
@@ -426,8 +452,9 @@ static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
     if ((st = fc_device_ready(dev))) return st;
     fc_callback *c = calloc(1, sizeof *c);
     if (!c) return cudaErrorMemoryAllocation;
-    *c = (fc_callback){fc_new_id(), dev, kind, fn, cb, data, s, NULL};
+    *c = (fc_callback){fc_new_id(), 0, dev, kind, fn, cb, data, s, NULL};
     pthread_mutex_lock(&cb_mtx);
+    c->seq = ++cb_seq;
     if (!cb_thread_started) {
         sigset_t all, old;
         sigfillset(&all);

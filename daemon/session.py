@@ -44,6 +44,9 @@ log = logging.getLogger("farcudad.session")
 _REPLY = BY_NAME["REPLY"]
 _DATA = BY_NAME["DATA"]
 _DATA_CHUNK = 4 << 20
+_HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
+_SINK_MIN = 64 << 10
+_INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the REPLY itself
 _NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE")}
 
 
@@ -96,7 +99,10 @@ class Session(asyncio.BufferedProtocol):
         self.drain_output = drain_output
         self.devices: dict[int, DeviceState] = {}
         self.callbacks: dict[int, Callable[[], None]] = {}
-        self.reader = FrameReader("c2s", sink=self._sink)
+        self.fast = getattr(backend, "fastpath", None)  # the C path, when the backend has one
+        self._sunk = None  # (device, staging slot) holding the tail of the frame in flight
+        self.reader = FrameReader("c2s", sink=self._sink,
+                                  fast=self._run_fast if self.fast is not None else None)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_event_loop().create_future()
         self.counts: Counter[str] = Counter()
@@ -110,6 +116,8 @@ class Session(asyncio.BufferedProtocol):
         self._tasks: set[asyncio.Task] = set()
         self._handlers = {m.op: getattr(self, "op_" + m.name) for m in MESSAGES
                           if m.direction == "c2s" and m.name != "HELLO"}
+        if self.fast is not None:
+            self._fast_res = self.fast[0].new("fp_result *")
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -139,6 +147,15 @@ class Session(asyncio.BufferedProtocol):
     async def _drain(self) -> None:
         if self._writable is not None and not self._writable.done():
             await self._writable
+
+    async def _drain_all(self) -> None:
+        """Until the transport's buffer is empty (staging memory it referenced is free)."""
+        while self.transport is not None and self.transport.get_write_buffer_size():
+            self._writable = asyncio.get_event_loop().create_future()
+            self.transport.set_write_buffer_limits(high=1, low=0)
+            await self._writable
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer(sizehint)
@@ -267,22 +284,68 @@ class Session(asyncio.BufferedProtocol):
                                vdev=f.vdev))
 
     async def _send_bulk(self, f: Frame, bulk: Bulk) -> None:
-        """A large result: DATA frames of at most _DATA_CHUNK bytes, then the REPLY."""
+        """A large result: DATA frames of at most _DATA_CHUNK bytes, then the REPLY.
+
+        Pieces may be plain buffers, or (come from an async iterator as) (view, release)
+        pairs: staging memory that is written to the socket directly and handed back once the
+        transport no longer holds it."""
         off = 0
-        for piece in bulk.pieces:
-            view = memoryview(piece)
-            for start in range(0, len(view), _DATA_CHUNK):
-                part = view[start:start + _DATA_CHUNK]
-                self._write(HEADER.pack(8 + len(part), _DATA.op, 0, f.rid, f.vdev, 0)
-                            + struct.pack("<Q", off))
-                self._write(part)
-                off += len(part)
-                await self._drain()
+        try:
+            pieces = bulk.pieces
+            if hasattr(pieces, "__aiter__"):
+                async for view, release in pieces:
+                    self._write(HEADER.pack(8 + len(view), _DATA.op, 0, f.rid, f.vdev, 0)
+                                + struct.pack("<Q", off))
+                    self._write(view)
+                    off += len(view)
+                    if self.transport is not None and self.transport.get_write_buffer_size():
+                        await self._drain_all()
+                    release()
+            else:
+                for piece in pieces:
+                    view = memoryview(piece)
+                    for start in range(0, len(view), _DATA_CHUNK):
+                        part = view[start:start + _DATA_CHUNK]
+                        self._write(HEADER.pack(8 + len(part), _DATA.op, 0, f.rid, f.vdev, 0)
+                                    + struct.pack("<Q", off))
+                        self._write(part)
+                        off += len(part)
+                        await self._drain()
+        except CudaError as exc:
+            self._failed(f, exc.status)
+            return
         self._flush_output()
         self._write(encode_reply(f.rid, 0, f.msg, bulk.values, b"", f.vdev))
 
     def _sink(self, header: tuple, fixed: bytes, tail_len: int):
-        return None
+        """Large host-to-device payloads are received straight into pinned staging memory."""
+        if header[1] != _HTOD_OP or tail_len < _SINK_MIN:
+            return None
+        d = self.devices.get(header[4])
+        take = getattr(d.be, "staging_take", None) if d is not None else None
+        if take is None:
+            return None
+        slot, view = take(tail_len)
+        self._sunk = (d, slot)
+        return view
+
+    def _run_fast(self, buf: bytearray, start: int, end: int) -> int:
+        """Let the C path execute the async launches and event operations at buf[start:]."""
+        ffi, lib = self.fast
+        res = self._fast_res
+        lib.fp_run(ffi.cast("const unsigned char *", ffi.from_buffer(buf)) + start, end - start,
+                   res)
+        n = res.consumed
+        if n:
+            self.counts["LAUNCH"] += res.launches
+            self.counts["EVENT_RECORD"] += res.records
+            self.counts["STREAM_WAIT_EVENT"] += res.waits
+            self.backend.context_unknown()
+            if res.error:
+                self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": res.error,
+                                                            "op": res.error_op},
+                                   vdev=res.error_vdev))
+        return n
 
     def dev(self, f: Frame) -> DeviceState:
         d = self.devices.get(f.vdev)
@@ -345,7 +408,7 @@ class Session(asyncio.BufferedProtocol):
         if v["window_size"] == 0 or v["window_size"] > 1 << 42:
             raise CudaError(E["cudaErrorInvalidValue"], "bad window size")
         be = self.backend.open_device(v["gpu"], v["sm_budget"], v["flags"], v["window_base"],
-                                      v["window_size"])
+                                      v["window_size"], vdev=f.vdev)
         self.devices[f.vdev] = DeviceState(f.vdev, be, v["window_size"], v)
         info = be.info()
         return {"window_base": be.window_base, "sm_count": be.sm_count}, json.dumps(info).encode()
@@ -360,7 +423,7 @@ class Session(asyncio.BufferedProtocol):
         d.be.close()
         del self.devices[f.vdev]
         be = self.backend.open_device(params["gpu"], params["sm_budget"], params["flags"],
-                                      d.be.window_base, d.window_size)
+                                      d.be.window_base, d.window_size, vdev=f.vdev)
         self.devices[f.vdev] = DeviceState(f.vdev, be, d.window_size, params)
 
     def op_SET_LIMIT(self, f):
@@ -445,6 +508,17 @@ class Session(asyncio.BufferedProtocol):
 
     def op_MEMCPY_HTOD(self, f):
         dst, stream, _ = f.values()
+        if f.tail is None and self._sunk is not None:  # the payload is in a staging slot
+            d, slot = self._sunk
+            self._sunk = None
+            n = f.size_of_tail
+            try:
+                d.check(dst, n)
+                d.be.memcpy_htod_slot(dst, slot, n, stream)
+            except BaseException:
+                d.be.staging_release(slot)
+                raise
+            return
         data = f.tail if f.tail is not None else b""
         d = self.dev(f)
         d.check(dst, len(data))
@@ -454,12 +528,14 @@ class Session(asyncio.BufferedProtocol):
         src, size, stream, _ = f.values()
         d = self.dev(f)
         d.check(src, size)
+        if size > _INLINE_REPLY and hasattr(d.be, "memcpy_dtoh_pieces"):
+            return Bulk(d.be.memcpy_dtoh_pieces(src, size, stream))
         result = d.be.memcpy_dtoh(src, size, stream)
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             async def later():
-                return Bulk([await result])
+                return _data_reply(await result)
             return later()
-        return Bulk([result])
+        return _data_reply(result)
 
     def op_MEMCPY_DTOD(self, f):
         dst, src, size, stream, _ = f.values()
@@ -495,9 +571,9 @@ class Session(asyncio.BufferedProtocol):
         result = d.be.memcpy2d_dtoh(src, spitch, width, height, stream)
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             async def later():
-                return Bulk([await result])
+                return _data_reply(await result)
             return later()
-        return Bulk([result])
+        return _data_reply(result)
 
     def op_MEMCPY2D_DTOD(self, f):
         dst, dpitch, src, spitch, width, height, stream, _ = f.values()
@@ -561,7 +637,8 @@ class Session(asyncio.BufferedProtocol):
                 info["addr"] = d.alloc.alloc(max(info["size"], size, 1))
             d.add_symbol(info["addr"], info["size"])
             vout.append({"addr": info["addr"], "size": info["size"]})
-        kout = [None if i is None else {k: i[k] for k in ("params", "param_size", "max_threads")}
+        kout = [None if i is None else {k: i[k] for k in ("params", "param_size", "max_threads",
+                                                          "max_dyn_smem")}
                 for i in kinfo]
         return {}, json.dumps({"kernels": kout, "vars": vout}).encode()
 
@@ -584,6 +661,16 @@ class Session(asyncio.BufferedProtocol):
         kid, block, shmem, flags = f.values()
         d = self.dev(f)
         return {"blocks": d.be.occupancy(self._kernel(d, kid), block, shmem, flags)}
+
+    def op_OCCUPANCY_CLUSTERS(self, f):
+        v = f.values()
+        kid, nattrs, what = v[0], v[8], v[9]
+        tail = bytes(f.tail or b"")
+        if len(tail) != 72 * nattrs or what not in (0, 1):
+            raise ProtocolError("OCCUPANCY_CLUSTERS: malformed")
+        d = self.dev(f)
+        return {"value": d.be.occupancy_clusters(self._kernel(d, kid), v[1:4], v[4:7], v[7],
+                                                 tail, what)}
 
     def op_OCCUPANCY_SMEM(self, f):
         kid, blocks, block = f.values()
@@ -702,6 +789,13 @@ class Session(asyncio.BufferedProtocol):
 
     def op_GRAPH_EXEC_DESTROY(self, f):
         self.dev(f).be.graph_exec_destroy(f.values()[0])
+
+
+def _data_reply(data) -> tuple | Bulk:
+    """A device-to-host result: inline in the REPLY when small, else as DATA frames."""
+    if len(data) <= _INLINE_REPLY:
+        return {}, data
+    return Bulk([data])
 
 
 class Bulk:

@@ -78,6 +78,10 @@ PY_CALLS: dict[str, str] = {
     "cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags":
         "int *numBlocks, const void *func, int blockSize, size_t dynamicSMemSize, "
         "unsigned int flags",
+    "cudaOccupancyMaxActiveClusters":
+        "int *numClusters, const void *func, const void *launchConfig",
+    "cudaOccupancyMaxPotentialClusterSize":
+        "int *clusterSize, const void *func, const void *launchConfig",
     "cudaOccupancyAvailableDynamicSMemPerBlock":
         "size_t *dynamicSmemSize, const void *func, int numBlocks, int blockSize",
     "cudaPointerGetAttributes": "void *attributes, const void *ptr",

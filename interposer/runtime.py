@@ -55,6 +55,7 @@ class State:
     servers: list = field(default_factory=list)  # (host, port)
     devices: list = field(default_factory=list)  # Device
     occupancy: dict = field(default_factory=dict)
+    kernel_attrs: dict = field(default_factory=dict)  # kernel -> {attr: value} set by the app
 
 
 S = State()
@@ -306,9 +307,13 @@ def module_load(mod: int, dev: int) -> int:
         flat = [x for pair in info["params"] for x in pair]
         arr = ffi.new("uint32_t[]", flat or [0])
         if lib.fcx_set_kernel_plan(k, arr, len(info["params"]), info["param_size"],
-                                   info.get("max_threads", 0)) != 0:
+                                   info.get("max_threads", 0),
+                                   info.get("max_dyn_smem", 49152)) != 0:
             log(f"kernel {kname.decode(errors='replace')}: inconsistent parameter layout")
             return E["cudaErrorInvalidKernelImage"]
+        # attributes the program set on another device apply to the kernel everywhere
+        for attr, value in S.kernel_attrs.get(k, {}).items():
+            call(dev, "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": value})
     for (v, vname, vsz), info in zip(variables, reply["vars"]):
         if info is None:
             continue
@@ -437,6 +442,9 @@ def cudaFuncSetAttribute(func, attr, value):
         return E["cudaErrorInvalidValue"]
     k = kernel_of(func)
     call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": value})
+    S.kernel_attrs.setdefault(k, {})[attr] = value
+    if attr == cudaFuncAttribute["cudaFuncAttributeMaxDynamicSharedMemorySize"]:
+        lib.fcx_kernel_set_smem(k, value)
     S.occupancy.clear()
     return SUCCESS
 
@@ -444,6 +452,7 @@ def cudaFuncSetAttribute(func, attr, value):
 def cudaFuncSetCacheConfig(func, cacheConfig):
     k = kernel_of(func)
     call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": 1000, "value": cacheConfig})
+    S.kernel_attrs.setdefault(k, {})[1000] = cacheConfig
     return SUCCESS
 
 
@@ -476,6 +485,28 @@ def cudaOccupancyAvailableDynamicSMemPerBlock(dynamicSmemSize, func, numBlocks, 
                                                 "block": blockSize})
     dynamicSmemSize[0] = rep["bytes"]
     return SUCCESS
+
+
+def _clusters(out, func, config, what: int) -> int:
+    if out == ffi.NULL or config == ffi.NULL:
+        return E["cudaErrorInvalidValue"]
+    k = kernel_of(func)
+    raw = bytes(ffi.buffer(ffi.cast("char *", config), 56))
+    gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = struct.unpack("<6I3QI4x", raw)
+    tail = bytes(ffi.buffer(ffi.cast("char *", attrs), 72 * nattrs)) if nattrs else b""
+    rep, _ = call(current(), "OCCUPANCY_CLUSTERS", {
+        "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
+        "nattrs": nattrs, "what": what}, tail)
+    out[0] = rep["value"]
+    return SUCCESS
+
+
+def cudaOccupancyMaxActiveClusters(numClusters, func, launchConfig):
+    return _clusters(numClusters, func, launchConfig, 0)
+
+
+def cudaOccupancyMaxPotentialClusterSize(clusterSize, func, launchConfig):
+    return _clusters(clusterSize, func, launchConfig, 1)
 
 
 def cudaPointerGetAttributes(attributes, ptr):
@@ -565,7 +596,7 @@ def _bus_id(dev: int) -> str:
     describe(dev)
     attrs = S.devices[dev].info["attrs"]
     get = lambda n: attrs.get(str(attr_number(n)), 0)  # noqa: E731
-    return f"{get('PciDomainId'):08X}:{get('PciBusId'):02X}:{get('PciDeviceId'):02X}.0"
+    return f"{get('PciDomainId'):04x}:{get('PciBusId'):02x}:{get('PciDeviceId'):02x}.0"
 
 
 def cudaDeviceGetPCIBusId(pciBusId, length, device):
@@ -579,10 +610,10 @@ def cudaDeviceGetPCIBusId(pciBusId, length, device):
 
 
 def cudaDeviceGetByPCIBusId(device, pciBusId):
-    want = ffi.string(pciBusId).decode().upper()
+    want = ffi.string(pciBusId).decode().lower()
     for i in range(len(S.devices)):
         mine = _bus_id(i)
-        if want in (mine, mine[4:]):
+        if want in (mine, mine[5:], "0000" + mine):
             device[0] = i
             return SUCCESS
     return E["cudaErrorInvalidDevice"]

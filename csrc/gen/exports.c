@@ -1239,8 +1239,18 @@ FC_EXPORT int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlo
     fc_python_ensure();
     return fc_ret(fcpy_cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks, func, blockSize, dynamicSMemSize, flags));
 }
-FC_EXPORT int cudaOccupancyMaxActiveClusters(void) { return fc_unsupported(362); }
-FC_EXPORT int cudaOccupancyMaxPotentialClusterSize(void) { return fc_unsupported(363); }
+FC_EXPORT int cudaOccupancyMaxActiveClusters(int *numClusters, const void *func, const void *launchConfig) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_python_ensure();
+    return fc_ret(fcpy_cudaOccupancyMaxActiveClusters(numClusters, func, launchConfig));
+}
+FC_EXPORT int cudaOccupancyMaxPotentialClusterSize(int *clusterSize, const void *func, const void *launchConfig) {
+    int st = fc_ensure_init();
+    if (st) return fc_ret(st);
+    fc_python_ensure();
+    return fc_ret(fcpy_cudaOccupancyMaxPotentialClusterSize(clusterSize, func, launchConfig));
+}
 FC_EXPORT int cudaPointerGetAttributes(void *attributes, const void *ptr) {
     int st = fc_ensure_init();
     if (st) return fc_ret(st);

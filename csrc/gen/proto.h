@@ -53,6 +53,7 @@ enum {
     FC_OP_FUNC_SET_ATTR = 0x0303,
     FC_OP_OCCUPANCY = 0x0304,
     FC_OP_OCCUPANCY_SMEM = 0x0305,
+    FC_OP_OCCUPANCY_CLUSTERS = 0x0306,
     FC_OP_LAUNCH = 0x0310,
     FC_OP_LAUNCH_EX = 0x0311,
     FC_OP_FUNC_MAX_CLUSTER = 0x0312,
@@ -353,6 +354,21 @@ typedef struct __attribute__((packed)) {  /* OCCUPANCY_SMEM_reply */
     uint64_t bytes;
 } fc_OCCUPANCY_SMEM_reply;
 _Static_assert(sizeof(fc_OCCUPANCY_SMEM_reply) == 8, "fc_OCCUPANCY_SMEM_reply layout");
+
+typedef struct __attribute__((packed)) {  /* OCCUPANCY_CLUSTERS */
+    uint32_t kernel;
+    uint32_t grid[3];
+    uint32_t block[3];
+    uint32_t shmem;
+    uint32_t nattrs;
+    uint32_t what;
+} fc_OCCUPANCY_CLUSTERS;
+_Static_assert(sizeof(fc_OCCUPANCY_CLUSTERS) == 40, "fc_OCCUPANCY_CLUSTERS layout");
+
+typedef struct __attribute__((packed)) {  /* OCCUPANCY_CLUSTERS_reply */
+    int32_t value;
+} fc_OCCUPANCY_CLUSTERS_reply;
+_Static_assert(sizeof(fc_OCCUPANCY_CLUSTERS_reply) == 4, "fc_OCCUPANCY_CLUSTERS_reply layout");
 
 typedef struct __attribute__((packed)) {  /* LAUNCH */
     uint32_t kernel;

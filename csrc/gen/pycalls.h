@@ -24,6 +24,8 @@ int fcpy_cudaMemGetInfo(size_t *free, size_t *total);
 int fcpy_cudaOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, const void *func, int numBlocks, int blockSize);
 int fcpy_cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, const void *func, int blockSize, size_t dynamicSMemSize);
 int fcpy_cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, const void *func, int blockSize, size_t dynamicSMemSize, unsigned int flags);
+int fcpy_cudaOccupancyMaxActiveClusters(int *numClusters, const void *func, const void *launchConfig);
+int fcpy_cudaOccupancyMaxPotentialClusterSize(int *clusterSize, const void *func, const void *launchConfig);
 int fcpy_cudaPointerGetAttributes(void *attributes, const void *ptr);
 int fcpy_cudaSetDeviceFlags(unsigned int flags);
 int fcpy_cudaSetValidDevices(int *device_arr, int len);

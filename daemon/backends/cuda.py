@@ -60,6 +60,11 @@ _launch_ex.argtypes = [ctypes.c_void_p] * 4
 _stream_set_attr = _libcuda.cuStreamSetAttribute
 _stream_set_attr.restype = ctypes.c_int
 _stream_set_attr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+_occ_clusters = _libcuda.cuOccupancyMaxActiveClusters
+_occ_cluster_size = _libcuda.cuOccupancyMaxPotentialClusterSize
+for _f in (_occ_clusters, _occ_cluster_size):
+    _f.restype = ctypes.c_int
+    _f.argtypes = [ctypes.c_void_p] * 3
 _HOSTFN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _launch_host = _libcuda.cuLaunchHostFunc
 _launch_host.restype = ctypes.c_int
@@ -114,7 +119,11 @@ class _Staging:
 
     def acquire(self) -> int:
         while not self.free:
-            self._reap(block=not self.free)
+            if not self.busy:  # every slot is lent out (to the socket): add one
+                p = int(check(cu.cuMemHostAlloc(SLOT, 0)))
+                self.bases.append(p)
+                return p
+            self._reap(block=True)
         return self.free.popleft()
 
     def _reap(self, block: bool) -> None:
@@ -150,14 +159,22 @@ class CudaDevice:
     granule = 2 << 20
 
     def __init__(self, backend: CudaBackend, gpu: int, sm_budget: int, flags: int,
-                 window_base: int, window_size: int) -> None:
+                 window_base: int, window_size: int, vdev: int = 0) -> None:
         self.backend = backend
         self.gpu = gpu
+        self.vdev = vdev
+        fp = backend.fastpath
+        self._fp = fp[1] if fp is not None else None
+        self._ptr = (lambda h: fp[0].cast("void *", int(h) if h is not None else 0)) \
+            if fp is not None else None
         if sm_budget:
             raise CudaError(E["cudaErrorNotSupported"], "SM budgets need green contexts")
         self.cudev = check(cu.cuDeviceGet(gpu))
         self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
         backend._current = self.ctx
+        if self._fp is not None:
+            self._fp.fp_set_context(vdev, self._ptr(self.ctx))
+            self._fp.fp_note_current(self._ptr(self.ctx))
         self.sm_count = check(cu.cuDeviceGetAttribute(
             cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.cudev))
         self.window_size = window_size
@@ -195,6 +212,8 @@ class CudaDevice:
         if self.backend._current is not self.ctx:
             check(cu.cuCtxSetCurrent(self.ctx))
             self.backend._current = self.ctx
+            if self._fp is not None:
+                self._fp.fp_note_current(self._ptr(self.ctx))
 
     def info(self) -> dict:
         self.cur()
@@ -294,6 +313,55 @@ class CudaDevice:
             self.staging.view(slot, len(piece))[:] = piece
             check(cu.cuMemcpyHtoDAsync(dst + off, slot, len(piece), s))
             self.staging.release_after(slot, s)
+
+    # -- staging slots lent to the session: zero-copy receive and send --
+    def staging_take(self, n: int) -> tuple[int, memoryview]:
+        """A pinned slot for an incoming host-to-device payload of n <= SLOT bytes."""
+        if n > SLOT:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        self.cur()
+        slot = self.staging.acquire()
+        return slot, self.staging.view(slot, n)
+
+    def staging_release(self, slot: int) -> None:
+        self.staging.release(slot)
+
+    def memcpy_htod_slot(self, dst: int, slot: int, n: int, stream: int) -> None:
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        check(cu.cuMemcpyHtoDAsync(dst, slot, n, s))
+        self.staging.release_after(slot, s)
+
+    async def memcpy_dtoh_pieces(self, src: int, n: int, stream: int):
+        """A large device-to-host copy as (view of a pinned slot, release) pieces, in order;
+        up to four slot copies are in flight while earlier pieces go out on the socket."""
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        inflight: deque = deque()
+        off = 0
+        try:
+            while off < n or inflight:
+                while off < n and len(inflight) < 4 and self.staging.free:
+                    k = min(SLOT, n - off)
+                    slot = self.staging.acquire()
+                    self.cur()
+                    check(cu.cuMemcpyDtoHAsync(slot, src + off, k, s))
+                    inflight.append((slot, k, self._mark(s)))
+                    off += k
+                if not inflight:  # no free slot: acquire() waits for (or adds) one
+                    slot = self.staging.acquire()
+                    self.staging.release(slot)
+                    continue
+                slot, k, ev = inflight.popleft()
+                w = self._wait(ev)
+                if w is not None:
+                    await w
+                yield self.staging.view(slot, k), (lambda slot=slot: self.staging.release(slot))
+        finally:
+            for slot, *_ in inflight:
+                self.staging.release(slot)
 
     def memcpy_dtoh(self, src: int, n: int, stream: int):
         self.cur()
@@ -456,9 +524,12 @@ class CudaDevice:
                 i += 1
             max_threads = check(cu.cuFuncGetAttribute(
                 cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, func))
+            max_dyn = check(cu.cuFuncGetAttribute(
+                cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, func))
             kout.append({"params": params,
                          "param_size": max((o + s for o, s in params), default=0),
-                         "max_threads": max_threads, "func": func, "name": name})
+                         "max_threads": max_threads, "max_dyn_smem": max_dyn, "func": func,
+                         "name": name})
         vout = []
         for name in variables:
             res = cu.cuLibraryGetGlobal(lib, name.encode())
@@ -470,6 +541,8 @@ class CudaDevice:
 
     def set_kernel(self, kid: int, info: dict) -> None:
         self.kernels[kid] = info
+        if self._fp is not None:
+            self._fp.fp_set_kernel(self.vdev, kid, self._ptr(info["func"]), info["param_size"])
 
     def _k(self, kid: int) -> dict:
         k = self.kernels.get(kid)
@@ -549,6 +622,20 @@ class CudaDevice:
         return check(cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
             self._k(kid)["func"], block, shmem, flags))
 
+    def occupancy_clusters(self, kid, grid, block, shmem, attrs: bytes, what: int) -> int:
+        self.cur()
+        func = self._k(kid)["func"]
+        n = len(attrs) // 72
+        abuf = _cbuf(attrs)
+        cfg = _LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
+                            None, ctypes.addressof(abuf) if n else None, n)
+        out = ctypes.c_int(0)
+        fn = _occ_clusters if what == 0 else _occ_cluster_size
+        err = fn(ctypes.byref(out), int(func), ctypes.addressof(cfg))
+        if err:
+            raise CudaError(err)
+        return out.value
+
     def occupancy_smem(self, kid: int, blocks: int, block: int) -> int:
         self.cur()
         return check(cu.cuOccupancyAvailableDynamicSMemPerBlock(self._k(kid)["func"], blocks,
@@ -560,6 +647,8 @@ class CudaDevice:
         if sid == 0 or sid in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags & 1, priority))
+        if self._fp is not None:
+            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]))
 
     def stream_destroy(self, sid: int) -> None:
         self.cur()
@@ -567,6 +656,8 @@ class CudaDevice:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         check(cu.cuStreamDestroy(self._s(sid)))
         del self.streams[sid]
+        if self._fp is not None:
+            self._fp.fp_drop_stream(self.vdev, sid)
         self.capturing.discard(sid)
 
     def stream_sync(self, sid: int):
@@ -603,6 +694,8 @@ class CudaDevice:
         if eid in self.events:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         self.events[eid] = check(cu.cuEventCreate(flags & 0x3))
+        if self._fp is not None:
+            self._fp.fp_set_event(self.vdev, eid, self._ptr(self.events[eid]))
 
     def _e(self, eid: int):
         ev = self.events.get(eid)
@@ -614,6 +707,8 @@ class CudaDevice:
         self.cur()
         check(cu.cuEventDestroy(self._e(eid)))
         del self.events[eid]
+        if self._fp is not None:
+            self._fp.fp_drop_event(self.vdev, eid)
 
     def event_record(self, eid: int, sid: int, flags: int) -> None:
         self.cur()
@@ -722,7 +817,7 @@ class CudaDevice:
         try:
             lim = cu.CUlimit(limit)
         except ValueError:
-            raise CudaError(E["cudaErrorUnsupportedLimit"]) from None
+            raise CudaError(E["cudaErrorInvalidValue"]) from None
         check(cu.cuCtxSetLimit(lim, value))
 
     def get_limit(self, limit: int) -> int:
@@ -730,7 +825,7 @@ class CudaDevice:
         try:
             lim = cu.CUlimit(limit)
         except ValueError:
-            raise CudaError(E["cudaErrorUnsupportedLimit"]) from None
+            raise CudaError(E["cudaErrorInvalidValue"]) from None
         return int(check(cu.cuCtxGetLimit(lim)))
 
     def mem_info(self) -> tuple[int, int]:
@@ -748,6 +843,9 @@ class CudaDevice:
 
     def close(self) -> None:
         """Destroy the context and everything in it (errors ignored: it may be broken)."""
+        if self._fp is not None:
+            self._fp.fp_drop_device(self.vdev)
+            self._fp.fp_note_current(self._ptr(None))
         try:
             cu.cuCtxSetCurrent(self.ctx)
             for gate in [g for _, g in self._host_fns.values()]:
@@ -768,11 +866,19 @@ class CudaDevice:
 class CudaBackend:
     name = "cuda"
 
-    def __init__(self, wait_threads: int = 16) -> None:
+    def __init__(self, wait_threads: int = 16, fast: bool = True) -> None:
         err = cu.cuInit(0)[0]
         if err != SUCCESS:
             raise RuntimeError(f"the CUDA driver did not initialize ({err.name}): no usable "
                                "GPU on this machine")
+        self.fastpath = None
+        if fast:
+            try:
+                from .. import _fastpath
+                if _fastpath.lib.fp_init() == 0:
+                    self.fastpath = (_fastpath.ffi, _fastpath.lib)
+            except ImportError:
+                log.warning("the C fast path is not built: launches go through Python")
         self.pool = concurrent.futures.ThreadPoolExecutor(wait_threads, "farcudad-wait")
         self._current = None
         self._count = check(cu.cuDeviceGetCount())
@@ -806,10 +912,14 @@ class CudaBackend:
                 "attrs": attrs}
 
     def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
-                    window_size: int) -> CudaDevice:
+                    window_size: int, vdev: int = 0) -> CudaDevice:
         if not 0 <= gpu < self._count:
             raise CudaError(E["cudaErrorInvalidDevice"])
-        return CudaDevice(self, gpu, sm_budget, flags, window_base, window_size)
+        return CudaDevice(self, gpu, sm_budget, flags, window_base, window_size, vdev)
+
+    def context_unknown(self) -> None:
+        """The C path may have switched contexts: make the next call set its own."""
+        self._current = None
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

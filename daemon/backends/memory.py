@@ -188,7 +188,8 @@ class MemoryDevice:
                 kout.append(None)
                 continue
             kout.append({"params": [[p.offset, p.size] for p in info.params],
-                         "param_size": info.param_size, "max_threads": 1024, "name": name})
+                         "param_size": info.param_size, "max_threads": 1024,
+                         "max_dyn_smem": 49152, "name": name})
         vout = []
         for name in variables:
             g = glob.get(name)
@@ -235,6 +236,11 @@ class MemoryDevice:
 
     def occupancy_smem(self, kid: int, blocks: int, block: int) -> int:
         return 49152
+
+    def occupancy_clusters(self, kid, grid, block, shmem, attrs: bytes, what: int) -> int:
+        if kid not in self.kernels:
+            raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+        return 16 if what == 0 else 8
 
     # -- streams and events --
     def stream_create(self, sid: int, flags: int, priority: int) -> None:
@@ -346,7 +352,8 @@ class MemoryDevice:
 
     def set_limit(self, limit: int, value: int) -> None:
         if limit not in self.limits:
-            raise CudaError(E["cudaErrorUnsupportedLimit"])
+            raise CudaError(E["cudaErrorInvalidValue"] if limit > 6 else
+                            E["cudaErrorUnsupportedLimit"])
         self.limits[limit] = value
 
     def get_limit(self, limit: int) -> int:
@@ -396,7 +403,7 @@ class MemoryBackend:
                 "attrs": {str(k): v for k, v in ATTRS_H100.items()}}
 
     def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
-                    window_size: int) -> MemoryDevice:
+                    window_size: int, vdev: int = 0) -> MemoryDevice:
         if not 0 <= gpu < self.gpus:
             raise CudaError(E["cudaErrorInvalidDevice"])
         return MemoryDevice(self, gpu, window_base)

@@ -46,6 +46,7 @@ class Frame:
     msg: Message
     fixed: bytes
     tail: memoryview | bytes | None  # None when the tail went to a sink
+    size_of_tail: int = 0  # the tail's length, also when a sink took it
 
     def values(self) -> tuple:
         return struct.unpack(self.msg.fmt, self.fixed)
@@ -115,6 +116,8 @@ class FrameReader:
     inline tail is a view into the reader's buffer, valid until the next ``get_buffer()``.
     ``feed(data)`` does both for callers that already hold bytes (its frames own their tails).
 
+    ``fast``, when given, is offered the unparsed bytes before each frame is parsed and may
+    execute and consume complete frames itself (those are not returned).
     A ``sink(header, fixed, tail_len)`` may return a view of exactly ``tail_len`` bytes for a
     frame's tail (bulk data lands there directly); returning None keeps the tail in the reader.
     ``accept`` names the direction this side receives; any other opcode, an impossible length,
@@ -122,9 +125,13 @@ class FrameReader:
     """
 
     def __init__(self, accept: str = "c2s", sink: Sink | None = None, max_tail: int = MAX_TAIL,
-                 capacity: int = 1 << 20) -> None:
+                 capacity: int = 1 << 20,
+                 fast: Callable[[bytearray, int, int], int] | None = None) -> None:
         self._accept = accept
         self._sink = sink
+        # fast(buffer, start, end) may execute and consume whole frames at the start of the
+        # unparsed bytes (the daemon's C path for runs of launches); it returns the bytes taken
+        self._fast = fast
         self._max_tail = max_tail
         self._buf = bytearray(capacity)
         self._view = memoryview(self._buf)
@@ -134,6 +141,8 @@ class FrameReader:
         # a frame whose tail is being received outside the ring buffer:
         # (header, msg, fixed, sink view | list of received chunks, bytes got, tail length)
         self._pending: tuple | None = None
+        # the chunk get_buffer handed out for such a tail, until buffer_updated fills it
+        self._open_chunk: bytearray | None = None
 
     # -- buffer interface (asyncio.BufferedProtocol-shaped) --
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -142,19 +151,26 @@ class FrameReader:
             if isinstance(dest, memoryview):
                 return dest[got:]
             # Accumulating a tail without a sink: one chunk at a time, so memory follows the
-            # bytes that actually arrived, never the length the peer claimed.
-            chunk = bytearray(min(total - got, 4 << 20))
-            dest.append(chunk)
-            return memoryview(chunk)
+            # bytes that actually arrived, never the length the peer claimed. An event loop
+            # may call get_buffer again without buffer_updated in between (a read that found
+            # nothing): the chunk still open is handed out again, for a fresh one would leave
+            # a hole of zeros in the tail.
+            if self._open_chunk is None:
+                self._open_chunk = bytearray(min(total - got, 4 << 20))
+            return memoryview(self._open_chunk)
         if self._r == self._w:
             self._r = self._w = 0
         elif len(self._buf) - self._w < max(65536, self._need - (self._w - self._r)):
             live = self._w - self._r
-            self._buf[:live] = self._buf[self._r:self._w]
-            self._r, self._w = 0, live
             if len(self._buf) < self._need:
-                self._buf.extend(bytes(self._need - len(self._buf)))
-                self._view = memoryview(self._buf)
+                # Grow into a new buffer: a bytearray cannot be resized while views of it
+                # exist (self._view, and tails of frames handed out earlier).
+                buf = bytearray(self._need)
+                buf[:live] = self._view[self._r:self._w]
+                self._buf, self._view = buf, memoryview(buf)
+            else:
+                self._buf[:live] = self._buf[self._r:self._w]
+            self._r, self._w = 0, live
         return self._view[self._w:]
 
     def buffer_updated(self, n: int) -> list[Frame]:
@@ -183,10 +199,10 @@ class FrameReader:
     # -- internals --
     def _advance_pending(self, n: int, frames: list[Frame]) -> None:
         header, msg, fixed, dest, got, total = self._pending  # type: ignore[misc]
-        if isinstance(dest, list) and n:
-            last = dest[-1]
-            if n < len(last):  # a short read: keep only what arrived
-                dest[-1] = last[:n]
+        if isinstance(dest, list):
+            chunk, self._open_chunk = self._open_chunk, None
+            if chunk is not None and n:  # a short read: keep only what arrived
+                dest.append(chunk if n == len(chunk) else chunk[:n])
         got += n
         if got < total:
             self._pending = (header, msg, fixed, dest, got, total)
@@ -194,10 +210,12 @@ class FrameReader:
         self._pending = None
         tail = None if isinstance(dest, memoryview) else memoryview(b"".join(dest))
         frames.append(Frame(header[1], header[2], header[3], header[4], header[5], msg, fixed,
-                            tail))
+                            tail, total))
 
     def _parse(self, frames: list[Frame]) -> None:
         while self._pending is None:
+            if self._fast is not None and self._w - self._r >= HEADER_SIZE:
+                self._r += self._fast(self._buf, self._r, self._w)
             avail = self._w - self._r
             self._need = HEADER_SIZE
             if avail < HEADER_SIZE:
@@ -236,7 +254,7 @@ class FrameReader:
                 tail = self._view[tstart:tstart + tail_len]
                 self._r = tstart + tail_len
                 frames.append(Frame(op, header[2], header[3], header[4], header[5], msg, fixed,
-                                    tail if tail_len else None))
+                                    tail if tail_len else None, tail_len))
                 continue
             # Tail outside the ring: copy what arrived already, receive the rest in place.
             if dest is None:

@@ -170,6 +170,10 @@ MESSAGES: tuple[Message, ...] = (
        reply="blocks:i32"),
     _m("OCCUPANCY_SMEM", 0x0305, "sync", "kernel:u32 blocks:u32 block:u32",
        reply="bytes:u64", doc="cudaOccupancyAvailableDynamicSMemPerBlock"),
+    _m("OCCUPANCY_CLUSTERS", 0x0306, "sync",
+       "kernel:u32 grid:u32*3 block:u32*3 shmem:u32 nattrs:u32 what:u32", bulk="attrs",
+       reply="value:i32", doc="what 0: cudaOccupancyMaxActiveClusters, "
+       "1: cudaOccupancyMaxPotentialClusterSize"),
     _m("LAUNCH", 0x0310, "either",
        "kernel:u32 stream:u32 grid:u32*3 block:u32*3 shmem:u32 flags:u32", bulk="params",
        doc="packed kernel parameters in the tail; flags: 1 cooperative"),

@@ -7,15 +7,33 @@ be identical. The farcuda runs must never map libcuda.so.1 or a real libcudart.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 import pytest
 
 pytestmark = pytest.mark.gpu
 
-PROGRAMS = ["vector_add", "matmul_tiled", "symbols", "struct_args", "errors", "device_props",
-            "memory", "launch_api", "streams_events", "callbacks", "printf_assert", "graph",
-            "cooperative", "device_malloc", "multi_device", "threads", "ci_memory", "ci_launch"]
+PROGRAMS = [
+    "vector_add",
+    "matmul_tiled",
+    "symbols",
+    "struct_args",
+    "errors",
+    "device_props",
+    "memory",
+    "launch_api",
+    "streams_events",
+    "callbacks",
+    "printf_assert",
+    "graph",
+    "cooperative",
+    "device_malloc",
+    "multi_device",
+    "threads",
+    "ci_memory",
+    "ci_launch",
+]
 
 
 @pytest.mark.parametrize("mode", ["preload", "dropin"])
@@ -24,17 +42,42 @@ def test_same_output(name, mode, program, shim, cuda_daemon, tmp_path, fc):
     exe = program(name)
     native = fc.run_native(exe)
     maps = tmp_path / "maps.txt"
-    remote = fc.run_remote(exe, shim, cuda_daemon.address, mode=mode,
-                        env={"FARCUDA_MAPS_FILE": str(maps)})
-    assert remote.stdout == native.stdout, (
-        f"{name} ({mode}) differs\n--- native stderr\n{native.stderr}\n"
-        f"--- farcuda stderr\n{remote.stderr}")
+    remote = fc.run_remote(
+        exe, shim, cuda_daemon.address, mode=mode, env={"FARCUDA_MAPS_FILE": str(maps)}
+    )
+    if remote.stdout != native.stdout:
+        diff = "\n".join(
+            difflib.unified_diff(
+                native.stdout.splitlines(),
+                remote.stdout.splitlines(),
+                "native",
+                "farcuda",
+                lineterm="",
+                n=1,
+            )
+        )
+        pytest.fail(
+            f"{name} ({mode}) differs:\n{diff}\n--- farcuda stderr\n{remote.stderr[-3000:]}",
+            pytrace=False,
+        )
     assert remote.returncode == native.returncode, remote.stderr
     mapped = maps.read_text()
     assert "libcuda.so" not in mapped
-    real = [ln for ln in mapped.splitlines() if re.search(r"libcudart\.so", ln)
-            and str(shim.parent) not in ln]
+    real = [
+        ln
+        for ln in mapped.splitlines()
+        if re.search(r"libcudart\.so", ln) and str(shim.parent) not in ln
+    ]
     assert not real, real
+
+
+def test_mapped_memory_is_refused_clearly(program, shim, cuda_daemon, fc):
+    """Zero-copy access to the client's memory is refused, never silently wrong."""
+    exe = program("mapped")
+    assert "PASSED" in fc.run_native(exe).stdout
+    r = fc.run_remote(exe, shim, cuda_daemon.address)
+    assert r.returncode == 2 and "cudaErrorNotSupported" in r.stdout, r.stdout + r.stderr
+    assert sum("zero-copy" in ln for ln in r.stderr.splitlines()) == 1, r.stderr
 
 
 def test_compressed_fatbin(program, shim, cuda_daemon, fc):

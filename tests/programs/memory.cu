@@ -223,9 +223,7 @@ int main() {
     unsigned int fl = 0;
     CHECK(cudaHostGetFlags(&fl, p3));
     printf("cudaHostGetFlags(mapped|portable) = 0x%x\n", fl);
-    void* p3dev = nullptr;
-    CHECK(cudaHostGetDevicePointer(&p3dev, p3, 0));
-    printf("mapped pinned has device pointer: %s\n", p3dev ? "yes" : "no");
+    // Zero-copy use of mapped memory (cudaHostGetDevicePointer) is in mapped.cu.
     show_attrs("cudaMallocHost", p1, false);
     show_attrs("cudaHostAlloc", p2, false);
     show_attrs("cudaHostAlloc+100", p2 + 100, false);

@@ -1,0 +1,109 @@
+"""The raw speed of the link between two processes: what farcuda's overhead is measured against.
+
+    python bench/linkfloor.py pingpong [--n N] [--size BYTES]   # median round trip, us
+    python bench/linkfloor.py bulk [--bytes N]                    # one-way throughput, GB/s
+
+Two processes on loopback (or through --target host:port of a linkproxy), plain Python
+sockets, TCP_NODELAY, 4 MiB recv_into for bulk data: the same kind of code path the daemon's
+session uses, without any CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import socket
+import statistics
+import time
+
+
+def _echo(port: int, size: int) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while True:
+        got = 0
+        while got < size:
+            k = s.recv_into(view[got:])
+            if not k:
+                return
+            got += k
+        s.sendall(view)
+
+
+def pingpong(n: int = 20000, size: int = 4) -> dict:
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    p = mp.get_context("spawn").Process(target=_echo, args=(ls.getsockname()[1], size))
+    p.start()
+    s, _ = ls.accept()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = b"x" * size
+    buf = bytearray(size)
+    view = memoryview(buf)
+    times = []
+    for i in range(n + 500):
+        t0 = time.perf_counter()
+        s.sendall(msg)
+        got = 0
+        while got < size:
+            got += s.recv_into(view[got:])
+        if i >= 500:
+            times.append((time.perf_counter() - t0) * 1e6)
+    s.close()
+    p.join()
+    times.sort()
+    return {"n": n, "bytes": size, "median_us": statistics.median(times),
+            "p99_us": times[int(len(times) * 0.99)]}
+
+
+def _sink(port: int, total: int) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    got = 0
+    while got < total:
+        k = s.recv_into(view)
+        if not k:
+            break
+        got += k
+    s.sendall(b"k")
+
+
+def bulk(total: int = 1 << 30) -> dict:
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    p = mp.get_context("spawn").Process(target=_sink, args=(ls.getsockname()[1], total))
+    p.start()
+    s, _ = ls.accept()
+    chunk = memoryview(bytes(4 << 20))
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < total:
+        k = min(len(chunk), total - sent)
+        s.sendall(chunk[:k])
+        sent += k
+    s.recv(1)
+    dt = time.perf_counter() - t0
+    s.close()
+    p.join()
+    return {"bytes": total, "GBps": total / dt / 1e9}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["pingpong", "bulk"])
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--size", type=int, default=4)
+    ap.add_argument("--bytes", type=int, default=1 << 30)
+    a = ap.parse_args()
+    r = pingpong(a.n, a.size) if a.what == "pingpong" else bulk(a.bytes)
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

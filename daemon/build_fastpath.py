@@ -1,0 +1,51 @@
+"""Build farcuda.daemon._fastpath (cffi, API mode) from daemon/fastpath.c; used by setup.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cffi
+
+HERE = Path(__file__).resolve().parent
+
+CDEF = """
+typedef struct {
+    uint64_t consumed; uint32_t launches; uint32_t records; uint32_t waits;
+    int32_t error; uint32_t error_op; uint32_t error_vdev;
+} fp_result;
+int fp_init(void);
+void fp_note_current(void *ctx);
+int fp_set_context(uint32_t vdev, void *ctx);
+int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size);
+int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream);
+int fp_set_event(uint32_t vdev, uint32_t eid, void *event);
+void fp_drop_stream(uint32_t vdev, uint32_t sid);
+void fp_drop_event(uint32_t vdev, uint32_t eid);
+void fp_drop_device(uint32_t vdev);
+void fp_run(const unsigned char *buf, uint64_t len, fp_result *res);
+"""
+
+
+def make_ffi() -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    ffi.set_source("farcuda.daemon._fastpath", (HERE / "fastpath.c").read_text(),
+                   libraries=["dl"], extra_compile_args=["-O2", "-Wall"])
+    return ffi
+
+
+def build(build_lib: str) -> str:
+    """Compile in a scratch folder and place only the extension module in build_lib."""
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="farcuda-fastpath-") as tmp:
+        built = Path(make_ffi().compile(tmpdir=tmp))
+        dest = Path(build_lib) / "farcuda" / "daemon" / built.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built, dest)
+    return str(dest)
+
+
+if __name__ == "__main__":
+    import sys
+    print(build(sys.argv[1] if len(sys.argv) > 1 else "."))
