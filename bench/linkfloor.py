@@ -3,9 +3,9 @@
     python bench/linkfloor.py pingpong [--n N] [--size BYTES]   # median round trip, us
     python bench/linkfloor.py bulk [--bytes N]                    # one-way throughput, GB/s
 
-Two processes on loopback (or through --target host:port of a linkproxy), plain Python
-sockets, TCP_NODELAY, 4 MiB recv_into for bulk data: the same kind of code path the daemon's
-session uses, without any CUDA.
+Two processes on loopback, plain Python sockets, TCP_NODELAY; bulk data is sent from one
+buffer holding the whole payload and received with recv_into into a ring of 4 MiB buffers:
+the same kind of code path farcuda's client and daemon use, without any CUDA.
 """
 
 from __future__ import annotations
@@ -62,14 +62,16 @@ def pingpong(n: int = 20000, size: int = 4) -> dict:
 
 def _sink(port: int, total: int) -> None:
     s = socket.create_connection(("127.0.0.1", port))
-    buf = bytearray(4 << 20)
-    view = memoryview(buf)
-    got = 0
+    # a ring of 4 MiB buffers, as a receiver that stages data for a GPU has
+    ring = [memoryview(bytearray(4 << 20)) for _ in range(8)]
+    got = i = 0
     while got < total:
+        view = ring[i % 8]
         k = s.recv_into(view)
         if not k:
             break
         got += k
+        i += 1
     s.sendall(b"k")
 
 
@@ -80,12 +82,13 @@ def bulk(total: int = 1 << 30) -> dict:
     p = mp.get_context("spawn").Process(target=_sink, args=(ls.getsockname()[1], total))
     p.start()
     s, _ = ls.accept()
-    chunk = memoryview(bytes(4 << 20))
+    # the whole payload in memory, touched, as an application's buffer is
+    data = memoryview(bytearray(b"\x5a" * total))
     t0 = time.perf_counter()
     sent = 0
     while sent < total:
-        k = min(len(chunk), total - sent)
-        s.sendall(chunk[:k])
+        k = min(4 << 20, total - sent)
+        s.sendall(data[sent:sent + k])
         sent += k
     s.recv(1)
     dt = time.perf_counter() - t0

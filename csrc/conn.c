@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -75,7 +76,8 @@ static char *q_take(fc_conn *c, size_t *len, char **spare, size_t *spare_cap) {
     c->q_len = 0;
     *spare = buf;
     *spare_cap = cap;
-    pthread_cond_broadcast(&c->q_cv); /* room for posters waiting at the high-water mark */
+    if (c->room_waiters) /* posters waiting at the high-water mark: there is room now */
+        pthread_cond_broadcast(&c->room_cv);
     pthread_mutex_unlock(&c->q_mtx);
     return buf;
 }
@@ -145,7 +147,12 @@ static void *sender_main(void *arg) {
 void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     size_t total = sizeof(fc_hdr) + length;
     pthread_mutex_lock(&c->q_mtx);
-    while (c->q_len > Q_HIGH_WATER && !c->dead) pthread_cond_wait(&c->q_cv, &c->q_mtx);
+    while (c->q_len > Q_HIGH_WATER && !c->dead) {
+        c->room_waiters++;
+        if (c->sender_waiting) pthread_cond_broadcast(&c->q_cv);
+        pthread_cond_wait(&c->room_cv, &c->q_mtx);
+        c->room_waiters--;
+    }
     if (c->q_len + total > c->q_cap) {
         size_t cap = c->q_cap ? c->q_cap : 65536;
         while (cap < c->q_len + total) cap *= 2;
@@ -288,9 +295,10 @@ static int read_full(fc_conn *c, void *buf, size_t n) {
         }
         c->in_r = c->in_w = 0;
         /* small reads go through the buffer (one system call for many frames); large ones
-         * land where they belong */
+         * land where they belong. The socket has a receive timeout (fc_conn_new): a blocking
+         * recv wakes as soon as data arrives, and times out to check the liveness deadline. */
         int direct = n >= sizeof c->in / 2;
-        ssize_t k = recv(c->fd, direct ? p : c->in, direct ? n : sizeof c->in, MSG_DONTWAIT);
+        ssize_t k = recv(c->fd, direct ? p : c->in, direct ? n : sizeof c->in, 0);
         if (k > 0) {
             if (direct) {
                 p += k;
@@ -305,11 +313,8 @@ static int read_full(fc_conn *c, void *buf, size_t n) {
         if (k == 0) return -1; /* orderly close */
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-        struct pollfd pfd = {c->fd, POLLIN, 0};
-        int rc = poll(&pfd, 1, 250);
-        if (rc < 0 && errno != EINTR) return -1;
         if (c->stop) return -1;
-        if (rc == 0 && fc_liveness_timeout_ms > 0 &&
+        if (fc_liveness_timeout_ms > 0 &&
             fc_now_ns() - load64(&c->last_rx_ns) > fc_liveness_timeout_ms * 1000000L) {
             return -2;
         }
@@ -446,6 +451,32 @@ static void *reader_main(void *arg) {
             fcx_callback_reached(c, m.callback);
             break;
         }
+        case FC_OP_FETCH: {
+            fc_FETCH m;
+            if (h.len < sizeof m || read_full(c, &m, sizeof m) || skip(c, h.len - sizeof m)) {
+                rc = -1;
+                break;
+            }
+            fc_hostnode_fetch(c, m.node);
+            break;
+        }
+        case FC_OP_PUSH: {
+            fc_PUSH m;
+            void *dst;
+            int dev;
+            if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
+            size_t n = h.len - sizeof m;
+            if (fc_hostnode_target(m.node, m.offset, n, &dst, &dev) == 0) {
+                rc = read_full(c, dst, n);
+                if (!rc && m.rsv) { /* the last piece: the graph may go on */
+                    fc_PUSH_DONE d = {m.node};
+                    fc_post(c, FC_OP_PUSH_DONE, (uint16_t)dev, &d, sizeof d, NULL, 0);
+                }
+            } else {
+                rc = skip(c, n);
+            }
+            break;
+        }
         case FC_OP_GOODBYE: {
             static char msg[512];
             fc_GOODBYE m;
@@ -487,6 +518,7 @@ void fc_conn_fail(fc_conn *c, int status, const char *why) {
     pthread_mutex_unlock(&c->rep_mtx);
     pthread_mutex_lock(&c->q_mtx);
     pthread_cond_broadcast(&c->q_cv);
+    pthread_cond_broadcast(&c->room_cv);
     pthread_mutex_unlock(&c->q_mtx);
     if (!was_dead && why) {
         fc_server *s = &fc_servers[c->server];
@@ -507,11 +539,14 @@ fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms) {
     pthread_mutex_init(&c->q_mtx, NULL);
     pthread_mutex_init(&c->rep_mtx, NULL);
     pthread_cond_init(&c->q_cv, NULL);
+    pthread_cond_init(&c->room_cv, NULL);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int bufsz = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+    struct timeval tv = {0, 250000}; /* reader wake-ups to check liveness */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     c->last_rx_ns = fc_now_ns();
     c->last_tx_ns = fc_now_ns();
     /* The threads must not receive the app's signals handled in its main thread. */

@@ -116,7 +116,9 @@ typedef struct fc_conn {
     int server;
     pthread_mutex_t send_mtx;   /* serializes writes to fd; taken before q_mtx */
     pthread_mutex_t q_mtx;      /* guards the async queue */
-    pthread_cond_t q_cv;        /* sender waits for work; posters wait for room */
+    pthread_cond_t q_cv;        /* the sender waits for work */
+    pthread_cond_t room_cv;     /* posters wait for room below the high-water mark */
+    int room_waiters;
     char *q;
     size_t q_len, q_cap;
     int sender_waiting;
@@ -206,6 +208,8 @@ typedef struct fc_var {
 /* ---- streams and events (the handles the app holds) ---- */
 #define FC_STREAM_MAGIC 0x5354524dU
 #define FC_EVENT_MAGIC 0x4556544eU
+typedef struct fc_capture fc_capture;
+
 typedef struct fc_stream {
     uint32_t magic;
     uint32_t id;
@@ -213,7 +217,7 @@ typedef struct fc_stream {
     unsigned int flags;
     int priority;
     int per_thread;             /* an implicit per-thread default stream */
-    int capturing;
+    fc_capture *capture;        /* the stream capture it takes part in, if any */
 } fc_stream;
 
 typedef struct fc_event {
@@ -222,6 +226,7 @@ typedef struct fc_event {
     int dev;
     unsigned int flags;
     int recorded;
+    fc_capture *capture;        /* recorded in a capturing stream: waiting on it joins */
 } fc_event;
 
 /* ---- per-thread state ---- */
@@ -311,6 +316,14 @@ int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int asyn
 int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
 int fc_event_resolve(cudaEvent_t e, fc_event **out);
 uint32_t fc_new_id(void);
+/* stream capture: the client keeps the captured graph's node list (what the app asks of
+ * cudaGraphGetNodes), and host memory in captured copies is served at replay time */
+enum { FC_NODE_KERNEL = 0, FC_NODE_MEMCPY = 1, FC_NODE_MEMSET = 2, FC_NODE_HOST = 3 };
+fc_capture *fc_capture_of(cudaStream_t s, int ptds, int dev);
+void fc_capture_node(fc_capture *c, int type);
+uint32_t fc_hostnode_add(int dev, void *host, size_t n, int to_device);
+void fc_hostnode_fetch(fc_conn *c, uint32_t node);
+int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev);
 void fc_wait_callbacks(int dev);
 
 /* ---- modules and launches (launch.c) ---- */

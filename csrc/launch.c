@@ -405,8 +405,11 @@ int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shm
         fc_req_init(&r, NULL, 0);
         st = fc_call(c, FC_OP_LAUNCH, (uint16_t)dev, buf, len, NULL, 0, &r);
         free(buf);
+        if (!st) fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_KERNEL);
         return fc_sync_status(dev, st);
     }
+    fc_capture *cap = fc_capture_of(stream, ptds, dev);
+    if (cap) fc_capture_node(cap, FC_NODE_KERNEL);
     char *p = fc_post_begin(c, FC_OP_LAUNCH, (uint16_t)dev, len);
     if (!p) return c->dead ? c->dead_status : cudaErrorMemoryAllocation;
     fc_LAUNCH *m = (fc_LAUNCH *)p;
@@ -497,6 +500,7 @@ static int launch_ex(const fc_launch_config *cfg, const void *func, void **args,
     st = fc_call(fc_servers[fc_devices[dev].server].conn, FC_OP_LAUNCH_EX, (uint16_t)dev, buf,
                  len, NULL, 0, &r);
     free(buf);
+    if (!st) fc_capture_node(fc_capture_of(cfg->stream, ptds, dev), FC_NODE_KERNEL);
     return fc_sync_status(dev, st);
 }
 

@@ -439,6 +439,37 @@ static int peer_copy(int ddev, uint64_t dst, int sdev, uint64_t src, size_t n, u
     return st;
 }
 
+/* A copy into a capturing stream becomes a node of the graph. Host memory is not read now:
+ * the daemon captures a host node that fetches (or delivers) the bytes at each replay. */
+static int captured_copy(fc_capture *cap, void *dst, const void *src, size_t n, int d_is_dev,
+                         int s_is_dev, int ddev, int sdev, uint32_t sid) {
+    int st;
+    if (d_is_dev && s_is_dev) {
+        if (ddev != sdev) return cudaErrorStreamCaptureUnsupported;
+        st = dtod(ddev, (uint64_t)(uintptr_t)dst, (uint64_t)(uintptr_t)src, n, sid);
+    } else if (d_is_dev || s_is_dev) {
+        int dev = d_is_dev ? ddev : sdev;
+        if ((st = fc_device_ready(dev))) return st;
+        uint32_t node = fc_hostnode_add(dev, d_is_dev ? (void *)src : dst, n, d_is_dev);
+        if (!node) return cudaErrorMemoryAllocation;
+        fc_req r;
+        fc_req_init(&r, NULL, 0);
+        if (d_is_dev) {
+            fc_CAPTURE_HTOD m = {(uint64_t)(uintptr_t)dst, n, sid, node};
+            st = fc_call(dev_conn(dev), FC_OP_CAPTURE_HTOD, (uint16_t)dev, &m, sizeof m, NULL, 0,
+                         &r);
+        } else {
+            fc_CAPTURE_DTOH m = {(uint64_t)(uintptr_t)src, n, sid, node};
+            st = fc_call(dev_conn(dev), FC_OP_CAPTURE_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0,
+                         &r);
+        }
+    } else {
+        return cudaErrorStreamCaptureUnsupported; /* host to host: nothing for the GPU */
+    }
+    if (!st) fc_capture_node(cap, FC_NODE_MEMCPY);
+    return st;
+}
+
 int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t stream,
                    int async, int ptds) {
     int st = fc_ensure_init();
@@ -461,6 +492,8 @@ int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t 
     int mem_dev = d_is_dev ? ddev : (s_is_dev ? sdev : fc_current_device());
     st = copy_stream(stream, ptds, mem_dev, &sid);
     if (st) return st;
+    fc_capture *cap = fc_capture_of(stream, ptds, mem_dev);
+    if (cap) return captured_copy(cap, dst, src, n, d_is_dev, s_is_dev, ddev, sdev, sid);
     if (d_is_dev && s_is_dev) {
         if (ddev == sdev) return dtod(ddev, (uint64_t)(uintptr_t)dst, (uint64_t)(uintptr_t)src, n, sid);
         return peer_copy(ddev, (uint64_t)(uintptr_t)dst, sdev, (uint64_t)(uintptr_t)src, n, sid,
@@ -495,6 +528,15 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
     st = copy_stream(stream, ptds, mem_dev, &sid);
     if (st) return st;
     uint64_t d = (uint64_t)(uintptr_t)dst, s = (uint64_t)(uintptr_t)src;
+    fc_capture *cap = fc_capture_of(stream, ptds, mem_dev);
+    if (cap) {
+        if (!(d_is_dev && s_is_dev && ddev == sdev)) {
+            fc_log("2D copies between host memory and a capturing stream are not supported by "
+                   "farcuda (cudaErrorStreamCaptureUnsupported)");
+            return cudaErrorStreamCaptureUnsupported;
+        }
+        fc_capture_node(cap, FC_NODE_MEMCPY);
+    }
     if (d_is_dev && s_is_dev) {
         if (ddev != sdev) { /* rare: row by row through the peer path */
             for (size_t y = 0; y < height && !st; y++)
@@ -565,6 +607,7 @@ int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int asyn
     st = copy_stream(stream, ptds, dev, &sid);
     if (st) return st;
     if ((st = fc_device_ready(dev))) return st;
+    fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_MEMSET);
     fc_MEMSET m = {(uint64_t)(uintptr_t)dst, n, (uint32_t)(value & 0xff), sid, 1};
     st = fc_post(dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
@@ -583,6 +626,7 @@ static int memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_
     st = copy_stream(stream, ptds, dev, &sid);
     if (st) return st;
     if ((st = fc_device_ready(dev))) return st;
+    fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_MEMSET);
     fc_MEMSET2D m = {(uint64_t)(uintptr_t)dst, pitch, width, height, (uint32_t)(value & 0xff), sid};
     st = fc_post(dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);

@@ -19,6 +19,10 @@
 #define FC_GRAPH_MAGIC 0x47524150U
 #define FC_EXEC_MAGIC 0x47455845U
 
+static pthread_mutex_t capture_mtx = PTHREAD_MUTEX_INITIALIZER;
+static fc_stream *stream_struct(cudaStream_t s, int ptds, int dev);
+static void capture_join(fc_capture *c, fc_stream *fs);
+
 static uint32_t next_id = 1;
 uint32_t fc_new_id(void) { return __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED); }
 
@@ -178,6 +182,12 @@ static int stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, 
         return fc_sync_status(ev->dev, st);
     }
     fc_STREAM_WAIT_EVENT m = {id, ev->id, flags};
+    fc_stream *fs = stream_struct(s, ptds, dev);
+    if (ev->capture && fs && !fs->capture) { /* waiting on a captured event joins the capture */
+        pthread_mutex_lock(&capture_mtx);
+        capture_join(ev->capture, fs);
+        pthread_mutex_unlock(&capture_mtx);
+    }
     /* aux carries the event's device when it differs from the stream's */
     fc_conn *c = dev_conn(dev);
     char *p = fc_post_begin(c, FC_OP_STREAM_WAIT_EVENT, (uint16_t)dev, sizeof m);
@@ -297,6 +307,7 @@ static int event_record(cudaEvent_t e, cudaStream_t s, unsigned int flags, int p
     if ((st = fc_device_ready(dev))) return st;
     fc_EVENT_RECORD m = {ev->id, id, flags};
     ev->recorded = 1;
+    ev->capture = fc_capture_of(s, ptds, dev);
     return post_dev(dev, FC_OP_EVENT_RECORD, &m, sizeof m);
 }
 
@@ -364,6 +375,7 @@ FC_EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
 typedef struct fc_callback {
     uint32_t id;
     uint64_t seq;
+    int persistent;             /* captured into a graph: runs at every replay */
     int dev;
     int kind; /* 0 host function, 1 stream callback */
     void (*fn)(void *);
@@ -385,7 +397,7 @@ static uint64_t cb_seq;
 
 static int earlier_pending(int dev, uint64_t seq) {
     for (fc_callback *c = cb_registered; c; c = c->next)
-        if (c->dev == dev && c->seq < seq) return 1;
+        if (c->dev == dev && c->seq < seq && !c->persistent) return 1;
     for (fc_callback *c = cb_ready_head; c; c = c->next)
         if (c->dev == dev && c->seq < seq) return 1;
     return cb_running && cb_running->dev == dev && cb_running->seq < seq;
@@ -418,9 +430,13 @@ static void *cb_main(void *arg) {
         fc_post(dev_conn(c->dev), FC_OP_CALLBACK_DONE, (uint16_t)c->dev, &m, sizeof m, NULL, 0);
         pthread_mutex_lock(&cb_mtx);
         cb_running = NULL;
+        if (c->persistent) { /* back to waiting for the next replay */
+            c->next = cb_registered;
+            cb_registered = c;
+        }
         pthread_cond_broadcast(&cb_done_cv);
         pthread_mutex_unlock(&cb_mtx);
-        free(c);
+        if (!c->persistent) free(c);
     }
     return NULL;
 }
@@ -452,7 +468,8 @@ static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
     if ((st = fc_device_ready(dev))) return st;
     fc_callback *c = calloc(1, sizeof *c);
     if (!c) return cudaErrorMemoryAllocation;
-    *c = (fc_callback){fc_new_id(), 0, dev, kind, fn, cb, data, s, NULL};
+    fc_capture *cap = fc_capture_of(s, ptds, dev);
+    *c = (fc_callback){fc_new_id(), 0, cap != NULL, dev, kind, fn, cb, data, s, NULL};
     pthread_mutex_lock(&cb_mtx);
     c->seq = ++cb_seq;
     if (!cb_thread_started) {
@@ -468,7 +485,14 @@ static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
     cb_registered = c;
     pthread_mutex_unlock(&cb_mtx);
     fc_HOST_FUNC m = {sid, c->id};
-    return post_dev(dev, FC_OP_HOST_FUNC, &m, sizeof m);
+    fc_conn *conn = dev_conn(dev);
+    char *p = fc_post_begin(conn, FC_OP_HOST_FUNC, (uint16_t)dev, sizeof m);
+    if (!p) return conn->dead ? conn->dead_status : cudaErrorMemoryAllocation;
+    ((fc_hdr *)p)[-1].aux = cap != NULL; /* 1: captured, the daemon re-arms it per replay */
+    memcpy(p, &m, sizeof m);
+    fc_post_commit(conn);
+    fc_capture_node(cap, FC_NODE_HOST);
+    return fc_device_status(dev);
 }
 
 FC_EXPORT cudaError_t cudaLaunchHostFunc(cudaStream_t s, void (*fn)(void *), void *data) {
@@ -492,7 +516,116 @@ FC_EXPORT cudaError_t cudaStreamAddCallback_ptsz(cudaStream_t s,
 
 /* ---------------- stream capture and graphs ---------------- */
 
-typedef struct { uint32_t magic, id; int dev; } fc_graph;
+typedef struct { uint32_t magic; int type; } fc_gnode;
+
+typedef struct {
+    uint32_t magic, id;
+    int dev;
+    fc_gnode **nodes;           /* the captured operations, in capture order */
+    size_t n, cap;
+} fc_graph;
+
+struct fc_capture {
+    fc_graph *graph;
+    fc_stream **members;        /* streams that joined (the origin first) */
+    size_t nmembers;
+};
+
+#define FC_NODE_MAGIC 0x4e4f4445U
+
+static fc_stream *stream_struct(cudaStream_t s, int ptds, int dev) {
+    if (s == FC_STREAM_LEGACY || (s == NULL && !ptds)) return NULL;
+    if (s == NULL || s == FC_STREAM_PER_THREAD) {
+        if (dev < 0 || dev >= FC_MAX_DEVICES) return NULL;
+        return fc_tls_get()->ptds[dev];
+    }
+    fc_stream *fs = s;
+    return fs->magic == FC_STREAM_MAGIC ? fs : NULL;
+}
+
+fc_capture *fc_capture_of(cudaStream_t s, int ptds, int dev) {
+    fc_stream *fs = stream_struct(s, ptds, dev);
+    return fs ? fs->capture : NULL;
+}
+
+static void capture_join(fc_capture *c, fc_stream *fs) {
+    fc_stream **m = realloc(c->members, (c->nmembers + 1) * sizeof *m);
+    if (!m) return;
+    c->members = m;
+    c->members[c->nmembers++] = fs;
+    fs->capture = c;
+}
+
+void fc_capture_node(fc_capture *c, int type) {
+    if (!c) return;
+    fc_gnode *nd = calloc(1, sizeof *nd);
+    if (!nd) return;
+    *nd = (fc_gnode){FC_NODE_MAGIC, type};
+    pthread_mutex_lock(&capture_mtx);
+    fc_graph *g = c->graph;
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 16;
+        fc_gnode **v = realloc(g->nodes, cap * sizeof *v);
+        if (v) {
+            g->nodes = v;
+            g->cap = cap;
+        }
+    }
+    if (g->n < g->cap) g->nodes[g->n++] = nd;
+    pthread_mutex_unlock(&capture_mtx);
+}
+
+/* Host memory named by captured copies: the daemon asks for it (FETCH) or sends it (PUSH)
+ * each time the graph runs; only these registered ranges are ever touched. */
+typedef struct { void *host; size_t n; int dev; int to_device; } fc_hostnode;
+static fc_hostnode *hostnodes;
+static uint32_t nhostnodes, cap_hostnodes;
+
+uint32_t fc_hostnode_add(int dev, void *host, size_t n, int to_device) {
+    pthread_mutex_lock(&capture_mtx);
+    if (nhostnodes == cap_hostnodes) {
+        uint32_t cap = cap_hostnodes ? cap_hostnodes * 2 : 16;
+        fc_hostnode *v = realloc(hostnodes, cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&capture_mtx);
+            return 0;
+        }
+        hostnodes = v;
+        cap_hostnodes = cap;
+    }
+    hostnodes[nhostnodes] = (fc_hostnode){host, n, dev, to_device};
+    uint32_t id = ++nhostnodes;
+    pthread_mutex_unlock(&capture_mtx);
+    return id;
+}
+
+static int hostnode_get(uint32_t id, fc_hostnode *out) {
+    pthread_mutex_lock(&capture_mtx);
+    int ok = id >= 1 && id <= nhostnodes;
+    if (ok) *out = hostnodes[id - 1];
+    pthread_mutex_unlock(&capture_mtx);
+    return ok ? 0 : -1;
+}
+
+/* reader thread: a replay reached a captured host-to-device copy */
+void fc_hostnode_fetch(fc_conn *c, uint32_t node) {
+    fc_hostnode h;
+    if (hostnode_get(node, &h) || !h.to_device) return;
+    for (size_t off = 0; off < h.n; off += FC_CHUNK) {
+        size_t k = h.n - off < FC_CHUNK ? h.n - off : FC_CHUNK;
+        fc_HOST_DATA m = {node, 0, off};
+        fc_post(c, FC_OP_HOST_DATA, (uint16_t)h.dev, &m, sizeof m, (char *)h.host + off, k);
+    }
+}
+
+/* reader thread: where the bytes of a PUSH go (a registered device-to-host range only) */
+int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
+    fc_hostnode h;
+    if (hostnode_get(node, &h) || h.to_device || offset > h.n || n > h.n - offset) return -1;
+    *dst = (char *)h.host + offset;
+    *dev = h.dev;
+    return 0;
+}
 
 static __thread int capture_mode_tls; /* cudaStreamCaptureModeGlobal = 0 */
 
@@ -504,11 +637,20 @@ static int begin_capture(cudaStream_t s, int mode, int ptds) {
     if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
     if (id == 0) return cudaErrorStreamCaptureUnsupported; /* the legacy stream cannot */
     if ((st = fc_device_ready(dev))) return st;
+    fc_stream *fs = stream_struct(s, ptds, dev);
+    if (!fs) return cudaErrorStreamCaptureUnsupported;
     fc_CAPTURE_BEGIN m = {id, (uint32_t)mode};
     st = call_dev(dev, FC_OP_CAPTURE_BEGIN, &m, sizeof m, NULL, 0);
-    if (!st && s != NULL && s != FC_STREAM_LEGACY && s != FC_STREAM_PER_THREAD)
-        ((fc_stream *)s)->capturing = 1;
-    return st;
+    if (st) return st;
+    fc_capture *c = calloc(1, sizeof *c);
+    fc_graph *g = calloc(1, sizeof *g);
+    if (!c || !g) return cudaErrorMemoryAllocation;
+    *g = (fc_graph){FC_GRAPH_MAGIC, fc_new_id(), dev, NULL, 0, 0};
+    c->graph = g;
+    pthread_mutex_lock(&capture_mtx);
+    capture_join(c, fs);
+    pthread_mutex_unlock(&capture_mtx);
+    return cudaSuccess;
 }
 
 FC_EXPORT cudaError_t cudaStreamBeginCapture(cudaStream_t s, int mode) {
@@ -526,17 +668,21 @@ static int end_capture(cudaStream_t s, void **graph, int ptds) {
     uint32_t id;
     if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
     if ((st = fc_device_ready(dev))) return st;
-    fc_graph *g = calloc(1, sizeof *g);
-    if (!g) return cudaErrorMemoryAllocation;
-    *g = (fc_graph){FC_GRAPH_MAGIC, fc_new_id(), dev};
-    fc_CAPTURE_END m = {id, g->id};
+    fc_stream *fs = stream_struct(s, ptds, dev);
+    fc_capture *c = fs ? fs->capture : NULL;
+    fc_graph *g = c ? c->graph : NULL;
+    fc_CAPTURE_END m = {id, g ? g->id : fc_new_id()};
     st = call_dev(dev, FC_OP_CAPTURE_END, &m, sizeof m, NULL, 0);
-    if (s != NULL && s != FC_STREAM_LEGACY && s != FC_STREAM_PER_THREAD)
-        ((fc_stream *)s)->capturing = 0;
-    if (st) {
-        free(g);
+    if (c) { /* the capture is over for every stream that joined it */
+        pthread_mutex_lock(&capture_mtx);
+        for (size_t i = 0; i < c->nmembers; i++) c->members[i]->capture = NULL;
+        pthread_mutex_unlock(&capture_mtx);
+        free(c->members);
+        free(c);
+    }
+    if (st || !g) {
         *graph = NULL;
-        return st;
+        return st ? st : cudaErrorStreamCaptureUnmatched;
     }
     *graph = g;
     return cudaSuccess;
@@ -604,6 +750,31 @@ FC_EXPORT cudaError_t cudaThreadExchangeStreamCaptureMode(int *mode) {
     return cudaSuccess;
 }
 
+static int graph_nodes(void *graph, void **nodes, size_t *num) {
+    fc_graph *g = graph;
+    if (!g || g->magic != FC_GRAPH_MAGIC || !num) return cudaErrorInvalidValue;
+    if (nodes) {
+        size_t k = *num < g->n ? *num : g->n;
+        for (size_t i = 0; i < k; i++) nodes[i] = g->nodes[i];
+        for (size_t i = k; i < *num; i++) nodes[i] = NULL;
+        if (*num > g->n) *num = g->n;
+    } else {
+        *num = g->n;
+    }
+    return cudaSuccess;
+}
+
+FC_EXPORT cudaError_t cudaGraphGetNodes(void *graph, void **nodes, size_t *num) {
+    return fc_ret(graph_nodes(graph, nodes, num));
+}
+
+FC_EXPORT cudaError_t cudaGraphNodeGetType(void *node, int *type) {
+    fc_gnode *nd = node;
+    if (!nd || nd->magic != FC_NODE_MAGIC || !type) return fc_ret(cudaErrorInvalidValue);
+    *type = nd->type;
+    return cudaSuccess;
+}
+
 static int graph_instantiate(void **exec, void *graph, unsigned long long flags) {
     int st = fc_ensure_init();
     if (st) return st;
@@ -611,7 +782,7 @@ static int graph_instantiate(void **exec, void *graph, unsigned long long flags)
     if (!exec || !g || g->magic != FC_GRAPH_MAGIC) return cudaErrorInvalidValue;
     fc_graph *x = calloc(1, sizeof *x);
     if (!x) return cudaErrorMemoryAllocation;
-    *x = (fc_graph){FC_EXEC_MAGIC, fc_new_id(), g->dev};
+    *x = (fc_graph){FC_EXEC_MAGIC, fc_new_id(), g->dev, NULL, 0, 0};
     fc_GRAPH_INSTANTIATE m = {g->id, x->id, flags};
     st = call_dev(g->dev, FC_OP_GRAPH_INSTANTIATE, &m, sizeof m, NULL, 0);
     if (st) {

@@ -47,7 +47,8 @@ _DATA_CHUNK = 4 << 20
 _HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
 _SINK_MIN = 64 << 10
 _INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the REPLY itself
-_NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE")}
+_NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE",
+                                   "FETCH", "PUSH")}
 
 
 class DeviceState:
@@ -165,11 +166,14 @@ class Session(asyncio.BufferedProtocol):
         self.bytes_in += nbytes
         try:
             frames = self.reader.buffer_updated(nbytes)
+            while frames:
+                for f in frames:
+                    self.dispatch(f)
+                if self.transport is None:
+                    return
+                frames = self.reader.buffer_updated(0)
         except ProtocolError as exc:
             self.abort(f"malformed frame: {exc}")
-            return
-        for f in frames:
-            self.dispatch(f)
 
     def eof_received(self) -> bool:
         return False
@@ -751,13 +755,47 @@ class Session(asyncio.BufferedProtocol):
 
         def reached():
             self._write(encode(_NOTIFY["CALLBACK"], {"callback": cb}, vdev=vdev))
-        self.callbacks[cb] = self.dev(f).be.host_func(sid, reached)
+        persistent = f.aux == 1  # captured into a graph: it runs at every replay
+        self.callbacks[cb] = (self.dev(f).be.host_func(sid, reached, persistent), persistent)
 
     def op_CALLBACK_DONE(self, f):
-        done = self.callbacks.pop(f.values()[0], None)
+        (cb,) = f.values()
+        done, persistent = self.callbacks.get(cb, (None, False))
         if done is None:
             raise CudaError(E["cudaErrorInvalidValue"], "unknown callback")
+        if not persistent:
+            del self.callbacks[cb]
         done()
+
+    def op_CAPTURE_HTOD(self, f):
+        dst, size, sid, node = f.values()
+        d, vdev = self.dev(f), f.vdev
+        d.check(dst, size)
+
+        def fetch():
+            self._write(encode(_NOTIFY["FETCH"], {"node": node}, vdev=vdev))
+        d.be.capture_htod(dst, size, sid, node, fetch)
+
+    def op_CAPTURE_DTOH(self, f):
+        src, size, sid, node = f.values()
+        d, vdev = self.dev(f), f.vdev
+        d.check(src, size)
+
+        def push(view) -> None:
+            for off in range(0, len(view), _DATA_CHUNK):
+                part = view[off:off + _DATA_CHUNK]
+                last = off + _DATA_CHUNK >= len(view)
+                self._write(encode(_NOTIFY["PUSH"], {"node": node, "rsv": int(last),
+                                                     "offset": off}, vdev=vdev))
+                self._write(bytes(part))
+        d.be.capture_dtoh(src, size, sid, node, push)
+
+    def op_HOST_DATA(self, f):
+        node, _, offset = f.values()
+        self.dev(f).be.host_data(node, offset, f.tail or b"")
+
+    def op_PUSH_DONE(self, f):
+        self.dev(f).be.push_done(f.values()[0])
 
     # ------------------------------------------------------------ graphs
     def op_CAPTURE_BEGIN(self, f):

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,8 +58,11 @@ def start_local_daemon(timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "farcuda.daemon.cli", "--listen", "127.0.0.1:0",
            "--ready-fd", str(w), "--log-level", os.environ.get("FARCUDA_DAEMON_LOG", "warning")]
+    # the daemon's own log goes to a file: the program's stderr stays the program's
+    log = open(os.path.join(tempfile.gettempdir(), f"farcudad-{os.getpid()}.log"), "wb")
     proc = subprocess.Popen(cmd, pass_fds=(w,), env=clean_environment(os.environ),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
     os.close(w)
     deadline = time.monotonic() + timeout
     line = b""

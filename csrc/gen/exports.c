@@ -1078,7 +1078,6 @@ FC_EXPORT int cudaGraphExternalSemaphoresSignalNodeSetParams(void) { return fc_u
 FC_EXPORT int cudaGraphExternalSemaphoresWaitNodeGetParams(void) { return fc_unsupported(169); }
 FC_EXPORT int cudaGraphExternalSemaphoresWaitNodeSetParams(void) { return fc_unsupported(170); }
 FC_EXPORT int cudaGraphGetEdges(void) { return fc_unsupported(171); }
-FC_EXPORT int cudaGraphGetNodes(void) { return fc_unsupported(172); }
 FC_EXPORT int cudaGraphGetRootNodes(void) { return fc_unsupported(173); }
 FC_EXPORT int cudaGraphHostNodeGetParams(void) { return fc_unsupported(174); }
 FC_EXPORT int cudaGraphHostNodeSetParams(void) { return fc_unsupported(175); }
@@ -1102,7 +1101,6 @@ FC_EXPORT int cudaGraphNodeFindInClone(void) { return fc_unsupported(196); }
 FC_EXPORT int cudaGraphNodeGetDependencies(void) { return fc_unsupported(197); }
 FC_EXPORT int cudaGraphNodeGetDependentNodes(void) { return fc_unsupported(198); }
 FC_EXPORT int cudaGraphNodeGetEnabled(void) { return fc_unsupported(199); }
-FC_EXPORT int cudaGraphNodeGetType(void) { return fc_unsupported(200); }
 FC_EXPORT int cudaGraphNodeSetEnabled(void) { return fc_unsupported(201); }
 FC_EXPORT int cudaGraphNodeSetParams(void) { return fc_unsupported(202); }
 FC_EXPORT int cudaGraphReleaseUserObject(void) { return fc_unsupported(203); }

@@ -79,6 +79,10 @@ enum {
     FC_OP_GRAPH_DESTROY = 0x0506,
     FC_OP_GRAPH_EXEC_DESTROY = 0x0507,
     FC_OP_GRAPH_UPLOAD = 0x0508,
+    FC_OP_CAPTURE_HTOD = 0x0509,
+    FC_OP_CAPTURE_DTOH = 0x050a,
+    FC_OP_HOST_DATA = 0x050b,
+    FC_OP_PUSH_DONE = 0x050c,
     FC_OP_REPLY = 0x8001,
     FC_OP_DATA = 0x8002,
     FC_OP_HEARTBEAT = 0x8003,
@@ -86,6 +90,8 @@ enum {
     FC_OP_ASYNC_ERROR = 0x8005,
     FC_OP_STDOUT = 0x8006,
     FC_OP_GOODBYE = 0x8007,
+    FC_OP_FETCH = 0x8008,
+    FC_OP_PUSH = 0x8009,
 };
 
 typedef struct __attribute__((packed)) {  /* SERVER_HELLO */
@@ -539,6 +545,34 @@ typedef struct __attribute__((packed)) {  /* GRAPH_UPLOAD */
 } fc_GRAPH_UPLOAD;
 _Static_assert(sizeof(fc_GRAPH_UPLOAD) == 8, "fc_GRAPH_UPLOAD layout");
 
+typedef struct __attribute__((packed)) {  /* CAPTURE_HTOD */
+    uint64_t dst;
+    uint64_t size;
+    uint32_t stream;
+    uint32_t node;
+} fc_CAPTURE_HTOD;
+_Static_assert(sizeof(fc_CAPTURE_HTOD) == 24, "fc_CAPTURE_HTOD layout");
+
+typedef struct __attribute__((packed)) {  /* CAPTURE_DTOH */
+    uint64_t src;
+    uint64_t size;
+    uint32_t stream;
+    uint32_t node;
+} fc_CAPTURE_DTOH;
+_Static_assert(sizeof(fc_CAPTURE_DTOH) == 24, "fc_CAPTURE_DTOH layout");
+
+typedef struct __attribute__((packed)) {  /* HOST_DATA */
+    uint32_t node;
+    uint32_t rsv;
+    uint64_t offset;
+} fc_HOST_DATA;
+_Static_assert(sizeof(fc_HOST_DATA) == 16, "fc_HOST_DATA layout");
+
+typedef struct __attribute__((packed)) {  /* PUSH_DONE */
+    uint32_t node;
+} fc_PUSH_DONE;
+_Static_assert(sizeof(fc_PUSH_DONE) == 4, "fc_PUSH_DONE layout");
+
 typedef struct __attribute__((packed)) {  /* REPLY */
     uint32_t status;
     uint32_t fixed_len;
@@ -565,5 +599,17 @@ typedef struct __attribute__((packed)) {  /* GOODBYE */
     uint32_t status;
 } fc_GOODBYE;
 _Static_assert(sizeof(fc_GOODBYE) == 4, "fc_GOODBYE layout");
+
+typedef struct __attribute__((packed)) {  /* FETCH */
+    uint32_t node;
+} fc_FETCH;
+_Static_assert(sizeof(fc_FETCH) == 4, "fc_FETCH layout");
+
+typedef struct __attribute__((packed)) {  /* PUSH */
+    uint32_t node;
+    uint32_t rsv;
+    uint64_t offset;
+} fc_PUSH;
+_Static_assert(sizeof(fc_PUSH) == 16, "fc_PUSH layout");
 
 #endif

@@ -21,7 +21,10 @@ import threading
 import time
 from collections import deque
 
-from cuda.bindings import driver as cu
+try:
+    from cuda.bindings import driver as cu
+except ImportError as exc:
+    raise RuntimeError(f"cuda-bindings is not installed ({exc})") from None
 
 from ..errors import CudaError, E
 
@@ -30,6 +33,7 @@ log = logging.getLogger("farcudad.cuda")
 SUCCESS = cu.CUresult.CUDA_SUCCESS
 NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 SLOT = 4 << 20
+SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
 SPIN_S = 60e-6
 
 
@@ -47,7 +51,10 @@ def check(res):
     return None
 
 
-_libcuda = ctypes.CDLL("libcuda.so.1")
+try:
+    _libcuda = ctypes.CDLL("libcuda.so.1")
+except OSError:
+    raise RuntimeError("no CUDA driver on this machine (libcuda.so.1 not found)") from None
 _launch = _libcuda.cuLaunchKernel
 _launch.restype = ctypes.c_int
 _launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
@@ -196,6 +203,8 @@ class CudaDevice:
             2 << 20)
         self._handles: dict[int, object] = {}
         self.streams: dict[int, object] = {0: cu.CUstream(0)}
+        self.stream_flags: dict[int, int] = {}
+        self.blocking: set[int] = set()  # created streams that synchronize with the legacy one
         self.events: dict[int, object] = {}
         self.kernels: dict[int, dict] = {}
         self.libraries: list[tuple[object, bytes]] = []
@@ -204,8 +213,11 @@ class CudaDevice:
         self.capturing: set[int] = set()
         self._event_pool: list = []
         self._host_fns: dict[int, tuple] = {}
+        self._capture_nodes: dict[int, dict] = {}
         self._hostfn_ids = 0
         self.staging = _Staging(self)
+        self._small = int(check(cu.cuMemHostAlloc(SMALL, 0)))
+        self._small_view = memoryview((ctypes.c_char * SMALL).from_address(self._small)).cast("B")
 
     # ------------------------------------------------------------ context
     def cur(self) -> None:
@@ -292,6 +304,18 @@ class CudaDevice:
     def pitch_for(self, width: int) -> int:
         return -(-width // 512) * 512  # the driver's pitch on sm_90 (checked on an H100)
 
+    def _idle_for(self, sid: int) -> bool:
+        """Nothing can run before new work in this stream: the stream is idle, and so is what
+        it implicitly waits for (the legacy stream waits for every blocking stream, and a
+        blocking stream for the legacy one)."""
+        if cu.cuStreamQuery(self._s(sid))[0] != SUCCESS:
+            return False
+        if self.stream_flags.get(sid, 0) & 1:  # non-blocking
+            return True
+        others = self.blocking if sid == 0 else (0,)
+        return all(cu.cuStreamQuery(self.streams[o])[0] == SUCCESS for o in others
+                   if o != sid and o in self.streams)
+
     def _s(self, sid: int):
         s = self.streams.get(sid)
         if s is None:
@@ -367,6 +391,12 @@ class CudaDevice:
         self.cur()
         s = self._s(stream)
         self._no_capture(stream)
+        if n <= SMALL and self._idle_for(stream):
+            # nothing runs before it in the stream: the copy itself takes microseconds, so
+            # one synchronous call beats an async copy, an event and a wait
+            check(cu.cuMemcpyDtoHAsync(self._small, src, n, s))
+            check(cu.cuStreamSynchronize(s))
+            return bytes(self._small_view[:n])
         if n <= SLOT:
             slot = self.staging.acquire()
             try:
@@ -647,6 +677,9 @@ class CudaDevice:
         if sid == 0 or sid in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags & 1, priority))
+        self.stream_flags[sid] = flags & 1
+        if not flags & 1:
+            self.blocking.add(sid)
         if self._fp is not None:
             self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]))
 
@@ -656,6 +689,8 @@ class CudaDevice:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         check(cu.cuStreamDestroy(self._s(sid)))
         del self.streams[sid]
+        self.stream_flags.pop(sid, None)
+        self.blocking.discard(sid)
         if self._fp is not None:
             self._fp.fp_drop_stream(self.vdev, sid)
         self.capturing.discard(sid)
@@ -731,9 +766,9 @@ class CudaDevice:
         self.cur()
         return float(check(cu.cuEventElapsedTime(self._e(a), self._e(b))))
 
-    def host_func(self, sid: int, reached):
+    def host_func(self, sid: int, reached, persistent: bool = False):
         """The stream runs a host function that tells the client and holds the stream until
-        the client's callback is done."""
+        the client's callback is done (at every replay, when captured into a graph)."""
         self.cur()
         s = self._s(sid)
         loop = asyncio.get_running_loop()
@@ -744,7 +779,9 @@ class CudaDevice:
         def fn(_user):
             loop.call_soon_threadsafe(reached)
             gate.wait()
-            self._host_fns.pop(key, None)
+            gate.clear()
+            if not persistent:
+                self._host_fns.pop(key, None)
         cfn = _HOSTFN(fn)
         self._host_fns[key] = (cfn, gate)
         err = _launch_host(int(s), cfn, None)
@@ -752,6 +789,71 @@ class CudaDevice:
             self._host_fns.pop(key, None)
             raise CudaError(err)
         return gate.set
+
+    # -- host memory in captured graphs: served by the client at each replay --
+    def _capture_node(self, node: int, size: int, to_device: bool) -> dict:
+        if node in self._capture_nodes or size == 0:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        # our own allocation must not count as the app's unsafe call during its capture
+        mode = check(cu.cuThreadExchangeStreamCaptureMode(
+            cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED))
+        try:
+            buf = int(check(cu.cuMemHostAlloc(size, 0)))
+        finally:
+            cu.cuThreadExchangeStreamCaptureMode(mode)
+        rec = {"buf": buf, "n": size, "got": 0, "gate": threading.Event(),
+               "to_device": to_device}
+        self._capture_nodes[node] = rec
+        return rec
+
+    def _host_node(self, s, rec, on_reach) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fn(_user):
+            rec["got"] = 0
+            loop.call_soon_threadsafe(on_reach)
+            rec["gate"].wait()
+            rec["gate"].clear()
+        rec["fn"] = _HOSTFN(fn)
+        err = _launch_host(int(s), rec["fn"], None)
+        if err:
+            raise CudaError(err)
+
+    def capture_htod(self, dst: int, size: int, sid: int, node: int, fetch) -> None:
+        self.cur()
+        s = self._s(sid)
+        if sid not in self.capturing:
+            raise CudaError(E["cudaErrorIllegalState"])
+        rec = self._capture_node(node, size, True)
+        self._host_node(s, rec, fetch)  # replay: get the bytes from the client ...
+        check(cu.cuMemcpyHtoDAsync(dst, rec["buf"], size, s))  # ... then copy them up
+
+    def capture_dtoh(self, src: int, size: int, sid: int, node: int, push) -> None:
+        self.cur()
+        s = self._s(sid)
+        if sid not in self.capturing:
+            raise CudaError(E["cudaErrorIllegalState"])
+        rec = self._capture_node(node, size, False)
+        check(cu.cuMemcpyDtoHAsync(rec["buf"], src, size, s))  # replay: copy down ...
+        view = memoryview((ctypes.c_char * size).from_address(rec["buf"])).cast("B")
+        self._host_node(s, rec, lambda: push(view))  # ... then hand the bytes to the client
+
+    def host_data(self, node: int, offset: int, data) -> None:
+        rec = self._capture_nodes.get(node)
+        n = len(data)
+        if rec is None or not rec["to_device"] or offset + n > rec["n"]:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        memoryview((ctypes.c_char * rec["n"]).from_address(rec["buf"])).cast("B")[
+            offset:offset + n] = data
+        rec["got"] += n
+        if rec["got"] >= rec["n"]:
+            rec["gate"].set()
+
+    def push_done(self, node: int) -> None:
+        rec = self._capture_nodes.get(node)
+        if rec is None or rec["to_device"]:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        rec["gate"].set()
 
     # ------------------------------------------------------------ graphs
     def capture_begin(self, sid: int, mode: int) -> None:
@@ -850,10 +952,13 @@ class CudaDevice:
             cu.cuCtxSetCurrent(self.ctx)
             for gate in [g for _, g in self._host_fns.values()]:
                 gate.set()
+            for rec in self._capture_nodes.values():  # release driver threads held in them
+                rec["gate"].set()
             for base, h in list(self._handles.items()):
                 cu.cuMemRelease(h)
             self._handles.clear()
             self.staging.close()
+            cu.cuMemFreeHost(self._small)
             for lib, _ in self.libraries:
                 cu.cuLibraryUnload(lib)
             cu.cuMemAddressFree(self.window_base, self.window_size)

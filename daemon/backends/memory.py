@@ -296,7 +296,19 @@ class MemoryDevice:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         return (tb - ta) * 1000.0
 
-    def host_func(self, sid: int, reached: Callable[[], None]) -> Callable[[], None]:
+    def capture_htod(self, dst, size, sid, node, fetch) -> None:
+        raise CudaError(E["cudaErrorNotSupported"], "host copies in graphs need the GPU backend")
+
+    capture_dtoh = capture_htod
+
+    def host_data(self, node, offset, data) -> None:
+        raise CudaError(E["cudaErrorInvalidValue"])
+
+    def push_done(self, node) -> None:
+        raise CudaError(E["cudaErrorInvalidValue"])
+
+    def host_func(self, sid: int, reached: Callable[[], None],
+                  persistent: bool = False) -> Callable[[], None]:
         """Run ``reached`` when the stream gets there; the returned function unblocks it."""
         s = self.streams.get(sid)
         if s is None:

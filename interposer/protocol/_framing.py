@@ -117,7 +117,9 @@ class FrameReader:
     ``feed(data)`` does both for callers that already hold bytes (its frames own their tails).
 
     ``fast``, when given, is offered the unparsed bytes before each frame is parsed and may
-    execute and consume complete frames itself (those are not returned).
+    execute and consume complete frames itself (those are not returned). To keep program
+    order, a reader with ``fast`` returns at most one frame per call: call
+    ``buffer_updated(0)`` again after handling it, until it returns no frame.
     A ``sink(header, fixed, tail_len)`` may return a view of exactly ``tail_len`` bytes for a
     frame's tail (bulk data lands there directly); returning None keeps the tail in the reader.
     ``accept`` names the direction this side receives; any other opcode, an impossible length,
@@ -141,8 +143,9 @@ class FrameReader:
         # a frame whose tail is being received outside the ring buffer:
         # (header, msg, fixed, sink view | list of received chunks, bytes got, tail length)
         self._pending: tuple | None = None
-        # the chunk get_buffer handed out for such a tail, until buffer_updated fills it
+        # the chunk such a tail is being received into, and how much of it is filled
         self._open_chunk: bytearray | None = None
+        self._open_fill = 0
 
     # -- buffer interface (asyncio.BufferedProtocol-shaped) --
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -151,13 +154,15 @@ class FrameReader:
             if isinstance(dest, memoryview):
                 return dest[got:]
             # Accumulating a tail without a sink: one chunk at a time, so memory follows the
-            # bytes that actually arrived, never the length the peer claimed. An event loop
-            # may call get_buffer again without buffer_updated in between (a read that found
-            # nothing): the chunk still open is handed out again, for a fresh one would leave
-            # a hole of zeros in the tail.
+            # bytes that actually arrived, never the length the peer claimed. A chunk is
+            # filled to the end before the next one is made (short reads must not cost a new
+            # 4 MiB chunk each), and an event loop may call get_buffer again without
+            # buffer_updated in between (a read that found nothing): both get the unfilled
+            # rest of the open chunk, never a fresh one that would leave a hole in the tail.
             if self._open_chunk is None:
                 self._open_chunk = bytearray(min(total - got, 4 << 20))
-            return memoryview(self._open_chunk)
+                self._open_fill = 0
+            return memoryview(self._open_chunk)[self._open_fill:]
         if self._r == self._w:
             self._r = self._w = 0
         elif len(self._buf) - self._w < max(65536, self._need - (self._w - self._r)):
@@ -199,10 +204,11 @@ class FrameReader:
     # -- internals --
     def _advance_pending(self, n: int, frames: list[Frame]) -> None:
         header, msg, fixed, dest, got, total = self._pending  # type: ignore[misc]
-        if isinstance(dest, list):
-            chunk, self._open_chunk = self._open_chunk, None
-            if chunk is not None and n:  # a short read: keep only what arrived
-                dest.append(chunk if n == len(chunk) else chunk[:n])
+        if isinstance(dest, list) and n:
+            self._open_fill += n
+            if self._open_fill == len(self._open_chunk):  # type: ignore[arg-type]
+                dest.append(self._open_chunk)
+                self._open_chunk = None
         got += n
         if got < total:
             self._pending = (header, msg, fixed, dest, got, total)
@@ -214,6 +220,8 @@ class FrameReader:
 
     def _parse(self, frames: list[Frame]) -> None:
         while self._pending is None:
+            if self._fast is not None and frames:
+                return  # the caller handles these first (program order), then asks again
             if self._fast is not None and self._w - self._r >= HEADER_SIZE:
                 self._r += self._fast(self._buf, self._r, self._w)
             avail = self._w - self._r
@@ -255,6 +263,11 @@ class FrameReader:
                 self._r = tstart + tail_len
                 frames.append(Frame(op, header[2], header[3], header[4], header[5], msg, fixed,
                                     tail if tail_len else None, tail_len))
+                if self._fast is not None:
+                    # the fast path must not run ahead of a frame the caller has not handled
+                    # yet: hand this one over first (the caller asks again with
+                    # buffer_updated(0))
+                    return
                 continue
             # Tail outside the ring: copy what arrived already, receive the rest in place.
             if dest is None:

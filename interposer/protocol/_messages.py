@@ -208,6 +208,13 @@ MESSAGES: tuple[Message, ...] = (
     _m("GRAPH_DESTROY", 0x0506, "async", "graph:u32"),
     _m("GRAPH_EXEC_DESTROY", 0x0507, "async", "exec:u32"),
     _m("GRAPH_UPLOAD", 0x0508, "either", "exec:u32 stream:u32"),
+    # Host memory in a captured graph is read and written when the graph runs, as in CUDA:
+    # the daemon captures a host node that fetches the bytes from the client (FETCH, answered
+    # with HOST_DATA) or pushes them to it (PUSH, answered with PUSH_DONE) at each replay.
+    _m("CAPTURE_HTOD", 0x0509, "sync", "dst:u64 size:u64 stream:u32 node:u32"),
+    _m("CAPTURE_DTOH", 0x050A, "sync", "src:u64 size:u64 stream:u32 node:u32"),
+    _m("HOST_DATA", 0x050B, "async", "node:u32 rsv:u32 offset:u64", bulk="bytes"),
+    _m("PUSH_DONE", 0x050C, "async", "node:u32"),
     # --- daemon to client (0x80xx) ---
     _m("REPLY", 0x8001, "reply", "status:u32 fixed_len:u32", direction="s2c",
        doc="answer to the sync request with the same id: status, the reply's fixed part, tail"),
@@ -221,6 +228,10 @@ MESSAGES: tuple[Message, ...] = (
     _m("STDOUT", 0x8006, "notify", direction="s2c", doc="device printf output, in the tail"),
     _m("GOODBYE", 0x8007, "notify", "status:u32", direction="s2c",
        doc="the daemon is ending this session; the tail says why"),
+    _m("FETCH", 0x8008, "notify", "node:u32", direction="s2c",
+       doc="a graph replay needs the host bytes of a captured host-to-device copy"),
+    _m("PUSH", 0x8009, "notify", "node:u32 rsv:u32 offset:u64", direction="s2c",
+       doc="bytes of a captured device-to-host copy, for the client's memory"),
 )
 
 BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}

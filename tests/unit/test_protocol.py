@@ -117,3 +117,66 @@ def test_handshake_round_trip():
                                mac) is None
     # and the token never crosses the wire
     assert b"s3cret" not in raw
+
+
+def test_fast_path_keeps_program_order():
+    """Frames the fast path executes never overtake frames handed to the caller."""
+    launch, htod = BY_NAME["LAUNCH"], BY_NAME["MEMCPY_HTOD"]
+    seq = []
+    stream = b""
+    for i in range(40):
+        if i % 3 == 0:
+            stream += encode(htod, {"dst": i}, b"x" * 10)
+        else:
+            stream += encode(launch, {"kernel": i})
+    order = []
+
+    def fast(buf, start, end):
+        taken = 0
+        while end - start - taken >= 16:
+            length, op = struct.unpack_from("<IH", buf, start + taken)
+            if op != launch.op or end - start - taken < 16 + length:
+                break
+            order.append(struct.unpack_from("<I", buf, start + taken + 16)[0])
+            taken += 16 + length
+        return taken
+    r = FrameReader("c2s", fast=fast)
+    for i in range(0, len(stream), 37):
+        buf = r.get_buffer()
+        chunk = stream[i:i + 37]
+        buf[:len(chunk)] = chunk
+        frames = r.buffer_updated(len(chunk))
+        while frames:
+            order += [f.as_dict()["dst"] for f in frames]
+            frames = r.buffer_updated(0)
+    seq = list(range(40))
+    assert order == seq
+
+
+def test_fast_path_waits_for_a_sunk_frame():
+    """A frame whose tail went to a sink is handed over before the fast path may run on."""
+    launch, htod = BY_NAME["LAUNCH"], BY_NAME["MEMCPY_HTOD"]
+    target = bytearray(1 << 20)
+    order = []
+
+    def sink(header, fixed, n):
+        return memoryview(target)[:n] if header[1] == htod.op else None
+
+    def fast(buf, start, end):
+        if end - start >= 16 + 40 and struct.unpack_from("<H", buf, start + 4)[0] == launch.op:
+            order.append("launch")
+            return 16 + 40
+        return 0
+    r = FrameReader("c2s", sink=sink, fast=fast)
+    data = encode(htod, {"dst": 1}, b"y" * 300000) + encode(launch, {"kernel": 1})
+    pos = 0
+    while pos < len(data):  # both frames in one read: the tail is already in the buffer
+        buf = r.get_buffer()
+        k = min(len(buf), len(data) - pos)
+        buf[:k] = data[pos:pos + k]
+        pos += k
+        frames = r.buffer_updated(k)
+        while frames:
+            order += [f.msg.name for f in frames]
+            frames = r.buffer_updated(0)
+    assert order == ["MEMCPY_HTOD", "launch"]
