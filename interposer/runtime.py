@@ -234,28 +234,53 @@ def connect(server: int) -> int:
     return lib.fcx_attach(server, sock.detach(), info["heartbeat_ms"])
 
 
-def describe(dev: int) -> int:
+def _info(dev: int) -> dict:
+    """The physical GPU's properties, as its server reports them (no context needed)."""
     d = check_device(dev)
     if d.info is None:
         host, port = S.servers[d.server]
         _, data = call(dev, "GPU_INFO", {"gpu": d.gpu}, bulk=True, server=d.server)
         info = json.loads(data)
         if "error" in info:
-            log(f"device {dev} ({host}:{port}/{d.gpu}): {info['error']}")
+            log(f"device {dev} ({host}:{port}/{d.gpu}, set by {S.cfg.source}): "
+                f"{info['error']}")
             raise CudaError(E["cudaErrorInvalidDevice"])
         d.info = info
-    attrs = [0] * 256
-    for k, v in d.info["attrs"].items():
-        if 0 < int(k) < 256:
-            attrs[int(k)] = v
-    lib.fcx_set_attrs(dev, attrs, 256, d.info["attrs"].get(
-        str(attr_number("MaxSharedMemoryPerBlockOptin")), 49152))
+    return d.info
+
+
+def device_attrs(dev: int) -> dict[int, int]:
+    """The attributes of a virtual device: its GPU's, with the SM count of its partition when
+    it has an SM budget (known once its context exists)."""
+    d = S.devices[dev]
+    attrs = {int(k): v for k, v in _info(dev)["attrs"].items()}
+    if d.sm and d.opened is not None:
+        attrs[attr_number("MultiProcessorCount")] = d.opened["sm_count"]
+    return attrs
+
+
+def _publish(dev: int) -> None:
+    attrs = device_attrs(dev)
+    flat = [0] * 256
+    for k, v in attrs.items():
+        if 0 < k < 256:
+            flat[k] = v
+    lib.fcx_set_attrs(dev, flat, 256, attrs.get(attr_number("MaxSharedMemoryPerBlockOptin"),
+                                                  49152))
+
+
+def describe(dev: int) -> int:
+    d = check_device(dev)
+    _info(dev)
+    if d.sm and d.opened is None:
+        ready(dev)  # an SM-budget device's SM count is its partition's: make the context
+    _publish(dev)
     return SUCCESS
 
 
 def device_open(dev: int) -> int:
     d = check_device(dev)
-    describe(dev)
+    _info(dev)
     base = ffi.new("uint64_t *")
     size = 1 << 38
     if lib.fcx_window_reserve(dev, size, base) != 0:
@@ -270,8 +295,10 @@ def device_open(dev: int) -> int:
                 "with memory of this process; refusing it")
             return E["cudaErrorDevicesUnavailable"]
     d.opened = json.loads(data) if data else {}
+    d.opened["sm_count"] = rep["sm_count"]
     lib.fcx_set_priorities(dev, d.opened.get("priority_least", 0),
                            d.opened.get("priority_greatest", 0))
+    _publish(dev)
     lib.fcx_device_opened(dev, 1)
     return SUCCESS
 
@@ -359,8 +386,8 @@ def cudaGetDeviceProperties(prop, device):
     d = check_device(device)
     describe(device)
     info = d.info
-    attrs = {int(k): v for k, v in info["attrs"].items()}
-    data = fill_device_prop(info["name"], bytes.fromhex(info["uuid"]), info["total_mem"], attrs)
+    data = fill_device_prop(info["name"], bytes.fromhex(info["uuid"]), info["total_mem"],
+                            device_attrs(device))
     ffi.memmove(prop, data, len(data))
     return SUCCESS
 

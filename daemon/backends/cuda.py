@@ -34,6 +34,7 @@ SUCCESS = cu.CUresult.CUDA_SUCCESS
 NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 SLOT = 4 << 20
 SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
+GRANULE = 8  # SMs per partition group (the H100's granularity for green contexts)
 SPIN_S = 60e-6
 
 
@@ -174,16 +175,21 @@ class CudaDevice:
         self._fp = fp[1] if fp is not None else None
         self._ptr = (lambda h: fp[0].cast("void *", int(h) if h is not None else 0)) \
             if fp is not None else None
-        if sm_budget:
-            raise CudaError(E["cudaErrorNotSupported"], "SM budgets need green contexts")
         self.cudev = check(cu.cuDeviceGet(gpu))
-        self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
-        backend._current = self.ctx
+        self.green = None
+        self._sm_lock = None
+        if sm_budget:
+            self.ctx, self.sm_count = self._green_context(gpu, sm_budget)
+        else:
+            self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
         if self._fp is not None:
             self._fp.fp_set_context(vdev, self._ptr(self.ctx))
             self._fp.fp_note_current(self._ptr(self.ctx))
-        self.sm_count = check(cu.cuDeviceGetAttribute(
-            cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.cudev))
+        if not sm_budget:
+            self.sm_count = check(cu.cuDeviceGetAttribute(
+                cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.cudev))
+        backend._current = self.ctx
+        check(cu.cuCtxSetCurrent(self.ctx))
         self.window_size = window_size
         base = check(cu.cuMemAddressReserve(window_size, 0, window_base, 0))
         self.window_base = int(base)
@@ -220,6 +226,61 @@ class CudaDevice:
         self._small_view = memoryview((ctypes.c_char * SMALL).from_address(self._small)).cast("B")
 
     # ------------------------------------------------------------ context
+    def _green_context(self, gpu: int, budget: int):
+        """A context limited to `budget` SMs (rounded up to the partition granularity) made of
+        SM groups no other budgeted device on this host holds.
+
+        The GPU's SMs are split into groups of the granularity (8 on an H100); a budget takes
+        as many groups as it needs, and each group is claimed with a byte-range lock on a
+        per-GPU file, so claims are disjoint across all workers and daemons of the host and a
+        dead worker's groups are free again at once (the kernel drops its locks)."""
+        import fcntl
+        import os
+        whole = check(cu.cuDeviceGetDevResource(
+            self.cudev, cu.CUdevResourceType.CU_DEV_RESOURCE_TYPE_SM))
+        res = cu.cuDevSmResourceSplitByCount(0, whole, 0, GRANULE)
+        check(res[0])
+        # (err, groups, nbGroups, remaining): ask for all groups the split can give
+        ngroups = int(res[2]) if len(res) > 2 else 0
+        res = cu.cuDevSmResourceSplitByCount(ngroups, whole, 0, GRANULE)
+        check(res[0])
+        groups = list(res[1])[:int(res[2])]
+        if not groups:
+            raise CudaError(E["cudaErrorNotSupported"], "this GPU cannot be partitioned")
+        per = groups[0].sm.smCount
+        need = -(-budget // per)
+        if need > len(groups):
+            raise CudaError(E["cudaErrorInvalidValue"],
+                            f"an SM budget of {budget} exceeds the GPU's {per * len(groups)}")
+        uuid = check(cu.cuDeviceGetUuid(self.cudev))
+        tag = bytes(uuid.bytes if hasattr(uuid, "bytes") else b"").hex() or str(gpu)
+        path = os.path.join(os.environ.get("FARCUDA_RUN_DIR", "/dev/shm"),
+                            f"farcuda-sm-{tag}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        taken = []
+        for i in range(len(groups)):
+            if len(taken) == need:
+                break
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, i)
+                taken.append(i)
+            except OSError:
+                continue
+        if len(taken) < need:
+            os.close(fd)  # releases what we took
+            raise CudaError(E["cudaErrorDevicesUnavailable"],
+                            f"only {len(taken)} free groups of {per} SMs on GPU {gpu}, "
+                            f"{need} needed")
+        self._sm_lock = fd
+        chosen = [groups[i] for i in taken]
+        desc = check(cu.cuDevResourceGenerateDesc(chosen, len(chosen)))
+        self.green = check(cu.cuGreenCtxCreate(
+            desc, self.cudev, cu.CUgreenCtxCreate_flags.CU_GREEN_CTX_DEFAULT_STREAM))
+        ctx = check(cu.cuCtxFromGreenCtx(self.green))
+        self.sm_groups = taken
+        log.info("gpu %d: green context of %d SMs (groups %s)", gpu, need * per, taken)
+        return ctx, need * per
+
     def cur(self) -> None:
         if self.backend._current is not self.ctx:
             check(cu.cuCtxSetCurrent(self.ctx))
@@ -963,7 +1024,14 @@ class CudaDevice:
                 cu.cuLibraryUnload(lib)
             cu.cuMemAddressFree(self.window_base, self.window_size)
         finally:
-            cu.cuCtxDestroy(self.ctx)
+            if self.green is not None:
+                cu.cuGreenCtxDestroy(self.green)
+            else:
+                cu.cuCtxDestroy(self.ctx)
+            if self._sm_lock is not None:
+                import os
+                os.close(self._sm_lock)
+                self._sm_lock = None
             if self.backend._current is self.ctx:
                 self.backend._current = None
 

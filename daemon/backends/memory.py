@@ -418,7 +418,10 @@ class MemoryBackend:
                     window_size: int, vdev: int = 0) -> MemoryDevice:
         if not 0 <= gpu < self.gpus:
             raise CudaError(E["cudaErrorInvalidDevice"])
-        return MemoryDevice(self, gpu, window_base)
+        dev = MemoryDevice(self, gpu, window_base)
+        if sm_budget:
+            dev.sm_count = min(132, -(-sm_budget // 8) * 8)
+        return dev
 
     def record(self, rec: dict) -> None:
         self.launches += 1
