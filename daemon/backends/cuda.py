@@ -35,6 +35,7 @@ NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 SLOT = 4 << 20
 SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
 GRANULE = 8  # SMs per partition group (the H100's granularity for green contexts)
+_SM_FILES: dict[str, tuple[int, set]] = {}  # lock file -> (descriptor, groups held here)
 SPIN_S = 60e-6
 
 
@@ -73,6 +74,15 @@ _occ_cluster_size = _libcuda.cuOccupancyMaxPotentialClusterSize
 for _f in (_occ_clusters, _occ_cluster_size):
     _f.restype = ctypes.c_int
     _f.argtypes = [ctypes.c_void_p] * 3
+_graph_inst = _libcuda.cuGraphInstantiateWithFlags
+_graph_inst.restype = ctypes.c_int
+_graph_inst.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_ulonglong]
+_graph_launch = _libcuda.cuGraphLaunch
+_graph_launch.restype = ctypes.c_int
+_graph_launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_graph_exec_destroy = _libcuda.cuGraphExecDestroy
+_graph_exec_destroy.restype = ctypes.c_int
+_graph_exec_destroy.argtypes = [ctypes.c_void_p]
 _HOSTFN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _launch_host = _libcuda.cuLaunchHostFunc
 _launch_host.restype = ctypes.c_int
@@ -256,22 +266,30 @@ class CudaDevice:
         tag = bytes(uuid.bytes if hasattr(uuid, "bytes") else b"").hex() or str(gpu)
         path = os.path.join(os.environ.get("FARCUDA_RUN_DIR", "/dev/shm"),
                             f"farcuda-sm-{tag}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # POSIX record locks belong to the process (and all go when any descriptor of the
+        # file is closed): one descriptor per file per process, and a set of the groups this
+        # process's own devices hold
+        if path not in _SM_FILES:
+            _SM_FILES[path] = (os.open(path, os.O_RDWR | os.O_CREAT, 0o666), set())
+        fd, mine = _SM_FILES[path]
         taken = []
         for i in range(len(groups)):
             if len(taken) == need:
                 break
+            if i in mine:
+                continue
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, i)
-                taken.append(i)
             except OSError:
                 continue
+            taken.append(i)
+            mine.add(i)
         if len(taken) < need:
-            os.close(fd)  # releases what we took
+            self._release_groups(path, taken)
             raise CudaError(E["cudaErrorDevicesUnavailable"],
                             f"only {len(taken)} free groups of {per} SMs on GPU {gpu}, "
                             f"{need} needed")
-        self._sm_lock = fd
+        self._sm_lock = (path, taken)
         chosen = [groups[i] for i in taken]
         desc = check(cu.cuDevResourceGenerateDesc(chosen, len(chosen)))
         self.green = check(cu.cuGreenCtxCreate(
@@ -280,6 +298,14 @@ class CudaDevice:
         self.sm_groups = taken
         log.info("gpu %d: green context of %d SMs (groups %s)", gpu, need * per, taken)
         return ctx, need * per
+
+    @staticmethod
+    def _release_groups(path: str, groups: list[int]) -> None:
+        import fcntl
+        fd, mine = _SM_FILES[path]
+        for i in groups:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, i)
+            mine.discard(i)
 
     def cur(self) -> None:
         if self.backend._current is not self.ctx:
@@ -936,7 +962,11 @@ class CudaDevice:
         g = self.graphs.get(gid)
         if g is None:
             raise CudaError(E["cudaErrorInvalidValue"])
-        self.execs[xid] = check(cu.cuGraphInstantiateWithFlags(g, flags))
+        out = ctypes.c_void_p()
+        err = _graph_inst(ctypes.byref(out), int(g), flags)
+        if err:
+            raise CudaError(err)
+        self.execs[xid] = out.value
 
     def graph_check(self, xid: int) -> None:
         if xid not in self.execs:
@@ -945,7 +975,9 @@ class CudaDevice:
     def graph_launch(self, xid: int, sid: int) -> None:
         self.cur()
         self.graph_check(xid)
-        check(cu.cuGraphLaunch(self.execs[xid], self._s(sid)))
+        err = _graph_launch(self.execs[xid], int(self._s(sid)))
+        if err:
+            raise CudaError(err)
 
     def graph_destroy(self, gid: int) -> None:
         self.cur()
@@ -957,7 +989,9 @@ class CudaDevice:
         self.cur()
         x = self.execs.pop(xid, None)
         if x is not None:
-            check(cu.cuGraphExecDestroy(x))
+            err = _graph_exec_destroy(x)
+            if err:
+                raise CudaError(err)
 
     # ------------------------------------------------------------ device
     def synchronize(self):
@@ -1029,8 +1063,7 @@ class CudaDevice:
             else:
                 cu.cuCtxDestroy(self.ctx)
             if self._sm_lock is not None:
-                import os
-                os.close(self._sm_lock)
+                self._release_groups(*self._sm_lock)
                 self._sm_lock = None
             if self.backend._current is self.ctx:
                 self.backend._current = None

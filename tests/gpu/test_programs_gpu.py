@@ -57,7 +57,8 @@ def test_same_output(name, mode, program, shim, cuda_daemon, tmp_path, fc):
             )
         )
         pytest.fail(
-            f"{name} ({mode}) differs:\n{diff}\n--- farcuda stderr\n{remote.stderr[-3000:]}",
+            f"{name} ({mode}) differs (exit {remote.returncode}):\n{diff}\n--- farcuda stderr\n"
+            f"{remote.stderr[-3000:]}\n--- daemon log (end)\n{cuda_daemon.log()[-3000:]}",
             pytrace=False,
         )
     assert remote.returncode == native.returncode, remote.stderr
