@@ -40,10 +40,10 @@ def energy_mj() -> float | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--n", type=int, default=50000)
     ap.add_argument("--F", type=int, default=8)
     ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--starts-batched", type=int, default=4000)
+    ap.add_argument("--starts-batched", type=int, default=50000)
     ap.add_argument("--starts-exact", type=int, default=200)
     ap.add_argument("--starts-exact-edge", type=int, default=40)
     ap.add_argument("--vgpus", default="1,2,4,8")

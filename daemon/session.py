@@ -786,8 +786,7 @@ class Session(asyncio.BufferedProtocol):
                 part = view[off:off + _DATA_CHUNK]
                 last = off + _DATA_CHUNK >= len(view)
                 self._write(encode(_NOTIFY["PUSH"], {"node": node, "rsv": int(last),
-                                                     "offset": off}, vdev=vdev))
-                self._write(bytes(part))
+                                                     "offset": off}, part, vdev=vdev))
         d.be.capture_dtoh(src, size, sid, node, push)
 
     def op_HOST_DATA(self, f):
