@@ -53,6 +53,7 @@ class MemoryDevice:
         self.limits = {0: 1024, 1: 1048576, 2: 8388608, 4: 2048, 5: 64}
         self.graphs: dict[int, list] = {}
         self.capturing: dict[int, list] = {}
+        self._nodes: dict[int, dict] = {}
 
     # -- memory --
     def info(self) -> dict:
@@ -88,6 +89,9 @@ class MemoryDevice:
         s = self.streams.get(stream)
         if s is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if stream in self.capturing:  # captured: replayed by every launch of the graph
+            self.capturing[stream].append(lambda sid: self._run(sid, op))
+            return
         if s.blocked or s.queue:
             s.queue.append(op)
         else:
@@ -212,7 +216,8 @@ class MemoryDevice:
         record = {"kernel": info["name"], "grid": list(grid), "block": list(block),
                   "shmem": shmem, "stream": stream, "flags": flags, "params": bytes(params).hex()}
         if stream in self.capturing:
-            self.capturing[stream].append(record)
+            self.capturing[stream].append(
+                lambda sid: self._run(sid, lambda: self.backend.record(dict(record, stream=sid))))
             return
         self._run(stream, lambda: self.backend.record(record))
 
@@ -296,16 +301,49 @@ class MemoryDevice:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         return (tb - ta) * 1000.0
 
+    # host memory in captured graphs, served by the client at each replay (as the GPU
+    # backend does it): the stream waits until the bytes came (FETCH) or went (PUSH)
     def capture_htod(self, dst, size, sid, node, fetch) -> None:
-        raise CudaError(E["cudaErrorNotSupported"], "host copies in graphs need the GPU backend")
+        if sid not in self.capturing or node in self._nodes:
+            raise CudaError(E["cudaErrorIllegalState"])
+        self._view(dst, size)
+        self._nodes[node] = {"dst": dst, "n": size, "buf": bytearray(size), "got": 0}
 
-    capture_dtoh = capture_htod
+        def arrive(rsid):
+            self._nodes[node].update(got=0, stream=self.streams[rsid])
+            self.streams[rsid].blocked = True
+            fetch()
+        self.capturing[sid].append(lambda rsid: self._run(rsid, lambda: arrive(rsid)))
+
+    def capture_dtoh(self, src, size, sid, node, push) -> None:
+        if sid not in self.capturing or node in self._nodes:
+            raise CudaError(E["cudaErrorIllegalState"])
+        self._view(src, size)
+        self._nodes[node] = {"src": src, "n": size}
+
+        def arrive(rsid):
+            self._nodes[node]["stream"] = self.streams[rsid]
+            self.streams[rsid].blocked = True
+            push(memoryview(bytes(self._view(src, size))))
+        self.capturing[sid].append(lambda rsid: self._run(rsid, lambda: arrive(rsid)))
 
     def host_data(self, node, offset, data) -> None:
-        raise CudaError(E["cudaErrorInvalidValue"])
+        rec = self._nodes.get(node)
+        if rec is None or "dst" not in rec or "stream" not in rec or offset + len(data) > rec["n"]:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        rec["buf"][offset:offset + len(data)] = data
+        rec["got"] += len(data)
+        if rec["got"] >= rec["n"]:
+            self._view(rec["dst"], rec["n"])[:] = rec["buf"]
+            rec["stream"].blocked = False
+            self._drain(rec["stream"])
 
     def push_done(self, node) -> None:
-        raise CudaError(E["cudaErrorInvalidValue"])
+        rec = self._nodes.get(node)
+        if rec is None or "src" not in rec or "stream" not in rec:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        rec["stream"].blocked = False
+        self._drain(rec["stream"])
 
     def host_func(self, sid: int, reached: Callable[[], None],
                   persistent: bool = False) -> Callable[[], None]:
@@ -344,8 +382,10 @@ class MemoryDevice:
         self.graphs[-xid] = list(self.graphs[gid])
 
     def graph_launch(self, xid: int, sid: int) -> None:
-        for rec in self.graphs.get(-xid, []):
-            self._run(sid, lambda rec=rec: self.backend.record(dict(rec, stream=sid)))
+        if -xid not in self.graphs:
+            raise CudaError(E["cudaErrorInvalidValue"])
+        for op in self.graphs[-xid]:
+            op(sid)
 
     def graph_check(self, xid: int) -> None:
         if -xid not in self.graphs:

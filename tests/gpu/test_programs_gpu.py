@@ -33,6 +33,8 @@ PROGRAMS = [
     "threads",
     "ci_memory",
     "ci_launch",
+    "ci_graph",
+    "ci_devices",
 ]
 
 
