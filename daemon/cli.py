@@ -1,7 +1,11 @@
 """`farcudad`: the GPU server.
 
     farcudad [--listen HOST:PORT ...] [--config FILE] [--log-level LEVEL]
-    farcudad install-unit [--prefix DIR]     (see daemon/systemd.py)
+    farcudad install-unit [--prefix DIR] [--user NAME] [--config PATH] [--dry-run]
+                                             (see daemon/systemd.py)
+
+Under systemd (Type=notify) it says READY=1 once it listens, and STOPPING=1 as soon as a
+SIGTERM starts the graceful shutdown; it exits 0 after a graceful shutdown.
 """
 
 from __future__ import annotations
@@ -44,8 +48,11 @@ def make_config(args) -> configmod.DaemonConfig:
     return cfg
 
 
-async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None) -> int:
-    daemon = Daemon(cfg)
+async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None,
+              backend: str = "cuda", backend_options: dict | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. ``backend`` is for tests (the in-memory GPU); the
+    command line always serves real GPUs."""
+    daemon = Daemon(cfg, backend=backend, backend_options=backend_options)
     try:
         addresses = await daemon.start()
     except DaemonError as exc:
@@ -60,10 +67,13 @@ async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None) -> int:
         os.close(ready_fd)
     _notify_systemd("READY=1")
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        _notify_systemd("STOPPING=1")  # systemd: the stop has begun (the drain may take a while)
+        asyncio.ensure_future(daemon.shutdown())
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(daemon.shutdown()))
+        loop.add_signal_handler(sig, stop)
     await daemon.stopped
-    _notify_systemd("STOPPING=1")
     return 0
 
 

@@ -14,7 +14,15 @@ tokens = { alice = "secret-1", ci = "secret-2" }   # a client must prove one of 
 [limits]
 memory_per_tenant = "16GiB"     # device memory quota of each tenant, all its connections
 tenants_per_gpu = 8
+
+[tls]                           # optional: clients connect with FARCUDA_TLS=1
+cert = "server.crt"             # PEM; relative paths are relative to this file
+key = "server.key"
+client_ca = "clients-ca.crt"    # optional: then every client must present a certificate
 ```
+
+A tenant is the token's name when tokens are configured, else one client process. Paths in
+[tls] are resolved when the file is loaded, so the daemon's working directory never matters.
 """
 
 from __future__ import annotations
@@ -54,11 +62,18 @@ class DaemonConfig:
     memory_per_tenant: int | None = None
     tenants_per_gpu: int | None = None
     gpus: list[int] | None = None  # physical GPUs served (None: all)
+    tls_cert: str | None = None  # [tls]: the front terminates TLS when cert and key are set
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # client certificates required (signed by this CA)
     source: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 _TOP = {"listen", "log_level", "heartbeat_ms", "client_timeout", "prestart", "shutdown_grace",
-        "auth", "limits", "gpus"}
+        "auth", "limits", "gpus", "tls"}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -120,6 +135,22 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{where}: limits.tenants_per_gpu must be an integer >= 1")
         cfg.tenants_per_gpu = v
+    tls = data.get("tls", {})
+    if not isinstance(tls, dict):
+        raise ConfigError(f"{where}: [tls] must be a table")
+    _check_keys(tls, {"cert", "key", "client_ca"}, f"{where} [tls]")
+    if tls:
+        if not tls.get("cert") or not tls.get("key"):
+            raise ConfigError(f"{where}: [tls] needs both cert and key (PEM files)")
+        base = Path(source).parent if source else Path.cwd()
+        for key in ("cert", "key", "client_ca"):
+            if key in tls:
+                if not isinstance(tls[key], str) or not tls[key]:
+                    raise ConfigError(f"{where}: [tls] {key} must be a file path")
+                path = base / Path(tls[key]).expanduser()
+                if not path.is_file():
+                    raise ConfigError(f"{where}: [tls] {key}: {path} does not exist")
+                setattr(cfg, f"tls_{key}", str(path))
     return cfg
 
 

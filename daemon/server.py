@@ -4,6 +4,21 @@ The front never touches CUDA: it owns the listening sockets, authenticates clien
 few workers started ahead of need, passes each accepted connection's file descriptor to one,
 and watches them. A worker's death (whatever the client did) frees everything that client
 held and takes nothing else with it.
+
+After the hand-off the front and each worker talk over a control link (daemon/ctl.py, JSON
+lines both ways): the front asks for status and busy time, pushes attributed energy and the
+order to shut down; the worker asks the front to reserve and release device memory against
+its tenant's quota and to admit its tenant to a GPU (daemon/tenants.py). All tenant
+accounting lives here, in one thread, so it is exact under concurrency, and a worker's end
+(however it ends) returns everything its session held in one step.
+
+With [tls] configured, the front terminates TLS: the handshake runs inside it, and the worker
+gets one end of a socketpair that the front pumps to and from the client's TLS stream
+(interposer/tls.py), so workers only ever see plain descriptors.
+
+On SIGTERM (``shutdown``) listening stops at once (new connections are refused), sessions get
+``shutdown_grace`` seconds to finish the calls they are running, then a GOODBYE; then every
+worker is gone and the front returns.
 """
 
 from __future__ import annotations
@@ -19,10 +34,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from farcuda.interposer import tls as tlsmod
 from farcuda.interposer.protocol import BY_NAME, HEADER, HEADER_SIZE, VERSION, handshake
 
 from .config import DaemonConfig
+from .ctl import CtlLink
+from .energy import EnergyLedger, GpuMeter
 from .errors import E
+from .tenants import TenantLedger
 
 __all__ = ["Daemon", "DaemonError"]
 
@@ -31,6 +50,8 @@ log = logging.getLogger("farcudad")
 HELLO = BY_NAME["HELLO"]
 MAX_HELLO_TAIL = 64 << 10
 HANDSHAKE_TIMEOUT = 10.0
+ENERGY_INTERVAL = 1.0  # seconds between NVML samples (and energy attributions)
+CTL_TIMEOUT = 2.0
 
 
 class DaemonError(Exception):
@@ -47,17 +68,56 @@ class Worker:
     identity: dict = field(default_factory=dict)
     tenant: str = ""
     since: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    link: CtlLink | None = None  # the control link, once the worker serves a session
+
+    def close_ctl(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        else:
+            self.ctl.close()
 
 
-async def _recv_exact(loop, sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await loop.sock_recv(sock, n - len(buf))
-        if not chunk:
-            raise ConnectionError("peer closed the connection")
-        buf += chunk
-    return bytes(buf)
+class _PlainIO:
+    """The handshake on an accepted TCP socket, which is then handed to the worker as is."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+
+    async def recv_exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await self.loop.sock_recv(self.conn, n - len(buf))
+            if not chunk:
+                raise ConnectionError("peer closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    async def send(self, data: bytes) -> None:
+        await self.loop.sock_sendall(self.conn, data)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _TlsIO:
+    """The handshake inside TLS; the front keeps the stream and pumps it to the worker."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def recv_exact(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("peer closed the connection") from None
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class Daemon:
@@ -78,6 +138,12 @@ class Daemon:
         self._stopping = False
         self._spawning = 0
         self.stopped: asyncio.Future | None = None
+        self.ledger = TenantLedger(config.memory_per_tenant, config.tenants_per_gpu)
+        self.meter: GpuMeter | None = None
+        self.energy = EnergyLedger(0)
+        self._energy_lock = asyncio.Lock()
+        self._tls = (tlsmod.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+                     if config.tls else None)
 
     # ------------------------------------------------------------ workers
     async def _spawn(self) -> Worker:
@@ -102,7 +168,7 @@ class Daemon:
                     break
                 line += chunk
             w.ready = json.loads(line or b'{"ready": false, "error": "worker died at start"}')
-        except (asyncio.TimeoutError, ValueError, OSError) as exc:
+        except (TimeoutError, ValueError, OSError) as exc:
             w.ready = {"ready": False, "error": f"worker did not start: {exc}"}
         if not w.ready.get("ready"):
             parent.close()
@@ -162,6 +228,11 @@ class Daemon:
         else:
             w.ctl.close()
             await w.proc.wait()
+        self.energy = EnergyLedger(self.gpus)
+        self.meter = await asyncio.to_thread(GpuMeter.open,
+                                             [g.get("uuid", "") for g in self.gpu_info])
+        if self.meter is not None:
+            self._task(self._energy_loop())
         for host, port in self.config.listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             s = socket.socket(family, socket.SOCK_STREAM)
@@ -177,8 +248,9 @@ class Daemon:
             self.addresses.append(s.getsockname()[:2])
             self._task(self._accept_loop(s))
         self._task(self._refill())
-        log.info("listening on %s; %d GPU(s), driver %d",
-                 ", ".join(f"{h}:{p}" for h, p in self.addresses), self.gpus, self.driver)
+        log.info("listening on %s%s; %d GPU(s), driver %d",
+                 ", ".join(f"{h}:{p}" for h, p in self.addresses),
+                 " (TLS)" if self._tls is not None else "", self.gpus, self.driver)
         return self.addresses
 
     async def _accept_loop(self, lsock: socket.socket) -> None:
@@ -205,11 +277,8 @@ class Daemon:
         log.info("shutting down: %d session(s), %.0f s grace", len(self.workers), grace)
         loop = asyncio.get_running_loop()
         for w in list(self.workers.values()):
-            try:
-                await loop.sock_sendall(w.ctl, json.dumps({"op": "shutdown",
-                                                           "grace": grace}).encode() + b"\n")
-            except OSError:
-                pass
+            if w.link is not None:
+                w.link.notify("shutdown", grace=grace)
         deadline = loop.time() + grace + 2.0
         while self.workers and loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -218,10 +287,12 @@ class Daemon:
                 w.proc.kill()
             except ProcessLookupError:
                 pass
-            w.ctl.close()
+            w.close_ctl()
         for w in list(self.workers.values()) + self.idle:
             await w.proc.wait()
         self.idle.clear()
+        if self.meter is not None:
+            self.meter.close()
         for t in list(self._tasks):
             if t is not asyncio.current_task():
                 t.cancel()
@@ -234,50 +305,71 @@ class Daemon:
             return token_name
         return f"{identity.get('host', peer)}:{identity.get('pid', 0)}"
 
-    async def _handle(self, conn: socket.socket, addr) -> None:
+    async def _start_tls(self, conn: socket.socket) -> _TlsIO:
         loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 18)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await asyncio.wait_for(
+            loop.connect_accepted_socket(lambda: protocol, sock=conn, ssl=self._tls,
+                                         ssl_handshake_timeout=HANDSHAKE_TIMEOUT),
+            HANDSHAKE_TIMEOUT + 1.0)
+        return _TlsIO(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+
+    async def _handle(self, conn: socket.socket, addr) -> None:
         peer = f"{addr[0]}:{addr[1]}"
         rid = 0
+        io: _PlainIO | _TlsIO = _PlainIO(conn)
+        cert_name = None
+        if self._tls is not None:
+            try:
+                io = await self._start_tls(conn)
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                why = (getattr(exc, "reason", None) or str(exc)
+                       or ("timed out" if isinstance(exc, TimeoutError)
+                           else f"{type(exc).__name__} (not a TLS client?)"))
+                log.warning("client %s: TLS handshake failed: %s", peer, why)
+                conn.close()
+                return
+            cert_name = tlsmod.peer_name(io.writer)
         try:
             challenge = handshake.new_challenge()
-            await loop.sock_sendall(conn, handshake.server_hello(challenge,
-                                                                 bool(self.config.tokens)))
-            head = await asyncio.wait_for(_recv_exact(loop, conn, HEADER_SIZE), HANDSHAKE_TIMEOUT)
+            await io.send(handshake.server_hello(challenge, bool(self.config.tokens)))
+            head = await asyncio.wait_for(io.recv_exact(HEADER_SIZE), HANDSHAKE_TIMEOUT)
             length, op, _flags, rid, _vdev, _aux = HEADER.unpack(head)
             if op != HELLO.op or not HELLO.size <= length <= HELLO.size + MAX_HELLO_TAIL:
                 raise ValueError("expected a HELLO frame")
-            body = await asyncio.wait_for(_recv_exact(loop, conn, length), HANDSHAKE_TIMEOUT)
+            body = await asyncio.wait_for(io.recv_exact(length), HANDSHAKE_TIMEOUT)
             fixed, tail = body[:HELLO.size], body[HELLO.size:]
             version, _cflags, mac, identity = handshake.parse_client_hello(fixed, tail)
-        except (asyncio.TimeoutError, ConnectionError, OSError, ValueError, struct.error) as exc:
-            log.warning("client %s: handshake failed: %s", peer, exc)
-            conn.close()
+        except (TimeoutError, ConnectionError, OSError, ValueError, struct.error) as exc:
+            log.warning("client %s: handshake failed: %s", peer, exc or "timed out")
+            io.close()
             return
         token_name = None
         if version != VERSION:
-            await self._refuse(conn, rid, peer, E["cudaErrorInsufficientDriver"],
+            await self._refuse(io, rid, peer, E["cudaErrorInsufficientDriver"],
                                f"protocol version {version} is not this server's {VERSION}; "
                                "use matching farcuda versions")
             return
         if self.config.tokens:
             token_name = handshake.check_mac(self.config.tokens, challenge, tail, mac)
             if token_name is None:
-                await self._refuse(conn, rid, peer, E["cudaErrorDevicesUnavailable"],
+                await self._refuse(io, rid, peer, E["cudaErrorDevicesUnavailable"],
                                    "authentication failed: this server requires a valid "
                                    "FARCUDA_TOKEN")
                 return
         tenant = self._tenant_of(identity, token_name, peer)
         if identity.get("purpose") == "status":
-            await self._answer_status(conn, rid)
+            await self._answer_status(io, rid)
             return
         if self._stopping:
-            await self._refuse(conn, rid, peer, E["cudaErrorDevicesUnavailable"],
+            await self._refuse(io, rid, peer, E["cudaErrorDevicesUnavailable"],
                                "the server is shutting down")
             return
         try:
             w = await self._take_worker()
         except DaemonError as exc:
-            await self._refuse(conn, rid, peer, E["cudaErrorDevicesUnavailable"], str(exc))
+            await self._refuse(io, rid, peer, E["cudaErrorDevicesUnavailable"], str(exc))
             return
         session = next(self._sessions)
         w.session, w.peer, w.identity, w.tenant, w.since = session, peer, identity, tenant, \
@@ -285,78 +377,179 @@ class Daemon:
         job = {"session": session, "identity": identity, "peer": peer, "tenant": tenant,
                "heartbeat_ms": self.config.heartbeat_ms,
                "client_timeout": self.config.client_timeout,
-               "quota_bytes": self.config.memory_per_tenant}
+               # What the worker asks the front for (when none: it decides alone, at once).
+               # The quota is the tenant's, over all its sessions: only the front can keep it.
+               "tenant_quota": self.config.memory_per_tenant,
+               "tenants_per_gpu": self.config.tenants_per_gpu,
+               "energy": self.meter is not None}
+        relay = None
         try:
-            await loop.sock_sendall(conn, handshake.welcome(rid, session, self.gpus, self.driver,
-                                                            self.config.heartbeat_ms))
-            socket.send_fds(w.ctl, [json.dumps(job).encode()], [conn.fileno()])
+            await io.send(handshake.welcome(rid, session, self.gpus, self.driver,
+                                            self.config.heartbeat_ms))
+            if isinstance(io, _PlainIO):
+                socket.send_fds(w.ctl, [json.dumps(job).encode()], [conn.fileno()])
+            else:  # the worker gets a socketpair end; the front relays it to the TLS stream
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    socket.send_fds(w.ctl, [json.dumps(job).encode()], [theirs.fileno()])
+                finally:
+                    theirs.close()
+                relay = await asyncio.open_unix_connection(sock=mine, limit=1 << 18)
         except OSError as exc:
             log.warning("client %s: lost during hand-off: %s", peer, exc)
             w.ctl.close()
-            conn.close()
+            io.close()
             return
-        conn.close()
+        if relay is None:
+            conn.close()
+        else:
+            self._task(tlsmod.pump((io.reader, io.writer), relay))
+        # Registered before any await, so that a shutdown starting now sees (and ends) it.
+        self.ledger.join(session, tenant)
         self.workers[session] = w
-        log.info("session %d: client %s tenant=%s exe=%s pid=%s", session, peer, tenant,
-                 identity.get("exe", "?"), identity.get("pid", "?"))
         self._task(self._watch(w))
+        log.info("session %d: client %s tenant=%s exe=%s pid=%s%s", session, peer, tenant,
+                 identity.get("exe", "?"), identity.get("pid", "?"),
+                 f" tls cert={cert_name}" if cert_name else (" tls" if relay else ""))
+        try:
+            link = await CtlLink.over(w.ctl, lambda msg: self._on_worker(w, msg),
+                                      name=f"session {session}")
+        except (OSError, ValueError):  # closed by a shutdown meanwhile: the worker is killed
+            return
+        w.link = link
+        self._task(link.run())
+        if self._stopping:
+            link.notify("shutdown", grace=self.config.shutdown_grace)
 
-    async def _refuse(self, conn: socket.socket, rid: int, peer: str, status: int,
+    async def _refuse(self, io: _PlainIO | _TlsIO, rid: int, peer: str, status: int,
                       reason: str) -> None:
         log.warning("client %s refused: %s", peer, reason)
         try:
-            await asyncio.get_running_loop().sock_sendall(conn, handshake.refusal(rid, status,
-                                                                                  reason))
+            await io.send(handshake.refusal(rid, status, reason))
         except OSError:
             pass
-        conn.close()
+        io.close()
 
     async def _watch(self, w: Worker) -> None:
         rc = await w.proc.wait()
         self.workers.pop(w.session, None)
-        w.ctl.close()
+        w.close_ctl()
+        # Whatever the worker held goes back to its tenant now: its process, and with it
+        # every allocation and context, is gone.
+        self.ledger.forget(w.session)
+        self.energy.forget(w.session)
         if rc != 0:
             log.warning("session %d: worker exited with status %d", w.session, rc)
         else:
             log.info("session %d: ended", w.session)
 
-    # ------------------------------------------------------------ status
-    async def _worker_status(self, w: Worker) -> dict | None:
-        loop = asyncio.get_running_loop()
-        async with w.lock:
+    # ------------------------------------------------------------ requests of workers
+    def _on_worker(self, w: Worker, msg: dict):
+        """A worker's request or notice on its control link (see daemon/worker.py)."""
+        op = msg.get("op")
+        if op == "reserve":
+            return {"refused": self.ledger.reserve(w.session, int(msg.get("bytes", 0)))}
+        if op == "release":
+            self.ledger.release(w.session, int(msg.get("bytes", 0)))
+            return None
+        if op == "open_gpu":
+            gpu = int(msg.get("gpu", -1))
+            why = self.ledger.open_gpu(w.session, gpu)
+            if why:
+                log.warning("session %d: tenant %s refused GPU %d: %s", w.session, w.tenant,
+                            gpu, why)
+            return {"refused": why}
+        if op == "close_gpu":
+            self.ledger.close_gpu(w.session, int(msg.get("gpu", -1)))
+            return None
+        if op == "usage":
+            return {"used": self.ledger.tenant_used(w.session)}
+        if op == "energy":
+            return self._energy_now(w)
+        return {"error": f"unknown request {op!r}"}
+
+    # ------------------------------------------------------------ energy
+    async def _energy_loop(self) -> None:
+        while not self._stopping:
             try:
-                await loop.sock_sendall(w.ctl, b'{"op": "status"}\n')
-                buf = b""
-                while not buf.endswith(b"\n"):
-                    chunk = await asyncio.wait_for(loop.sock_recv(w.ctl, 1 << 20), 2.0)
-                    if not chunk:
-                        return None
-                    buf += chunk
-                return json.loads(buf)
-            except (OSError, asyncio.TimeoutError, ValueError):
-                return None
+                await self._energy_tick()
+            except Exception:
+                log.exception("energy sampling failed")
+            await asyncio.sleep(ENERGY_INTERVAL)
+
+    async def _energy_tick(self) -> list[dict]:
+        """Sample the GPUs, read every session's busy clocks, attribute, push the figures."""
+        async with self._energy_lock:
+            samples = await asyncio.to_thread(self.meter.sample) if self.meter else []
+            workers = [w for w in list(self.workers.values()) if w.link is not None]
+            answers = await asyncio.gather(*(self._ask(w, "status") for w in workers))
+            busy = {w.session: {int(g): float(b) for g, b in a.get("busy_s_by_gpu", {}).items()}
+                    for w, a in zip(workers, answers, strict=True) if a is not None}
+            self.energy.update(samples, busy)
+            for w in workers:
+                if w.session in busy:
+                    w.link.notify("energy", joules=self.energy.of(w.session))
+            return samples
+
+    async def _energy_now(self, w: Worker) -> dict:
+        if self.meter is not None:
+            await self._energy_tick()
+        return {"joules": self.energy.of(w.session)}
+
+    # ------------------------------------------------------------ status
+    async def _ask(self, w: Worker, op: str) -> dict | None:
+        try:
+            return await w.link.request(op, timeout=CTL_TIMEOUT)
+        except (ConnectionError, TimeoutError):
+            return None
 
     async def status(self) -> dict:
+        """Servers, GPUs and connected sessions (each with its tenant), as `farcuda status`
+        shows them. GPU readings come from NVML; without it, memory used is what the
+        sessions hold and utilization, power and energy are None (unavailable)."""
+        samples = await self._energy_tick() if self.meter else []  # figures up to now
+        workers = [w for w in list(self.workers.values()) if w.link is not None]
+        answers = await asyncio.gather(*(self._ask(w, "status") for w in workers))
         tenants = []
-        for w in list(self.workers.values()):
-            st = await self._worker_status(w)
+        for w, st in zip(workers, answers, strict=True):
             if st is None:
                 continue
-            st.update(peer=w.peer, tenant=w.tenant)
+            st.update(peer=w.peer, tenant=w.tenant, energy_j=self.energy.of(w.session))
+            if self.config.memory_per_tenant is not None:  # what the quota counts
+                st["tenant_memory"] = self.ledger.tenant_used(w.session)
             tenants.append(st)
         gpus = []
         for g in range(self.gpus):
             info = self.gpu_info[g] if g < len(self.gpu_info) else {}
+            nv = samples[g] if g < len(samples) else {}
+            on = [t for t in tenants if any(d.get("gpu") == g
+                                            for d in t.get("devices", {}).values())]
+            held = sum(d.get("memory_held", 0) for t in on for d in t["devices"].values()
+                       if d.get("gpu") == g)
+            used = nv.get("memory_used")
             gpus.append({"gpu": g, "name": info.get("name", "?"),
-                         "memory_total": info.get("total_mem", 0)})
+                         "memory_total": nv.get("memory_total") or info.get("total_mem", 0),
+                         "memory_used": used if used is not None else held,
+                         "memory_source": "nvml" if used is not None else "tenants",
+                         "utilization": nv.get("utilization"), "power_w": nv.get("power_w"),
+                         "energy_j": self.energy.gpu_j[g] if g < len(self.energy.gpu_j)
+                         else None,
+                         "tenants": len({t["tenant"] for t in on})})
         return {"server": [f"{h}:{p}" for h, p in self.addresses], "driver": self.driver,
-                "gpus": gpus, "tenants": tenants}
+                "gpus": gpus, "tenants": tenants, "tls": self._tls is not None,
+                "auth": bool(self.config.tokens),
+                "limits": {"memory_per_tenant": self.config.memory_per_tenant,
+                           "tenants_per_gpu": self.config.tenants_per_gpu},
+                "energy": {"available": self.meter is not None,
+                           "source": "nvml" if self.meter is not None else None,
+                           "interval_s": ENERGY_INTERVAL,
+                           "unattributed_j": self.energy.unattributed_j
+                           if self.meter is not None else None}}
 
-    async def _answer_status(self, conn: socket.socket, rid: int) -> None:
+    async def _answer_status(self, io: _PlainIO | _TlsIO, rid: int) -> None:
         st = await self.status()
         try:
-            await asyncio.get_running_loop().sock_sendall(
-                conn, handshake.refusal(rid, 0, json.dumps(st)))
+            await io.send(handshake.refusal(rid, 0, json.dumps(st)))
         except OSError:
             pass
-        conn.close()
+        io.close()

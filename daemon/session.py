@@ -9,6 +9,15 @@ Every pointer a client passes to a memory operation must lie in memory of this s
 (its allocations or its modules' globals): anything else is cudaErrorInvalidValue, whatever
 the GPU would have done with it. An error of an async frame is sent as ASYNC_ERROR and
 surfaces at the client's next call; a malformed frame ends the session, never the daemon.
+
+Tenant limits shared by several sessions live in the front (daemon/tenants.py): with a
+``front`` (the worker's link to it), a cudaMalloc first reserves its bytes there and every
+free returns them, and a DEVICE_OPEN is admitted there when GPUs have a tenant limit. Without
+one (tests, or no limits configured) everything is decided here, synchronously.
+
+Busy time, per GPU (``BusyClock``), is what the front attributes energy by: the union of the
+times a call of this session executes for that GPU and the times a request waits for its work
+on that GPU to complete.
 """
 
 from __future__ import annotations
@@ -34,10 +43,10 @@ from farcuda.interposer.protocol import (
     encode_reply,
 )
 
-from .allocator import WindowAllocator
+from .allocator import SMALL_ALIGN, SMALL_LIMIT, WindowAllocator
 from .errors import CudaError, E
 
-__all__ = ["Session", "DeviceState"]
+__all__ = ["Session", "DeviceState", "BusyClock", "Refusal"]
 
 log = logging.getLogger("farcudad.session")
 
@@ -49,6 +58,50 @@ _SINK_MIN = 64 << 10
 _INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the REPLY itself
 _NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE",
                                    "FETCH", "PUSH")}
+_DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
+# Requests that may wait on the front, not on the GPU: not busy time.
+_NOT_GPU_WAITS = frozenset(BY_NAME[n].op for n in ("MALLOC", "MALLOC_PITCH", "MALLOC_ASYNC",
+                                                   "DEVICE_OPEN", "MEM_GET_INFO", "STATUS"))
+
+
+def _charge(size: int) -> int:
+    """The bytes an allocation of ``size`` holds (small ones are rounded as the allocator
+    packs them), which is what a tenant's quota counts."""
+    return size if size >= SMALL_LIMIT else -(-size // SMALL_ALIGN) * SMALL_ALIGN
+
+
+class Refusal(CudaError):
+    """A call refused by the daemon's policy (a tenant limit): the client is told why."""
+
+
+class BusyClock:
+    """The union of the intervals in which a GPU had work of this session (monotonic ns): a
+    call executing for it, or a request waiting for its work. Overlapping waits count once."""
+
+    __slots__ = ("total", "pending", "since")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.pending = 0
+        self.since = 0
+
+    def add(self, ns: int) -> None:
+        if not self.pending:  # inside a pending wait the time is counted already
+            self.total += ns
+
+    def begin(self) -> None:
+        if not self.pending:
+            self.since = time.perf_counter_ns()
+        self.pending += 1
+
+    def end(self, _task=None) -> None:
+        self.pending -= 1
+        if not self.pending:
+            self.total += time.perf_counter_ns() - self.since
+
+    def seconds(self) -> float:
+        extra = time.perf_counter_ns() - self.since if self.pending else 0
+        return (self.total + extra) / 1e9
 
 
 class DeviceState:
@@ -64,6 +117,7 @@ class DeviceState:
                                      be.unmap_extent)
         self.symbols: list[tuple[int, int]] = []  # sorted (base, size) of module globals
         self.kernels: set[int] = set()
+        self.clock: BusyClock | None = None  # its GPU's busy clock in the session
 
     def check(self, ptr: int, n: int) -> None:
         """ptr..ptr+n must lie inside one allocation or global of this session."""
@@ -89,7 +143,7 @@ class Session(asyncio.BufferedProtocol):
     def __init__(self, backend, *, session_id: int = 0, identity: dict | None = None,
                  heartbeat_ms: int = 1000, client_timeout: float = 60.0,
                  quota_bytes: int | None = None, on_close: Callable[[], None] | None = None,
-                 drain_output: Callable[[], bytes] | None = None) -> None:
+                 drain_output: Callable[[], bytes] | None = None, front=None) -> None:
         self.backend = backend
         self.session_id = session_id
         self.identity = identity or {}
@@ -111,6 +165,12 @@ class Session(asyncio.BufferedProtocol):
         self.bytes_out = 0
         self.started = time.time()
         self.busy_ns = 0
+        # The worker's link to the front (daemon/worker.py FrontLink) when limits or energy
+        # are kept there: .quota (bytes per tenant or None), .gpu_limit, .energy (bools).
+        self.front = front
+        self.energy_j: float | None = None  # attributed by the front; None: unavailable
+        self._clocks: dict[int, BusyClock] = {}  # physical GPU -> busy clock
+        self._charged: dict[tuple[int, int], int] = {}  # (vdev, ptr) -> bytes reserved
         self._last_rx = self._last_tx = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future | None = None
@@ -216,16 +276,25 @@ class Session(asyncio.BufferedProtocol):
         self._schedule_tick()
 
     # ------------------------------------------------------------ dispatch
+    def _clock(self, vdev: int) -> BusyClock | None:
+        d = self.devices.get(vdev)
+        if d is None:
+            return None
+        if d.clock is None:  # one clock per physical GPU, shared by its virtual devices
+            d.clock = self._clocks.setdefault(d.params["gpu"], BusyClock())
+        return d.clock
+
     def dispatch(self, f: Frame) -> None:
         self.counts[f.msg.name] += 1
         handler = self._handlers.get(f.op)
         t0 = time.perf_counter_ns()
+        clock = None
         try:
             if handler is None:
                 raise ProtocolError(f"{f.msg.name} is not a request")
             result = handler(f)
         except CudaError as exc:
-            self._failed(f, exc.status)
+            self._failed(f, exc.status, exc)
             return
         except ProtocolError as exc:
             self.abort(str(exc))
@@ -236,11 +305,18 @@ class Session(asyncio.BufferedProtocol):
             self._failed(f, E["cudaErrorUnknown"])
             return
         finally:
-            self.busy_ns += time.perf_counter_ns() - t0
+            dt = time.perf_counter_ns() - t0
+            self.busy_ns += dt
+            clock = self._clock(f.vdev)
+            if clock is not None:
+                clock.add(dt)
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             task = asyncio.ensure_future(self._finish(f, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if clock is not None and f.op not in _NOT_GPU_WAITS:
+                clock.begin()  # the request waits for this session's work on the GPU
+                task.add_done_callback(clock.end)
         elif f.rid:
             self._answer(f, result)
 
@@ -248,7 +324,7 @@ class Session(asyncio.BufferedProtocol):
         try:
             result = await pending
         except CudaError as exc:
-            self._failed(f, exc.status)
+            self._failed(f, exc.status, exc)
             return
         except asyncio.CancelledError:
             raise
@@ -279,10 +355,14 @@ class Session(asyncio.BufferedProtocol):
         values, tail = (result if isinstance(result, tuple) else (result, b""))
         self._write(encode_reply(f.rid, 0, f.msg, values, tail or b"", f.vdev))
 
-    def _failed(self, f: Frame, status: int) -> None:
+    def _failed(self, f: Frame, status: int, exc: CudaError | None = None) -> None:
         self._flush_output()
         if f.rid:
-            self._write(encode_reply(f.rid, status, None, None, b"", f.vdev))
+            # A DEVICE_OPEN refused by policy says why (the client asks for it with a bulk
+            # reply, so a tail is welcome there and nowhere else).
+            why = (str(exc).encode()[:400] if isinstance(exc, Refusal)
+                   and f.op == _DEVICE_OPEN_OP else b"")
+            self._write(encode_reply(f.rid, status, None, None, why, f.vdev))
         else:
             self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": status, "op": f.op},
                                vdev=f.vdev))
@@ -365,6 +445,7 @@ class Session(asyncio.BufferedProtocol):
 
     def release(self) -> None:
         """Free everything the client held (its contexts go with them)."""
+        self._return_charges(None)
         for d in self.devices.values():
             try:
                 d.alloc.release_all()
@@ -379,6 +460,9 @@ class Session(asyncio.BufferedProtocol):
     def memory_held(self) -> int:
         return sum(d.memory_held() for d in self.devices.values())
 
+    def busy_by_gpu(self) -> dict[str, float]:
+        return {str(g): c.seconds() for g, c in self._clocks.items()}
+
     def status(self) -> dict:
         return {"session": self.session_id, "identity": self.identity,
                 "devices": {str(v): {"gpu": d.params["gpu"], "sm_budget": d.params["sm_budget"],
@@ -387,7 +471,8 @@ class Session(asyncio.BufferedProtocol):
                 "memory_held": self.memory_held(), "calls": sum(self.counts.values()),
                 "counts": dict(self.counts), "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "since": self.started,
-                "busy_s": self.busy_ns / 1e9}
+                "busy_s": self.busy_ns / 1e9, "busy_s_by_gpu": self.busy_by_gpu(),
+                "energy_j": self.energy_j}
 
     # ------------------------------------------------------------ session ops
     def op_PING(self, f):
@@ -402,6 +487,11 @@ class Session(asyncio.BufferedProtocol):
         return {}, json.dumps(self.backend.gpu_info(gpu)).encode()
 
     def op_STATUS(self, f):
+        if self.front is not None and self.front.energy:
+            async def fresh():  # the front attributes up to now first (FARCUDA_REPORT's figure)
+                self.energy_j = await self.front.energy_now()
+                return {}, json.dumps(self.status()).encode()
+            return fresh()
         return {}, json.dumps(self.status()).encode()
 
     # ------------------------------------------------------------ devices
@@ -411,6 +501,24 @@ class Session(asyncio.BufferedProtocol):
             raise CudaError(E["cudaErrorInvalidDevice"], "virtual device opened twice")
         if v["window_size"] == 0 or v["window_size"] > 1 << 42:
             raise CudaError(E["cudaErrorInvalidValue"], "bad window size")
+        if self.front is None or not self.front.gpu_limit:
+            return self._open(f, v)
+
+        async def admitted():  # limits.tenants_per_gpu: the front admits the tenant first
+            why = await self.front.open_gpu(v["gpu"])
+            if why:
+                raise Refusal(E["cudaErrorDevicesUnavailable"], why)
+            try:
+                if f.vdev in self.devices:
+                    raise CudaError(E["cudaErrorInvalidDevice"], "virtual device opened twice")
+                return self._open(f, v)
+            except BaseException:
+                if not any(d.params["gpu"] == v["gpu"] for d in self.devices.values()):
+                    self.front.close_gpu(v["gpu"])
+                raise
+        return admitted()
+
+    def _open(self, f: Frame, v: dict):
         be = self.backend.open_device(v["gpu"], v["sm_budget"], v["flags"], v["window_base"],
                                       v["window_size"], vdev=f.vdev)
         self.devices[f.vdev] = DeviceState(f.vdev, be, v["window_size"], v)
@@ -423,6 +531,7 @@ class Session(asyncio.BufferedProtocol):
     def op_DEVICE_RESET(self, f):
         d = self.dev(f)
         params = d.params
+        self._return_charges(f.vdev)
         d.alloc.release_all()
         d.be.close()
         del self.devices[f.vdev]
@@ -442,7 +551,13 @@ class Session(asyncio.BufferedProtocol):
         free, total = self.dev(f).be.mem_info()
         if self.quota_bytes is not None:
             free = min(free, max(0, self.quota_bytes - self.memory_held()))
-        return {"free": free, "total": total}
+        if self.front is None or self.front.quota is None:
+            return {"free": free, "total": total}
+
+        async def tenant_free():  # what is left of the quota across the tenant's sessions
+            used = await self.front.usage()
+            return {"free": min(free, max(0, self.front.quota - used)), "total": total}
+        return tenant_free()
 
     def op_SET_FLAGS(self, f):
         self.dev(f).be.set_flags(f.values()[0])
@@ -459,11 +574,53 @@ class Session(asyncio.BufferedProtocol):
         except MemoryError:
             raise CudaError(E["cudaErrorMemoryAllocation"]) from None
 
+    def _alloc_reply(self, f: Frame, d: DeviceState, size: int, reply: dict):
+        """Allocate ``size`` bytes on ``d`` and answer ``reply`` with the pointer. With a
+        tenant quota kept by the front, the bytes are reserved there first (a short wait on
+        the control link), and returned by ``_free`` or when the device or session ends."""
+        if self.front is None or self.front.quota is None:
+            return dict(reply, ptr=self._alloc(d, size))
+        n = _charge(size)
+
+        async def reserved():
+            why = await self.front.reserve(n)
+            if why:
+                log.info("session %d: cudaMalloc of %d bytes refused: %s", self.session_id,
+                         size, why)
+                raise CudaError(E["cudaErrorMemoryAllocation"], why)
+            try:
+                if self.devices.get(f.vdev) is not d:  # reset or closed meanwhile
+                    raise CudaError(E["cudaErrorInvalidDevice"])
+                ptr = self._alloc(d, size)
+            except BaseException:
+                self.front.release(n)
+                raise
+            self._charged[(f.vdev, ptr)] = n
+            return dict(reply, ptr=ptr)
+        return reserved()
+
+    def _free(self, vdev: int, d: DeviceState, ptr: int) -> None:
+        if ptr not in d.alloc._blocks:
+            # Freed while this free waited for the device: a second free of the pointer, or
+            # a reset of the device. An error for the client, not for the allocator.
+            raise CudaError(E["cudaErrorInvalidValue"], "not an allocation of this client")
+        d.alloc.free(ptr)
+        n = self._charged.pop((vdev, ptr), 0)
+        if n:
+            self.front.release(n)
+
+    def _return_charges(self, vdev: int | None) -> None:
+        """Give back the reservations of one device (None: of all), all in one notice."""
+        mine = [k for k in self._charged if vdev is None or k[0] == vdev]
+        n = sum(self._charged.pop(k) for k in mine)
+        if n and self.front is not None:
+            self.front.release(n)
+
     def op_MALLOC(self, f):
         size, _flags = f.values()
         if size == 0 or size > 1 << 42:
             raise CudaError(E["cudaErrorMemoryAllocation"] if size else E["cudaErrorInvalidValue"])
-        return {"ptr": self._alloc(self.dev(f), size)}
+        return self._alloc_reply(f, self.dev(f), size, {})
 
     def op_FREE(self, f):
         d = self.dev(f)
@@ -475,9 +632,9 @@ class Session(asyncio.BufferedProtocol):
         async def later():
             if pending is not None:
                 await pending
-            d.alloc.free(ptr)
+            self._free(f.vdev, d, ptr)
         if pending is None:
-            d.alloc.free(ptr)
+            self._free(f.vdev, d, ptr)
             return None
         return later()
 
@@ -487,13 +644,15 @@ class Session(asyncio.BufferedProtocol):
         pitch = d.be.pitch_for(width)
         if pitch * height > 1 << 42:
             raise CudaError(E["cudaErrorMemoryAllocation"])
-        return {"ptr": self._alloc(d, pitch * height), "pitch": pitch}
+        if pitch * height == 0:  # a zero width or height: nothing to place, as cudaMalloc(0)
+            return {"ptr": 0, "pitch": pitch}
+        return self._alloc_reply(f, d, pitch * height, {"pitch": pitch})
 
     def op_MALLOC_ASYNC(self, f):
         size, _stream = f.values()
         if size == 0:
             return {"ptr": 0}
-        return {"ptr": self._alloc(self.dev(f), size)}
+        return self._alloc_reply(f, self.dev(f), size, {})
 
     def op_FREE_ASYNC(self, f):
         ptr, stream = f.values()
@@ -502,12 +661,12 @@ class Session(asyncio.BufferedProtocol):
             raise CudaError(E["cudaErrorInvalidValue"])
         pending = d.be.stream_sync(stream)
         if pending is None:
-            d.alloc.free(ptr)
+            self._free(f.vdev, d, ptr)
             return None
 
         async def later():
             await pending
-            d.alloc.free(ptr)
+            self._free(f.vdev, d, ptr)
         return later()
 
     def op_MEMCPY_HTOD(self, f):

@@ -8,9 +8,14 @@ memory and modules die with it: a client's crash, fault or hostile input stays i
 Device printf output, which the CUDA driver writes to the process's stdout, is captured
 through a pipe and sent to the client before the reply of the synchronization that flushed it.
 
-Control messages (JSON lines on the control socket): from the front {"op": "status"} and
-{"op": "shutdown", "grace": seconds}; to the front {"ready": ...} once the backend is up,
-then answers to status requests.
+Control socket: first {"ready": ...} to the front once the backend is up, then the job and
+the client's descriptor from it; from then on a control link (daemon/ctl.py). From the front:
+"status" (answered with the session's figures and busy clocks), "shutdown" {grace}, "energy"
+{joules} (the energy attributed so far). To the front, only when its job says the front keeps
+tenant limits or energy: "reserve" {bytes} / "release" {bytes} against the tenant's memory
+quota, "open_gpu" / "close_gpu" {gpu} against limits.tenants_per_gpu, "usage" (the tenant's
+bytes), "energy" (attribute up to now and answer). The front outlives every worker; when the
+link ends anyway, the session ends in order (GOODBYE).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import socket
 import sys
 
 from .backends import load_backend
+from .ctl import CtlLink
 from .logs import setup_logging
 from .session import Session
 
@@ -73,6 +79,54 @@ def drain(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+class FrontLink:
+    """The session's view of the front: tenant limits and energy, over the control link.
+
+    If the front cannot answer (it is gone, or stuck past the timeout), a reservation or an
+    admission is refused: a limit is never bypassed by a failure."""
+
+    TIMEOUT = 10.0
+
+    def __init__(self, link: CtlLink, job: dict) -> None:
+        self.link = link
+        self.quota: int | None = job.get("tenant_quota")
+        self.gpu_limit = bool(job.get("tenants_per_gpu"))
+        self.energy = bool(job.get("energy"))
+
+    @staticmethod
+    def wanted(job: dict) -> bool:
+        return (job.get("tenant_quota") is not None or bool(job.get("tenants_per_gpu"))
+                or bool(job.get("energy")))
+
+    async def _ask(self, op: str, **fields) -> dict | None:
+        try:
+            return await self.link.request(op, timeout=self.TIMEOUT, **fields)
+        except (ConnectionError, TimeoutError):
+            return None
+
+    async def reserve(self, nbytes: int) -> str | None:
+        rep = await self._ask("reserve", bytes=nbytes)
+        return "the daemon did not answer" if rep is None else rep.get("refused")
+
+    def release(self, nbytes: int) -> None:
+        self.link.notify("release", bytes=nbytes)
+
+    async def open_gpu(self, gpu: int) -> str | None:
+        rep = await self._ask("open_gpu", gpu=gpu)
+        return "the daemon did not answer" if rep is None else rep.get("refused")
+
+    def close_gpu(self, gpu: int) -> None:
+        self.link.notify("close_gpu", gpu=gpu)
+
+    async def usage(self) -> int:
+        rep = await self._ask("usage")
+        return (self.quota or 0) if rep is None else int(rep.get("used", 0))
+
+    async def energy_now(self) -> float | None:
+        rep = await self._ask("energy")
+        return None if rep is None else rep.get("joules")
+
+
 async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     loop = asyncio.get_running_loop()
     ready = {"ready": True, "pid": os.getpid()}
@@ -91,11 +145,23 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     job = json.loads(msg)
     client = socket.socket(fileno=fds[0])
     client.setblocking(False)
-    ctl.setblocking(False)
+    session: Session | None = None
+
+    def on_front(req: dict):
+        op = req.get("op")
+        if op == "status":
+            return dict(session.status(), pid=os.getpid())
+        if op == "shutdown":
+            loop.create_task(_shutdown(session, float(req.get("grace", 10.0))))
+        elif op == "energy":
+            session.energy_j = req.get("joules")
+        return None
+    link = await CtlLink.over(ctl, on_front, name=f"worker of session {job['session']}")
     session = Session(backend, session_id=job["session"], identity=job.get("identity", {}),
                       heartbeat_ms=job.get("heartbeat_ms", 1000),
                       client_timeout=job.get("client_timeout", 60.0),
-                      quota_bytes=job.get("quota_bytes"), drain_output=lambda: drain(out_fd))
+                      quota_bytes=job.get("quota_bytes"), drain_output=lambda: drain(out_fd),
+                      front=FrontLink(link, job) if FrontLink.wanted(job) else None)
 
     def forward_output() -> None:
         data = drain(out_fd)
@@ -107,30 +173,12 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
              job.get("identity", {}).get("exe", "?"))
 
     async def control() -> None:
-        buf = b""
-        while True:
-            try:
-                data = await loop.sock_recv(ctl, 1 << 16)
-            except OSError:
-                data = b""
-            if not data:  # the front went away: end the session in order
-                session.goodbye("the daemon is shutting down")
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    req = json.loads(line)
-                except ValueError:
-                    continue
-                if req.get("op") == "status":
-                    reply = dict(session.status(), pid=os.getpid())
-                    await loop.sock_sendall(ctl, json.dumps(reply).encode() + b"\n")
-                elif req.get("op") == "shutdown":
-                    loop.create_task(_shutdown(session, float(req.get("grace", 10.0))))
+        await link.run()
+        session.goodbye("the daemon is shutting down")  # the front went away: end in order
     ctl_task = loop.create_task(control())
     await session.closed
     ctl_task.cancel()
+    link.close()
     log.info("session %d: ended; counts=%s", job["session"], dict(session.counts))
     backend.close()
     return 0

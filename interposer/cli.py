@@ -3,6 +3,11 @@
     farcuda run [--server HOST:PORT] -- PROGRAM [ARGS...]
     farcuda status [--server HOST:PORT] [--json]
     farcuda shim-path
+
+`farcuda status` asks each server (the --server given, else those of FARCUDA_DEVICES /
+FARCUDA_SERVER, else the local default) for its GPUs and connected tenants; it honours
+FARCUDA_TOKEN and FARCUDA_TLS*. Readings a server cannot make (no NVML there: utilization,
+power, energy) are shown as n/a, never guessed; it exits 1 when a server is unreachable.
 """
 
 from __future__ import annotations
@@ -137,10 +142,21 @@ def cmd_run(args) -> int:
     return rc if rc >= 0 else 128 - rc
 
 
-def query_status(server: str, token: str | None, timeout: float = 5.0) -> dict:
+def query_status(server: str, token: str | None, timeout: float = 5.0,
+                 tls_config: configmod.ClientConfig | None = None) -> dict:
+    """The server's status (daemon/server.py ``Daemon.status``); TLS when ``tls_config.tls``."""
     from .protocol import FrameReader, handshake
     host, port = configmod.parse_hostport(server, "--server")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    raw = socket.create_connection((host, port), timeout=timeout)
+    if tls_config is not None and tls_config.tls:
+        from . import tls
+        ctx = tls.client_context(tls_config.tls_ca, tls_config.tls_cert, tls_config.tls_key)
+        try:
+            raw = ctx.wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
+    with raw as sock:
         reader = FrameReader("s2c")
 
         def frame():
@@ -163,6 +179,12 @@ def query_status(server: str, token: str | None, timeout: float = 5.0) -> dict:
         return json.loads(text)
 
 
+def _joules(j) -> str:
+    if j is None:
+        return "n/a"
+    return f"{j / 1000:.2f} kJ" if j >= 10000 else f"{j:.2f} J"
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -182,9 +204,14 @@ def cmd_status(args) -> int:
         else:
             servers = [f"127.0.0.1:{configmod.DEFAULT_PORT}"]
     out, rc = {}, 0
+    try:
+        tls_config = configmod.from_env()
+    except configmod.ConfigError as exc:
+        print(f"farcuda: {exc}", file=sys.stderr)
+        return 2
     for s in servers:
         try:
-            out[s] = query_status(s, os.environ.get("FARCUDA_TOKEN"))
+            out[s] = query_status(s, os.environ.get("FARCUDA_TOKEN"), tls_config=tls_config)
         except (OSError, ConnectionError, ValueError) as exc:
             out[s] = {"error": str(exc)}
             rc = 1
@@ -195,20 +222,29 @@ def cmd_status(args) -> int:
         if "error" in st:
             print(f"{s}: unreachable: {st['error']}")
             continue
-        print(f"{s}: driver {st.get('driver')}, {len(st.get('gpus', []))} GPU(s)")
+        extras = [x for x, on in (("TLS", st.get("tls")), ("tokens", st.get("auth"))) if on]
+        energy = st.get("energy", {})
+        print(f"{s}: driver {st.get('driver')}, {len(st.get('gpus', []))} GPU(s)"
+              + (f", {' + '.join(extras)}" if extras else "")
+              + ("" if energy.get("available") else ", energy n/a (no NVML on the server)"))
         for g in st.get("gpus", []):
             line = f"  GPU {g['gpu']}: {g.get('name', '?')}"
-            if "memory_used" in g:
-                line += f", memory {_human(g['memory_used'])} / {_human(g['memory_total'])}"
+            if g.get("memory_used") is not None:
+                src = " (held by tenants)" if g.get("memory_source") == "tenants" else ""
+                line += (f", memory {_human(g['memory_used'])} / "
+                         f"{_human(g.get('memory_total', 0))}{src}")
             elif g.get("memory_total"):
                 line += f", memory {_human(g['memory_total'])}"
-            if g.get("utilization") is not None:
-                line += f", utilization {g['utilization']}%"
-            if g.get("power_w") is not None:
-                line += f", power {g['power_w']:.0f} W"
+            util = g.get("utilization")
+            line += f", utilization {'n/a' if util is None else f'{util}%'}"
+            power = g.get("power_w")
+            line += f", power {'n/a' if power is None else f'{power:.0f} W'}"
+            line += f", energy {_joules(g.get('energy_j'))}"
+            if "tenants" in g:
+                line += f", tenants {g['tenants']}"
             print(line)
         tenants = st.get("tenants", [])
-        print(f"  tenants: {len(tenants)}")
+        print(f"  sessions: {len(tenants)}")
         for t in tenants:
             ident = t.get("identity", {})
             devs = ",".join(f"{v}->gpu{d['gpu']}" for v, d in t.get("devices", {}).items())
@@ -216,7 +252,8 @@ def cmd_status(args) -> int:
                   f"peer={t.get('peer')} exe={ident.get('exe', '?')} devices=[{devs}] "
                   f"memory={_human(t.get('memory_held', 0))} calls={t.get('calls', 0)} "
                   f"in={_human(t.get('bytes_in', 0))} out={_human(t.get('bytes_out', 0))} "
-                  f"since={time.strftime('%H:%M:%S', time.localtime(t.get('since', 0)))}")
+                  f"since={time.strftime('%H:%M:%S', time.localtime(t.get('since', 0)))} "
+                  f"energy={_joules(t.get('energy_j'))}")
     return rc
 
 

@@ -3,6 +3,10 @@
 Precedence: FARCUDA_DEVICES (the device map), then FARCUDA_DEVICE_COUNT with
 FARCUDA_DEVICE_<i>, then FARCUDA_SERVER (every GPU of one server). The parsers raise
 ConfigError with a message naming the variable and the entry at fault.
+
+FARCUDA_TLS=1 puts every connection through TLS (interposer/tls.py); FARCUDA_TLS_CA names the
+CA to verify servers with, FARCUDA_TLS_CERT/KEY this client's certificate. Setting one of those
+without FARCUDA_TLS=1 is an error, never a silent plain-text connection.
 """
 
 from __future__ import annotations
@@ -102,11 +106,34 @@ class ClientConfig:
     connect_timeout: float = 5.0
     liveness_timeout: float = 10.0
     report: bool = False
+    tls: bool = False  # FARCUDA_TLS=1: every connection goes through TLS (interposer/tls.py)
+    tls_ca: str | None = None  # FARCUDA_TLS_CA: verify servers against this CA (PEM)
+    tls_cert: str | None = None  # FARCUDA_TLS_CERT/_KEY: this client's certificate
+    tls_key: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def configured(self) -> bool:
         return self.devices is not None or self.server is not None
+
+
+def _tls_from_env(env: Mapping[str, str], cfg: ClientConfig) -> None:
+    flag = env.get("FARCUDA_TLS", "").strip().lower()
+    if flag not in ("", "0", "1", "yes", "no", "true", "false", "on", "off"):
+        raise ConfigError(f"FARCUDA_TLS={flag!r} is not 1 or 0")
+    cfg.tls = flag in ("1", "yes", "true", "on")
+    for var, attr in (("FARCUDA_TLS_CA", "tls_ca"), ("FARCUDA_TLS_CERT", "tls_cert"),
+                      ("FARCUDA_TLS_KEY", "tls_key")):
+        path = env.get(var, "").strip()
+        if not path:
+            continue
+        if not cfg.tls:
+            raise ConfigError(f"{var} is set but FARCUDA_TLS is not: set FARCUDA_TLS=1")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{var}={path!r}: no such file")
+        setattr(cfg, attr, path)
+    if cfg.tls_key and not cfg.tls_cert:
+        raise ConfigError("FARCUDA_TLS_KEY is set without FARCUDA_TLS_CERT")
 
 
 def from_env(env: Mapping[str, str] | None = None) -> ClientConfig:
@@ -116,6 +143,7 @@ def from_env(env: Mapping[str, str] | None = None) -> ClientConfig:
     cfg.connect_timeout = _float(env, "FARCUDA_CONNECT_TIMEOUT", 5.0)
     cfg.liveness_timeout = _float(env, "FARCUDA_LIVENESS_TIMEOUT", 10.0)
     cfg.report = env.get("FARCUDA_REPORT", "") not in ("", "0")
+    _tls_from_env(env, cfg)
     if env.get("FARCUDA_DEVICES", "").strip():
         cfg.devices = parse_devices(env["FARCUDA_DEVICES"])
         cfg.source = "FARCUDA_DEVICES"

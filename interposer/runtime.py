@@ -4,6 +4,10 @@ This module runs inside the CUDA application's process, in the interpreter the s
 The C half calls the functions registered by ``install`` (cffi ``extern "Python+C"``) for
 everything that is not on the hot path; each returns a cudaError_t. An exception inside one
 becomes cudaErrorUnknown with a traceback on stderr, never a silent success.
+
+With FARCUDA_TLS=1 a connection's bytes go through a TLS relay (interposer/tls.py): the C
+transport gets one end of a socketpair, a Python thread of this process encrypts and forwards,
+and the farcuda handshake itself already runs inside TLS.
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ S = State()
 
 
 class CudaError(Exception):
-    def __init__(self, status: int, message: str | None = None):
+    def __init__(self, status: int, message: str | None = None, reason: str | None = None):
         super().__init__(message or ERRORS.get(status, ("?", "?"))[0])
         self.status = status
+        self.reason = reason  # the server's words, when its reply carried some
 
 
 def call(dev: int, name: str, values: dict | None = None, tail: bytes = b"",
@@ -90,7 +95,7 @@ def call(dev: int, name: str, values: dict | None = None, tail: bytes = b"",
         data = bytes(ffi.buffer(pbulk[0], plen[0]))
         lib.fcx_free(pbulk[0])
     if st != SUCCESS:
-        raise CudaError(st)
+        raise CudaError(st, reason=data.decode(errors="replace") if data else None)
     reply = unpack_fixed(msg, ffi.buffer(rep, rep_size), reply=True) if msg.reply_size else {}
     return reply, data
 
@@ -190,6 +195,24 @@ def _recv_frame(sock: socket.socket, reader: FrameReader):
             return frames[0]
 
 
+def _open_tls(host: str, port: int, cfg) -> socket.socket:
+    """The local end of a TLS relay to host:port (interposer/tls.py)."""
+    import ssl
+
+    from . import tls
+    try:
+        ctx = tls.client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise _TlsSetupError(f"FARCUDA_TLS_CA/CERT/KEY: {exc}") from None
+    sock = tls.client_relay().connect(host, port, ctx, cfg.connect_timeout)
+    sock.settimeout(cfg.connect_timeout)
+    return sock
+
+
+class _TlsSetupError(Exception):
+    pass
+
+
 def connect(server: int) -> int:
     """Open the connection to a server and shake hands; give the socket to the C runtime."""
     host, port = S.servers[server]
@@ -197,11 +220,22 @@ def connect(server: int) -> int:
     where = f"{host}:{port}"
     var = cfg.source if cfg and cfg.source else "FARCUDA_SERVER"
     try:
-        sock = socket.create_connection((host, port), timeout=cfg.connect_timeout)
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        if cfg.tls:
+            sock = _open_tls(host, port, cfg)
+        else:
+            sock = socket.create_connection((host, port), timeout=cfg.connect_timeout)
+    except _TlsSetupError as exc:
+        log(f"cannot set up TLS for the GPU server {where}: {exc}")
+        return E["cudaErrorDevicesUnavailable"]
+    except OSError as exc:  # ssl.SSLError included
+        if isinstance(exc, TimeoutError):
+            reason = "timed out"
+        elif hasattr(exc, "reason") and exc.reason:  # ssl: e.g. CERTIFICATE_VERIFY_FAILED
+            reason = f"TLS handshake failed: {getattr(exc, 'verify_message', None) or exc.reason}"
+        else:
+            reason = exc.strerror or str(exc)
         log(f"cannot reach the GPU server {where} (set by {var}): {reason}; start farcudad "
-            f"there or fix {var}")
+            f"there or fix {var}" + (" (or FARCUDA_TLS_*)" if cfg.tls else ""))
         return E["cudaErrorDevicesUnavailable"]
     try:
         reader = FrameReader("s2c")
@@ -225,7 +259,20 @@ def connect(server: int) -> int:
             raise ConnectionError("short welcome")
         info = unpack_fixed(BY_NAME["HELLO"], bytes(rep.tail)[:flen], reply=True)
     except (OSError, ConnectionError, ValueError) as exc:
-        log(f"handshake with the GPU server {where} failed: {exc}")
+        hint = ""
+        if isinstance(exc, TimeoutError) and not cfg.tls:  # a TLS server waits for us
+            hint = " (if the server uses TLS, set FARCUDA_TLS=1 and FARCUDA_TLS_CA)"
+        elif cfg.tls:
+            from . import tls
+            why = tls.client_relay().why_closed(sock)
+            if why:
+                hint = f" (TLS: {why})"
+            elif not cfg.tls_cert:  # TLS 1.3 reports a missing certificate only as a close
+                hint = (" (over TLS: the server may require a client certificate: set "
+                        "FARCUDA_TLS_CERT and FARCUDA_TLS_KEY)")
+            else:
+                hint = " (over TLS: the server may not accept this client's certificate)"
+        log(f"handshake with the GPU server {where} failed: {exc}{hint}")
         sock.close()
         return E["cudaErrorDevicesUnavailable"]
     sock.settimeout(None)
@@ -286,9 +333,15 @@ def device_open(dev: int) -> int:
     if lib.fcx_window_reserve(dev, size, base) != 0:
         log(f"device {dev}: no free address window for its memory in this process")
         return E["cudaErrorMemoryAllocation"]
-    rep, data = call(dev, "DEVICE_OPEN", {"gpu": d.gpu, "sm_budget": d.sm, "flags": d.flags,
-                                          "window_base": base[0], "window_size": size},
-                     bulk=True)
+    try:
+        rep, data = call(dev, "DEVICE_OPEN", {"gpu": d.gpu, "sm_budget": d.sm,
+                                              "flags": d.flags, "window_base": base[0],
+                                              "window_size": size}, bulk=True)
+    except CudaError as exc:
+        if exc.reason:  # refused by the server's policy (e.g. limits.tenants_per_gpu)
+            host, port = S.servers[d.server]
+            log(f"device {dev} ({host}:{port}/{d.gpu}): the server refused it: {exc.reason}")
+        raise
     if rep["window_base"] != base[0]:
         if lib.fcx_window_adopt(dev, rep["window_base"], size) != 0:
             log(f"device {dev}: the server's address window 0x{rep['window_base']:x} collides "
@@ -350,13 +403,33 @@ def module_load(mod: int, dev: int) -> int:
     return SUCCESS
 
 
+def _session_energy() -> float | None:
+    """The GPU energy the servers attributed to this process's sessions (J), asked for in one
+    last STATUS request to each; None when no server can tell (no NVML there)."""
+    total = None
+    for s in range(len(S.servers)):
+        if lib.fcx_server_connected(s) != 1:
+            continue
+        try:
+            _, data = call(0, "STATUS", bulk=True, server=s)
+            joules = json.loads(data or b"{}").get("energy_j")
+        except (CudaError, ValueError):
+            continue
+        if joules is not None:
+            total = (total or 0.0) + float(joules)
+    return total
+
+
 def report() -> int:
-    """FARCUDA_REPORT=1: the summary line at exit."""
+    """FARCUDA_REPORT=1: the summary line at exit (the figures are read before the last
+    STATUS request, which is not counted)."""
     out = ffi.new("uint64_t[5]")
     lib.fcx_stats(out)
     calls, sync_calls, bytes_out, bytes_in, wait_ns = (int(x) for x in out)
+    joules = _session_energy()
+    energy = "unavailable" if joules is None else f"{joules:.3f}"
     log(f"report: calls={calls} sync_calls={sync_calls} bytes_to_server={bytes_out} "
-        f"bytes_from_server={bytes_in} wait_s={wait_ns / 1e9:.3f}")
+        f"bytes_from_server={bytes_in} wait_s={wait_ns / 1e9:.3f} gpu_energy_j={energy}")
     return SUCCESS
 
 
