@@ -74,6 +74,7 @@ def side(request, server, microlib):
     yield request.param, call
     child.stdin.close()
     child.wait(timeout=30)
+    child.stdout.close()
 
 
 def test_sync_round_trip(benchmark, side):
