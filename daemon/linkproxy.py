@@ -230,7 +230,7 @@ class _Conn:
 
     async def run(self) -> None:
         loop = self.link.loop
-        self.tasks = [loop.create_task(self._guard(d.reader() if r else d.writer()))
+        self.tasks = [loop.create_task(self._guard(d.reader if r else d.writer))
                       for d in (self.c2s, self.s2c) for r in (True, False)]
         try:
             await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -238,9 +238,11 @@ class _Conn:
             if self.state == "open":
                 self.close()
 
-    async def _guard(self, coro) -> None:
+    async def _guard(self, fn) -> None:
+        # The coroutine is made here, not by the caller: a task cancelled before its first
+        # step (a cut right at the start) then leaves no coroutine that was never awaited.
         try:
-            await coro
+            await fn()
         except OSError:
             # An end failed (reset, broken pipe): pass the failure on, as a router's RST would.
             self._abort()

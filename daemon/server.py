@@ -120,6 +120,17 @@ class _TlsIO:
         self.writer.close()
 
 
+async def _send_job(ctl: socket.socket, job: dict, fd: int) -> None:
+    """Hand a client's connection to a worker: its job, length-prefixed, with the descriptor.
+    The worker reads exactly the job's bytes, so a job longer than one read (the identity may
+    be 64 KiB) arrives whole and a control line sent right after it is not swallowed."""
+    data = json.dumps(job).encode()
+    data = struct.pack("<I", len(data)) + data
+    sent = socket.send_fds(ctl, [data], [fd])
+    if sent < len(data):
+        await asyncio.get_running_loop().sock_sendall(ctl, data[sent:])
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, backend: str = "cuda",
                  backend_options: dict | None = None) -> None:
@@ -341,7 +352,10 @@ class Daemon:
             body = await asyncio.wait_for(io.recv_exact(length), HANDSHAKE_TIMEOUT)
             fixed, tail = body[:HELLO.size], body[HELLO.size:]
             version, _cflags, mac, identity = handshake.parse_client_hello(fixed, tail)
-        except (TimeoutError, ConnectionError, OSError, ValueError, struct.error) as exc:
+        # RecursionError: an identity of deeply nested JSON ("[[[[..."), which json.loads
+        # does not report as a ValueError; uncaught, it left the task dead and the socket open.
+        except (TimeoutError, ConnectionError, OSError, ValueError, struct.error,
+                RecursionError) as exc:
             log.warning("client %s: handshake failed: %s", peer, exc or "timed out")
             io.close()
             return
@@ -387,11 +401,11 @@ class Daemon:
             await io.send(handshake.welcome(rid, session, self.gpus, self.driver,
                                             self.config.heartbeat_ms))
             if isinstance(io, _PlainIO):
-                socket.send_fds(w.ctl, [json.dumps(job).encode()], [conn.fileno()])
+                await _send_job(w.ctl, job, conn.fileno())
             else:  # the worker gets a socketpair end; the front relays it to the TLS stream
                 mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    socket.send_fds(w.ctl, [json.dumps(job).encode()], [theirs.fileno()])
+                    await _send_job(w.ctl, job, theirs.fileno())
                 finally:
                     theirs.close()
                 relay = await asyncio.open_unix_connection(sock=mine, limit=1 << 18)

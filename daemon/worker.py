@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 
 from .backends import load_backend
@@ -127,6 +128,28 @@ class FrontLink:
         return None if rep is None else rep.get("joules")
 
 
+def _recv_job(ctl: socket.socket) -> tuple[dict | None, list[int]]:
+    """The front's hand-off: a length-prefixed JSON job and the client's descriptor. Exactly
+    the job's bytes are read: the control link's lines that may follow stay in the socket."""
+    head, fds, _flags, _addr = socket.recv_fds(ctl, 4, 1)
+    data = bytearray(head)
+    if not _fill(ctl, data, 4):
+        return None, fds
+    if not _fill(ctl, data, 4 + struct.unpack_from("<I", data)[0]):
+        return None, fds
+    return json.loads(data[4:]), fds
+
+
+def _fill(sock: socket.socket, data: bytearray, n: int) -> bool:
+    """Receive into ``data`` until it holds ``n`` bytes; False if the peer closed first."""
+    while len(data) < n:
+        chunk = sock.recv(min(n - len(data), 1 << 20))
+        if not chunk:
+            return False
+        data += chunk
+    return True
+
+
 async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     loop = asyncio.get_running_loop()
     ready = {"ready": True, "pid": os.getpid()}
@@ -139,12 +162,13 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     if not ready["ready"]:
         return 1
     ctl.setblocking(True)
-    msg, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 1)
-    if not msg or not fds:
+    job, fds = _recv_job(ctl)
+    if job is None or not fds:
         return 0  # the front closed us before use
-    job = json.loads(msg)
     client = socket.socket(fileno=fds[0])
     client.setblocking(False)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):  # bulk copies: fewer, larger reads
+        client.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
     session: Session | None = None
 
     def on_front(req: dict):

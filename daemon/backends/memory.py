@@ -37,6 +37,7 @@ class _Stream:
         self.queue: deque[Callable[[], None]] = deque()
         self.blocked = False  # a host callback is outstanding
         self.waiters: list[asyncio.Future] = []
+        self.error: CudaError | None = None  # a queued operation failed: for the next waiter
 
 
 class MemoryDevice:
@@ -99,11 +100,22 @@ class MemoryDevice:
 
     def _drain(self, s: _Stream) -> None:
         while s.queue and not s.blocked:
-            s.queue.popleft()()
+            try:
+                s.queue.popleft()()
+            except CudaError as exc:
+                # As a fault on a GPU: the stream goes on, the error surfaces at the next
+                # synchronization. Raised from here it would leave the rest of the queue, and
+                # everyone waiting for the stream, stuck for good.
+                s.error = s.error or exc
         if not s.blocked and not s.queue:
             for w in s.waiters:
                 if not w.done():
-                    w.set_result(None)
+                    if s.error is not None:
+                        w.set_exception(s.error)
+                    else:
+                        w.set_result(None)
+            if s.waiters:
+                s.error = None
             s.waiters.clear()
 
     def _idle(self, stream: int):
@@ -111,6 +123,9 @@ class MemoryDevice:
         if s is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         if not s.blocked and not s.queue:
+            if s.error is not None:  # a queued operation failed since the last wait
+                err, s.error = s.error, None
+                raise err
             return None
         fut = asyncio.get_running_loop().create_future()
         s.waiters.append(fut)

