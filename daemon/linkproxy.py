@@ -13,10 +13,12 @@ Each direction of each connection is modelled on its own:
   in tokens; its deadline counts from the moment the bucket has paid for it (its last byte
   has left the emulated link), and the proxy reads nothing more from that end until then, so
   the sender feels the limit as TCP back-pressure, as on a real link.
-- **cut** (after ``cut_after_bytes`` bytes in both directions together, or on ``cut()``):
+- **cut** (after ``cut_after_bytes`` bytes in both directions together, or on ``cut()``;
+  with ``cut_direction``, after that many bytes of that direction):
   ``blackhole`` stops all traffic silently with both sockets left open (a pulled cable: the
-  ends only learn it from their own timeouts), ``reset`` aborts both sockets (RST), ``close``
-  ends both with a FIN. New connections after a ``cut()`` are served normally.
+  ends only learn it from their own timeouts; ``cut_direction`` blackholes one way only),
+  ``reset`` aborts both sockets (RST), ``close`` ends both with a FIN. New connections after
+  a ``cut()`` are served normally.
 - **half-close** (after ``half_close_after_bytes`` bytes in ``half_close_direction``): the
   bytes up to the limit are delivered, then the receiving end of that direction gets a FIN;
   further bytes of that direction are read and dropped, the other direction keeps flowing.
@@ -128,6 +130,22 @@ class _Direction:
             else None
         self.dropping = False  # past a half-close: read and discard
 
+    def _cut_left(self) -> int | None:
+        """Bytes this direction may still read before the cut (None: no limit on it). The
+        limit counts both directions together, or only the one a one-way cut stops."""
+        link = self.conn.link
+        if link.cut_after_bytes is None or link.cut_direction not in (None, self.name):
+            return None
+        used = self.conn.total if link.cut_direction is None else self.read_bytes
+        return max(0, link.cut_after_bytes - used)
+
+    def _queue_cut(self, deadline: float) -> None:
+        """The cut limit is reached: cut once the bytes before it are delivered (whichever
+        direction gets there first queues it)."""
+        if not self.conn.cut_queued:
+            self.conn.cut_queued = True
+            self._push(deadline, _CUT)
+
     def _push(self, deadline: float, item: object, size: int = 0) -> None:
         self.queue.append((deadline, item))
         self.queued += size
@@ -136,6 +154,10 @@ class _Direction:
     async def reader(self) -> None:
         link, loop = self.conn.link, self.conn.link.loop
         while True:
+            if self.half_limit is not None and not self.dropping \
+                    and self.read_bytes >= self.half_limit:  # (a limit of 0)
+                self._push(loop.time() + link.delay, _HALF)
+                self.dropping = True
             if self.bucket is not None:
                 await link.until(self.bucket.ready_at(loop.time()))
             while self.queued >= link.max_inflight:
@@ -144,9 +166,10 @@ class _Direction:
             want = _CHUNK if self.bucket is None else max(1, min(_CHUNK, int(link.burst)))
             if self.half_limit is not None and not self.dropping:
                 want = min(want, self.half_limit - self.read_bytes)
-            cut_left = self.conn.cut_left()
+            cut_left = self._cut_left()
             if cut_left == 0:
-                return  # the other direction reached the cut and queued it
+                self._queue_cut(loop.time() + link.delay)
+                return
             if cut_left is not None:
                 want = min(want, cut_left)
             data = await loop.sock_recv(self.src, max(1, want))
@@ -156,7 +179,7 @@ class _Direction:
                 return
             if self.dropping:
                 continue
-            cut_left = self.conn.cut_left()
+            cut_left = self._cut_left()
             if cut_left is not None and len(data) > cut_left:
                 data = data[:cut_left]  # the other direction used the rest meanwhile
             now = loop.time()
@@ -169,8 +192,8 @@ class _Direction:
                     link.stats.bytes_c2s += len(data)
                 else:
                     link.stats.bytes_s2c += len(data)
-            if self.conn.cut_left() == 0:
-                self._push(depart + link.delay, _CUT)
+            if self._cut_left() == 0:
+                self._queue_cut(depart + link.delay)
                 return
             if self.half_limit is not None and self.read_bytes >= self.half_limit:
                 self._push(depart + link.delay, _HALF)
@@ -207,7 +230,7 @@ class _Direction:
                     link.stats.half_closes += 1
                 return
             if marker is _CUT:
-                self.conn.cut(link.cut_mode)
+                self.conn.cut(link.cut_mode, link.cut_direction)
                 return
 
 
@@ -219,14 +242,12 @@ class _Conn:
         self.client = client
         self.server = server
         self.total = 0  # bytes read from both ends
+        self.cut_queued = False
+        self.silent: set[str] = set()  # directions blackholed one at a time
         self.state = "open"  # "open", "cut" (blackhole: sockets kept), "closed"
         self.tasks: list[asyncio.Task] = []
         self.c2s = _Direction(self, "c2s", client, server)
         self.s2c = _Direction(self, "s2c", server, client)
-
-    def cut_left(self) -> int | None:
-        limit = self.link.cut_after_bytes
-        return None if limit is None else max(0, limit - self.total)
 
     async def run(self) -> None:
         loop = self.link.loop
@@ -253,10 +274,21 @@ class _Conn:
             if t is not me:
                 t.cancel()
 
-    def cut(self, mode: str) -> None:
-        if self.state != "open":
+    def cut(self, mode: str, direction: str | None = None) -> None:
+        if self.state != "open" or direction in self.silent:
             return
         self.link.stats.cuts += 1
+        if mode == "blackhole" and direction is not None:
+            # One way only: that direction's tasks stop, the other keeps flowing (and the
+            # connection ends when it does).
+            first = 0 if direction == "c2s" else 2
+            for t in self.tasks[first:first + 2]:
+                if t is not asyncio.current_task():
+                    t.cancel()
+            self.silent.add(direction)
+            if len(self.silent) == 2:  # both ways now: a whole blackhole
+                self.state = "cut"
+            return
         if mode == "blackhole":
             self.state = "cut"  # sockets stay open, silent, until the proxy stops
             self._cancel()
@@ -302,6 +334,7 @@ class LinkProxy:
     def __init__(self, target: str | tuple[str, int], *, listen: str = "127.0.0.1:0",
                  delay: float = 0.0, rate: float | None = None, burst: int | None = None,
                  cut_after_bytes: int | None = None, cut_mode: str = "blackhole",
+                 cut_direction: str | None = None,
                  half_close_after_bytes: int | None = None,
                  half_close_direction: str = "c2s", max_inflight: int | None = None,
                  spin: float = 0.0015) -> None:
@@ -311,6 +344,9 @@ class LinkProxy:
             raise ValueError("delay must be >= 0 and rate > 0")
         if cut_mode not in CUT_MODES:
             raise ValueError(f"cut_mode must be one of {CUT_MODES}")
+        if cut_direction not in (None, "c2s", "s2c") or (cut_direction and
+                                                          cut_mode != "blackhole"):
+            raise ValueError("cut_direction is 'c2s' or 's2c', for a blackhole only")
         if half_close_direction not in ("c2s", "s2c"):
             raise ValueError("half_close_direction must be 'c2s' or 's2c'")
         self.delay = float(delay)
@@ -319,6 +355,7 @@ class LinkProxy:
                            else max(64 << 10, (self.rate or 0) / 8 * 0.002))
         self.cut_after_bytes = cut_after_bytes
         self.cut_mode = cut_mode
+        self.cut_direction = cut_direction
         self.half_close_after_bytes = half_close_after_bytes
         self.half_close_direction = half_close_direction
         bdp = (self.rate or 8e9) / 8 * self.delay
@@ -382,15 +419,18 @@ class LinkProxy:
         """"HOST:PORT" to give to the client (e.g. FARCUDA_SERVER)."""
         return f"{self.host}:{self.port}"
 
-    def cut(self, mode: str | None = None) -> int:
-        """Cut every open connection now (``mode`` defaults to ``cut_mode``); returns how
-        many were cut. Call from the proxy's loop (ProxyThread.cut does so)."""
+    def cut(self, mode: str | None = None, direction: str | None = None) -> int:
+        """Cut every open connection now (``mode`` defaults to ``cut_mode``; a blackhole may
+        take one ``direction`` only); returns how many were cut. Call from the proxy's loop
+        (ProxyThread.cut does so)."""
         mode = mode or self.cut_mode
         if mode not in CUT_MODES:
             raise ValueError(f"cut mode must be one of {CUT_MODES}")
+        if direction not in (None, "c2s", "s2c") or (direction and mode != "blackhole"):
+            raise ValueError("a one-way cut is a blackhole, 'c2s' or 's2c'")
         conns = [c for c in self._conns if c.state == "open"]
         for c in conns:
-            c.cut(mode)
+            c.cut(mode, direction)
         return len(conns)
 
     # -- internals --
@@ -503,9 +543,9 @@ class ProxyThread:
     def stats(self) -> LinkStats:
         return self._call(lambda: LinkStats(**vars(self.proxy.stats)))
 
-    def cut(self, mode: str | None = None) -> int:
+    def cut(self, mode: str | None = None, direction: str | None = None) -> int:
         """Cut every open connection now; returns how many were cut."""
-        return self._call(self.proxy.cut, mode)
+        return self._call(self.proxy.cut, mode, direction)
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -535,6 +575,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cut-after-bytes", type=int, default=None,
                     help="cut each connection after this many bytes (both directions)")
     ap.add_argument("--cut-mode", choices=CUT_MODES, default="blackhole")
+    ap.add_argument("--cut-direction", choices=("c2s", "s2c"), default=None,
+                    help="blackhole one direction only")
     ap.add_argument("--half-close-after-bytes", type=int, default=None,
                     help="FIN the receiver of --half-close-direction after this many bytes")
     ap.add_argument("--half-close-direction", choices=("c2s", "s2c"), default="c2s")
@@ -549,7 +591,8 @@ async def _main(args: argparse.Namespace) -> int:
     proxy = LinkProxy(args.target, listen=args.listen, delay=args.delay_ms / 1000.0,
                       rate=args.rate_mbit * 1e6 if args.rate_mbit else None,
                       burst=args.burst_bytes, cut_after_bytes=args.cut_after_bytes,
-                      cut_mode=args.cut_mode, half_close_after_bytes=args.half_close_after_bytes,
+                      cut_mode=args.cut_mode, cut_direction=args.cut_direction,
+                      half_close_after_bytes=args.half_close_after_bytes,
                       half_close_direction=args.half_close_direction,
                       spin=0.0 if args.no_spin else 0.0015)
     await proxy.start()

@@ -287,6 +287,43 @@ def test_cut_counts_both_directions(echo):
         assert (st.bytes_c2s, st.bytes_s2c, st.cuts) == (15, 10, 1)
 
 
+def test_one_way_blackhole():
+    """A blackhole of client-to-server only, after 10 bytes of it: the server's ticks keep
+    reaching the client, the client's later bytes vanish, nobody is told."""
+    got = bytearray()
+
+    def server(c: socket.socket) -> None:
+        def ticks() -> None:
+            try:
+                while True:
+                    c.sendall(b"t")
+                    time.sleep(0.02)
+            except OSError:
+                pass
+        threading.Thread(target=ticks, daemon=True).start()
+        while d := c.recv(100):
+            got.extend(d)
+    peer = Peer(server)
+    try:
+        with ProxyThread(peer.address, cut_after_bytes=10, cut_direction="c2s") as p, \
+                _connect(p.port) as s:
+            s.sendall(b"0123456789abcdef")
+            time.sleep(0.2)
+            s.sendall(b"more")
+            n = len(recv_n(s, 10, timeout=2))
+            assert n == 10  # ticks still arrive
+            assert bytes(got) == b"0123456789"
+            assert p.stats.cuts == 1
+            assert p.cut("blackhole", "s2c") == 1  # now the other way too
+            s.settimeout(0.3)
+            time.sleep(0.1)
+            with pytest.raises(TimeoutError):
+                while s.recv(100):  # drain ticks sent before the cut, then silence
+                    pass
+    finally:
+        peer.close()
+
+
 def test_half_close_client_to_server():
     """After N bytes from the client the server reads EOF; it can still answer, and the
     client's later bytes are dropped."""
@@ -362,6 +399,8 @@ def test_bad_arguments():
         LinkProxy("nonsense")
     with pytest.raises(ValueError):
         LinkProxy("127.0.0.1:1", rate=0)
+    with pytest.raises(ValueError):
+        LinkProxy("127.0.0.1:1", cut_mode="reset", cut_direction="c2s")
 
 
 def test_command_line(echo):
