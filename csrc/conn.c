@@ -505,8 +505,13 @@ static void *reader_main(void *arg) {
 }
 
 void fc_conn_fail(fc_conn *c, int status, const char *why) {
+    /* the line first: a program may exit as soon as its waiting call returns */
+    if (!__atomic_exchange_n(&c->fail_logged, 1, __ATOMIC_ACQ_REL) && !c->dead && why) {
+        fc_server *s = &fc_servers[c->server];
+        fc_log("lost the server %s:%d: %s; its devices now fail with "
+               "cudaErrorDevicesUnavailable", s->host, s->port, why);
+    }
     pthread_mutex_lock(&c->rep_mtx);
-    int was_dead = c->dead;
     c->dead_status = status;
     __atomic_store_n(&c->dead, 1, __ATOMIC_RELEASE);
     for (fc_req *r = c->pending; r; r = r->next) {
@@ -520,11 +525,6 @@ void fc_conn_fail(fc_conn *c, int status, const char *why) {
     pthread_cond_broadcast(&c->q_cv);
     pthread_cond_broadcast(&c->room_cv);
     pthread_mutex_unlock(&c->q_mtx);
-    if (!was_dead && why) {
-        fc_server *s = &fc_servers[c->server];
-        fc_log("lost the server %s:%d: %s; its devices now fail with "
-               "cudaErrorDevicesUnavailable", s->host, s->port, why);
-    }
     shutdown(c->fd, SHUT_RDWR);
 }
 

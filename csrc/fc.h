@@ -126,6 +126,7 @@ typedef struct fc_conn {
     fc_req *pending;
     uint32_t next_rid;
     volatile int dead;          /* 1 once the link failed: every call fails */
+    int fail_logged;
     int dead_status;
     volatile int64_t last_rx_ns;
     int64_t last_tx_ns;

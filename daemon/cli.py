@@ -62,17 +62,18 @@ async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None,
             os.close(ready_fd)
         await daemon.shutdown(0)
         return 1
-    if ready_fd is not None:
-        os.write(ready_fd, f"ready {addresses[0][0]} {addresses[0][1]}\n".encode())
-        os.close(ready_fd)
-    _notify_systemd("READY=1")
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
         _notify_systemd("STOPPING=1")  # systemd: the stop has begun (the drain may take a while)
         asyncio.ensure_future(daemon.shutdown())
+    # handlers before the ready line: a SIGTERM right after it must drain, not kill
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    if ready_fd is not None:
+        os.write(ready_fd, f"ready {addresses[0][0]} {addresses[0][1]}\n".encode())
+        os.close(ready_fd)
+    _notify_systemd("READY=1")
     await daemon.stopped
     return 0
 
