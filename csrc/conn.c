@@ -14,7 +14,6 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +83,6 @@ static char *q_take(fc_conn *c, size_t *len, char **spare, size_t *spare_cap) {
 
 /* Spare queue buffer, swapped with c->q on each flush; only touched under send_mtx. */
 typedef struct { char *buf; size_t cap; } spare_t;
-static __thread int tls_dummy;
 
 static spare_t *conn_spare(fc_conn *c) {
     /* stored right after the conn struct (allocated together in fc_conn_new) */
@@ -531,7 +529,6 @@ void fc_conn_fail(fc_conn *c, int status, const char *why) {
 fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms) {
     fc_conn *c = calloc(1, sizeof(fc_conn) + sizeof(spare_t));
     if (!c) return NULL;
-    (void)tls_dummy;
     c->fd = fd;
     c->server = server;
     c->heartbeat_ms = heartbeat_ms;

@@ -439,6 +439,22 @@ static int peer_copy(int ddev, uint64_t dst, int sdev, uint64_t src, size_t n, u
     return st;
 }
 
+/* Which side of a copy is device memory (and whose), checked against its direction: an
+ * explicit direction must name device memory where it says so; host memory named as host
+ * may still be device memory (unified addressing decides, as in CUDA). */
+static int copy_sides(const void *dst, size_t dspan, const void *src, size_t sspan, int kind,
+                      int *ddev, int *d_is_dev, int *sdev, int *s_is_dev) {
+    int dbad, sbad;
+    *d_is_dev = locate(dst, dspan, ddev, &dbad);
+    *s_is_dev = locate(src, sspan, sdev, &sbad);
+    if ((kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !*d_is_dev)
+        return cudaErrorInvalidValue;
+    if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) && !*s_is_dev)
+        return cudaErrorInvalidValue;
+    if ((*d_is_dev && dbad) || (*s_is_dev && sbad)) return cudaErrorInvalidValue;
+    return cudaSuccess;
+}
+
 /* A copy into a capturing stream becomes a node of the graph. Host memory is not read now:
  * the daemon captures a host node that fetches (or delivers) the bytes at each replay. */
 static int captured_copy(fc_capture *cap, void *dst, const void *src, size_t n, int d_is_dev,
@@ -478,16 +494,8 @@ int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t 
         return cudaErrorInvalidMemcpyDirection;
     if (n == 0) return cudaSuccess;
     if (!dst || !src) return cudaErrorInvalidValue;
-    int ddev, sdev, dbad, sbad;
-    int d_is_dev = locate(dst, n, &ddev, &dbad);
-    int s_is_dev = locate(src, n, &sdev, &sbad);
-    /* An explicit direction must name device memory where it says so; host memory named as
-     * host may still be device memory (unified addressing decides, as in CUDA). */
-    if ((kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !d_is_dev)
-        return cudaErrorInvalidValue;
-    if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) && !s_is_dev)
-        return cudaErrorInvalidValue;
-    if ((d_is_dev && dbad) || (s_is_dev && sbad)) return cudaErrorInvalidValue;
+    int ddev, sdev, d_is_dev, s_is_dev;
+    if ((st = copy_sides(dst, n, src, n, kind, &ddev, &d_is_dev, &sdev, &s_is_dev))) return st;
     uint32_t sid = 0;
     int mem_dev = d_is_dev ? ddev : (s_is_dev ? sdev : fc_current_device());
     st = copy_stream(stream, ptds, mem_dev, &sid);
@@ -515,14 +523,9 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
     if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
     if (!dst || !src) return cudaErrorInvalidValue;
     size_t dspan = (height - 1) * dpitch + width, sspan = (height - 1) * spitch + width;
-    int ddev, sdev, dbad, sbad;
-    int d_is_dev = locate(dst, dspan, &ddev, &dbad);
-    int s_is_dev = locate(src, sspan, &sdev, &sbad);
-    if ((kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !d_is_dev)
-        return cudaErrorInvalidValue;
-    if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) && !s_is_dev)
-        return cudaErrorInvalidValue;
-    if ((d_is_dev && dbad) || (s_is_dev && sbad)) return cudaErrorInvalidValue;
+    int ddev, sdev, d_is_dev, s_is_dev;
+    if ((st = copy_sides(dst, dspan, src, sspan, kind, &ddev, &d_is_dev, &sdev, &s_is_dev)))
+        return st;
     uint32_t sid = 0;
     int mem_dev = d_is_dev ? ddev : (s_is_dev ? sdev : fc_current_device());
     st = copy_stream(stream, ptds, mem_dev, &sid);
