@@ -29,6 +29,9 @@
 #include "api.h"
 
 #define Q_HIGH_WATER (64u << 20)
+#define ASYNC_MAX_N 256            /* async requests in flight per connection */
+#define ASYNC_MAX_BYTES (64u << 20) /* and the bytes their results may hold */
+#define SPIN_NS 200000 /* a waiter spins this long for its reply before it sleeps */
 
 static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
@@ -210,13 +213,63 @@ static void req_register(fc_conn *c, fc_req *r) {
     pthread_mutex_unlock(&c->rep_mtx);
 }
 
+int fc_post_req(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
+                fc_req *r, size_t bytes) {
+    r->async = 1;
+    r->vdev = vdev;
+    r->async_bytes = bytes;
+    pthread_mutex_lock(&c->rep_mtx);
+    while (!c->dead && (c->async_n >= ASYNC_MAX_N ||
+                        (c->async_n && c->async_bytes + bytes > ASYNC_MAX_BYTES)))
+        pthread_cond_wait(&c->async_cv, &c->rep_mtx);
+    if (c->dead) {
+        pthread_mutex_unlock(&c->rep_mtx);
+        free(r);
+        return c->dead_status;
+    }
+    c->async_n++;
+    c->async_bytes += bytes;
+    r->rid = ++c->next_rid;
+    if (r->rid == 0) r->rid = ++c->next_rid;
+    r->mtx = &c->rep_mtx;
+    r->next = c->pending;
+    c->pending = r;
+    /* queued under rep_mtx: the reader cannot see the reply before r is registered, and the
+     * frame cannot be overtaken by a later request of this thread */
+    char *p = fc_post_begin(c, op, vdev, flen);
+    if (p) {
+        memcpy(p, fixed, flen);
+        ((fc_hdr *)p - 1)->rid = r->rid;
+        fc_post_commit(c);
+    } else {
+        c->pending = r->next;
+        c->async_n--;
+        c->async_bytes -= bytes;
+        free(r);
+    }
+    pthread_mutex_unlock(&c->rep_mtx);
+    return p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+void fc_wait_async_all(void) {
+    for (int i = 0; i < fc_nservers; i++) {
+        fc_conn *c = fc_servers[i].conn;
+        if (!c) continue;
+        pthread_mutex_lock(&c->rep_mtx);
+        while (c->async_n && !c->dead) pthread_cond_wait(&c->async_cv, &c->rep_mtx);
+        pthread_mutex_unlock(&c->rep_mtx);
+    }
+}
+
 static void req_wait(fc_conn *c, fc_req *r) {
     int64_t t0 = fc_now_ns();
     /* A short spin: most replies on a fast link arrive within tens of microseconds, and a
-     * condition-variable wake-up costs about as much again. */
-    for (int i = 0; i < 4000; i++) {
+     * condition-variable wake-up costs about as much again. Bounded by time, not by a count
+     * of pause instructions, whose length differs tenfold between processors. */
+    for (int i = 1;; i++) {
         if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) goto out;
         __builtin_ia32_pause();
+        if ((i & 15) == 0 && fc_now_ns() - t0 > SPIN_NS) break;
     }
     pthread_mutex_lock(&c->rep_mtx);
     while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) pthread_cond_wait(&r->cv, &c->rep_mtx);
@@ -340,6 +393,17 @@ static fc_req *req_find(fc_conn *c, uint32_t rid, int unlink) {
 }
 
 static void req_complete(fc_conn *c, fc_req *r, int status) {
+    if (r->async) {
+        if (status == cudaSuccess && r->bulk_len != r->bulk_cap) status = cudaErrorUnknown;
+        if (status != cudaSuccess) fcx_note_async_error(r->vdev, status);
+        pthread_mutex_lock(&c->rep_mtx);
+        c->async_n--;
+        c->async_bytes -= r->async_bytes;
+        pthread_cond_broadcast(&c->async_cv);
+        pthread_mutex_unlock(&c->rep_mtx);
+        free(r);
+        return;
+    }
     pthread_mutex_lock(&c->rep_mtx);
     r->status = status;
     __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
@@ -512,12 +576,20 @@ void fc_conn_fail(fc_conn *c, int status, const char *why) {
     pthread_mutex_lock(&c->rep_mtx);
     c->dead_status = status;
     __atomic_store_n(&c->dead, 1, __ATOMIC_RELEASE);
-    for (fc_req *r = c->pending; r; r = r->next) {
+    for (fc_req *r = c->pending, *next; r; r = next) {
+        next = r->next;
+        if (r->async) { /* nobody waits: its device's next call reports the lost server */
+            free(r);
+            continue;
+        }
         r->status = status;
         __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
         pthread_cond_signal(&r->cv);
     }
     c->pending = NULL;
+    c->async_n = 0;
+    c->async_bytes = 0;
+    pthread_cond_broadcast(&c->async_cv);
     pthread_mutex_unlock(&c->rep_mtx);
     pthread_mutex_lock(&c->q_mtx);
     pthread_cond_broadcast(&c->q_cv);
@@ -537,6 +609,7 @@ fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms) {
     pthread_mutex_init(&c->rep_mtx, NULL);
     pthread_cond_init(&c->q_cv, NULL);
     pthread_cond_init(&c->room_cv, NULL);
+    pthread_cond_init(&c->async_cv, NULL);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int bufsz = 4 << 20;

@@ -90,6 +90,8 @@ enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToH
 /* Host-to-device payloads are cut into frames of this many bytes, so that the daemon can
  * copy one piece to the GPU while the next is still on the wire. */
 #define FC_CHUNK (4u << 20)
+/* MEMCPY_DTOH flags: the client does not wait for the reply (see dtoh_async in memory.c) */
+#define FC_DTOH_DEFERRED 1u
 
 /* ---- connections ---- */
 typedef struct fc_req fc_req;
@@ -109,6 +111,11 @@ struct fc_req {
     fc_req *next;
     pthread_mutex_t *mtx; /* the connection's reply mutex, for the waiter */
     pthread_cond_t cv;
+    /* an async request (fc_post_req): nobody waits; the reader frees it on completion and a
+     * failure becomes the device's pending error */
+    int async;
+    int vdev;
+    size_t async_bytes;
 };
 
 typedef struct fc_conn {
@@ -136,6 +143,11 @@ typedef struct fc_conn {
     /* the reader's input buffer: small frames are parsed from it, bulk lands in place */
     size_t in_r, in_w;
     char in[65536];
+    /* async requests in flight (under rep_mtx): bounded, so that a client that never
+     * synchronizes cannot make the daemon stage results without end */
+    uint32_t async_n;
+    uint64_t async_bytes;
+    pthread_cond_t async_cv;
     /* statistics for FARCUDA_REPORT and tests */
     uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
 } fc_conn;
@@ -289,6 +301,14 @@ int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t fl
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
                  size_t dst_off_field, const char *src, size_t n, int sync);
 void fc_req_init(fc_req *r, void *rep, size_t rep_cap);
+/* A request whose reply nobody waits for (a device-to-host copy into pinned memory): `r` is
+ * heap-allocated and owned by the connection from here on; its bulk result lands in r->bulk
+ * when the daemon sends it, which the daemon does before the reply to any later request that
+ * covers it (a synchronization). Blocks while too many are in flight. */
+int fc_post_req(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
+                fc_req *r, size_t bytes);
+/* Wait until no async request of any connection is in flight (cudaFreeHost). */
+void fc_wait_async_all(void);
 void fc_conn_fail(fc_conn *c, int status, const char *why);
 
 /* ---- devices, memory (memory.c) ---- */

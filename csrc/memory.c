@@ -313,6 +313,7 @@ FC_EXPORT cudaError_t cudaFreeHost(void *ptr) {
     if (fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) || r.base != (uint64_t)(uintptr_t)ptr ||
         !(r.flags & HOST_OWNED))
         return fc_ret(cudaErrorInvalidValue);
+    fc_wait_async_all(); /* copies into it still on their way (CUDA synchronizes here too) */
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     munmap(ptr, (r.size + page - 1) / page * page);
@@ -336,6 +337,7 @@ FC_EXPORT cudaError_t cudaHostUnregister(void *ptr) {
     if (!ptr || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) ||
         r.base != (uint64_t)(uintptr_t)ptr || (r.flags & HOST_OWNED))
         return fc_ret(cudaErrorHostMemoryNotRegistered);
+    fc_wait_async_all();
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
     return cudaSuccess;
 }
@@ -398,6 +400,29 @@ static int dtoh(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
     st = fc_call(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
     if (st == cudaSuccess && r.bulk_len != n) st = cudaErrorUnknown;
     return fc_sync_status(dev, st);
+}
+
+/* Into pinned memory, an async copy returns at once, as in CUDA: the bytes land when the
+ * daemon sends them, and it sends them before it answers any synchronization that covers the
+ * copy (stream, event or device synchronization, a query that reports completion, a host
+ * callback later in the stream). Larger copies stay synchronous: the daemon stages a pending
+ * result whole, in one slot. */
+static int dtoh_async(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
+    int st = fc_device_ready(dev);
+    if (st) return st;
+    fc_req *r = calloc(1, sizeof *r);
+    if (!r) return cudaErrorMemoryAllocation;
+    r->bulk = dst;
+    r->bulk_cap = n;
+    fc_MEMCPY_DTOH m = {src, n, sid, FC_DTOH_DEFERRED};
+    st = fc_post_req(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
+    return st ? st : fc_device_status(dev);
+}
+
+static int pinned(const void *p, size_t n) {
+    fc_range r;
+    return fc_range_find((uint64_t)(uintptr_t)p, 0, &r) == 0 &&
+           (uint64_t)(uintptr_t)p + n <= r.base + r.size;
 }
 
 static int dtod(int dev, uint64_t dst, uint64_t src, size_t n, uint32_t sid) {
@@ -508,7 +533,11 @@ int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t 
                          async);
     }
     if (d_is_dev) return htod(ddev, (uint64_t)(uintptr_t)dst, src, n, sid, async);
-    if (s_is_dev) return dtoh(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
+    if (s_is_dev) {
+        if (async && n <= FC_CHUNK && pinned(dst, n))
+            return dtoh_async(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
+        return dtoh(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
+    }
     memmove(dst, src, n);
     return cudaSuccess;
 }

@@ -152,11 +152,15 @@ FC_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
 FC_EXPORT cudaError_t cudaStreamSynchronize_ptsz(cudaStream_t s) {
     return fc_ret(stream_sync(s, 1, FC_OP_STREAM_SYNC));
 }
+/* A query's cudaErrorNotReady is an answer, not an error: the runtime does not record it as
+ * the thread's last error. */
+static int query_ret(int st) { return st == cudaErrorNotReady ? st : fc_ret(st); }
+
 FC_EXPORT cudaError_t cudaStreamQuery(cudaStream_t s) {
-    return fc_ret(stream_sync(s, 0, FC_OP_STREAM_QUERY));
+    return query_ret(stream_sync(s, 0, FC_OP_STREAM_QUERY));
 }
 FC_EXPORT cudaError_t cudaStreamQuery_ptsz(cudaStream_t s) {
-    return fc_ret(stream_sync(s, 1, FC_OP_STREAM_QUERY));
+    return query_ret(stream_sync(s, 1, FC_OP_STREAM_QUERY));
 }
 
 int fc_event_resolve(cudaEvent_t e, fc_event **out) {
@@ -342,7 +346,7 @@ FC_EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     return fc_ret(event_call(e, FC_OP_EVENT_SYNC));
 }
 FC_EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) {
-    return fc_ret(event_call(e, FC_OP_EVENT_QUERY));
+    return query_ret(event_call(e, FC_OP_EVENT_QUERY));
 }
 
 FC_EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {

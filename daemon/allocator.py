@@ -27,10 +27,14 @@ class Extent:
 
 
 class WindowAllocator:
-    """First-fit placement; ``map_extent``/``unmap_extent`` back extents with memory."""
+    """First-fit placement; ``map_extent``/``unmap_extent`` back extents with memory.
+
+    ``watch``, when given, is told of every allocation as it is made and freed: an object
+    with ``track(ptr, size)``, ``untrack(ptr)`` and ``untrack_all()`` (the CUDA backend's C
+    path keeps its own copy of the session's memory this way)."""
 
     def __init__(self, base: int, size: int, granule: int = 2 << 20, map_extent=None,
-                 unmap_extent=None) -> None:
+                 unmap_extent=None, watch=None) -> None:
         self.base, self.size, self.granule = base, size, granule
         self._holes: list[list[int]] = [[base, size]]  # sorted free VA ranges
         self._extents: dict[int, Extent] = {}  # extent base -> extent
@@ -39,6 +43,7 @@ class WindowAllocator:
         self._keys: list[int] = []  # sorted user pointers
         self._map = map_extent or (lambda base, size: None)
         self._unmap = unmap_extent or (lambda base, size: None)
+        self._watch = watch
         self.bytes_in_use = 0
         self.bytes_mapped = 0
 
@@ -96,6 +101,8 @@ class WindowAllocator:
             self._blocks[ext.base] = (ext, size)
             bisect.insort(self._keys, ext.base)
             self.bytes_in_use += size
+            if self._watch is not None:
+                self._watch.track(ext.base, size)
             return ext.base
         need = -(-size // SMALL_ALIGN) * SMALL_ALIGN
         for ext in self._arenas:
@@ -109,6 +116,8 @@ class WindowAllocator:
         self._blocks[ptr] = (ext, need)
         bisect.insort(self._keys, ptr)
         self.bytes_in_use += need
+        if self._watch is not None:
+            self._watch.track(ptr, need)
         return ptr
 
     @staticmethod
@@ -128,6 +137,8 @@ class WindowAllocator:
         ext, size = self._blocks.pop(ptr)
         del self._keys[bisect.bisect_left(self._keys, ptr)]
         self.bytes_in_use -= size
+        if self._watch is not None:
+            self._watch.untrack(ptr)
         if not ext.small:
             self._drop_extent(ext)
             return size
@@ -164,3 +175,5 @@ class WindowAllocator:
         self._blocks.clear()
         self._keys.clear()
         self.bytes_in_use = 0
+        if self._watch is not None:
+            self._watch.untrack_all()

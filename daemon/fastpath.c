@@ -1,14 +1,23 @@
-/* The daemon's hot path in C: runs of async kernel launches and event operations.
+/* The daemon's hot path in C: runs of async kernel launches and event operations, and the
+ * synchronous requests that need not wait for the GPU.
  *
  * A client that launches many small kernels sends a stream of LAUNCH frames; decoding and
  * dispatching each in Python costs more than the launch itself. fp_run() executes as many
  * consecutive frames as it can, straight from the session's receive buffer, and stops at the
- * first frame it does not handle (anything else, a sync request, an unknown handle), which the
- * Python session then handles as usual. Handles are registered from Python as it creates them.
+ * first frame it does not handle (anything else, an unknown handle, a pointer it cannot vouch
+ * for), which the Python session then handles as usual. Handles and the session's memory are
+ * registered from Python as it creates them.
+ *
+ * A synchronous request is taken here only when it cannot block: a small device-to-host copy
+ * or a synchronization whose stream (and what it implicitly waits for) is already idle. Its
+ * REPLY is written to the caller's output buffer and the run ends there, so that the session
+ * sends it (after any device printf output the synchronization flushed) before it looks at
+ * the next frame. Anything that would wait goes to Python, which waits off the event loop.
  *
  * libcuda.so.1 is opened at run time, so this builds on machines without CUDA.
  */
 #include <dlfcn.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +29,21 @@ typedef int (*launch_fn)(void *, unsigned, unsigned, unsigned, unsigned, unsigne
 typedef int (*ctx_fn)(void *);
 typedef int (*record_fn)(void *, void *, unsigned);
 typedef int (*wait_fn)(void *, void *, unsigned);
+typedef int (*dtoh_fn)(void *, uint64_t, size_t, void *);
+typedef int (*handle_fn)(void *);
+typedef int (*void_fn)(void);
 
 static launch_fn p_launch;
 static ctx_fn p_set_current;
 static record_fn p_record;
 static wait_fn p_wait;
+static dtoh_fn p_dtoh;
+static handle_fn p_squery, p_ssync, p_equery, p_esync;
+static void_fn p_ctxsync;
 
 typedef struct { void *func; uint32_t param_size; } fp_kernel;
-typedef struct { uint32_t id; void *handle; } fp_handle;
+typedef struct { uint32_t id; uint32_t flags; void *handle; } fp_handle;
+typedef struct { uint64_t base, size; } fp_range;
 
 typedef struct {
     void *ctx;
@@ -35,6 +51,10 @@ typedef struct {
     uint32_t nkernels;
     fp_handle *streams, *events; /* open addressing on id */
     uint32_t cap_streams, cap_events;
+    fp_range *ranges;            /* the session's memory on this device, sorted by base */
+    uint32_t nranges, cap_ranges;
+    unsigned char *small;        /* pinned bounce buffer for small device-to-host copies */
+    uint64_t small_size;
 } fp_dev;
 
 static fp_dev devs[FP_MAX_VDEV];
@@ -48,7 +68,14 @@ int fp_init(void) {
     p_set_current = (ctx_fn)dlsym(h, "cuCtxSetCurrent");
     p_record = (record_fn)dlsym(h, "cuEventRecordWithFlags");
     p_wait = (wait_fn)dlsym(h, "cuStreamWaitEvent");
-    return (p_launch && p_set_current && p_record && p_wait) ? 0 : -2;
+    p_dtoh = (dtoh_fn)dlsym(h, "cuMemcpyDtoHAsync_v2");
+    p_squery = (handle_fn)dlsym(h, "cuStreamQuery");
+    p_ssync = (handle_fn)dlsym(h, "cuStreamSynchronize");
+    p_equery = (handle_fn)dlsym(h, "cuEventQuery");
+    p_esync = (handle_fn)dlsym(h, "cuEventSynchronize");
+    p_ctxsync = (void_fn)dlsym(h, "cuCtxSynchronize");
+    return (p_launch && p_set_current && p_record && p_wait && p_dtoh && p_squery && p_ssync &&
+            p_equery && p_esync && p_ctxsync) ? 0 : -2;
 }
 
 /* The Python side changed the current context behind our back (or not): it tells us. */
@@ -69,7 +96,8 @@ static fp_handle *slot(fp_handle **tab, uint32_t *cap, uint32_t id, int insert) 
     return NULL;
 }
 
-static int put(fp_handle **tab, uint32_t *cap, uint32_t id, void *handle, uint32_t *count) {
+static int put(fp_handle **tab, uint32_t *cap, uint32_t id, void *handle, uint32_t flags,
+               uint32_t *count) {
     if ((*count + 1) * 2 > *cap) { /* grow */
         uint32_t ncap = *cap ? *cap * 2 : 64, ocap = *cap;
         fp_handle *old = *tab, *nt = calloc(ncap, sizeof *nt);
@@ -84,6 +112,7 @@ static int put(fp_handle **tab, uint32_t *cap, uint32_t id, void *handle, uint32
     if (!s) return -1;
     if (s->id == 0) (*count)++;
     s->id = id;
+    s->flags = flags;
     s->handle = handle;
     return 0;
 }
@@ -113,15 +142,81 @@ int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size) 
     return 0;
 }
 
-/* id 0 is the legacy stream (handle NULL); streams and events are never id 0 otherwise */
-int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream) {
+/* id 0 is the legacy stream (handle NULL); streams and events are never id 0 otherwise.
+ * flags: the stream's creation flags (1: non-blocking, it does not synchronize with the
+ * legacy stream). */
+int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream, uint32_t flags) {
     if (vdev >= FP_MAX_VDEV || sid == 0) return -1;
-    return put(&devs[vdev].streams, &devs[vdev].cap_streams, sid, stream, &nstreams[vdev]);
+    return put(&devs[vdev].streams, &devs[vdev].cap_streams, sid, stream, flags,
+               &nstreams[vdev]);
 }
 
 int fp_set_event(uint32_t vdev, uint32_t eid, void *event) {
     if (vdev >= FP_MAX_VDEV || eid == 0) return -1;
-    return put(&devs[vdev].events, &devs[vdev].cap_events, eid, event, &nevents[vdev]);
+    return put(&devs[vdev].events, &devs[vdev].cap_events, eid, event, 0, &nevents[vdev]);
+}
+
+int fp_set_small(uint32_t vdev, void *buf, uint64_t size) {
+    if (vdev >= FP_MAX_VDEV) return -1;
+    devs[vdev].small = buf;
+    devs[vdev].small_size = size;
+    return 0;
+}
+
+/* ---- the session's memory: what a copy may touch (mirrors DeviceState.check) ---- */
+
+static uint32_t range_index(fp_dev *d, uint64_t base) { /* first range with .base >= base */
+    uint32_t lo = 0, hi = d->nranges;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (d->ranges[mid].base < base) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+int fp_range_add(uint32_t vdev, uint64_t base, uint64_t size) {
+    if (vdev >= FP_MAX_VDEV || size == 0) return -1;
+    fp_dev *d = &devs[vdev];
+    uint32_t i = range_index(d, base);
+    if (i < d->nranges && d->ranges[i].base == base) {
+        d->ranges[i].size = size;
+        return 0;
+    }
+    if (d->nranges == d->cap_ranges) {
+        uint32_t cap = d->cap_ranges ? d->cap_ranges * 2 : 64;
+        fp_range *r = realloc(d->ranges, cap * sizeof *r);
+        if (!r) return -1;
+        d->ranges = r;
+        d->cap_ranges = cap;
+    }
+    memmove(d->ranges + i + 1, d->ranges + i, (d->nranges - i) * sizeof *d->ranges);
+    d->ranges[i].base = base;
+    d->ranges[i].size = size;
+    d->nranges++;
+    return 0;
+}
+
+void fp_range_remove(uint32_t vdev, uint64_t base) {
+    if (vdev >= FP_MAX_VDEV) return;
+    fp_dev *d = &devs[vdev];
+    uint32_t i = range_index(d, base);
+    if (i < d->nranges && d->ranges[i].base == base) {
+        memmove(d->ranges + i, d->ranges + i + 1, (d->nranges - i - 1) * sizeof *d->ranges);
+        d->nranges--;
+    }
+}
+
+void fp_range_clear(uint32_t vdev) {
+    if (vdev < FP_MAX_VDEV) devs[vdev].nranges = 0;
+}
+
+/* ptr..ptr+n lies inside one range of the session */
+static int range_holds(fp_dev *d, uint64_t ptr, uint64_t n) {
+    uint32_t i = range_index(d, ptr + 1); /* ranges with base <= ptr end before index i */
+    if (i == 0) return 0;
+    const fp_range *r = &d->ranges[i - 1];
+    return ptr - r->base < r->size && n <= r->size - (ptr - r->base);
 }
 
 /* Forget a handle (destroyed): later frames naming it go to Python, which reports the error. */
@@ -143,6 +238,7 @@ void fp_drop_device(uint32_t vdev) {
     free(d->kernels);
     free(d->streams);
     free(d->events);
+    free(d->ranges);
     memset(d, 0, sizeof *d);
     nstreams[vdev] = nevents[vdev] = 0;
 }
@@ -160,11 +256,17 @@ static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
 }
 
 /* Frame layouts (see interposer/protocol/_messages.py; little-endian, packed). */
+#define OP_DEVICE_SYNC 0x0102
+#define OP_MEMCPY_DTOH 0x0211
 #define OP_LAUNCH 0x0310
+#define OP_STREAM_SYNC 0x0403
 #define OP_STREAM_WAIT_EVENT 0x0405
 #define OP_EVENT_RECORD 0x0412
+#define OP_EVENT_SYNC 0x0413
+#define OP_REPLY 0x8001
 #define HDR 16
 #define LAUNCH_FIXED 40
+#define CU_SUCCESS 0
 
 typedef struct {
     uint64_t consumed;   /* bytes of buf executed */
@@ -174,6 +276,10 @@ typedef struct {
     int32_t error;       /* a CUDA error of the frame at `consumed` (it was consumed), or 0 */
     uint32_t error_op;
     uint32_t error_vdev;
+    uint64_t out_len;    /* bytes of the reply written to `out` (0: the run ended without one) */
+    uint32_t sync_op;    /* the answered request's opcode */
+    uint32_t sync_vdev;
+    uint64_t sync_ns;    /* time spent executing it */
 } fp_result;
 
 static inline uint32_t rd32(const unsigned char *p) {
@@ -188,8 +294,121 @@ static inline uint16_t rd16(const unsigned char *p) {
     return v;
 }
 
-/* Execute consecutive async frames from buf[0:len]; stop at anything else. */
-void fp_run(const unsigned char *buf, uint64_t len, fp_result *res) {
+static inline uint64_t rd64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static int make_current(fp_dev *d) {
+    if (current_ctx != d->ctx) {
+        if (p_set_current(d->ctx)) return -1;
+        current_ctx = d->ctx;
+    }
+    return 0;
+}
+
+/* 1 if the stream has nothing pending, 0 if it has (or is in a state Python must judge). */
+static int stream_idle(void *stream) { return p_squery(stream) == CU_SUCCESS; }
+
+/* Nothing can run before new work in stream `sid`: the stream is idle, and so is what it
+ * implicitly waits for (the legacy stream waits for every blocking stream, a blocking stream
+ * for the legacy one). Mirrors CudaDevice._idle_for. */
+static int idle_for(fp_dev *d, uint32_t sid, void *stream) {
+    if (!stream_idle(stream)) return 0;
+    if (sid != 0) {
+        fp_handle *s = slot(&d->streams, &d->cap_streams, sid, 0);
+        return (s->flags & 1) ? 1 : stream_idle(NULL);
+    }
+    for (uint32_t i = 0; i < d->cap_streams; i++) {
+        fp_handle *s = &d->streams[i];
+        if (s->id && s->handle != (void *)-1 && !(s->flags & 1) && !stream_idle(s->handle))
+            return 0;
+    }
+    return 1;
+}
+
+/* Every stream of the device, the legacy one included, is idle. */
+static int device_idle(fp_dev *d) {
+    if (!stream_idle(NULL)) return 0;
+    for (uint32_t i = 0; i < d->cap_streams; i++) {
+        fp_handle *s = &d->streams[i];
+        if (s->id && s->handle != (void *)-1 && !stream_idle(s->handle)) return 0;
+    }
+    return 1;
+}
+
+static unsigned char *reply_header(unsigned char *out, uint32_t rid, uint16_t vdev,
+                                   uint32_t status, uint32_t tail) {
+    uint32_t len = 8 + tail, zero = 0;
+    uint16_t op = OP_REPLY, z16 = 0;
+    memcpy(out, &len, 4);
+    memcpy(out + 4, &op, 2);
+    memcpy(out + 6, &z16, 2);
+    memcpy(out + 8, &rid, 4);
+    memcpy(out + 12, &vdev, 2);
+    memcpy(out + 14, &z16, 2);
+    memcpy(out + 16, &status, 4);
+    memcpy(out + 20, &zero, 4); /* no fixed reply fields */
+    return out + 24;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A synchronous request that need not wait: answer it into `out` (capacity `cap`).
+ * Returns 1 if answered, 0 if Python must handle it. */
+static int run_sync(fp_dev *d, uint16_t op, uint32_t rid, uint16_t vdev, const unsigned char *m,
+                    uint32_t flen, unsigned char *out, uint64_t cap, fp_result *res) {
+    void *stream;
+    int err;
+    uint32_t tail = 0;
+    if (op == OP_MEMCPY_DTOH) {
+        if (flen != 24 || rd32(m + 20) != 0) return 0;
+        uint64_t src = rd64(m), n = rd64(m + 8);
+        uint32_t sid = rd32(m + 16);
+        if (n == 0 || n > d->small_size || 24 + n > cap || !range_holds(d, src, n)) return 0;
+        if (stream_of(d, vdev, sid, &stream) || make_current(d) || !idle_for(d, sid, stream))
+            return 0;
+        err = p_dtoh(d->small, src, n, stream);
+        if (err == CU_SUCCESS) err = p_ssync(stream);
+        if (err == CU_SUCCESS) {
+            memcpy(out + 24, d->small, n);
+            tail = (uint32_t)n;
+        }
+    } else if (op == OP_STREAM_SYNC) {
+        if (flen != 4) return 0;
+        uint32_t sid = rd32(m);
+        if (stream_of(d, vdev, sid, &stream) || make_current(d) || !idle_for(d, sid, stream))
+            return 0;
+        err = p_ssync(stream); /* returns at once; flushes device printf, reports faults */
+    } else if (op == OP_EVENT_SYNC) {
+        if (flen != 4) return 0;
+        fp_handle *e = slot(&d->events, &d->cap_events, rd32(m), 0);
+        if (!e || e->handle == (void *)-1 || make_current(d) || p_equery(e->handle) != CU_SUCCESS)
+            return 0;
+        err = p_esync(e->handle);
+    } else if (op == OP_DEVICE_SYNC) {
+        if (flen != 0 || make_current(d) || !device_idle(d)) return 0;
+        err = p_ctxsync();
+    } else {
+        return 0;
+    }
+    reply_header(out, rid, vdev, (uint32_t)err, tail);
+    res->out_len = 24 + tail;
+    res->sync_op = op;
+    res->sync_vdev = vdev;
+    return 1;
+}
+
+/* Execute consecutive frames from buf[0:len]: async launches and event operations, and at
+ * most one synchronous request that need not wait (its reply goes to out[0:out_cap], and the
+ * run ends after it). Stops at anything else. */
+void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t out_cap,
+            fp_result *res) {
     memset(res, 0, sizeof *res);
     uint64_t off = 0;
     while (len - off >= HDR) {
@@ -199,10 +418,17 @@ void fp_run(const unsigned char *buf, uint64_t len, fp_result *res) {
         uint32_t rid = rd32(h + 8);
         uint16_t vdev = rd16(h + 12);
         uint16_t aux = rd16(h + 14);
-        if (rid != 0 || vdev >= FP_MAX_VDEV || len - off - HDR < flen) break;
+        if (vdev >= FP_MAX_VDEV || len - off - HDR < flen) break;
         fp_dev *d = &devs[vdev];
         if (!d->ctx) break;
         const unsigned char *m = h + HDR;
+        if (rid != 0) {
+            uint64_t t0 = now_ns();
+            if (!out || !run_sync(d, op, rid, vdev, m, flen, out, out_cap, res)) break;
+            res->sync_ns = now_ns() - t0;
+            off += HDR + flen;
+            break;
+        }
         int err = 0;
         if (op == OP_LAUNCH) {
             if (flen < LAUNCH_FIXED) break;
@@ -210,11 +436,7 @@ void fp_run(const unsigned char *buf, uint64_t len, fp_result *res) {
             if (flags != 0 || kid >= d->nkernels || !d->kernels[kid].func) break;
             if (flen - LAUNCH_FIXED != d->kernels[kid].param_size) break;
             void *stream;
-            if (stream_of(d, vdev, sid, &stream)) break;
-            if (current_ctx != d->ctx) {
-                if (p_set_current(d->ctx)) break;
-                current_ctx = d->ctx;
-            }
+            if (stream_of(d, vdev, sid, &stream) || make_current(d)) break;
             size_t psize = flen - LAUNCH_FIXED;
             void *extra[5] = {(void *)1, (void *)(m + LAUNCH_FIXED), (void *)2, &psize, NULL};
             err = p_launch(d->kernels[kid].func, rd32(m + 8), rd32(m + 12), rd32(m + 16),
@@ -225,22 +447,18 @@ void fp_run(const unsigned char *buf, uint64_t len, fp_result *res) {
             if (flen != 12) break;
             fp_handle *e = slot(&d->events, &d->cap_events, rd32(m), 0);
             void *stream;
-            if (!e || e->handle == (void *)-1 || stream_of(d, vdev, rd32(m + 4), &stream)) break;
-            if (current_ctx != d->ctx) {
-                if (p_set_current(d->ctx)) break;
-                current_ctx = d->ctx;
-            }
+            if (!e || e->handle == (void *)-1 || stream_of(d, vdev, rd32(m + 4), &stream) ||
+                make_current(d))
+                break;
             err = p_record(e->handle, stream, rd32(m + 8));
             res->records++;
         } else if (op == OP_STREAM_WAIT_EVENT) {
             if (flen != 12 || aux != vdev) break; /* another device's event: the Python path */
             fp_handle *e = slot(&d->events, &d->cap_events, rd32(m + 4), 0);
             void *stream;
-            if (!e || e->handle == (void *)-1 || stream_of(d, vdev, rd32(m), &stream)) break;
-            if (current_ctx != d->ctx) {
-                if (p_set_current(d->ctx)) break;
-                current_ctx = d->ctx;
-            }
+            if (!e || e->handle == (void *)-1 || stream_of(d, vdev, rd32(m), &stream) ||
+                make_current(d))
+                break;
             err = p_wait(stream, e->handle, rd32(m + 8));
             res->waits++;
         } else {

@@ -29,7 +29,7 @@ import logging
 import struct
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from farcuda.interposer.protocol import (
@@ -59,6 +59,10 @@ _INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the
 _NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE",
                                    "FETCH", "PUSH")}
 _DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
+_OP_NAMES = {m.op: m.name for m in MESSAGES}
+_FAST_OUT = 24 + (64 << 10)  # the C path's reply buffer: a REPLY with a small copy's bytes
+_DTOH_DEFERRED = 1  # MEMCPY_DTOH flags: the client does not wait (an async copy to pinned memory)
+_DEFERRED = object()  # a handler's result: the request is answered later, by other means
 # Requests that may wait on the front, not on the GPU: not busy time.
 _NOT_GPU_WAITS = frozenset(BY_NAME[n].op for n in ("MALLOC", "MALLOC_PITCH", "MALLOC_ASYNC",
                                                    "DEVICE_OPEN", "MEM_GET_INFO", "STATUS"))
@@ -112,9 +116,10 @@ class DeviceState:
         self.be = be
         self.params = params
         self.window_size = window_size
+        watch = be if hasattr(be, "track") else None  # a backend that checks pointers itself
         self.alloc = WindowAllocator(be.window_base, window_size,
                                      getattr(be, "granule", 2 << 20), be.map_extent,
-                                     be.unmap_extent)
+                                     be.unmap_extent, watch)
         self.symbols: list[tuple[int, int]] = []  # sorted (base, size) of module globals
         self.kernels: set[int] = set()
         self.clock: BusyClock | None = None  # its GPU's busy clock in the session
@@ -134,6 +139,8 @@ class DeviceState:
     def add_symbol(self, base: int, size: int) -> None:
         if (base, size) not in self.symbols:
             bisect.insort(self.symbols, (base, size))
+            if hasattr(self.be, "track"):
+                self.be.track(base, size)
 
     def memory_held(self) -> int:
         return self.alloc.bytes_in_use
@@ -175,10 +182,16 @@ class Session(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future | None = None
         self._tasks: set[asyncio.Task] = set()
+        # Async device-to-host copies not yet sent, in issue order: (frame, backend job). Each
+        # is sent as soon as its copy completed, and at the latest before any later reply or
+        # notice that could tell the client it completed (see _deliver_d2h).
+        self._d2h: deque = deque()
+        self._d2h_task: asyncio.Task | None = None
         self._handlers = {m.op: getattr(self, "op_" + m.name) for m in MESSAGES
                           if m.direction == "c2s" and m.name != "HELLO"}
         if self.fast is not None:
             self._fast_res = self.fast[0].new("fp_result *")
+            self._fast_out = self.fast[0].new("unsigned char[]", _FAST_OUT)
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
@@ -317,7 +330,7 @@ class Session(asyncio.BufferedProtocol):
             if clock is not None and f.op not in _NOT_GPU_WAITS:
                 clock.begin()  # the request waits for this session's work on the GPU
                 task.add_done_callback(clock.end)
-        elif f.rid:
+        elif f.rid and result is not _DEFERRED:
             self._answer(f, result)
 
     async def _finish(self, f: Frame, pending) -> None:
@@ -347,6 +360,7 @@ class Session(asyncio.BufferedProtocol):
 
     def _answer(self, f: Frame, result) -> None:
         self._flush_output()
+        self._deliver_d2h()
         if isinstance(result, Bulk):
             task = asyncio.ensure_future(self._send_bulk(f, result))
             self._tasks.add(task)
@@ -357,6 +371,7 @@ class Session(asyncio.BufferedProtocol):
 
     def _failed(self, f: Frame, status: int, exc: CudaError | None = None) -> None:
         self._flush_output()
+        self._deliver_d2h()
         if f.rid:
             # A DEVICE_OPEN refused by policy says why (the client asks for it with a bulk
             # reply, so a tail is welcome there and nowhere else).
@@ -399,7 +414,56 @@ class Session(asyncio.BufferedProtocol):
             self._failed(f, exc.status)
             return
         self._flush_output()
+        self._deliver_d2h()
         self._write(encode_reply(f.rid, 0, f.msg, bulk.values, b"", f.vdev))
+
+    # -- async device-to-host copies: the client does not wait, its synchronizations do --
+    def _deliver_d2h(self) -> None:
+        """Send every pending async copy whose data is ready. Called before each reply and
+        notice: whatever a synchronization (or a host callback, or a query that reports
+        completion) implies is complete reaches the client before the news of it does."""
+        if not self._d2h:
+            return
+        keep: deque = deque()
+        for f, job in self._d2h:
+            if job.ready():
+                self._send_d2h(f, job)
+            else:
+                keep.append((f, job))
+        self._d2h = keep
+
+    def _send_d2h(self, f: Frame, job) -> None:
+        try:
+            data = bytes(job.result())
+            head = HEADER.pack(8 + len(data), _REPLY.op, 0, f.rid, f.vdev, 0)
+            self._write(head + struct.pack("<II", 0, 0) + data)
+        except CudaError as exc:
+            self._write(encode_reply(f.rid, exc.status, None, None, b"", f.vdev))
+        finally:
+            job.close()
+
+    async def _watch_d2h(self) -> None:
+        """Send pending copies as they complete (the oldest first: their order on the wire
+        does not matter, only that each precedes what reports it complete)."""
+        try:
+            while self._d2h:
+                _f, job = self._d2h[0]
+                if not job.ready():
+                    try:
+                        await job.wait()
+                    except CudaError:
+                        pass  # its reply carries the error
+                self._deliver_d2h()
+        finally:
+            self._d2h_task = None
+
+    def _defer_d2h(self, f: Frame, job) -> object:
+        self._d2h.append((f, job))
+        if self._d2h_task is None:
+            self._d2h_task = asyncio.ensure_future(self._watch_d2h())
+            self._tasks.add(self._d2h_task)
+            self._d2h_task.add_done_callback(self._tasks.discard)
+        return _DEFERRED
 
     def _sink(self, header: tuple, fixed: bytes, tail_len: int):
         """Large host-to-device payloads are received straight into pinned staging memory."""
@@ -414,17 +478,32 @@ class Session(asyncio.BufferedProtocol):
         return view
 
     def _run_fast(self, buf: bytearray, start: int, end: int) -> int:
-        """Let the C path execute the async launches and event operations at buf[start:]."""
+        """Let the C path execute the async launches and event operations at buf[start:], and
+        answer a synchronous request that need not wait."""
         ffi, lib = self.fast
         res = self._fast_res
+        # While async copies are pending, Python answers synchronous requests (it sends the
+        # copies' data first); the C path still runs the async frames.
+        out = ffi.NULL if self._d2h else self._fast_out
         lib.fp_run(ffi.cast("const unsigned char *", ffi.from_buffer(buf)) + start, end - start,
-                   res)
+                   out, _FAST_OUT, res)
         n = res.consumed
         if n:
-            self.counts["LAUNCH"] += res.launches
-            self.counts["EVENT_RECORD"] += res.records
-            self.counts["STREAM_WAIT_EVENT"] += res.waits
+            if res.launches:
+                self.counts["LAUNCH"] += res.launches
+            if res.records:
+                self.counts["EVENT_RECORD"] += res.records
+            if res.waits:
+                self.counts["STREAM_WAIT_EVENT"] += res.waits
             self.backend.context_unknown()
+            if res.out_len:
+                self.counts[_OP_NAMES[res.sync_op]] += 1
+                clock = self._clock(res.sync_vdev)
+                if clock is not None:
+                    clock.add(res.sync_ns)
+                self.busy_ns += res.sync_ns
+                self._flush_output()  # device printf the synchronization flushed goes first
+                self._write(ffi.buffer(self._fast_out, res.out_len)[:])
             if res.error:
                 self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": res.error,
                                                             "op": res.error_op},
@@ -445,6 +524,9 @@ class Session(asyncio.BufferedProtocol):
 
     def release(self) -> None:
         """Free everything the client held (its contexts go with them)."""
+        for _f, job in self._d2h:
+            job.close()
+        self._d2h.clear()
         self._return_charges(None)
         for d in self.devices.values():
             try:
@@ -688,9 +770,13 @@ class Session(asyncio.BufferedProtocol):
         d.be.memcpy_htod(dst, data, stream)
 
     def op_MEMCPY_DTOH(self, f):
-        src, size, stream, _ = f.values()
+        src, size, stream, flags = f.values()
         d = self.dev(f)
         d.check(src, size)
+        if flags & _DTOH_DEFERRED and f.rid:
+            if size > _DATA_CHUNK:
+                raise CudaError(E["cudaErrorInvalidValue"], "a deferred copy is one piece")
+            return self._defer_d2h(f, d.be.dtoh_deferred(src, size, stream))
         if size > _INLINE_REPLY and hasattr(d.be, "memcpy_dtoh_pieces"):
             return Bulk(d.be.memcpy_dtoh_pieces(src, size, stream))
         result = d.be.memcpy_dtoh(src, size, stream)
@@ -913,6 +999,7 @@ class Session(asyncio.BufferedProtocol):
             raise CudaError(E["cudaErrorInvalidValue"], "callback id reused")
 
         def reached():
+            self._deliver_d2h()  # copies before the callback in its stream are complete
             self._write(encode(_NOTIFY["CALLBACK"], {"callback": cb}, vdev=vdev))
         persistent = f.aux == 1  # captured into a graph: it runs at every replay
         self.callbacks[cb] = (self.dev(f).be.host_func(sid, reached, persistent), persistent)
@@ -932,6 +1019,7 @@ class Session(asyncio.BufferedProtocol):
         d.check(dst, size)
 
         def fetch():
+            self._deliver_d2h()
             self._write(encode(_NOTIFY["FETCH"], {"node": node}, vdev=vdev))
         d.be.capture_htod(dst, size, sid, node, fetch)
 

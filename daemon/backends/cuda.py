@@ -173,6 +173,75 @@ class _Staging:
         self.bases.clear()
 
 
+class _Chunks:
+    """Pinned buffers of SMALL bytes for pending device-to-host results, carved from blocks
+    of 16 and kept for reuse (the client bounds how many are pending at once)."""
+
+    PER_BLOCK = 16
+
+    def __init__(self) -> None:
+        self.free: list[int] = []
+        self.blocks: list[int] = []
+
+    def take(self) -> int:
+        if not self.free:
+            base = int(check(cu.cuMemHostAlloc(SMALL * self.PER_BLOCK, 0)))
+            self.blocks.append(base)
+            self.free += [base + i * SMALL for i in range(self.PER_BLOCK)]
+        return self.free.pop()
+
+    def give(self, p: int) -> None:
+        self.free.append(p)
+
+    def close(self) -> None:
+        for b in self.blocks:
+            cu.cuMemFreeHost(b)
+        self.blocks.clear()
+        self.free.clear()
+
+
+class _DeferredCopy:
+    """A device-to-host copy the client does not wait for: queued on its stream into pinned
+    memory, with an event behind it; the session sends the bytes once ready()."""
+
+    __slots__ = ("dev", "buf", "n", "ev", "chunk", "waiting", "closed")
+
+    def __init__(self, dev: CudaDevice, buf: int, n: int, ev, chunk: bool) -> None:
+        self.dev, self.buf, self.n, self.ev, self.chunk = dev, buf, n, ev, chunk
+        self.waiting = self.closed = False
+
+    def ready(self) -> bool:
+        return cu.cuEventQuery(self.ev)[0] != NOT_READY
+
+    async def wait(self) -> None:
+        self.waiting = True
+        try:
+            err = (await self.dev._in_thread(cu.cuEventSynchronize, self.ev))[0]
+        finally:
+            self.waiting = False
+            if self.closed:  # sent meanwhile: the event can go back now that nobody waits on it
+                self.dev._put_event(self.ev)
+        if err != SUCCESS:
+            raise CudaError(int(err))
+
+    def result(self) -> memoryview:
+        err = cu.cuEventQuery(self.ev)[0]
+        if err != SUCCESS:
+            raise CudaError(int(err))
+        return self.dev.staging.view(self.buf, self.n)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.chunk:
+            self.dev._chunks.give(self.buf)
+        else:
+            self.dev.staging.release(self.buf)
+        if not self.waiting:
+            self.dev._put_event(self.ev)
+
+
 class CudaDevice:
     granule = 2 << 20
 
@@ -232,8 +301,11 @@ class CudaDevice:
         self._capture_nodes: dict[int, dict] = {}
         self._hostfn_ids = 0
         self.staging = _Staging(self)
+        self._chunks = _Chunks()
         self._small = int(check(cu.cuMemHostAlloc(SMALL, 0)))
         self._small_view = memoryview((ctypes.c_char * SMALL).from_address(self._small)).cast("B")
+        if self._fp is not None:
+            self._fp.fp_set_small(vdev, self._ptr(self._small), SMALL)
 
     # ------------------------------------------------------------ context
     def _green_context(self, gpu: int, budget: int):
@@ -388,6 +460,21 @@ class CudaDevice:
         if h is not None:
             cu.cuMemRelease(h)
 
+    # The C path answers small copies itself: it keeps its own copy of the session's memory
+    # (the allocator and the module globals report to these), to check pointers as
+    # session.DeviceState.check does.
+    def track(self, base: int, size: int) -> None:
+        if self._fp is not None:
+            self._fp.fp_range_add(self.vdev, base, size)
+
+    def untrack(self, base: int) -> None:
+        if self._fp is not None:
+            self._fp.fp_range_remove(self.vdev, base)
+
+    def untrack_all(self) -> None:
+        if self._fp is not None:
+            self._fp.fp_range_clear(self.vdev)
+
     def pitch_for(self, width: int) -> int:
         return -(-width // 512) * 512  # the driver's pitch on sm_90 (checked on an H100)
 
@@ -473,6 +560,24 @@ class CudaDevice:
         finally:
             for slot, *_ in inflight:
                 self.staging.release(slot)
+
+    def dtoh_deferred(self, src: int, n: int, stream: int) -> _DeferredCopy:
+        """Queue a copy of n <= SLOT bytes whose result the session sends when it is ready."""
+        self.cur()
+        s = self._s(stream)
+        self._no_capture(stream)
+        chunk = n <= SMALL
+        buf = self._chunks.take() if chunk else self.staging.acquire()
+        try:
+            check(cu.cuMemcpyDtoHAsync(buf, src, n, s))
+            ev = self._mark(s)
+        except BaseException:
+            if chunk:
+                self._chunks.give(buf)
+            else:
+                self.staging.release(buf)
+            raise
+        return _DeferredCopy(self, buf, n, ev, chunk)
 
     def memcpy_dtoh(self, src: int, n: int, stream: int):
         self.cur()
@@ -768,7 +873,7 @@ class CudaDevice:
         if not flags & 1:
             self.blocking.add(sid)
         if self._fp is not None:
-            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]))
+            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]), flags & 1)
 
     def stream_destroy(self, sid: int) -> None:
         self.cur()
@@ -1053,6 +1158,7 @@ class CudaDevice:
                 cu.cuMemRelease(h)
             self._handles.clear()
             self.staging.close()
+            self._chunks.close()
             cu.cuMemFreeHost(self._small)
             for lib, _ in self.libraries:
                 cu.cuLibraryUnload(lib)

@@ -40,6 +40,61 @@ class _Stream:
         self.error: CudaError | None = None  # a queued operation failed: for the next waiter
 
 
+class _Event:
+    """An event: each record is a point in a stream, complete once the stream passed it.
+    Queries, synchronizations and stream waits refer to the most recent record, as in CUDA."""
+
+    __slots__ = ("gen", "pending", "time", "waiters")
+
+    def __init__(self) -> None:
+        self.gen = 0  # records so far; the most recent is this one
+        self.pending: set[int] = set()  # records their streams have not reached yet
+        self.time: float | None = None  # when the stream last passed a record
+        self.waiters: list[tuple[int, Callable[[], None]]] = []  # (record, call when complete)
+
+    def complete(self) -> bool:
+        return self.gen not in self.pending
+
+    def passed(self, g: int) -> None:
+        self.pending.discard(g)
+        self.time = time.perf_counter()
+        ready = [fn for w, fn in self.waiters if w == g]
+        self.waiters = [(w, fn) for w, fn in self.waiters if w != g]
+        for fn in ready:
+            fn()
+
+    def when_complete(self, fn: Callable[[], None]) -> None:
+        """Call fn once the most recent record (as of now) is complete."""
+        if self.complete():
+            fn()
+        else:
+            self.waiters.append((self.gen, fn))
+
+
+class _DeferredCopy:
+    """A device-to-host copy the client does not wait for (CudaDevice.dtoh_deferred's twin):
+    its bytes are taken when the stream reaches it."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.error: CudaError | None = None
+        self.done = asyncio.get_running_loop().create_future()
+
+    def ready(self) -> bool:
+        return self.done.done()
+
+    async def wait(self) -> None:
+        await asyncio.shield(self.done)
+
+    def result(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+    def close(self) -> None:
+        pass
+
+
 class MemoryDevice:
     def __init__(self, backend: MemoryBackend, gpu: int, window_base: int) -> None:
         self.backend = backend
@@ -49,7 +104,7 @@ class MemoryDevice:
         self._extents: list[int] = []  # sorted bases
         self._mem: dict[int, bytearray] = {}
         self.streams: dict[int, _Stream] = {0: _Stream()}
-        self.events: dict[int, float | None] = {}
+        self.events: dict[int, _Event] = {}
         self.kernels: dict[int, dict] = {}
         self.limits = {0: 1024, 1: 1048576, 2: 8388608, 4: 2048, 5: 64}
         self.graphs: dict[int, list] = {}
@@ -144,6 +199,22 @@ class MemoryDevice:
             await wait
             return bytes(self._view(src, n))
         return later() if wait is not None else bytes(self._view(src, n))
+
+    def dtoh_deferred(self, src: int, n: int, stream: int) -> _DeferredCopy:
+        self._view(src, n)  # faults now, as the copy would
+        job = _DeferredCopy()
+
+        def op():
+            try:
+                job.data = bytes(self._view(src, n))
+            except CudaError as exc:
+                job.error = exc
+                raise
+            finally:
+                if not job.done.done():
+                    job.done.set_result(None)
+        self._run(stream, op)
+        return job
 
     def memcpy_dtod(self, dst: int, src: int, n: int, stream: int) -> None:
         def op():
@@ -279,42 +350,70 @@ class MemoryDevice:
         return self._idle(sid) is None
 
     def stream_wait_event(self, sid: int, peer: MemoryDevice, eid: int, flags: int) -> None:
-        if eid not in peer.events:
+        ev = peer.events.get(eid)
+        s = self.streams.get(sid)
+        if ev is None or s is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        if sid not in self.streams:
-            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if ev.complete():
+            return
+        g = ev.gen  # the record current now, not one made later
+
+        def arrive():  # the stream holds here until that record is passed
+            if g not in ev.pending:
+                return
+            s.blocked = True
+
+            def go():
+                s.blocked = False
+                self._drain(s)
+            ev.waiters.append((g, go))
+        self._run(sid, arrive)
 
     def stream_set_attr(self, sid: int, attr: int, raw: bytes) -> None:
         if sid not in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
 
     def event_create(self, eid: int, flags: int) -> None:
-        self.events[eid] = None
+        self.events[eid] = _Event()
+
+    def _ev(self, eid: int) -> _Event:
+        ev = self.events.get(eid)
+        if ev is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        return ev
 
     def event_destroy(self, eid: int) -> None:
-        if self.events.pop(eid, 0) == 0:
+        if self.events.pop(eid, None) is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
 
     def event_record(self, eid: int, sid: int, flags: int) -> None:
-        if eid not in self.events:
+        ev = self._ev(eid)
+        if sid not in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        self._run(sid, lambda: self.events.__setitem__(eid, time.perf_counter()))
+        if sid in self.capturing:  # a node of the graph: joins streams at capture, no record
+            return
+        ev.gen += 1
+        g = ev.gen
+        ev.pending.add(g)
+        self._run(sid, lambda: ev.passed(g))
 
     def event_sync(self, eid: int):
-        if eid not in self.events:
-            raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        return None
+        ev = self._ev(eid)
+        if ev.complete():
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        ev.when_complete(lambda: fut.done() or fut.set_result(None))
+        return fut
 
     def event_query(self, eid: int) -> bool:
-        if eid not in self.events:
-            raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        return True
+        return self._ev(eid).complete()
 
     def event_elapsed(self, a: int, b: int) -> float:
-        ta, tb = self.events.get(a), self.events.get(b)
-        if ta is None or tb is None:
-            raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        return (tb - ta) * 1000.0
+        ea, eb = self._ev(a), self._ev(b)
+        if ea.time is None or eb.time is None or not ea.complete() or not eb.complete():
+            raise CudaError(E["cudaErrorNotReady"] if ea.gen and eb.gen
+                            else E["cudaErrorInvalidResourceHandle"])
+        return (eb.time - ea.time) * 1000.0
 
     # host memory in captured graphs, served by the client at each replay (as the GPU
     # backend does it): the stream waits until the bytes came (FETCH) or went (PUSH)

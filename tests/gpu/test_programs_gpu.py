@@ -35,6 +35,7 @@ PROGRAMS = [
     "ci_launch",
     "ci_graph",
     "ci_devices",
+    "ci_streams",
 ]
 
 

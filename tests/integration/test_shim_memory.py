@@ -126,3 +126,27 @@ def test_captured_graph_with_host_copies(program, shim, memory_daemon, fc):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "graph nodes: 4 (memcpy 3, memset 1)" in r.stdout
     assert "replays 3, mismatches 0" in r.stdout
+
+
+def test_stream_order_and_async_copies(program, shim, memory_daemon, fc):
+    """Async device-to-host copies into pinned memory do not wait, land before whatever
+    reports them complete (synchronizations, successful queries, later host functions), and
+    one held stream never holds up another (host functions stand in for slow kernels)."""
+    r = fc.run_remote(program("ci_streams"), shim, memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "async copy returned before its stream reached it: yes",
+        "after cudaStreamSynchronize: gate 1, data ok",
+        "host function after the copy saw its data: yes",
+        "event query while held: cudaErrorNotReady",
+        "after cudaEventSynchronize: half ok",
+        "after a successful cudaEventQuery (polled: yes): half ok",
+        "after a successful cudaStreamQuery: ok",
+        "stream b synchronized while a is held: yes, b's data ok",
+        "after cudaDeviceSynchronize: a's data ok",
+        "600 copies in flight at once: 0 wrong",
+        "pageable destination: returned after the held stream yes, data ok",
+        "cudaFreeHost returned after the copy's stream went on: yes",
+        "last error: cudaSuccess",
+        "PASSED",
+    ]

@@ -233,13 +233,26 @@ class RawClient:
         self.sock.close()
 
 
-def test_foreign_memory_refused_by_the_daemon(memory_daemon, exe, shim, clients):
+@pytest.mark.parametrize("backend", ["memory", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_foreign_memory_refused_by_the_daemon(backend, tmp_path, exe, shim, clients, fc):
+    """On the GPU the daemon's C path answers small copies and idle synchronizations itself,
+    with its own copy of the session's memory: it must refuse exactly what Python refuses."""
     from farcuda.daemon.errors import E
-    a = _client(clients, exe, shim, memory_daemon)
+    daemon = fc.start_daemon(tmp_path, backend)
+    try:
+        _foreign_memory_refused(daemon, exe, shim, clients, E)
+    finally:
+        for c in clients:
+            c.kill()
+        daemon.stop()
+
+
+def _foreign_memory_refused(daemon, exe, shim, clients, E) -> None:
+    a = _client(clients, exe, shim, daemon)
     pa = a.ok(f"malloc {MiB}")[0]
     a.ok(f"fill {pa} {MiB} 170")
     ptr = int(pa, 16)
-    raw = RawClient(memory_daemon.address)
+    raw = RawClient(daemon.address)
     try:
         # the same window as a's: its addresses are numerically valid here too
         status, _ = raw.call("DEVICE_OPEN", {"gpu": 0, "window_base": 0x200000000000,
@@ -259,6 +272,17 @@ def test_foreign_memory_refused_by_the_daemon(memory_daemon, exe, shim, clients)
         assert status == 0 and data.endswith(b"\x55" * 4096)
         # ...and only as far as it reaches
         assert raw.call("MEMCPY_DTOH", {"src": ptr, "size": 8192})[0] == bad
+        # with the device idle (what lets the C path answer), the same rules
+        assert raw.call("DEVICE_SYNC", {})[0] == 0
+        assert raw.call("STREAM_SYNC", {"stream": 0})[0] == 0
+        status, data = raw.call("MEMCPY_DTOH", {"src": ptr + 4032, "size": 64})
+        assert status == 0 and data == b"\x55" * 64
+        assert raw.call("MEMCPY_DTOH", {"src": ptr + 4090, "size": 64})[0] == bad
+        assert raw.call("MEMCPY_DTOH", {"src": ptr - 64, "size": 64})[0] == bad
+        assert raw.call("MEMCPY_DTOH", {"src": ptr, "size": 4, "stream": 77})[0] == E[
+            "cudaErrorInvalidResourceHandle"]
+        assert raw.call("FREE", {"ptr": ptr})[0] == 0
+        assert raw.call("MEMCPY_DTOH", {"src": ptr, "size": 64})[0] == bad
     finally:
         raw.close()
     assert a.ok(f"read {pa} {MiB}") == ["170", str(170 * MiB)]
