@@ -60,41 +60,47 @@ def pingpong(n: int = 20000, size: int = 4) -> dict:
             "p99_us": times[int(len(times) * 0.99)]}
 
 
-def _sink(port: int, total: int) -> None:
+def _sink(port: int, total: int, reps: int) -> None:
     s = socket.create_connection(("127.0.0.1", port))
     # a ring of 4 MiB buffers, as a receiver that stages data for a GPU has
     ring = [memoryview(bytearray(4 << 20)) for _ in range(8)]
-    got = i = 0
-    while got < total:
-        view = ring[i % 8]
-        k = s.recv_into(view)
-        if not k:
-            break
-        got += k
-        i += 1
-    s.sendall(b"k")
+    i = 0
+    for _ in range(reps):
+        got = 0
+        while got < total:
+            view = ring[i % 8]
+            k = s.recv_into(view[:min(len(view), total - got)])
+            if not k:
+                return
+            got += k
+            i += 1
+        s.sendall(b"k")  # this round is in: the sender's clock stops
 
 
-def bulk(total: int = 1 << 30) -> dict:
+def bulk(total: int = 1 << 30, reps: int = 3) -> dict:
+    """One-way throughput: the best of ``reps`` transfers of ``total`` bytes (as the farcuda
+    bandwidth benchmark takes the best of its repetitions)."""
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(1)
-    p = mp.get_context("spawn").Process(target=_sink, args=(ls.getsockname()[1], total))
+    p = mp.get_context("spawn").Process(target=_sink, args=(ls.getsockname()[1], total, reps))
     p.start()
     s, _ = ls.accept()
     # the whole payload in memory, touched, as an application's buffer is
     data = memoryview(bytearray(b"\x5a" * total))
-    t0 = time.perf_counter()
-    sent = 0
-    while sent < total:
-        k = min(4 << 20, total - sent)
-        s.sendall(data[sent:sent + k])
-        sent += k
-    s.recv(1)
-    dt = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sent = 0
+        while sent < total:
+            k = min(4 << 20, total - sent)
+            s.sendall(data[sent:sent + k])
+            sent += k
+        s.recv(1)
+        best = min(best, time.perf_counter() - t0)
     s.close()
     p.join()
-    return {"bytes": total, "GBps": total / dt / 1e9}
+    return {"bytes": total, "reps": reps, "GBps": total / best / 1e9}
 
 
 def main() -> None:

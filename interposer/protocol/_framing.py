@@ -30,6 +30,10 @@ MAX_TAIL = 1 << 30
 # Tails up to this size are delivered from the reader's own buffer; larger ones go to a sink
 # (or are accumulated as data arrives, never preallocated from the length field).
 INLINE_TAIL = 256 * 1024
+# After a tail went to a sink, the next read is kept this short: in a run of bulk frames the
+# next frame's tail will go to a sink too, and whatever of it a long read put in the reader's
+# buffer would have to be copied there.
+AFTER_SINK_READ = 64 * 1024
 
 
 class ProtocolError(Exception):
@@ -146,6 +150,7 @@ class FrameReader:
         # the chunk such a tail is being received into, and how much of it is filled
         self._open_chunk: bytearray | None = None
         self._open_fill = 0
+        self._after_sink = False  # the last frame's tail went to a sink
 
     # -- buffer interface (asyncio.BufferedProtocol-shaped) --
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -176,6 +181,8 @@ class FrameReader:
             else:
                 self._buf[:live] = self._buf[self._r:self._w]
             self._r, self._w = 0, live
+        if self._after_sink:
+            return self._view[self._w:self._w + max(AFTER_SINK_READ, self._need)]
         return self._view[self._w:]
 
     def buffer_updated(self, n: int) -> list[Frame]:
@@ -255,6 +262,7 @@ class FrameReader:
                 dest = self._sink(header, fixed, tail_len)
                 if dest is not None and len(dest) != tail_len:
                     raise RuntimeError("sink returned a view of the wrong size")
+            self._after_sink = dest is not None
             if dest is None and tail_len <= INLINE_TAIL:
                 if have < tail_len:
                     self._need = HEADER_SIZE + length
