@@ -331,6 +331,8 @@ int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t 
 int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                      size_t height, int kind, cudaStream_t stream, int async, int ptds);
 int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds);
+/* v lies in mapped (zero-copy) host memory of the app */
+int fc_mapped_pointer(uint64_t v);
 
 /* ---- streams (streams.c) ---- */
 /* Resolve an app stream handle for device `dev` (-1: the stream's own device). */

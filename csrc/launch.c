@@ -365,6 +365,25 @@ FC_EXPORT cudaError_t __cudaGetKernel(void **handle, const void *hostFun) {
     return k ? cudaSuccess : fc_ret(cudaErrorInvalidDeviceFunction);
 }
 
+/* A pointer argument into mapped host memory: the remote GPU cannot reach the client's
+ * memory, so the launch is refused (cudaErrorNotSupported, said once) rather than left to
+ * fault or, worse, to read whatever lies at that address on the server. */
+static int mapped_notice;
+static int mapped_arguments(const fc_kernel *k, void **args) {
+    for (uint32_t i = 0; i < k->nparams; i++) {
+        if (k->params[i].size != 8) continue;
+        uint64_t v;
+        memcpy(&v, args[i], 8);
+        if (v && fc_mapped_pointer(v)) {
+            if (!__atomic_exchange_n(&mapped_notice, 1, __ATOMIC_ACQ_REL))
+                fc_log("a kernel argument points into mapped (zero-copy) host memory, which a "
+                       "remote GPU cannot reach: the launch returns cudaErrorNotSupported");
+            return cudaErrorNotSupported;
+        }
+    }
+    return cudaSuccess;
+}
+
 int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shmem,
               cudaStream_t stream, int ptds, uint32_t flags) {
     int st = fc_ensure_init();
@@ -389,6 +408,7 @@ int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shm
                    (int)grid.y > d->max_grid[1] || (int)grid.z > d->max_grid[2] ||
                    (k->max_threads > 0 && threads > (uint64_t)k->max_threads) ||
                    shmem > d->shmem_optin || shmem > k->max_dyn_smem || (flags & 1);
+    if ((st = mapped_arguments(k, args))) return st;
     fc_conn *c = fc_servers[d->server].conn;
     size_t len = sizeof(fc_LAUNCH) + k->param_size;
     if (doubtful) {
@@ -482,6 +502,7 @@ static int launch_ex(const fc_launch_config *cfg, const void *func, void **args,
     if ((st = fc_device_ready(dev))) return st;
     if ((st = fc_module_ready(k->module, dev))) return st;
     if (!k->plan_ready) return cudaErrorInvalidDeviceFunction;
+    if ((st = mapped_arguments(k, args))) return st;
     size_t alen = (size_t)cfg->numAttrs * FC_LAUNCH_ATTR_SIZE;
     size_t len = sizeof(fc_LAUNCH_EX) + alen + k->param_size;
     char *buf = calloc(1, len);

@@ -275,6 +275,17 @@ FC_EXPORT cudaError_t cudaFree(void *ptr) {
 
 enum { HOST_PORTABLE = 1, HOST_MAPPED = 2, HOST_WRITECOMBINED = 4, HOST_OWNED = 0x100 };
 
+/* Mapped (zero-copy) host memory the app holds: while there is any, launches look for it in
+ * their pointer arguments (with unified addressing a program may pass such a host pointer to
+ * a kernel directly, which a remote GPU could only fault on). */
+static int mapped_count;
+
+int fc_mapped_pointer(uint64_t v) {
+    if (!__atomic_load_n(&mapped_count, __ATOMIC_ACQUIRE)) return 0;
+    fc_range r;
+    return fc_range_find(v, 0, &r) == 0 && (r.flags & HOST_MAPPED);
+}
+
 static int host_alloc(void **ptr, size_t size, unsigned int flags) {
     int st = fc_ensure_init();
     if (st) return st;
@@ -293,6 +304,7 @@ static int host_alloc(void **ptr, size_t size, unsigned int flags) {
         munmap(p, len);
         return cudaErrorMemoryAllocation;
     }
+    if (flags & HOST_MAPPED) __atomic_add_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     *ptr = p;
     return cudaSuccess;
 }
@@ -315,6 +327,7 @@ FC_EXPORT cudaError_t cudaFreeHost(void *ptr) {
         return fc_ret(cudaErrorInvalidValue);
     fc_wait_async_all(); /* copies into it still on their way (CUDA synchronizes here too) */
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
+    if (r.flags & HOST_MAPPED) __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     munmap(ptr, (r.size + page - 1) / page * page);
     return cudaSuccess;
@@ -327,6 +340,7 @@ FC_EXPORT cudaError_t cudaHostRegister(void *ptr, size_t size, unsigned int flag
     if (fc_range_add((uint64_t)(uintptr_t)ptr, size, fc_current_device(), FC_RANGE_HOST,
                      flags & 0x3u, 0))
         return fc_ret(cudaErrorHostMemoryAlreadyRegistered);
+    if (flags & HOST_MAPPED) __atomic_add_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     return cudaSuccess;
 }
 
@@ -339,6 +353,7 @@ FC_EXPORT cudaError_t cudaHostUnregister(void *ptr) {
         return fc_ret(cudaErrorHostMemoryNotRegistered);
     fc_wait_async_all();
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
+    if (r.flags & HOST_MAPPED) __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     return cudaSuccess;
 }
 

@@ -135,9 +135,15 @@ class _Staging:
     def view(self, slot: int, n: int) -> memoryview:
         return memoryview((ctypes.c_char * n).from_address(slot)).cast("B")
 
+    MAX_SLOTS = 32  # beyond this many (128 MiB), wait for the oldest copy instead of adding
+
     def acquire(self) -> int:
+        if not self.free and self.busy:
+            self._reap(block=False)
         while not self.free:
-            if not self.busy:  # every slot is lent out (to the socket): add one
+            # Every slot is lent out (to the socket) or waits for a copy that may sit behind a
+            # long kernel: add one rather than block the event loop, up to MAX_SLOTS.
+            if not self.busy or len(self.bases) < self.MAX_SLOTS:
                 p = int(check(cu.cuMemHostAlloc(SLOT, 0)))
                 self.bases.append(p)
                 return p

@@ -150,3 +150,16 @@ def test_stream_order_and_async_copies(program, shim, memory_daemon, fc):
         "last error: cudaSuccess",
         "PASSED",
     ]
+
+
+def test_mapped_memory_is_refused_clearly(program, shim, memory_daemon, fc):
+    """Zero-copy access to the client's memory is refused in the client, never left to fault
+    or to read the server's memory: through the mapping's device pointer and through the host
+    pointer itself passed to a kernel (unified addressing). One line on stderr each."""
+    r = fc.run_remote(program("mapped"), shim, memory_daemon.address)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["mapped", "cudaHostGetDevicePointer -> cudaErrorNotSupported",
+                                     "launch with the host pointer -> cudaErrorNotSupported",
+                                     "REFUSED"], r.stdout
+    assert sum("zero-copy" in ln for ln in r.stderr.splitlines()) == 2, r.stderr
+    assert not memory_daemon.launches(), "the refused launch reached the daemon"

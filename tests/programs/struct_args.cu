@@ -1,6 +1,7 @@
 // struct_args: kernel parameters of many shapes. Structs with padding, an
 // __align__(16) struct, a 3-byte struct, a struct holding double[8], a
-// char/short/int/long long/float/double mix, a struct of pointers, a ~2 KB
+// char/short/int/long long/float/double mix, a struct of pointers, a 32724-byte struct (near
+// the 32764-byte parameter limit), a ~2 KB
 // by-value struct (<<<>>> and cudaLaunchKernel), CUDA vector types, bool and an
 // enum class, a kernel with 24 scalar arguments, template kernels (types,
 // non-type parameters and a functor). Every value the kernels see is copied
@@ -65,6 +66,11 @@ struct Big {
   double scale;
   char name[16];
 };
+// Near the 32764-byte limit of a kernel's parameters (CUDA 12.1 and later on Volta and later).
+struct Huge {
+  int n;
+  int vals[8180];
+};
 enum class Color : unsigned char { Red = 1, Green = 2, Blue = 200 };
 template <typename T, int N>
 struct Vec {
@@ -117,6 +123,20 @@ __global__ void k_arr(WithArr w, long long* oi, double* od) {
 __global__ void k_ptrs(Ptrs p) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x)
     p.out[i] = p.in[i] * 2 + 1;
+}
+
+__global__ void k_huge(Huge h, long long* oi) {
+  if (threadIdx.x == 0) {
+    long long s = 0, w = 0;
+    for (int i = 0; i < 8180; ++i) {
+      s += h.vals[i];
+      w += (long long)h.vals[i] * (i % 97 + 1);
+    }
+    oi[0] = h.n;
+    oi[1] = s;
+    oi[2] = w;
+    oi[3] = h.vals[8179];
+  }
 }
 
 __global__ void k_big(Big b, float* vals_out, long long* oi, double* od) {
@@ -336,6 +356,33 @@ int main() {
       EXPECT(h_oi[0] == 500 && h_oi[1] == h && h_od[0] == s && h_od[1] == b.scale && bad == 0);
     }
     CHECK(cudaFree(dvals));
+  }
+
+  // --- a by-value struct of 32724 bytes: parameters near CUDA's 32764-byte limit -----------
+  {
+    static Huge hg;
+    printf("sizeof Huge=%zu\n", sizeof(Huge));
+    for (int path = 0; path < 2; ++path) {
+      hg.n = 8180 + path;
+      long long s = 0, w = 0;
+      for (int i = 0; i < 8180; ++i) {
+        hg.vals[i] = (int)(lcg32() % 2000001) - 1000000;
+        s += hg.vals[i];
+        w += (long long)hg.vals[i] * (i % 97 + 1);
+      }
+      reset_out();
+      if (path == 0) {
+        k_huge<<<1, 32>>>(hg, d_oi);
+      } else {
+        void* args[] = {&hg, &d_oi};
+        CHECK(cudaLaunchKernel((const void*)k_huge, dim3(1), dim3(32), args, 0, 0));
+      }
+      CHECK(cudaGetLastError());
+      fetch_out();
+      printf("k_huge (%s): n=%lld sum=%lld weighted=%lld last=%lld\n",
+             path == 0 ? "<<<>>>" : "cudaLaunchKernel", h_oi[0], h_oi[1], h_oi[2], h_oi[3]);
+      EXPECT(h_oi[0] == hg.n && h_oi[1] == s && h_oi[2] == w && h_oi[3] == hg.vals[8179]);
+    }
   }
 
   // --- vector types ---------------------------------------------------------------------------
