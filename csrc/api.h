@@ -13,6 +13,7 @@ int fcx_add_server(const char *host, int port);
 int fcx_add_device(int server, int gpu, int sm_budget);
 void fcx_set_init_status(int status);
 void fcx_set_timeouts(int64_t connect_ms, int64_t liveness_ms);
+void fcx_set_spin(int64_t ns);
 void fcx_server_set_info(int server, int ngpus, int driver_version);
 int fcx_server_of(int dev, int *gpu, int *sm_budget);
 const char *fcx_server_host(int server, int *port);

@@ -31,7 +31,6 @@
 #define Q_HIGH_WATER (64u << 20)
 #define ASYNC_MAX_N 256            /* async requests in flight per connection */
 #define ASYNC_MAX_BYTES (64u << 20) /* and the bytes their results may hold */
-#define SPIN_NS 200000 /* a waiter spins this long for its reply before it sleeps */
 
 static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
@@ -266,11 +265,14 @@ static void req_wait(fc_conn *c, fc_req *r) {
     /* A short spin: most replies on a fast link arrive within tens of microseconds, and a
      * condition-variable wake-up costs about as much again. Bounded by time, not by a count
      * of pause instructions, whose length differs tenfold between processors. */
+    __atomic_add_fetch(&c->spinners, 1, __ATOMIC_ACQ_REL); /* the reader polls meanwhile */
     for (int i = 1;; i++) {
-        if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) goto out;
+        if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) break;
         __builtin_ia32_pause();
-        if ((i & 15) == 0 && fc_now_ns() - t0 > SPIN_NS) break;
+        if ((i & 15) == 0 && fc_now_ns() - t0 > fc_spin_ns) break;
     }
+    __atomic_sub_fetch(&c->spinners, 1, __ATOMIC_ACQ_REL);
+    if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) goto out;
     pthread_mutex_lock(&c->rep_mtx);
     while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) pthread_cond_wait(&r->cv, &c->rep_mtx);
     pthread_mutex_unlock(&c->rep_mtx);
@@ -333,6 +335,21 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
 
 /* ---------- reading ---------- */
 
+/* While a caller spins for its reply, and for FARCUDA_SPIN_US after a reply came (the next
+ * request of a program that synchronizes often is usually on its way), the reader polls the
+ * socket instead of sleeping in recv: waking a thread costs a good part of a reply's whole
+ * trip on a fast link. Only with cores to spare: on two cores the spinning caller, the
+ * polling reader and a local daemon would fight for them. */
+static ssize_t recv_some(fc_conn *c, void *buf, size_t n) {
+    while (c->poll && (__atomic_load_n(&c->spinners, __ATOMIC_ACQUIRE) ||
+                       fc_now_ns() < c->poll_until_ns)) {
+        ssize_t k = recv(c->fd, buf, n, MSG_DONTWAIT);
+        if (k >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return k;
+        __builtin_ia32_pause();
+    }
+    return recv(c->fd, buf, n, 0);
+}
+
 static int read_full(fc_conn *c, void *buf, size_t n) {
     char *p = buf;
     while (n > 0) {
@@ -349,7 +366,7 @@ static int read_full(fc_conn *c, void *buf, size_t n) {
          * land where they belong. The socket has a receive timeout (fc_conn_new): a blocking
          * recv wakes as soon as data arrives, and times out to check the liveness deadline. */
         int direct = n >= sizeof c->in / 2;
-        ssize_t k = recv(c->fd, direct ? p : c->in, direct ? n : sizeof c->in, 0);
+        ssize_t k = recv_some(c, direct ? p : c->in, direct ? n : sizeof c->in);
         if (k > 0) {
             if (direct) {
                 p += k;
@@ -457,7 +474,8 @@ static int handle_reply(fc_conn *c, const fc_hdr *h) {
         int rc = read_bulk(c, r, r ? r->bulk_len : 0, tail);
         if (rc) return rc;
     }
-    if (r) req_complete(c, r, (int)status);
+    if (r && !r->async && fc_spin_ns > 0) c->poll_until_ns = fc_now_ns() + fc_spin_ns;
+    if (r) req_complete(c, r, (int)status); /* frees an async r */
     return 0;
 }
 
@@ -604,6 +622,7 @@ fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms) {
     c->fd = fd;
     c->server = server;
     c->heartbeat_ms = heartbeat_ms;
+    c->poll = fc_spin_ns > 0 && sysconf(_SC_NPROCESSORS_ONLN) >= 4;
     pthread_mutex_init(&c->send_mtx, NULL);
     pthread_mutex_init(&c->q_mtx, NULL);
     pthread_mutex_init(&c->rep_mtx, NULL);

@@ -133,6 +133,9 @@ typedef struct fc_conn {
     fc_req *pending;
     uint32_t next_rid;
     volatile int dead;          /* 1 once the link failed: every call fails */
+    int spinners;               /* callers spinning for a reply (the reader polls meanwhile) */
+    int64_t poll_until_ns;      /* the reader polls until then (set by a synchronous reply) */
+    int poll;                   /* the reader may poll at all (there are cores to spare) */
     int fail_logged;
     int dead_status;
     volatile int64_t last_rx_ns;
@@ -265,6 +268,7 @@ extern fc_device fc_devices[FC_MAX_DEVICES];
 extern int fc_ndevices;
 extern int fc_init_status;      /* cudaSuccess once configured, else the error to report */
 extern int64_t fc_connect_timeout_ms, fc_liveness_timeout_ms;
+extern int64_t fc_spin_ns;      /* FARCUDA_SPIN_US: how long waiters and readers busy-poll */
 
 fc_tls *fc_tls_get(void);
 int64_t fc_now_ns(void);

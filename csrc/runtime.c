@@ -27,6 +27,7 @@ fc_device fc_devices[FC_MAX_DEVICES];
 int fc_ndevices;
 int fc_init_status = cudaErrorInitializationError;
 int64_t fc_connect_timeout_ms = 5000, fc_liveness_timeout_ms = 10000;
+int64_t fc_spin_ns = 200000;
 
 static __thread fc_tls tls = {.device = -1};
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -329,6 +330,8 @@ void fcx_set_timeouts(int64_t connect_ms, int64_t liveness_ms) {
     fc_connect_timeout_ms = connect_ms;
     fc_liveness_timeout_ms = liveness_ms;
 }
+
+void fcx_set_spin(int64_t ns) { fc_spin_ns = ns; }
 
 void fcx_server_set_info(int server, int ngpus, int driver_version) {
     fc_servers[server].ngpus = ngpus;

@@ -239,11 +239,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         ctl.sendall(json.dumps({"ready": False, "error": str(exc)}).encode() + b"\n")
         return 1
+    profile_dir = os.environ.get("FARCUDAD_PROFILE")  # a folder: profile each session there
+    prof = None
+    if profile_dir:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     try:
-        import uvloop
-        return uvloop.run(serve(ctl, backend, out_fd))
-    except ImportError:
-        return asyncio.run(serve(ctl, backend, out_fd))
+        try:
+            import uvloop
+            return uvloop.run(serve(ctl, backend, out_fd))
+        except ImportError:
+            return asyncio.run(serve(ctl, backend, out_fd))
+    finally:
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(os.path.join(profile_dir, f"worker-{os.getpid()}.prof"))
 
 
 if __name__ == "__main__":

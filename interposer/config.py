@@ -105,6 +105,7 @@ class ClientConfig:
     token: str | None = None
     connect_timeout: float = 5.0
     liveness_timeout: float = 10.0
+    spin_us: float = 200.0  # FARCUDA_SPIN_US: busy-polling for a reply before sleeping
     report: bool = False
     tls: bool = False  # FARCUDA_TLS=1: every connection goes through TLS (interposer/tls.py)
     tls_ca: str | None = None  # FARCUDA_TLS_CA: verify servers against this CA (PEM)
@@ -142,6 +143,14 @@ def from_env(env: Mapping[str, str] | None = None) -> ClientConfig:
     cfg.token = env.get("FARCUDA_TOKEN") or None
     cfg.connect_timeout = _float(env, "FARCUDA_CONNECT_TIMEOUT", 5.0)
     cfg.liveness_timeout = _float(env, "FARCUDA_LIVENESS_TIMEOUT", 10.0)
+    text = env.get("FARCUDA_SPIN_US", "").strip()
+    if text:
+        try:
+            cfg.spin_us = float(text)
+        except ValueError:
+            raise ConfigError(f"FARCUDA_SPIN_US={text!r} is not a number of microseconds") from None
+        if not 0 <= cfg.spin_us <= 1e6:
+            raise ConfigError(f"FARCUDA_SPIN_US={text!r} is not between 0 and 1000000")
     cfg.report = env.get("FARCUDA_REPORT", "") not in ("", "0")
     _tls_from_env(env, cfg)
     if env.get("FARCUDA_DEVICES", "").strip():

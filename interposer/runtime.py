@@ -130,6 +130,7 @@ def init() -> int:
         return 0
     S.cfg = cfg
     lib.fcx_set_timeouts(int(cfg.connect_timeout * 1000), int(cfg.liveness_timeout * 1000))
+    lib.fcx_set_spin(int(cfg.spin_us * 1000))
     if not cfg.configured:
         log(f"no GPU server configured: {configmod.ENV_HELP}")
         lib.fcx_set_init_status(E["cudaErrorNoDevice"])
