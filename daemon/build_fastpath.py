@@ -12,7 +12,7 @@ CDEF = """
 typedef struct {
     uint64_t consumed; uint32_t launches; uint32_t records; uint32_t waits;
     int32_t error; uint32_t error_op; uint32_t error_vdev;
-    uint64_t out_len; uint32_t sync_op; uint32_t sync_vdev; uint64_t sync_ns;
+    uint64_t out_len; uint64_t out_sent; uint32_t sync_op; uint32_t sync_vdev; uint64_t sync_ns;
 } fp_result;
 int fp_init(void);
 void fp_note_current(void *ctx);
@@ -28,7 +28,7 @@ void fp_drop_stream(uint32_t vdev, uint32_t sid);
 void fp_drop_event(uint32_t vdev, uint32_t eid);
 void fp_drop_device(uint32_t vdev);
 void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t out_cap,
-            fp_result *res);
+            int sock, int pipe_fd, fp_result *res);
 """
 
 

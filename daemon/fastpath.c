@@ -17,6 +17,9 @@
  * libcuda.so.1 is opened at run time, so this builds on machines without CUDA.
  */
 #include <dlfcn.h>
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -277,6 +280,7 @@ typedef struct {
     uint32_t error_op;
     uint32_t error_vdev;
     uint64_t out_len;    /* bytes of the reply written to `out` (0: the run ended without one) */
+    uint64_t out_sent;   /* of which already sent on the socket */
     uint32_t sync_op;    /* the answered request's opcode */
     uint32_t sync_vdev;
     uint64_t sync_ns;    /* time spent executing it */
@@ -404,11 +408,33 @@ static int run_sync(fp_dev *d, uint16_t op, uint32_t rid, uint16_t vdev, const u
     return 1;
 }
 
+/* Send the reply at once when nothing may go before it: the session's transport holds nothing
+ * (the caller passes sock < 0 otherwise) and no device printf output is waiting in the pipe
+ * (pipe_fd < 0: none can be). Whatever is not sent here the session sends, after the output. */
+static void send_reply(const unsigned char *out, fp_result *res, int sock, int pipe_fd) {
+    if (sock < 0) return;
+    if (pipe_fd >= 0) {
+        struct pollfd p = {pipe_fd, POLLIN, 0};
+        if (poll(&p, 1, 0) != 0) return;
+    }
+    uint64_t off = 0;
+    while (off < res->out_len) {
+        ssize_t k = send(sock, out + off, res->out_len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k > 0) {
+            off += (uint64_t)k;
+            continue;
+        }
+        if (k < 0 && errno == EINTR) continue;
+        break; /* would block or failed: the transport takes the rest (and sees any error) */
+    }
+    res->out_sent = off;
+}
+
 /* Execute consecutive frames from buf[0:len]: async launches and event operations, and at
- * most one synchronous request that need not wait (its reply goes to out[0:out_cap], and the
- * run ends after it). Stops at anything else. */
+ * most one synchronous request that need not wait (its reply goes to out[0:out_cap], and out
+ * to `sock` if it may, see send_reply; the run ends after it). Stops at anything else. */
 void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t out_cap,
-            fp_result *res) {
+            int sock, int pipe_fd, fp_result *res) {
     memset(res, 0, sizeof *res);
     uint64_t off = 0;
     while (len - off >= HDR) {
@@ -426,6 +452,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             uint64_t t0 = now_ns();
             if (!out || !run_sync(d, op, rid, vdev, m, flen, out, out_cap, res)) break;
             res->sync_ns = now_ns() - t0;
+            send_reply(out, res, sock, pipe_fd);
             off += HDR + flen;
             break;
         }

@@ -150,7 +150,8 @@ class Session(asyncio.BufferedProtocol):
     def __init__(self, backend, *, session_id: int = 0, identity: dict | None = None,
                  heartbeat_ms: int = 1000, client_timeout: float = 60.0,
                  quota_bytes: int | None = None, on_close: Callable[[], None] | None = None,
-                 drain_output: Callable[[], bytes] | None = None, front=None) -> None:
+                 drain_output: Callable[[], bytes] | None = None, front=None,
+                 output_fd: int = -1) -> None:
         self.backend = backend
         self.session_id = session_id
         self.identity = identity or {}
@@ -159,6 +160,9 @@ class Session(asyncio.BufferedProtocol):
         self.quota_bytes = quota_bytes
         self.on_close = on_close
         self.drain_output = drain_output
+        self._output_fd = output_fd  # the pipe device printf output arrives in (-1: none)
+        self._may_print = False  # a kernel has run: device printf output may be waiting
+        self._sock_fd = -1
         self.devices: dict[int, DeviceState] = {}
         self.callbacks: dict[int, Callable[[], None]] = {}
         self.fast = getattr(backend, "fastpath", None)  # the C path, when the backend has one
@@ -196,6 +200,8 @@ class Session(asyncio.BufferedProtocol):
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self._sock_fd = sock.fileno() if sock is not None else -1
         self._schedule_tick()
 
     def connection_lost(self, exc) -> None:
@@ -353,7 +359,8 @@ class Session(asyncio.BufferedProtocol):
                 self._answer(f, result)
 
     def _flush_output(self) -> None:
-        if self.drain_output is not None:
+        # no kernel ran in this session yet: no device printf output can be waiting
+        if self.drain_output is not None and self._may_print:
             out = self.drain_output()
             if out:
                 self._write(encode(_NOTIFY["STDOUT"], None, out))
@@ -483,27 +490,38 @@ class Session(asyncio.BufferedProtocol):
         ffi, lib = self.fast
         res = self._fast_res
         # While async copies are pending, Python answers synchronous requests (it sends the
-        # copies' data first); the C path still runs the async frames.
+        # copies' data first); the C path still runs the async frames. The C path sends its
+        # reply itself when the transport holds nothing that must go first.
         out = ffi.NULL if self._d2h else self._fast_out
+        sock = self._sock_fd if not self.transport.get_write_buffer_size() else -1
         lib.fp_run(ffi.cast("const unsigned char *", ffi.from_buffer(buf)) + start, end - start,
-                   out, _FAST_OUT, res)
+                   out, _FAST_OUT, sock, self._output_fd if self._may_print else -1, res)
         n = res.consumed
         if n:
             if res.launches:
                 self.counts["LAUNCH"] += res.launches
+                self._may_print = True
             if res.records:
                 self.counts["EVENT_RECORD"] += res.records
             if res.waits:
                 self.counts["STREAM_WAIT_EVENT"] += res.waits
             self.backend.context_unknown()
-            if res.out_len:
+            size = res.out_len
+            if size:
                 self.counts[_OP_NAMES[res.sync_op]] += 1
                 clock = self._clock(res.sync_vdev)
                 if clock is not None:
                     clock.add(res.sync_ns)
                 self.busy_ns += res.sync_ns
-                self._flush_output()  # device printf the synchronization flushed goes first
-                self._write(ffi.buffer(self._fast_out, res.out_len)[:])
+                sent = res.out_sent
+                if sent == size:
+                    self.bytes_out += size
+                    self._last_tx = time.monotonic()
+                else:
+                    if not sent:
+                        self._flush_output()  # device printf the synchronization flushed
+                    self.bytes_out += sent
+                    self._write(ffi.buffer(self._fast_out + sent, size - sent)[:])
             if res.error:
                 self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": res.error,
                                                             "op": res.error_op},
@@ -927,12 +945,14 @@ class Session(asyncio.BufferedProtocol):
         return {"bytes": d.be.occupancy_smem(self._kernel(d, kid), blocks, block)}
 
     def op_LAUNCH(self, f):
+        self._may_print = True
         v = f.values()
         kid, stream = v[0], v[1]
         d = self.dev(f)
         d.be.launch(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], f.tail or b"", v[9])
 
     def op_LAUNCH_EX(self, f):
+        self._may_print = True
         v = f.values()
         kid, stream, nattrs = v[0], v[1], v[9]
         tail = bytes(f.tail or b"")
@@ -1060,6 +1080,7 @@ class Session(asyncio.BufferedProtocol):
         self.dev(f).be.graph_instantiate(gid, xid, flags)
 
     def op_GRAPH_LAUNCH(self, f):
+        self._may_print = True
         xid, sid = f.values()
         self.dev(f).be.graph_launch(xid, sid)
 

@@ -185,6 +185,7 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
                       heartbeat_ms=job.get("heartbeat_ms", 1000),
                       client_timeout=job.get("client_timeout", 60.0),
                       quota_bytes=job.get("quota_bytes"), drain_output=lambda: drain(out_fd),
+                      output_fd=out_fd,
                       front=FrontLink(link, job) if FrontLink.wanted(job) else None)
 
     def forward_output() -> None:
