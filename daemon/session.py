@@ -63,6 +63,8 @@ _OP_NAMES = {m.op: m.name for m in MESSAGES}
 _FAST_OUT = 24 + (64 << 10)  # the C path's reply buffer: a REPLY with a small copy's bytes
 _DTOH_DEFERRED = 1  # MEMCPY_DTOH flags: the client does not wait (an async copy to pinned memory)
 _DEFERRED = object()  # a handler's result: the request is answered later, by other means
+_D2H_PENDING_MAX = 1024  # deferred copies a client may have pending
+_D2H_BYTES_MAX = 256 << 20  # and the bytes they may hold
 # Requests that may wait on the front, not on the GPU: not busy time.
 _NOT_GPU_WAITS = frozenset(BY_NAME[n].op for n in ("MALLOC", "MALLOC_PITCH", "MALLOC_ASYNC",
                                                    "DEVICE_OPEN", "MEM_GET_INFO", "STATUS"))
@@ -190,6 +192,7 @@ class Session(asyncio.BufferedProtocol):
         # is sent as soon as its copy completed, and at the latest before any later reply or
         # notice that could tell the client it completed (see _deliver_d2h).
         self._d2h: deque = deque()
+        self._d2h_bytes = 0
         self._d2h_task: asyncio.Task | None = None
         self._handlers = {m.op: getattr(self, "op_" + m.name) for m in MESSAGES
                           if m.direction == "c2s" and m.name != "HELLO"}
@@ -440,6 +443,7 @@ class Session(asyncio.BufferedProtocol):
         self._d2h = keep
 
     def _send_d2h(self, f: Frame, job) -> None:
+        self._d2h_bytes -= job.n
         try:
             data = bytes(job.result())
             head = HEADER.pack(8 + len(data), _REPLY.op, 0, f.rid, f.vdev, 0)
@@ -466,6 +470,7 @@ class Session(asyncio.BufferedProtocol):
 
     def _defer_d2h(self, f: Frame, job) -> object:
         self._d2h.append((f, job))
+        self._d2h_bytes += job.n
         if self._d2h_task is None:
             self._d2h_task = asyncio.ensure_future(self._watch_d2h())
             self._tasks.add(self._d2h_task)
@@ -545,6 +550,7 @@ class Session(asyncio.BufferedProtocol):
         for _f, job in self._d2h:
             job.close()
         self._d2h.clear()
+        self._d2h_bytes = 0
         self._return_charges(None)
         for d in self.devices.values():
             try:
@@ -794,6 +800,9 @@ class Session(asyncio.BufferedProtocol):
         if flags & _DTOH_DEFERRED and f.rid:
             if size > _DATA_CHUNK:
                 raise CudaError(E["cudaErrorInvalidValue"], "a deferred copy is one piece")
+            # the shim keeps far fewer in flight (256 copies, 64 MiB)
+            if len(self._d2h) >= _D2H_PENDING_MAX or self._d2h_bytes + size > _D2H_BYTES_MAX:
+                raise ProtocolError("too many device-to-host copies pending")
             return self._defer_d2h(f, d.be.dtoh_deferred(src, size, stream))
         if size > _INLINE_REPLY and hasattr(d.be, "memcpy_dtoh_pieces"):
             return Bulk(d.be.memcpy_dtoh_pieces(src, size, stream))

@@ -75,7 +75,8 @@ class _DeferredCopy:
     """A device-to-host copy the client does not wait for (CudaDevice.dtoh_deferred's twin):
     its bytes are taken when the stream reaches it."""
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
+        self.n = n
         self.data: bytes | None = None
         self.error: CudaError | None = None
         self.done = asyncio.get_running_loop().create_future()
@@ -202,7 +203,7 @@ class MemoryDevice:
 
     def dtoh_deferred(self, src: int, n: int, stream: int) -> _DeferredCopy:
         self._view(src, n)  # faults now, as the copy would
-        job = _DeferredCopy()
+        job = _DeferredCopy(n)
 
         def op():
             try:
