@@ -172,6 +172,7 @@ class Session(asyncio.BufferedProtocol):
         self._clocks: dict[int, BusyClock] = {}  # physical GPU -> busy clock
         self._charged: dict[tuple[int, int], int] = {}  # (vdev, ptr) -> bytes reserved
         self._last_rx = self._last_tx = time.monotonic()
+        self._acked = 0  # bytes_in as the last HEARTBEAT told the client
         self._timer: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -271,8 +272,13 @@ class Session(asyncio.BufferedProtocol):
         if now - self._last_rx > self.client_timeout:
             self.abort(f"no sign of life from the client for {self.client_timeout:.0f} s")
             return
-        if now - self._last_tx >= self.heartbeat_ms / 1000.0 * 0.9:
-            self._write(encode(_NOTIFY["HEARTBEAT"]))
+        # Received bytes are acknowledged every period, even while other frames go out (a
+        # download streaming DATA): the client fails the link when what it sent stays
+        # unacknowledged, so an ack must not wait for the daemon to fall idle.
+        if (self.bytes_in != self._acked
+                or now - self._last_tx >= self.heartbeat_ms / 1000.0 * 0.9):
+            self._acked = self.bytes_in
+            self._write(encode(_NOTIFY["HEARTBEAT"], {"received": self.bytes_in}))
         self._schedule_tick()
 
     # ------------------------------------------------------------ dispatch
