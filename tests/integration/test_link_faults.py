@@ -99,6 +99,14 @@ def test_slow_link_is_byte_exact(delay, rate, exe, shim, daemon, direct, fc):
     assert took > 2 * 64 * MIB * 8 / rate * 0.9
 
 
+def test_idle_client_is_acknowledged(program, shim, daemon, fc):
+    """A client that holds its memory for two liveness timeouts, sending only its idle PINGs:
+    the daemon acknowledges them as they come, and the program ends normally."""
+    r = fc.run_remote(program("ci_hold"), shim, daemon.address, args=("2", "1", str(2 * LIVENESS)),
+                      env=ENV)
+    assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("mode", ["blackhole", "reset", "close"])
 @pytest.mark.parametrize("at", [MID_UPLOAD, MID_DOWNLOAD], ids=["upload", "download"])
 def test_cut_mid_transfer(mode, at, exe, shim, daemon, direct, fc):
