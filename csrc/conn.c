@@ -7,8 +7,17 @@
  *
  * Readers: one reader thread per connection parses every frame the daemon sends. It alone
  * completes requests, so a waiter's buffers are never written after the waiter returned; when
- * the link fails (read error, protocol error, no heartbeat for the liveness timeout, a write
- * error that shut the socket down) it fails every pending request.
+ * the link fails (read error, protocol error, a write error that shut the socket down, or a
+ * liveness timeout) it fails every pending request.
+ *
+ * Liveness, both ways, within FARCUDA_LIVENESS_TIMEOUT: nothing at all arriving means the
+ * server or the link towards us is gone (the daemon sends a HEARTBEAT when idle); bytes we
+ * handed to the socket staying unacknowledged (HEARTBEAT.received does not advance) while
+ * the daemon sends nothing but heartbeats means the link towards the server is. The daemon
+ * acknowledges every heartbeat period in which it received anything, so a long kernel
+ * (nothing sent: all acknowledged) and a slow upload (the count advances) never look like a
+ * failure. Any other frame restarts the clock: an acknowledgement travels behind the bulk
+ * data queued before it, which on a slow link may take longer than the timeout to drain.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,7 +55,7 @@ static int writev_all(fc_conn *c, struct iovec *iov, int cnt) {
             if (errno == EINTR) continue;
             return -1;
         }
-        c->bytes_out += (uint64_t)n;
+        __atomic_fetch_add(&c->bytes_out, (uint64_t)n, __ATOMIC_RELAXED);
         while (cnt > 0 && (size_t)n >= iov->iov_len) {
             n -= (ssize_t)iov->iov_len;
             iov++;
@@ -350,6 +359,23 @@ static ssize_t recv_some(fc_conn *c, void *buf, size_t n) {
     return recv(c->fd, buf, n, 0);
 }
 
+/* Has what this client sent gone unacknowledged, without progress and with the daemon
+ * sending nothing but heartbeats, for longer than `limit`? Asked only when the socket had
+ * nothing more to read, so that every acknowledgement that arrived is counted first (after
+ * the process was stopped a while, say). */
+static int acks_stalled(fc_conn *c, int64_t now, int64_t limit) {
+    if (!c->acks) return 0; /* a daemon that does not acknowledge */
+    if (__atomic_load_n(&c->bytes_out, __ATOMIC_RELAXED) <= c->acked) {
+        c->unacked_since_ns = 0;
+        return 0;
+    }
+    if (!c->unacked_since_ns) {
+        c->unacked_since_ns = now;
+        return 0;
+    }
+    return now - c->unacked_since_ns > limit;
+}
+
 static int read_full(fc_conn *c, void *buf, size_t n) {
     char *p = buf;
     while (n > 0) {
@@ -382,9 +408,10 @@ static int read_full(fc_conn *c, void *buf, size_t n) {
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
         if (c->stop) return -1;
-        if (fc_liveness_timeout_ms > 0 &&
-            fc_now_ns() - load64(&c->last_rx_ns) > fc_liveness_timeout_ms * 1000000L) {
-            return -2;
+        if (fc_liveness_timeout_ms > 0) {
+            int64_t now = fc_now_ns(), limit = fc_liveness_timeout_ms * 1000000L;
+            if (now - load64(&c->last_rx_ns) > limit) return c->rx_fail = -2;
+            if (acks_stalled(c, now, limit)) return c->rx_fail = -5;
         }
     }
     return 0;
@@ -486,6 +513,18 @@ static int handle_data(fc_conn *c, const fc_hdr *h) {
     return read_bulk(c, r, off, h->len - 8);
 }
 
+static int handle_heartbeat(fc_conn *c, const fc_hdr *h) {
+    fc_HEARTBEAT m;
+    if (h->len < sizeof m) return skip(c, h->len); /* no count: acknowledges nothing */
+    if (read_full(c, &m, sizeof m) || skip(c, h->len - sizeof m)) return -1;
+    c->acks = 1;
+    if (m.received > c->acked) { /* progress: the stall clock starts again */
+        c->acked = m.received;
+        c->unacked_since_ns = 0;
+    }
+    return 0;
+}
+
 static int handle_stdout(fc_conn *c, const fc_hdr *h) {
     char buf[8192];
     size_t n = h->len;
@@ -511,7 +550,7 @@ static void *reader_main(void *arg) {
         switch (h.op) {
         case FC_OP_REPLY: rc = handle_reply(c, &h); break;
         case FC_OP_DATA: rc = handle_data(c, &h); break;
-        case FC_OP_HEARTBEAT: rc = skip(c, h.len); break;
+        case FC_OP_HEARTBEAT: rc = handle_heartbeat(c, &h); break;
         case FC_OP_STDOUT: rc = handle_stdout(c, &h); break;
         case FC_OP_ASYNC_ERROR: {
             fc_ASYNC_ERROR m;
@@ -573,10 +612,21 @@ static void *reader_main(void *arg) {
             rc = -3;
         }
         if (rc) break;
+        if (h.op != FC_OP_HEARTBEAT) c->unacked_since_ns = 0; /* see the top of this file */
     }
     if (!c->stop) {
-        if (rc == -2) why = "no sign of life from the server within FARCUDA_LIVENESS_TIMEOUT";
-        else if (rc == -3) why = "malformed frame from the server";
+        char stalled[256];
+        if (c->rx_fail) rc = c->rx_fail; /* a timeout inside a frame surfaces as a read error */
+        if (rc == -2) {
+            why = "no sign of life from the server within FARCUDA_LIVENESS_TIMEOUT";
+        } else if (rc == -5) {
+            snprintf(stalled, sizeof stalled, "the server has not received what this client "
+                     "sent for %g s (FARCUDA_LIVENESS_TIMEOUT): the link towards it is broken",
+                     (double)fc_liveness_timeout_ms / 1000.0);
+            why = stalled;
+        } else if (rc == -3) {
+            why = "malformed frame from the server";
+        }
         fc_conn_fail(c, cudaErrorDevicesUnavailable, why);
     } else {
         fc_conn_fail(c, cudaErrorDevicesUnavailable, NULL);

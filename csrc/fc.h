@@ -141,6 +141,13 @@ typedef struct fc_conn {
     volatile int64_t last_rx_ns;
     int64_t last_tx_ns;
     int heartbeat_ms;
+    /* acknowledgements (HEARTBEAT.received), the reader's alone: the count the daemon last
+     * reported, whether it reports one at all, and since when bytes_out stayed ahead of it
+     * with no progress and no frame but heartbeats (0: not waiting) */
+    uint64_t acked;
+    int acks;
+    int64_t unacked_since_ns;
+    int rx_fail;                /* why read_full gave up: -2 nothing arrived, -5 no acks */
     pthread_t reader, sender;
     int stop;
     /* the reader's input buffer: small frames are parsed from it, bulk lands in place */
@@ -151,7 +158,8 @@ typedef struct fc_conn {
     uint32_t async_n;
     uint64_t async_bytes;
     pthread_cond_t async_cv;
-    /* statistics for FARCUDA_REPORT and tests */
+    /* statistics for FARCUDA_REPORT and tests; bytes_out is also what acknowledgements
+     * are compared with: written under send_mtx, read by the reader (atomics) */
     uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
 } fc_conn;
 

@@ -3,7 +3,7 @@
 ```toml
 listen = ["0.0.0.0:7420"]       # one or more host:port
 log_level = "info"
-heartbeat_ms = 1000             # sign of life to idle clients
+heartbeat_ms = 1000             # heartbeat period: sign of life and acks to clients
 client_timeout = 60             # seconds of client silence before its session ends
 prestart = 1                    # idle workers kept ready
 shutdown_grace = 10             # seconds running calls get on SIGTERM

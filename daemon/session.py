@@ -185,6 +185,7 @@ class Session(asyncio.BufferedProtocol):
         self._clocks: dict[int, BusyClock] = {}  # physical GPU -> busy clock
         self._charged: dict[tuple[int, int], int] = {}  # (vdev, ptr) -> bytes reserved
         self._last_rx = self._last_tx = time.monotonic()
+        self._acked = 0  # bytes_in as the last HEARTBEAT told the client
         self._timer: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -203,7 +204,8 @@ class Session(asyncio.BufferedProtocol):
     # ------------------------------------------------------------ transport
     def connection_made(self, transport) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
+        info = getattr(transport, "get_extra_info", None)  # (test transports may not have it)
+        sock = info("socket") if info is not None else None
         self._sock_fd = sock.fileno() if sock is not None else -1
         self._schedule_tick()
 
@@ -293,8 +295,13 @@ class Session(asyncio.BufferedProtocol):
         if now - self._last_rx > self.client_timeout:
             self.abort(f"no sign of life from the client for {self.client_timeout:.0f} s")
             return
-        if now - self._last_tx >= self.heartbeat_ms / 1000.0 * 0.9:
-            self._write(encode(_NOTIFY["HEARTBEAT"]))
+        # Received bytes are acknowledged every period, even while other frames go out (a
+        # download streaming DATA): the client fails the link when what it sent stays
+        # unacknowledged, so an ack must not wait for the daemon to fall idle.
+        if (self.bytes_in != self._acked
+                or now - self._last_tx >= self.heartbeat_ms / 1000.0 * 0.9):
+            self._acked = self.bytes_in
+            self._write(encode(_NOTIFY["HEARTBEAT"], {"received": self.bytes_in}))
         self._schedule_tick()
 
     # ------------------------------------------------------------ dispatch

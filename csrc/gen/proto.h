@@ -584,6 +584,11 @@ typedef struct __attribute__((packed)) {  /* DATA */
 } fc_DATA;
 _Static_assert(sizeof(fc_DATA) == 8, "fc_DATA layout");
 
+typedef struct __attribute__((packed)) {  /* HEARTBEAT */
+    uint64_t received;
+} fc_HEARTBEAT;
+_Static_assert(sizeof(fc_HEARTBEAT) == 8, "fc_HEARTBEAT layout");
+
 typedef struct __attribute__((packed)) {  /* CALLBACK */
     uint32_t callback;
 } fc_CALLBACK;

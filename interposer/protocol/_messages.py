@@ -220,7 +220,12 @@ MESSAGES: tuple[Message, ...] = (
        doc="answer to the sync request with the same id: status, the reply's fixed part, tail"),
     _m("DATA", 0x8002, "reply", "offset:u64", direction="s2c",
        doc="a piece of a sync request's bulk result, at this offset of it"),
-    _m("HEARTBEAT", 0x8003, "notify", direction="s2c", doc="sign of life while idle"),
+    # A HEARTBEAT is sent when the daemon was idle for a heartbeat period, and in every period
+    # in which it received bytes from the client: ``received`` (all bytes of this session
+    # after the handshake) is how the client tells a link dead in its own direction only.
+    # A HEARTBEAT without it (an older daemon, length 0) acknowledges nothing.
+    _m("HEARTBEAT", 0x8003, "notify", "received:u64", direction="s2c",
+       doc="sign of life, and how many bytes the session has received from the client"),
     _m("CALLBACK", 0x8004, "notify", "callback:u32", direction="s2c",
        doc="a stream reached a host function: run it, then send CALLBACK_DONE"),
     _m("ASYNC_ERROR", 0x8005, "notify", "status:u32 op:u32", direction="s2c",

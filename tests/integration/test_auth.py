@@ -5,7 +5,9 @@ error, and the server one log line; a HELLO recorded on one connection is useles
 (each connection has a fresh challenge), and so is a HELLO whose identity (the tenant's name
 comes from it) was altered. TLS: the farcuda handshake and everything after it runs inside
 TLS; a client that does not trust the server's certificate, or a server that requires a
-client certificate the client lacks, fails with one clear line.
+client certificate the client lacks, fails with one clear line; the daemon's
+acknowledgements count through the TLS relays, so a link silent towards the server fails the
+client within its liveness timeout there too.
 """
 
 from __future__ import annotations
@@ -204,6 +206,32 @@ def test_ci_memory_through_tls(tls_daemon, pki, program, shim, fc):
     from farcuda.interposer import config as configmod
     cfg = configmod.from_env({"FARCUDA_TLS": "1", "FARCUDA_TLS_CA": str(pki / "ca.crt")})
     assert query_status(tls_daemon.address, TOKENS["ci"], tls_config=cfg)["tls"] is True
+
+
+def test_client_to_server_blackhole_through_tls(tls_daemon, pki, program, shim, fc):
+    """Through both TLS relays (the client's and the front's) the daemon's acknowledgements
+    still count what the client sent: a link gone silent towards the server fails the client
+    within its liveness timeout (counted from the cut), the daemon's client_timeout far away."""
+    import threading
+
+    from farcuda.daemon.linkproxy import ProxyThread
+    env = {"FARCUDA_TLS": "1", "FARCUDA_TLS_CA": str(pki / "ca.crt"),
+           "FARCUDA_TOKEN": TOKENS["alice"], "FARCUDA_LIVENESS_TIMEOUT": "2"}
+    with ProxyThread(tls_daemon.address, cut_after_bytes=20 << 20, cut_direction="c2s") as p:
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.update(r=fc.run_remote(
+            program("ci_memory"), shim, p.address, timeout=60, env=env),
+            end=time.monotonic()))
+        t.start()
+        while p.stats.cuts == 0 and t.is_alive():
+            time.sleep(0.01)
+        cut = time.monotonic()
+        t.join(60)
+        assert p.stats.cuts == 1
+    r = out["r"]
+    assert r.returncode != 0 and "cudaErrorDevicesUnavailable" in r.stdout, r.stdout
+    assert "has not received what this client sent" in r.stderr, r.stderr
+    assert out["end"] - cut < 2 + 3.0, out["end"] - cut
 
 
 def test_tls_refusals_are_clear(tls_daemon, pki, program, shim, fc):

@@ -2,8 +2,9 @@
 daemon: slow links work, broken links fail cleanly.
 
 - Delayed and throttled links (the benchmarks' edge link, 1 Gbit/s and 0.5 ms each way, and a
-  slower one): the program's transcript, which prints checksums of every transfer including
-  the 64 MiB round trip, is identical to a direct run's, and the bytes really went through.
+  slower one on which a 64 MiB copy outlasts the liveness timeout): the program's transcript,
+  which prints checksums of every transfer including the 64 MiB round trip, is identical to a
+  direct run's, and the bytes really went through.
 - The link cut in the middle of the 64 MiB upload and of the 64 MiB download, three ways: a
   silent blackhole (only the client's FARCUDA_LIVENESS_TIMEOUT can notice), a reset and a
   close. The program fails with a CUDA error (cudaErrorDevicesUnavailable) within the
@@ -11,10 +12,12 @@ daemon: slow links work, broken links fail cleanly.
   printed before the cut matches the direct run line for line), and the daemon drops the
   session once the link is gone, serving others throughout.
 - Half-close in either direction mid-transfer: the same.
-- A one-way blackhole: server-to-client is caught by the client's liveness timeout;
-  client-to-server is not (heartbeats still arrive) and ends by the daemon's client_timeout.
+- A one-way blackhole, caught by the client's liveness timeout either way: server-to-client
+  because nothing arrives any more, client-to-server because the daemon's heartbeats stop
+  acknowledging what the client sent (they keep arriving, so only the acknowledged count
+  tells). The daemon's client_timeout stays long there, so it cannot be what ends the run.
 
-FARCUDA_LIVENESS_TIMEOUT=3 and a daemon client_timeout of 4 s keep the file short (~35 s).
+FARCUDA_LIVENESS_TIMEOUT=3 keeps the file short (~40 s).
 """
 
 from __future__ import annotations
@@ -78,9 +81,12 @@ def _assert_clean_failure(r, direct: list[str], took: float, limit: float) -> No
     assert took < limit, f"took {took:.1f} s, limit {limit:.1f} s"
 
 
-@pytest.mark.parametrize("delay,rate", [(0.0005, 1e9), (0.004, 300e6)],
-                         ids=["edge-1gbit-0.5ms", "300mbit-4ms"])
+@pytest.mark.parametrize("delay,rate", [(0.0005, 1e9), (0.004, 150e6)],
+                         ids=["edge-1gbit-0.5ms", "150mbit-4ms"])
 def test_slow_link_is_byte_exact(delay, rate, exe, shim, daemon, direct, fc):
+    """On the slower link the 64 MiB upload and download each take longer than the liveness
+    timeout: the acknowledgements advance through the upload, and the download (the client
+    sends only PINGs meanwhile) is no failure either."""
     with ProxyThread(daemon.address, delay=delay, rate=rate) as p:
         t0 = time.monotonic()
         r = fc.run_remote(exe, shim, p.address, env=ENV, timeout=120)
@@ -91,6 +97,14 @@ def test_slow_link_is_byte_exact(delay, rate, exe, shim, daemon, direct, fc):
     assert st.bytes_c2s > 64 * MIB and st.bytes_s2c > 64 * MIB
     # the rate really applied: 64 MiB each way cannot beat it
     assert took > 2 * 64 * MIB * 8 / rate * 0.9
+
+
+def test_idle_client_is_acknowledged(program, shim, daemon, fc):
+    """A client that holds its memory for two liveness timeouts, sending only its idle PINGs:
+    the daemon acknowledges them as they come, and the program ends normally."""
+    r = fc.run_remote(program("ci_hold"), shim, daemon.address, args=("2", "1", str(2 * LIVENESS)),
+                      env=ENV)
+    assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("mode", ["blackhole", "reset", "close"])
@@ -122,11 +136,11 @@ def test_half_close_mid_transfer(direction, at, exe, shim, daemon, direct, fc):
 
 @pytest.mark.parametrize("direction", ["c2s", "s2c"])
 def test_one_way_blackhole(direction, exe, shim, direct, fc, tmp_path):
-    """Half the link goes silent mid-upload. Server-to-client: the heartbeats stop, and the
-    client's liveness timeout fails it. Client-to-server: the heartbeats keep coming, so the
-    client cannot tell; the daemon's client_timeout (here 4 s) ends the session and its
-    GOODBYE fails the client."""
-    d = fc.start_daemon(tmp_path, "memory", config={"client_timeout": 4})
+    """Half the link goes silent mid-upload, and the client's liveness timeout fails it.
+    Server-to-client: nothing arrives any more. Client-to-server: heartbeats keep arriving,
+    but the count of bytes they acknowledge stops advancing. The daemon's client_timeout is
+    60 s, far beyond the limit, so the client alone noticed."""
+    d = fc.start_daemon(tmp_path, "memory", config={"client_timeout": 60})
     try:
         at = 30 * MIB if direction == "c2s" else 5 * MIB  # this direction's bytes only
         with ProxyThread(d.address, cut_after_bytes=at, cut_direction=direction) as p:
@@ -134,7 +148,14 @@ def test_one_way_blackhole(direction, exe, shim, direct, fc, tmp_path):
             r = fc.run_remote(exe, shim, p.address, env=ENV, timeout=60)
             took = time.monotonic() - t0
             assert p.stats.cuts == 1
-        _assert_clean_failure(r, direct, took, (4.0 if direction == "c2s" else LIVENESS) + 4.0)
+            if direction == "c2s":
+                # the daemon still holds the session: its side of the link is quiet, not
+                # broken (the proxy's close below ends it)
+                assert not _sessions_gone(d, timeout=0)
+        _assert_clean_failure(r, direct, took, LIVENESS + 4.0)
+        if direction == "c2s":
+            assert ("has not received what this client sent for 3 s (FARCUDA_LIVENESS_TIMEOUT)"
+                    in r.stderr), r.stderr
         assert _sessions_gone(d)
     finally:
         d.stop()
