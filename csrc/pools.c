@@ -511,8 +511,8 @@ static int pool_set_access(void *pool, const struct fc_mem_access_desc *descs, s
         if (!valid_device(d->location.id)) return cudaErrorInvalidDevice;
         if (f != ACCESS_NONE && f != ACCESS_READ && f != ACCESS_READ_WRITE)
             return cudaErrorInvalidValue;
-        if (d->location.id == dev) {
-            if (f != ACCESS_READ_WRITE) return cudaErrorInvalidValue;
+        if (d->location.id == dev) { /* the owner's access cannot change (CUDA's answer) */
+            if (f != ACCESS_READ_WRITE) return cudaErrorInvalidDevice;
         } else if (f != ACCESS_NONE && !same_gpu(dev, d->location.id)) {
             return refuse(REFUSE_PEER, cudaErrorNotSupported, "cudaMemPoolSetAccess: access to "
                           "a pool's memory from another GPU is not supported by farcuda");

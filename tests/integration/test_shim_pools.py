@@ -87,7 +87,7 @@ cudaFreeAsync in a capturing stream: cudaErrorStreamCaptureUnsupported
 cudaFreeAsync of cudaMalloc'd memory: cudaSuccess
 access of device 0 to its pool: 3
 grant device 0 read/write: cudaSuccess
-take device 0's access away: cudaErrorInvalidValue
+take device 0's access away: cudaErrorInvalidDevice
 access for device 999: cudaErrorInvalidDevice
 default at the end: used=0 reserved=0 used_high={44 * MiB} reserved_high={44 * MiB}
 pause end
