@@ -549,6 +549,11 @@ class Session(asyncio.BufferedProtocol):
                                       d.be.window_base, d.window_size, vdev=f.vdev)
         self.devices[f.vdev] = DeviceState(f.vdev, be, d.window_size, params)
         self._reap()  # frees pending in the old context are void, or due at once
+        if self._reaper is not None:  # it may be waiting for the old context
+            self._reaper.cancel()
+            self._reaper = None
+        if self._freeing:
+            self._reaper = asyncio.ensure_future(self._reap_later())
 
     def op_SET_LIMIT(self, f):
         limit, _, value = f.values()
@@ -796,7 +801,8 @@ class Session(asyncio.BufferedProtocol):
                     if self.devices.get(md.vdev) is md and ptr in md.alloc._blocks:
                         self._free(md.vdev, md, ptr)
         finally:
-            self._reaper = None
+            if self._reaper is asyncio.current_task():
+                self._reaper = None
 
     async def _settle(self) -> None:
         """Until every stream-ordered free pending now has happened."""

@@ -282,3 +282,28 @@ def test_same_size_in_the_same_stream_takes_over_a_pending_free():
         assert (await c.call("STREAM_SYNC", stream=1))[0] == 0
         assert c.held() == 2 * 3 * MiB + 1024  # nothing freed under the new owners
     run(main())
+
+
+def test_reaper_goes_on_after_a_reset():
+    """It was waiting for a stream of the device that was reset: the free pending on another
+    device still happens as soon as its stream gets there, with no further call."""
+    async def main():
+        c = Client(gpus=2)
+        await c.open(0, 0)
+        await c.open(1, 1)
+        p1 = (await c.malloc_async(2 * MiB, vdev=1))["ptr"]
+        p0 = (await c.malloc_async(2 * MiB, vdev=0))["ptr"]
+        c.send("STREAM_CREATE", vdev=1, stream=1, flags=0, priority=0)
+        c.send("HOST_FUNC", vdev=1, stream=1, callback=1)
+        c.send("FREE_ASYNC", vdev=1, aux=1, ptr=p1, stream=1)  # the one the reaper waits for
+        c.send("STREAM_CREATE", vdev=0, stream=2, flags=0, priority=0)
+        c.send("HOST_FUNC", vdev=0, stream=2, callback=2)
+        c.send("FREE_ASYNC", vdev=0, aux=0, ptr=p0, stream=2)
+        await c.settle()
+        assert c.held() == 4 * MiB and len(c.s._freeing) == 2
+        assert (await c.call("DEVICE_RESET", vdev=1))[0] == 0
+        assert c.held() == 2 * MiB and len(c.s._freeing) == 1
+        c.send("CALLBACK_DONE", vdev=0, callback=2)
+        await c.settle()
+        assert c.held() == 0 and c.s._freeing == [] and c.s._reaper is None
+    run(main())
