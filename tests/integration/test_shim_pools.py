@@ -114,6 +114,23 @@ def test_pool_transcript(mode, program, shim, memory_daemon, fc):
         assert sum(what in ln for ln in lines) == 1, r.stderr
 
 
+def test_pool_transcript_per_thread_default_stream(tmp_path, shim, memory_daemon, fc):
+    """Built with --default-stream per-thread, the program calls the _ptsz entry points."""
+    nvcc = fc.programs_build.nvcc_path()
+    if not nvcc.exists():
+        pytest.skip("nvcc not found")
+    exe = tmp_path / "ci_pool_ptsz"
+    subprocess.run([str(nvcc), "-cudart", "shared", "-O2", "-std=c++17",
+                    "--default-stream", "per-thread", "-gencode", "arch=compute_90,code=sm_90",
+                    "-o", str(exe), str(fc.programs_build.HERE / "ci_pool.cu"), "-lpthread"],
+                   check=True)
+    imported = subprocess.run(["nm", "-D", str(exe)], capture_output=True, text=True).stdout
+    assert "cudaMallocAsync_ptsz" in imported and "cudaFreeAsync_ptsz" in imported
+    r = fc.run_remote(exe, shim, memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == TRANSCRIPT, r.stdout
+
+
 def _session_memory(address: str, pid: int) -> int:
     mine = [t for t in query_status(address, None)["tenants"]
             if t.get("identity", {}).get("pid") == pid]
