@@ -794,12 +794,8 @@ class Session(asyncio.BufferedProtocol):
                     except CudaError:
                         pass  # a broken context: nothing runs in it any more
                 self._reap()
-                if self._freeing and self._freeing[0] is entry:  # never reached: let it go
-                    self._freeing.pop(0)
-                    md, ptr = entry[3], entry[4]
-                    md.freeing.discard(ptr)
-                    if self.devices.get(md.vdev) is md and ptr in md.alloc._blocks:
-                        self._free(md.vdev, md, ptr)
+                if self._freeing and self._freeing[0] is entry:
+                    await asyncio.sleep(0.01)  # its wait ended early: look again, not at once
         finally:
             if self._reaper is asyncio.current_task():
                 self._reaper = None
