@@ -324,16 +324,20 @@ void fc_wait_async_all(void);
 void fc_conn_fail(fc_conn *c, int status, const char *why);
 
 /* ---- devices, memory (memory.c) ---- */
+typedef struct fc_pool fc_pool;
 typedef struct fc_range {
     uint64_t base, size;
     int dev;
     int kind;                   /* FC_RANGE_* */
     unsigned int flags;
     uint64_t devptr;            /* mapped host memory: the device alias */
+    fc_pool *pool;              /* stream-ordered allocations: the pool it came from */
+    uint64_t used, reserved;    /* ... and what it counts there */
 } fc_range;
 enum { FC_RANGE_DEVICE = 1, FC_RANGE_SYMBOL = 2, FC_RANGE_HOST = 3, FC_RANGE_ASYNC = 4 };
 int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
                  uint64_t devptr);
+int fc_range_insert(const fc_range *r);
 int fc_range_remove(uint64_t base, int kind, fc_range *out);
 int fc_range_find(uint64_t p, int want_device, fc_range *out);
 int fc_window_reserve(int dev, uint64_t size, uint64_t *base);
@@ -345,6 +349,10 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
 int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds);
 /* v lies in mapped (zero-copy) host memory of the app */
 int fc_mapped_pointer(uint64_t v);
+
+/* ---- memory pools (pools.c) ---- */
+void fc_pool_release(const fc_range *r);   /* an allocation of r->pool is gone */
+void fc_pools_reset_device(int dev);       /* cudaDeviceReset: the device's memory is gone */
 
 /* ---- streams (streams.c) ---- */
 /* Resolve an app stream handle for device `dev` (-1: the stream's own device). */

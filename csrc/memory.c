@@ -54,6 +54,13 @@ static ptrdiff_t lower(const range_table *t, uint64_t p) {
 
 int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
                  uint64_t devptr) {
+    fc_range r = {base, size, dev, kind, flags, devptr, NULL, 0, 0};
+    return fc_range_insert(&r);
+}
+
+int fc_range_insert(const fc_range *r) {
+    uint64_t base = r->base, size = r->size;
+    int kind = r->kind;
     range_table *t = table_for(kind);
     pthread_rwlock_wrlock(&ranges_lock);
     ptrdiff_t i = lower(t, base);
@@ -79,7 +86,7 @@ int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int f
         t->cap = cap;
     }
     memmove(&t->v[i + 2], &t->v[i + 1], (t->n - (size_t)(i + 1)) * sizeof *t->v);
-    t->v[i + 1] = (fc_range){base, size, dev, kind, flags, devptr};
+    t->v[i + 1] = *r;
     t->n++;
     pthread_rwlock_unlock(&ranges_lock);
     return 0;
@@ -252,22 +259,26 @@ FC_EXPORT cudaError_t cudaFree(void *ptr) {
     int dev = fc_current_device();
     if (ptr == NULL) /* the classic way to create the context */
         return fc_ret(fc_device_ready(dev));
+    /* cudaMalloc'd memory, or a stream-ordered allocation (freed with the device idle: CUDA
+     * leaves it to the program to have finished with it; farcuda makes sure of it) */
     fc_range rg;
     if (fc_range_find((uint64_t)(uintptr_t)ptr, 1, &rg) || rg.base != (uint64_t)(uintptr_t)ptr ||
-        rg.kind != FC_RANGE_DEVICE)
+        (rg.kind != FC_RANGE_DEVICE && rg.kind != FC_RANGE_ASYNC))
         return fc_ret(cudaErrorInvalidValue);
     dev = rg.dev;
     st = fc_device_ready(dev);
     if (st) return fc_ret(st);
     /* Forget the range first: once the daemon frees it, another thread's cudaMalloc may get
      * the same address back. */
-    if (fc_range_remove(rg.base, FC_RANGE_DEVICE, NULL)) return fc_ret(cudaErrorInvalidValue);
+    if (fc_range_remove(rg.base, rg.kind, NULL)) return fc_ret(cudaErrorInvalidValue);
     fc_FREE m = {rg.base};
     fc_req r;
     fc_req_init(&r, NULL, 0);
     st = fc_call(dev_conn(dev), FC_OP_FREE, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
     if (st != cudaSuccess && st != cudaErrorInvalidValue)
-        fc_range_add(rg.base, rg.size, dev, FC_RANGE_DEVICE, rg.flags, rg.devptr);
+        fc_range_insert(&rg);
+    else
+        fc_pool_release(&rg);
     return fc_ret(fc_sync_status(dev, st));
 }
 

@@ -456,6 +456,7 @@ void fc_modules_forget_device(int dev);
 
 int fcx_device_reset_local(int dev) {
     fc_ranges_drop_device(dev);
+    fc_pools_reset_device(dev);
     fc_modules_forget_device(dev);
     fc_devices[dev].sticky = 0;
     fc_devices[dev].pending = 0;

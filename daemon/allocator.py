@@ -166,6 +166,12 @@ class WindowAllocator:
                 return base, size
         return None
 
+    def held(self, ptr: int) -> tuple[int, int]:
+        """(used, mapped) bytes of the allocation at ptr: what it takes of its arena or
+        extent, and what is mapped for it alone (its extent; a small one's share)."""
+        ext, size = self._blocks[ptr]
+        return size, (size if ext.small else ext.size)
+
     def allocations(self) -> list[tuple[int, int]]:
         return sorted((p, s) for p, (_e, s) in self._blocks.items())
 

@@ -125,6 +125,7 @@ class DeviceState:
         self.symbols: list[tuple[int, int]] = []  # sorted (base, size) of module globals
         self.kernels: set[int] = set()
         self.clock: BusyClock | None = None  # its GPU's busy clock in the session
+        self.freeing: set[int] = set()  # allocations with a stream-ordered free pending
 
     def check(self, ptr: int, n: int) -> None:
         """ptr..ptr+n must lie inside one allocation or global of this session."""
@@ -184,6 +185,11 @@ class Session(asyncio.BufferedProtocol):
         self.energy_j: float | None = None  # attributed by the front; None: unavailable
         self._clocks: dict[int, BusyClock] = {}  # physical GPU -> busy clock
         self._charged: dict[tuple[int, int], int] = {}  # (vdev, ptr) -> bytes reserved
+        # Stream-ordered frees not reached yet, in arrival order: (device of the stream, the
+        # stream, its marker, device of the memory, pointer); the reaper task frees them as
+        # their streams get there.
+        self._freeing: list[tuple[DeviceState, int, object, DeviceState, int]] = []
+        self._reaper: asyncio.Future | None = None
         self._last_rx = self._last_tx = time.monotonic()
         self._acked = 0  # bytes_in as the last HEARTBEAT told the client
         self._timer: asyncio.TimerHandle | None = None
@@ -215,6 +221,8 @@ class Session(asyncio.BufferedProtocol):
             self._timer.cancel()
         for t in list(self._tasks):
             t.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
         self.release()
         if not self.closed.done():
             self.closed.set_result(exc)
@@ -559,6 +567,7 @@ class Session(asyncio.BufferedProtocol):
         self._d2h.clear()
         self._d2h_bytes = 0
         self._return_charges(None)
+        self._freeing.clear()
         for d in self.devices.values():
             try:
                 d.alloc.release_all()
@@ -577,6 +586,7 @@ class Session(asyncio.BufferedProtocol):
         return {str(g): c.seconds() for g, c in self._clocks.items()}
 
     def status(self) -> dict:
+        self._reap()
         return {"session": self.session_id, "identity": self.identity,
                 "devices": {str(v): {"gpu": d.params["gpu"], "sm_budget": d.params["sm_budget"],
                                      "memory_held": d.memory_held()}
@@ -651,6 +661,12 @@ class Session(asyncio.BufferedProtocol):
         be = self.backend.open_device(params["gpu"], params["sm_budget"], params["flags"],
                                       d.be.window_base, d.window_size, vdev=f.vdev)
         self.devices[f.vdev] = DeviceState(f.vdev, be, d.window_size, params)
+        self._reap()  # frees pending in the old context are void, or due at once
+        if self._reaper is not None:  # it may be waiting for the old context
+            self._reaper.cancel()
+            self._reaper = None
+        if self._freeing:
+            self._reaper = asyncio.ensure_future(self._reap_later())
 
     def op_SET_LIMIT(self, f):
         limit, _, value = f.values()
@@ -661,6 +677,7 @@ class Session(asyncio.BufferedProtocol):
         return {"value": self.dev(f).be.get_limit(limit)}
 
     def op_MEM_GET_INFO(self, f):
+        self._reap()
         free, total = self.dev(f).be.mem_info()
         if self.quota_bytes is not None:
             free = min(free, max(0, self.quota_bytes - self.memory_held()))
@@ -688,6 +705,41 @@ class Session(asyncio.BufferedProtocol):
             raise CudaError(E["cudaErrorMemoryAllocation"]) from None
 
     def _alloc_reply(self, f: Frame, d: DeviceState, size: int, reply: dict):
+        """Allocate ``size`` bytes on ``d`` and answer ``reply`` with the pointer.
+
+        Out of memory (or over a quota) while stream-ordered frees are still pending, it waits
+        for those frees and tries once more, as CUDA's pools hand memory freed by
+        cudaFreeAsync to later allocations."""
+        oom = E["cudaErrorMemoryAllocation"]
+        self._reap()
+        if not self._freeing:
+            return self._alloc_once(f, d, size, reply)
+
+        async def after_frees():
+            await self._settle()
+            if self.devices.get(f.vdev) is not d:  # reset or closed meanwhile
+                raise CudaError(E["cudaErrorInvalidDevice"])
+            result = self._alloc_once(f, d, size, reply)
+            return (await result) if asyncio.iscoroutine(result) else result
+        try:
+            result = self._alloc_once(f, d, size, reply)
+        except CudaError as exc:
+            if exc.status != oom:
+                raise
+            return after_frees()
+        if not asyncio.iscoroutine(result):
+            return result
+
+        async def or_after_frees():
+            try:
+                return await result
+            except CudaError as exc:
+                if exc.status != oom or not self._freeing:
+                    raise
+            return await after_frees()
+        return or_after_frees()
+
+    def _alloc_once(self, f: Frame, d: DeviceState, size: int, reply: dict):
         """Allocate ``size`` bytes on ``d`` and answer ``reply`` with the pointer. With a
         tenant quota kept by the front, the bytes are reserved there first (a short wait on
         the control link), and returned by ``_free`` or when the device or session ends."""
@@ -738,7 +790,7 @@ class Session(asyncio.BufferedProtocol):
     def op_FREE(self, f):
         d = self.dev(f)
         (ptr,) = f.values()
-        if ptr not in d.alloc._blocks:
+        if ptr not in d.alloc._blocks or ptr in d.freeing:
             raise CudaError(E["cudaErrorInvalidValue"], "not an allocation of this client")
         pending = d.be.synchronize()  # cudaFree waits for the device, as CUDA's does
 
@@ -761,26 +813,116 @@ class Session(asyncio.BufferedProtocol):
             return {"ptr": 0, "pitch": pitch}
         return self._alloc_reply(f, d, pitch * height, {"pitch": pitch})
 
+    # Stream-ordered allocation. The client keeps the pools (their handles, attributes and
+    # statistics); here an allocation is an allocation of the device's window like any other,
+    # so quotas, status and the cleanup of a dead client count it as they count cudaMalloc.
+    # The allocation itself needs no stream order: its memory is usable at once.
     def op_MALLOC_ASYNC(self, f):
-        size, _stream = f.values()
+        size, stream = f.values()
         if size == 0:
-            return {"ptr": 0}
-        return self._alloc_reply(f, self.dev(f), size, {})
+            return {"ptr": 0, "used": 0, "reserved": 0}
+        if size > 1 << 42:
+            raise CudaError(E["cudaErrorMemoryAllocation"])
+        d = self.dev(f)
+        ptr = self._take_pending(d, stream, size)
+        if ptr is not None:
+            used, reserved = d.alloc.held(ptr)
+            return {"ptr": ptr, "used": used, "reserved": reserved}
+
+        def sizes(reply: dict) -> dict:
+            try:
+                used, reserved = d.alloc.held(reply["ptr"])
+            except KeyError:  # freed by a (hostile) client before this reply
+                used = reserved = 0
+            return dict(reply, used=used, reserved=reserved)
+        result = self._alloc_reply(f, d, size, {})
+        if asyncio.iscoroutine(result):
+            async def later():
+                return sizes(await result)
+            return later()
+        return sizes(result)
 
     def op_FREE_ASYNC(self, f):
+        """Free when the stream (of the frame's device) gets to this point: work queued
+        before it still sees the memory. The client does not wait for it; its memory stays
+        held (and counted) until then."""
         ptr, stream = f.values()
         d = self.dev(f)
-        if ptr not in d.alloc._blocks:
-            raise CudaError(E["cudaErrorInvalidValue"])
-        pending = d.be.stream_sync(stream)
-        if pending is None:
-            self._free(f.vdev, d, ptr)
+        md = self.peer(f.aux) if f.aux != f.vdev else d  # the memory's device
+        if ptr not in md.alloc._blocks or ptr in md.freeing:
+            raise CudaError(E["cudaErrorInvalidValue"], "not an allocation of this client")
+        marker = d.be.stream_mark(stream)
+        if marker is None:  # nothing queued before it can still run
+            self._free(md.vdev, md, ptr)
             return None
+        md.freeing.add(ptr)
+        self._freeing.append((d, stream, marker, md, ptr))
+        if self._reaper is None:
+            self._reaper = asyncio.ensure_future(self._reap_later())
+        return None
 
-        async def later():
-            await pending
-            self._free(f.vdev, d, ptr)
-        return later()
+    def _take_pending(self, d: DeviceState, stream: int, size: int) -> int | None:
+        """A block of this very size whose free is pending in this same stream: the new
+        allocation takes it over as it is (as CUDA's pools reuse a free in the stream that
+        allocates; the stream's order keeps the old work and the new apart), instead of
+        mapping new memory while the old waits to be unmapped."""
+        need = _charge(size)
+        for i, (sd, sid, marker, md, ptr) in enumerate(self._freeing):
+            if (sd is d and md is d and sid == stream and ptr in d.alloc._blocks
+                    and d.alloc.held(ptr)[0] == need):
+                del self._freeing[i]
+                d.freeing.discard(ptr)
+                d.be.marker_release(marker)
+                return ptr
+        return None
+
+    def _reap(self) -> None:
+        """Free the memory of the pending stream-ordered frees whose streams got there."""
+        if not self._freeing:
+            return
+        keep = []
+        for entry in self._freeing:
+            sd, _sid, marker, md, ptr = entry
+            if self.devices.get(md.vdev) is not md:
+                continue  # the memory's device was reset or closed: the memory went with it
+            # (a reset of the stream's device ended the work the free waited for)
+            if self.devices.get(sd.vdev) is sd and not sd.be.marker_done(marker):
+                keep.append(entry)
+                continue
+            md.freeing.discard(ptr)
+            if ptr in md.alloc._blocks:
+                self._free(md.vdev, md, ptr)
+        self._freeing = keep
+
+    async def _reap_later(self) -> None:
+        """Wait for the oldest pending free's stream (one wait at a time, whatever the number
+        of frees) and free everything whose stream got there meanwhile."""
+        try:
+            while self._freeing:
+                entry = self._freeing[0]
+                sd, marker = entry[0], entry[2]
+                if self.devices.get(sd.vdev) is sd:
+                    try:
+                        await sd.be.marker_wait(marker)
+                    except CudaError:
+                        pass  # a broken context: nothing runs in it any more
+                self._reap()
+                if self._freeing and self._freeing[0] is entry:
+                    await asyncio.sleep(0.01)  # its wait ended early: look again, not at once
+        finally:
+            if self._reaper is asyncio.current_task():
+                self._reaper = None
+
+    async def _settle(self) -> None:
+        """Until every stream-ordered free pending now has happened."""
+        for entry in list(self._freeing):
+            sd, marker = entry[0], entry[2]
+            if entry in self._freeing and self.devices.get(sd.vdev) is sd:
+                try:
+                    await sd.be.marker_wait(marker)
+                except CudaError:
+                    pass
+        self._reap()
 
     def op_MEMCPY_HTOD(self, f):
         dst, stream, _ = f.values()

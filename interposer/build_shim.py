@@ -23,7 +23,7 @@ CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
 TARGET = "libcudart.so.13"
 MODULE = "_farcuda_shim"
 
-SOURCES = ["runtime.c", "conn.c", "memory.c", "launch.c", "streams.c", "pyhost.c",
+SOURCES = ["runtime.c", "conn.c", "memory.c", "pools.c", "launch.c", "streams.c", "pyhost.c",
            "gen/exports.c"]
 
 INIT_CODE = """

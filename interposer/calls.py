@@ -58,6 +58,12 @@ cudaStreamGetCaptureInfo cudaStreamGetCaptureInfo_ptsz cudaThreadExchangeStreamC
 cudaGraphInstantiate cudaGraphInstantiateWithFlags cudaGraphLaunch cudaGraphLaunch_ptsz
 cudaGraphUpload cudaGraphUpload_ptsz cudaGraphDestroy cudaGraphExecDestroy
 cudaGraphGetNodes cudaGraphNodeGetType
+cudaMallocAsync cudaMallocAsync_ptsz cudaFreeAsync cudaFreeAsync_ptsz
+cudaMallocFromPoolAsync cudaMallocFromPoolAsync_ptsz
+cudaDeviceGetDefaultMemPool cudaDeviceGetMemPool cudaDeviceSetMemPool
+cudaMemGetDefaultMemPool cudaMemGetMemPool cudaMemSetMemPool
+cudaMemPoolCreate cudaMemPoolDestroy cudaMemPoolTrimTo
+cudaMemPoolSetAttribute cudaMemPoolGetAttribute cudaMemPoolSetAccess cudaMemPoolGetAccess
 cudaProfilerStart cudaProfilerStop
 cudaCreateChannelDesc
 """.split())
@@ -111,6 +117,8 @@ OUT_OF_SCOPE_PREFIXES: dict[str, str] = {
     "cudaMemRangeGet": "managed memory is not supported by farcuda",
     "cudaStreamAttachMemAsync": "managed memory is not supported by farcuda",
     "cudaIpc": "IPC handles are not supported by farcuda",
+    "cudaMemPoolExport": "IPC handles are not supported by farcuda",
+    "cudaMemPoolImport": "IPC handles are not supported by farcuda",
     "cudaGraphics": "graphics interop is not supported by farcuda",
     "cudaGL": "graphics interop is not supported by farcuda",
     "cudaEGL": "graphics interop is not supported by farcuda",

@@ -710,12 +710,12 @@ const char *const fc_sym_reasons[FC_NSYMS] = {
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
+    "IPC handles are not supported by farcuda",
+    "IPC handles are not supported by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
+    "IPC handles are not supported by farcuda",
+    "IPC handles are not supported by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
@@ -905,7 +905,6 @@ FC_EXPORT int cudaDeviceGetCacheConfig(int *pCacheConfig) {
     fc_python_ensure();
     return fc_ret(fcpy_cudaDeviceGetCacheConfig(pCacheConfig));
 }
-FC_EXPORT int cudaDeviceGetDefaultMemPool(void) { return fc_unsupported(35); }
 FC_EXPORT int cudaDeviceGetGraphMemAttribute(void) { return fc_unsupported(36); }
 FC_EXPORT int cudaDeviceGetHostAtomicCapabilities(void) { return fc_unsupported(37); }
 FC_EXPORT int cudaDeviceGetLimit(size_t *pValue, int limit) {
@@ -914,7 +913,6 @@ FC_EXPORT int cudaDeviceGetLimit(size_t *pValue, int limit) {
     fc_python_ensure();
     return fc_ret(fcpy_cudaDeviceGetLimit(pValue, limit));
 }
-FC_EXPORT int cudaDeviceGetMemPool(void) { return fc_unsupported(39); }
 FC_EXPORT int cudaDeviceGetNvSciSyncAttributes(void) { return fc_unsupported(40); }
 FC_EXPORT int cudaDeviceGetP2PAtomicCapabilities(void) { return fc_unsupported(41); }
 FC_EXPORT int cudaDeviceGetP2PAttribute(int *value, int attr, int srcDevice, int dstDevice) {
@@ -958,7 +956,6 @@ FC_EXPORT int cudaDeviceSetLimit(int limit, size_t value) {
     fc_python_ensure();
     return fc_ret(fcpy_cudaDeviceSetLimit(limit, value));
 }
-FC_EXPORT int cudaDeviceSetMemPool(void) { return fc_unsupported(53); }
 FC_EXPORT int cudaDeviceSetSharedMemConfig(void) { return fc_unsupported(54); }
 FC_EXPORT int cudaDeviceUnregisterAsyncNotification(void) { return fc_unsupported(56); }
 FC_EXPORT int cudaEGLStreamConsumerAcquireFrame(void) { return fc_unsupported(58); }
@@ -974,8 +971,6 @@ FC_EXPORT int cudaEventCreateFromEGLSync(void) { return fc_unsupported(68); }
 FC_EXPORT int cudaExternalMemoryGetMappedBuffer(void) { return fc_unsupported(78); }
 FC_EXPORT int cudaExternalMemoryGetMappedMipmappedArray(void) { return fc_unsupported(79); }
 FC_EXPORT int cudaFreeArray(void) { return fc_unsupported(81); }
-FC_EXPORT int cudaFreeAsync(void) { return fc_unsupported(82); }
-FC_EXPORT int cudaFreeAsync_ptsz(void) { return fc_unsupported(83); }
 FC_EXPORT int cudaFreeMipmappedArray(void) { return fc_unsupported(85); }
 FC_EXPORT int cudaFuncGetAttributes(void *attr, const void *func) {
     int st = fc_ensure_init();
@@ -1144,10 +1139,6 @@ FC_EXPORT int cudaLogsUnregisterCallback(void) { return fc_unsupported(256); }
 FC_EXPORT int cudaMalloc3D(void) { return fc_unsupported(258); }
 FC_EXPORT int cudaMalloc3DArray(void) { return fc_unsupported(259); }
 FC_EXPORT int cudaMallocArray(void) { return fc_unsupported(260); }
-FC_EXPORT int cudaMallocAsync(void) { return fc_unsupported(261); }
-FC_EXPORT int cudaMallocAsync_ptsz(void) { return fc_unsupported(262); }
-FC_EXPORT int cudaMallocFromPoolAsync(void) { return fc_unsupported(263); }
-FC_EXPORT int cudaMallocFromPoolAsync_ptsz(void) { return fc_unsupported(264); }
 FC_EXPORT int cudaMallocManaged(void) { return fc_unsupported(266); }
 FC_EXPORT int cudaMallocMipmappedArray(void) { return fc_unsupported(267); }
 FC_EXPORT int cudaMemAdvise(void) { return fc_unsupported(269); }
@@ -1155,32 +1146,22 @@ FC_EXPORT int cudaMemDiscardAndPrefetchBatchAsync(void) { return fc_unsupported(
 FC_EXPORT int cudaMemDiscardAndPrefetchBatchAsync_ptsz(void) { return fc_unsupported(271); }
 FC_EXPORT int cudaMemDiscardBatchAsync(void) { return fc_unsupported(272); }
 FC_EXPORT int cudaMemDiscardBatchAsync_ptsz(void) { return fc_unsupported(273); }
-FC_EXPORT int cudaMemGetDefaultMemPool(void) { return fc_unsupported(274); }
 FC_EXPORT int cudaMemGetInfo(size_t *free, size_t *total) {
     int st = fc_ensure_init();
     if (st) return fc_ret(st);
     fc_python_ensure();
     return fc_ret(fcpy_cudaMemGetInfo(free, total));
 }
-FC_EXPORT int cudaMemGetMemPool(void) { return fc_unsupported(276); }
-FC_EXPORT int cudaMemPoolCreate(void) { return fc_unsupported(277); }
-FC_EXPORT int cudaMemPoolDestroy(void) { return fc_unsupported(278); }
 FC_EXPORT int cudaMemPoolExportPointer(void) { return fc_unsupported(279); }
 FC_EXPORT int cudaMemPoolExportToShareableHandle(void) { return fc_unsupported(280); }
-FC_EXPORT int cudaMemPoolGetAccess(void) { return fc_unsupported(281); }
-FC_EXPORT int cudaMemPoolGetAttribute(void) { return fc_unsupported(282); }
 FC_EXPORT int cudaMemPoolImportFromShareableHandle(void) { return fc_unsupported(283); }
 FC_EXPORT int cudaMemPoolImportPointer(void) { return fc_unsupported(284); }
-FC_EXPORT int cudaMemPoolSetAccess(void) { return fc_unsupported(285); }
-FC_EXPORT int cudaMemPoolSetAttribute(void) { return fc_unsupported(286); }
-FC_EXPORT int cudaMemPoolTrimTo(void) { return fc_unsupported(287); }
 FC_EXPORT int cudaMemPrefetchAsync(void) { return fc_unsupported(288); }
 FC_EXPORT int cudaMemPrefetchAsync_ptsz(void) { return fc_unsupported(289); }
 FC_EXPORT int cudaMemPrefetchBatchAsync(void) { return fc_unsupported(290); }
 FC_EXPORT int cudaMemPrefetchBatchAsync_ptsz(void) { return fc_unsupported(291); }
 FC_EXPORT int cudaMemRangeGetAttribute(void) { return fc_unsupported(292); }
 FC_EXPORT int cudaMemRangeGetAttributes(void) { return fc_unsupported(293); }
-FC_EXPORT int cudaMemSetMemPool(void) { return fc_unsupported(294); }
 FC_EXPORT int cudaMemcpy2DArrayToArray(void) { return fc_unsupported(297); }
 FC_EXPORT int cudaMemcpy2DArrayToArray_ptds(void) { return fc_unsupported(298); }
 FC_EXPORT int cudaMemcpy2DFromArray(void) { return fc_unsupported(301); }

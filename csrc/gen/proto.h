@@ -308,8 +308,10 @@ _Static_assert(sizeof(fc_MALLOC_ASYNC) == 12, "fc_MALLOC_ASYNC layout");
 
 typedef struct __attribute__((packed)) {  /* MALLOC_ASYNC_reply */
     uint64_t ptr;
+    uint64_t used;
+    uint64_t reserved;
 } fc_MALLOC_ASYNC_reply;
-_Static_assert(sizeof(fc_MALLOC_ASYNC_reply) == 8, "fc_MALLOC_ASYNC_reply layout");
+_Static_assert(sizeof(fc_MALLOC_ASYNC_reply) == 24, "fc_MALLOC_ASYNC_reply layout");
 
 typedef struct __attribute__((packed)) {  /* FREE_ASYNC */
     uint64_t ptr;

@@ -897,6 +897,35 @@ class CudaDevice:
         self.cur()
         return self._wait(self._mark(self._s(sid)))
 
+    # Stream-ordered frees (cudaFreeAsync): the session frees the memory once the stream has
+    # passed the point where the free was queued; one wait thread per session at most.
+    def stream_mark(self, sid: int):
+        """The stream's present point (an event), or None when nothing queued in it, or that
+        it implicitly waits for, can still run."""
+        self.cur()
+        s = self._s(sid)
+        if sid in self.capturing:
+            raise CudaError(E["cudaErrorStreamCaptureUnsupported"],
+                            "a stream-ordered free cannot be captured through farcuda")
+        if self._idle_for(sid):
+            return None
+        return self._mark(s)
+
+    def marker_done(self, ev) -> bool:
+        err = cu.cuEventQuery(ev)[0]
+        if err == NOT_READY:
+            return False
+        if err == SUCCESS:
+            self._put_event(ev)
+        return True  # an error: the context is broken and nothing runs in it any more
+
+    def marker_wait(self, ev):
+        return self._in_thread(cu.cuEventSynchronize, ev)
+
+    def marker_release(self, ev) -> None:
+        """Not needed any more (an event may be recorded again while a record is pending)."""
+        self._put_event(ev)
+
     def stream_query(self, sid: int) -> bool:
         self.cur()
         err = cu.cuStreamQuery(self._s(sid))[0]

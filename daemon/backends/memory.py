@@ -350,6 +350,29 @@ class MemoryDevice:
     def stream_query(self, sid: int) -> bool:
         return self._idle(sid) is None
 
+    def stream_mark(self, sid: int):
+        """The stream's present point (a future done when the stream gets there), or None
+        when nothing is queued in it."""
+        s = self.streams.get(sid)
+        if s is None:
+            raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if sid in self.capturing:
+            raise CudaError(E["cudaErrorStreamCaptureUnsupported"])
+        if not s.blocked and not s.queue:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        s.queue.append(lambda: fut.done() or fut.set_result(None))
+        return fut
+
+    def marker_done(self, fut) -> bool:
+        return fut.done()
+
+    def marker_wait(self, fut):
+        return asyncio.shield(fut)
+
+    def marker_release(self, fut) -> None:
+        pass
+
     def stream_wait_event(self, sid: int, peer: MemoryDevice, eid: int, flags: int) -> None:
         ev = peer.events.get(eid)
         s = self.streams.get(sid)

@@ -155,8 +155,13 @@ MESSAGES: tuple[Message, ...] = (
     _m("MEMCPY_PEER", 0x0219, "either",
        "dst:u64 dst_vdev:u32 src_vdev:u32 src:u64 size:u64 stream:u32 flags:u32",
        doc="copy between two virtual devices served by the same daemon session"),
-    _m("MALLOC_ASYNC", 0x021A, "sync", "size:u64 stream:u32", reply="ptr:u64"),
-    _m("FREE_ASYNC", 0x021B, "either", "ptr:u64 stream:u32"),
+    _m("MALLOC_ASYNC", 0x021A, "sync", "size:u64 stream:u32",
+       reply="ptr:u64 used:u64 reserved:u64",
+       doc="cudaMallocAsync: the bytes the allocation uses and the bytes mapped for it, for "
+           "the client's pool statistics"),
+    _m("FREE_ASYNC", 0x021B, "either", "ptr:u64 stream:u32",
+       doc="free in the order of the stream (of the frame's virtual device); aux: the virtual "
+           "device of the memory"),
     # --- modules and kernels (0x03xx) ---
     _m("MODULE_LOAD", 0x0301, "sync", "module:u32 nkernels:u32 nvars:u32",
        bulk="fat binary, then JSON {kernels: [[id, name]], vars: [[id, name, size]]}",

@@ -27,6 +27,7 @@ PROGRAMS = [
     "callbacks",
     "printf_assert",
     "graph",
+    "stream_alloc",
     "cooperative",
     "device_malloc",
     "multi_device",

@@ -479,6 +479,7 @@ def scripted(draw, rid: int) -> list[Op]:
         (m["STREAM_WAIT_EVENT"], [0, 1, 0], b""),
         (m["MEMCPY_DTOH"], [ptr, min(size, 4096), stream, 0], b""),
         (m["FREE_ASYNC"], [ptr, draw(st.sampled_from([0, stream]))], b""),
+        (m["MALLOC_ASYNC"], [size, draw(st.sampled_from([0, stream]))], b""),
         (m["CAPTURE_BEGIN"], [stream, 0], b""),
         (m["CAPTURE_END"], [stream, 5], b""),
         (m["GRAPH_INSTANTIATE"], [5, 6, 0], b""),

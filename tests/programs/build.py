@@ -54,6 +54,7 @@ PROGRAM_FLAGS: dict[str, tuple[str, ...]] = {}
 PROGRAM_LIBS: dict[str, tuple[str, ...]] = {
     "multi_device": ("-lpthread",),
     "threads": ("-lpthread",),
+    "ci_pool": ("-lpthread",),
 }
 
 
