@@ -172,7 +172,7 @@ void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     h->vdev = vdev;
     h->aux = 0;
     c->q_len += total;
-    c->calls++;
+    if (op != FC_OP_PING) c->calls++; /* heartbeats are not the program's calls */
     return h + 1;
 }
 
