@@ -181,7 +181,7 @@ void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     h->vdev = vdev;
     h->aux = 0;
     c->q_len += total;
-    c->calls++;
+    if (op != FC_OP_PING) c->calls++; /* heartbeats are not the program's calls */
     return h + 1;
 }
 
@@ -448,10 +448,13 @@ static void req_complete(fc_conn *c, fc_req *r, int status) {
         free(r);
         return;
     }
+    /* `done` last: a caller that sees it without the lock (req_wait's spin) returns at once,
+     * and its request, on its stack, is gone. Signalled first, the condition variable is not
+     * touched after that (a late signal once added 2 to a saved register of the caller). */
     pthread_mutex_lock(&c->rep_mtx);
     r->status = status;
-    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&r->cv);
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&c->rep_mtx);
 }
 
@@ -651,8 +654,8 @@ void fc_conn_fail(fc_conn *c, int status, const char *why) {
             continue;
         }
         r->status = status;
-        __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
         pthread_cond_signal(&r->cv);
+        __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE); /* last: see req_complete */
     }
     c->pending = NULL;
     c->async_n = 0;
