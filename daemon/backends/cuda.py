@@ -268,7 +268,8 @@ class CudaDevice:
         else:
             self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
         if self._fp is not None:
-            self._fp.fp_set_context(vdev, self._ptr(self.ctx))
+            if not sm_budget:  # (green contexts need the legacy stream's order restored: _q)
+                self._fp.fp_set_context(vdev, self._ptr(self.ctx))
             self._fp.fp_note_current(self._ptr(self.ctx))
         if not sm_budget:
             self.sm_count = check(cu.cuDeviceGetAttribute(
@@ -296,6 +297,10 @@ class CudaDevice:
         self.streams: dict[int, object] = {0: cu.CUstream(0)}
         self.stream_flags: dict[int, int] = {}
         self.blocking: set[int] = set()  # created streams that synchronize with the legacy one
+        # green contexts only (see _q): work queued per stream, and what each stream has waited
+        # for of another ((waiter, other) -> the other's count then)
+        self._gen: dict[int, int] = {}
+        self._seen: dict[tuple[int, int], int] = {}
         self.events: dict[int, object] = {}
         self.kernels: dict[int, dict] = {}
         self.libraries: list[tuple[object, bytes]] = []
@@ -502,13 +507,41 @@ class CudaDevice:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         return s
 
+    def _q(self, sid: int):
+        """The stream to queue work on. In a context made from a green context the NULL stream
+        does not synchronize with blocking streams as the legacy default stream does (seen
+        on an H200, driver 580): the order is restored here with events. Work in the legacy
+        stream waits for what each blocking stream queued since it last did, and work in a
+        blocking stream for what the legacy stream queued since it last did."""
+        s = self._s(sid)
+        if self.green is None or sid in self.capturing or (sid and sid not in self.blocking):
+            return s
+        gen, seen = self._gen, self._seen
+        if sid == 0:
+            for b in self.blocking:
+                if gen.get(b, 0) != seen.get((0, b), 0) and b not in self.capturing:
+                    self._follow(self.streams[b], s)
+                    seen[(0, b)] = gen.get(b, 0)
+        elif gen.get(0, 0) != seen.get((sid, 0), 0):
+            self._follow(self.streams[0], s)
+            seen[(sid, 0)] = gen.get(0, 0)
+        gen[sid] = gen.get(sid, 0) + 1
+        return s
+
+    def _follow(self, before, after) -> None:
+        """Work queued on `after` from now on waits for what `before` holds now."""
+        ev = self._get_event()
+        check(cu.cuEventRecord(ev, before))
+        check(cu.cuStreamWaitEvent(after, ev, 0))
+        self._put_event(ev)
+
     def _no_capture(self, sid: int) -> None:
         if sid in self.capturing:
             raise CudaError(E["cudaErrorStreamCaptureUnsupported"], _CAPTURE_REFUSED)
 
     def memcpy_htod(self, dst: int, data, stream: int) -> None:
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         mv = memoryview(data).cast("B")
         for off in range(0, len(mv), SLOT):
@@ -532,7 +565,7 @@ class CudaDevice:
 
     def memcpy_htod_slot(self, dst: int, slot: int, n: int, stream: int) -> None:
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         check(cu.cuMemcpyHtoDAsync(dst, slot, n, s))
         self.staging.release_after(slot, s)
@@ -541,7 +574,7 @@ class CudaDevice:
         """A large device-to-host copy as (view of a pinned slot, release) pieces, in order;
         up to four slot copies are in flight while earlier pieces go out on the socket."""
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         inflight: deque = deque()
         off = 0
@@ -570,7 +603,7 @@ class CudaDevice:
     def dtoh_deferred(self, src: int, n: int, stream: int) -> _DeferredCopy:
         """Queue a copy of n <= SLOT bytes whose result the session sends when it is ready."""
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         chunk = n <= SMALL
         buf = self._chunks.take() if chunk else self.staging.acquire()
@@ -587,7 +620,7 @@ class CudaDevice:
 
     def memcpy_dtoh(self, src: int, n: int, stream: int):
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         if n <= SMALL and self._idle_for(stream):
             # nothing runs before it in the stream: the copy itself takes microseconds, so
@@ -642,11 +675,11 @@ class CudaDevice:
 
     def memcpy_dtod(self, dst: int, src: int, n: int, stream: int) -> None:
         self.cur()
-        check(cu.cuMemcpyDtoDAsync(dst, src, n, self._s(stream)))
+        check(cu.cuMemcpyDtoDAsync(dst, src, n, self._q(stream)))
 
     def memset(self, dst: int, value: int, n: int, stream: int) -> None:
         self.cur()
-        check(cu.cuMemsetD8Async(dst, value, n, self._s(stream)))
+        check(cu.cuMemsetD8Async(dst, value, n, self._q(stream)))
 
     def _copy2d(self, dst, dpitch, dtype, src, spitch, stype, width, height, s) -> None:
         p = cu.CUDA_MEMCPY2D()
@@ -668,7 +701,7 @@ class CudaDevice:
 
     def memcpy2d_htod(self, dst, dpitch, data, width, height, stream) -> None:
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         mv = memoryview(data).cast("B")
         rows = max(1, SLOT // width)
@@ -688,7 +721,7 @@ class CudaDevice:
 
     def memcpy2d_dtoh(self, src, spitch, width, height, stream):
         self.cur()
-        s = self._s(stream)
+        s = self._q(stream)
         self._no_capture(stream)
         HOST, DEV = cu.CUmemorytype.CU_MEMORYTYPE_HOST, cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
         if width * height <= SLOT:
@@ -717,15 +750,15 @@ class CudaDevice:
     def memcpy2d_dtod(self, dst, dpitch, src, spitch, width, height, stream) -> None:
         self.cur()
         DEV = cu.CUmemorytype.CU_MEMORYTYPE_DEVICE
-        self._copy2d(dst, dpitch, DEV, src, spitch, DEV, width, height, self._s(stream))
+        self._copy2d(dst, dpitch, DEV, src, spitch, DEV, width, height, self._q(stream))
 
     def memset2d(self, dst, pitch, value, width, height, stream) -> None:
         self.cur()
-        check(cu.cuMemsetD2D8Async(dst, pitch, value, width, height, self._s(stream)))
+        check(cu.cuMemsetD2D8Async(dst, pitch, value, width, height, self._q(stream)))
 
     def peer_copy(self, dst: int, peer: CudaDevice, src: int, n: int, stream: int) -> None:
         self.cur()
-        check(cu.cuMemcpyPeerAsync(dst, peer.ctx, src, self.ctx, n, self._s(stream)))
+        check(cu.cuMemcpyPeerAsync(dst, peer.ctx, src, self.ctx, n, self._q(stream)))
 
     # ------------------------------------------------------------ modules and launches
     def module_load(self, module: int, image: bytes, kernels: list[str],
@@ -781,7 +814,7 @@ class CudaDevice:
     def launch(self, kid: int, stream: int, grid, block, shmem: int, params, flags: int) -> None:
         self.cur()
         k = self._k(kid)
-        s = self._s(stream)
+        s = self._q(stream)
         if len(params) != k["param_size"]:
             raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
         buf = _cbuf(params)
@@ -800,7 +833,7 @@ class CudaDevice:
     def launch_ex(self, kid, stream, grid, block, shmem, attrs: bytes, params) -> None:
         self.cur()
         k = self._k(kid)
-        s = self._s(stream)
+        s = self._q(stream)
         n = len(attrs) // 72
         for i in range(n):
             aid = int.from_bytes(attrs[i * 72:i * 72 + 4], "little")
@@ -895,7 +928,7 @@ class CudaDevice:
 
     def stream_sync(self, sid: int):
         self.cur()
-        return self._wait(self._mark(self._s(sid)))
+        return self._wait(self._mark(self._q(sid)))
 
     # Stream-ordered frees (cudaFreeAsync): the session frees the memory once the stream has
     # passed the point where the free was queued; one wait thread per session at most.
@@ -903,7 +936,7 @@ class CudaDevice:
         """The stream's present point (an event), or None when nothing queued in it, or that
         it implicitly waits for, can still run."""
         self.cur()
-        s = self._s(sid)
+        s = self._q(sid)
         if sid in self.capturing:
             raise CudaError(E["cudaErrorStreamCaptureUnsupported"],
                             "a stream-ordered free cannot be captured through farcuda")
@@ -940,7 +973,7 @@ class CudaDevice:
         ev = peer.events.get(eid)
         if ev is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        check(cu.cuStreamWaitEvent(self._s(sid), ev, flags))
+        check(cu.cuStreamWaitEvent(self._q(sid), ev, flags))
 
     def stream_set_attr(self, sid: int, attr: int, raw: bytes) -> None:
         self.cur()
@@ -974,7 +1007,7 @@ class CudaDevice:
 
     def event_record(self, eid: int, sid: int, flags: int) -> None:
         self.cur()
-        check(cu.cuEventRecordWithFlags(self._e(eid), self._s(sid), flags))
+        check(cu.cuEventRecordWithFlags(self._e(eid), self._q(sid), flags))
 
     def event_sync(self, eid: int):
         self.cur()
@@ -997,7 +1030,7 @@ class CudaDevice:
         """The stream runs a host function that tells the client and holds the stream until
         the client's callback is done (at every replay, when captured into a graph)."""
         self.cur()
-        s = self._s(sid)
+        s = self._q(sid)
         loop = asyncio.get_running_loop()
         gate = threading.Event()
         self._hostfn_ids += 1
@@ -1115,7 +1148,7 @@ class CudaDevice:
     def graph_launch(self, xid: int, sid: int) -> None:
         self.cur()
         self.graph_check(xid)
-        err = _graph_launch(self.execs[xid], int(self._s(sid)))
+        err = _graph_launch(self.execs[xid], int(self._q(sid)))
         if err:
             raise CudaError(err)
 

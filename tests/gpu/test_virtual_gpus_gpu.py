@@ -48,3 +48,15 @@ def test_sm_budget_reported_and_honoured(program, shim, cuda_daemon, fc):
     assert [(int(c), int(at)) for _, c, at, _ in rows] == [(8, 8), (24, 24)], r.stdout
     assert int(rows[0][3]) <= 8 and int(rows[1][3]) <= 24, r.stdout
     assert "disjoint=yes" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["streams_events", "callbacks", "ci_streams", "vector_add"])
+def test_stream_order_on_an_sm_budget(name, program, shim, cuda_daemon, fc):
+    """An SM-budget device is a green context, whose NULL stream does not order itself with
+    blocking streams as the legacy default stream must (the daemon restores the order with
+    events): programs that mix the default stream and created streams give their native
+    output on it."""
+    exe = program(name)
+    native = fc.run_native(exe)
+    r = fc.run_remote(exe, shim, None, env={"FARCUDA_DEVICES": f"{cuda_daemon.address}/0@sm=16"})
+    assert (r.returncode, r.stdout) == (native.returncode, native.stdout), r.stderr
