@@ -4,6 +4,14 @@ The client reserves the window in its own address space and the daemon maps devi
 only inside it, so device pointers are unambiguous on the client. Large allocations get
 their own granule-aligned extent; small ones share 2 MiB arenas (as the CUDA driver packs
 small cudaMalloc calls), aligned to 512 bytes.
+
+Every extent has a mapped *apron* on each side (``apron`` bytes, a multiple of the granule):
+kernels of real programs read a little outside their allocations at the borders of a grid and
+discard the values, which is harmless natively, where the driver's allocator leaves such
+addresses in mapped memory; here the address before the first allocation would be the start
+of a window that nothing else uses. The backend maps one granule of its own memory at every
+apron (``map_apron``), so an apron costs address space, not device memory. Aprons are not
+allocations: the daemon's pointer checks for copies never accept them.
 """
 
 from __future__ import annotations
@@ -34,8 +42,11 @@ class WindowAllocator:
     path keeps its own copy of the session's memory this way)."""
 
     def __init__(self, base: int, size: int, granule: int = 2 << 20, map_extent=None,
-                 unmap_extent=None, watch=None) -> None:
-        self.base, self.size, self.granule = base, size, granule
+                 unmap_extent=None, watch=None, apron: int = 0, map_apron=None,
+                 unmap_apron=None) -> None:
+        if apron % granule:
+            raise ValueError("the apron must be a multiple of the granule")
+        self.base, self.size, self.granule, self.apron = base, size, granule, apron
         self._holes: list[list[int]] = [[base, size]]  # sorted free VA ranges
         self._extents: dict[int, Extent] = {}  # extent base -> extent
         self._arenas: list[Extent] = []
@@ -43,6 +54,8 @@ class WindowAllocator:
         self._keys: list[int] = []  # sorted user pointers
         self._map = map_extent or (lambda base, size: None)
         self._unmap = unmap_extent or (lambda base, size: None)
+        self._map_apron = map_apron or (lambda base, size: None)
+        self._unmap_apron = unmap_apron or (lambda base, size: None)
         self._watch = watch
         self.bytes_in_use = 0
         self.bytes_mapped = 0
@@ -71,11 +84,21 @@ class WindowAllocator:
 
     def _new_extent(self, size: int, small: bool) -> Extent:
         size = -(-size // self.granule) * self.granule
-        base = self._take_va(size)
+        a = self.apron
+        va = self._take_va(size + 2 * a)
+        base = va + a
+        done = []
         try:
             self._map(base, size)
+            done.append((self._unmap, base, size))
+            if a:
+                for at in (va, base + size):
+                    self._map_apron(at, a)
+                    done.append((self._unmap_apron, at, a))
         except BaseException:
-            self._give_va(base, size)
+            for undo, at, n in reversed(done):
+                undo(at, n)
+            self._give_va(va, size + 2 * a)
             raise
         ext = Extent(base, size, small, [[0, size]] if small else [])
         self._extents[base] = ext
@@ -85,11 +108,15 @@ class WindowAllocator:
         return ext
 
     def _drop_extent(self, ext: Extent) -> None:
+        a = self.apron
+        if a:
+            self._unmap_apron(ext.base - a, a)
+            self._unmap_apron(ext.base + ext.size, a)
         self._unmap(ext.base, ext.size)
         del self._extents[ext.base]
         if ext.small:
             self._arenas.remove(ext)
-        self._give_va(ext.base, ext.size)
+        self._give_va(ext.base - a, ext.size + 2 * a)
         self.bytes_mapped -= ext.size
 
     # -- allocation --
