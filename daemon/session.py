@@ -127,7 +127,7 @@ class DeviceState:
         self.alloc = WindowAllocator(be.window_base, window_size,
                                      getattr(be, "granule", 2 << 20), be.map_extent,
                                      be.unmap_extent, watch, be.apron, be.map_apron,
-                                     be.unmap_apron)
+                                     be.unmap_apron, be.apron_floor)
         self.symbols: list[tuple[int, int]] = []  # sorted (base, size) of module globals
         self.kernels: set[int] = set()
         self.clock: BusyClock | None = None  # its GPU's busy clock in the session

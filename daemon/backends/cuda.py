@@ -36,9 +36,11 @@ NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 SLOT = 4 << 20
 SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
 GRANULE = 8  # SMs per partition group (the H100's granularity for green contexts)
-# Mapped bytes on each side of every extent, in allocation granules (2 MiB each on an H100):
-# natively, reads this far before and after cudaMalloc'd memory succeed (see allocator.py)
-APRON_GRANULES = 1
+# Mapped address space around the allocations (see daemon/allocator.py), as far as reads
+# outside cudaMalloc'd memory succeed natively (measured on an H100, driver 580: at least
+# 256 MiB before the first allocation, 64 MiB past small ones)
+APRON = 64 << 20
+APRON_FLOOR = 256 << 20
 _SM_FILES: dict[str, tuple[int, set]] = {}  # lock file -> (descriptor, groups held here)
 SPIN_S = 60e-6
 
@@ -477,38 +479,32 @@ class CudaDevice:
         if h is not None:
             cu.cuMemRelease(h)
 
-    # The aprons around the allocator's extents (see daemon/allocator.py) all map one granule
-    # of this device's memory, zeroed once: reads just outside an allocation land in mapped
-    # memory, as they do natively.
-    @property
-    def apron(self) -> int:
-        return APRON_GRANULES * self.granule
+    # The address space around the allocator's extents (daemon/allocator.py) maps pieces of
+    # one allocation of this device's, zeroed once, made with the first: reads just outside
+    # an allocation land in mapped memory, as they do natively.
+    apron = APRON
+    apron_floor = APRON_FLOOR
 
     def map_apron(self, base: int, size: int) -> None:
         self.cur()
         fresh = self._guard is None
         if fresh:
-            res = cu.cuMemCreate(self.granule, self._prop, 0)
+            res = cu.cuMemCreate(self.apron, self._prop, 0)
             if res[0] != SUCCESS:
                 raise CudaError(E["cudaErrorMemoryAllocation"])
             self._guard = res[1]
-        done = 0
+        check(cu.cuMemMap(base, size, 0, self._guard, 0))
         try:
-            for off in range(0, size, self.granule):
-                check(cu.cuMemMap(base + off, self.granule, 0, self._guard, 0))
-                done += self.granule
             check(cu.cuMemSetAccess(base, size, [self._access], 1))
             if fresh:
-                check(cu.cuMemsetD8(base, 0, self.granule))
+                check(cu.cuMemsetD8(base, 0, size))
         except CudaError:
-            for off in range(0, done, self.granule):
-                cu.cuMemUnmap(base + off, self.granule)
+            cu.cuMemUnmap(base, size)
             raise
 
     def unmap_apron(self, base: int, size: int) -> None:
         self.cur()
-        for off in range(0, size, self.granule):
-            cu.cuMemUnmap(base + off, self.granule)
+        cu.cuMemUnmap(base, size)
 
     # Which launches a fault may have come from (daemon/faults.py): the C path counts the
     # launches it makes itself, so the count lives there when it is built.

@@ -131,7 +131,7 @@ class MemoryDevice:
         self.backend.total_mapped -= size
 
     # Kernels do not run here, so nothing reads outside an allocation: no aprons.
-    apron = 0
+    apron = apron_floor = 0
 
     def map_apron(self, base: int, size: int) -> None:
         raise AssertionError("the in-memory backend maps no aprons")
