@@ -44,6 +44,7 @@ from farcuda.interposer.protocol import (
 )
 
 from .allocator import SMALL_ALIGN, SMALL_LIMIT, WindowAllocator
+from .driver_ops import DriverOps
 from .errors import CudaError, E
 from .faults import STICKY, demangle, describe
 
@@ -60,6 +61,7 @@ _INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the
 _NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE",
                                    "FETCH", "PUSH", "FAULT")}
 _DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
+_MODULE_IMAGE_OP = BY_NAME["MODULE_IMAGE"].op  # its failures say why, too
 _OP_NAMES = {m.op: m.name for m in MESSAGES}
 # Requests whose success shows that the device's work up to them ran without a fault (see
 # daemon/faults.py: what a later fault may be blamed on).
@@ -157,12 +159,12 @@ class DeviceState:
         return self.alloc.bytes_in_use
 
 
-class Session(asyncio.BufferedProtocol):
+class Session(DriverOps, asyncio.BufferedProtocol):
     def __init__(self, backend, *, session_id: int = 0, identity: dict | None = None,
                  heartbeat_ms: int = 1000, client_timeout: float = 60.0,
                  quota_bytes: int | None = None, on_close: Callable[[], None] | None = None,
                  drain_output: Callable[[], bytes] | None = None, front=None,
-                 output_fd: int = -1) -> None:
+                 output_fd: int = -1, module_cache=None) -> None:
         self.backend = backend
         self.session_id = session_id
         self.identity = identity or {}
@@ -209,6 +211,7 @@ class Session(asyncio.BufferedProtocol):
         self._d2h: deque = deque()
         self._d2h_bytes = 0
         self._d2h_task: asyncio.Task | None = None
+        self._driver_init(module_cache)
         self._handlers = {m.op: getattr(self, "op_" + m.name) for m in MESSAGES
                           if m.direction == "c2s" and m.name != "HELLO"}
         if self.fast is not None:
@@ -409,10 +412,11 @@ class Session(asyncio.BufferedProtocol):
         self._deliver_d2h()
         self._fault(f.vdev, status)
         if f.rid:
-            # A DEVICE_OPEN refused by policy says why (the client asks for it with a bulk
-            # reply, so a tail is welcome there and nowhere else).
-            why = (str(exc).encode()[:400] if isinstance(exc, Refusal)
-                   and f.op == _DEVICE_OPEN_OP else b"")
+            # A DEVICE_OPEN refused by policy, and a module that failed to load, say why (the
+            # client asks for those with a bulk reply, so a tail is welcome there only).
+            why = (str(exc).encode()[:400]
+                   if (isinstance(exc, Refusal) and f.op == _DEVICE_OPEN_OP)
+                   or (exc is not None and f.op == _MODULE_IMAGE_OP) else b"")
             self._write(encode_reply(f.rid, status, None, None, why, f.vdev))
         else:
             self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": status, "op": f.op},
@@ -1014,10 +1018,15 @@ class Session(asyncio.BufferedProtocol):
         d.be.memcpy_dtod(dst, src, size, stream)
 
     def op_MEMSET(self, f):
-        dst, size, value, stream, _elem = f.values()
+        dst, size, value, stream, elem = f.values()
         d = self.dev(f)
         d.check(dst, size)
-        d.be.memset(dst, value & 0xFF, size, stream)
+        if elem in (0, 1):  # the runtime shim's sets are bytes
+            d.be.memset(dst, value & 0xFF, size, stream)
+        elif elem in (2, 4) and size % elem == 0 and dst % elem == 0:
+            d.be.memset(dst, value, size, stream, elem)  # cuMemsetD16/D32
+        else:
+            raise CudaError(E["cudaErrorInvalidValue"], f"a set of {elem}-byte elements")
 
     def _check2d(self, d: DeviceState, ptr: int, pitch: int, width: int, height: int) -> None:
         if width > pitch:
