@@ -32,6 +32,11 @@ def shim_path() -> Path:
     return Path(__file__).resolve().parent / "lib" / SHIM_NAME
 
 
+def driver_dir() -> Path:
+    """The driver layer's folder: libcuda.so.1 (and libfarcuda.so.1, the client core)."""
+    return Path(__file__).resolve().parent / "lib" / "driver"
+
+
 def app_environment(base: dict, server: str | None = None) -> dict:
     """The application's environment: the shim preloaded and first on the library path."""
     env = dict(base)

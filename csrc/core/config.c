@@ -400,7 +400,7 @@ int fcc_config_parse(char *const *envp, fcc_config *cfg, char *err, size_t ecap)
             if (parse_device(v, strlen(v), name, &ent, err, ecap)) return -1;
             if (i < FC_MAX_DEVICES) cfg->devices[i] = ent;
         }
-        cfg->ndevices = (int)(k > FC_MAX_DEVICES + 1 ? FC_MAX_DEVICES + 1 : k);
+        cfg->ndevices = (int)(k > 0x7fffffff ? 0x7fffffff : k);
         snprintf(cfg->source, sizeof cfg->source, "FARCUDA_DEVICE_COUNT");
         cfg->configured = 1;
     } else if (server && (strip(server, strlen(server), &b, &n), n)) {
