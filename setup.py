@@ -46,6 +46,7 @@ PACKAGES = {
     "farcuda.daemon": "daemon",
     "farcuda.daemon.backends": "daemon/backends",
     "farcuda.pfm": "pfm_cuda",
+    "farcuda.cluster": "cluster",
 }
 
 setup(
@@ -54,6 +55,7 @@ setup(
     package_data={
         "farcuda.daemon": ["farcudad.service", "farcudad.toml"],
         "farcuda.pfm": ["*.cu", "*.h", "*.cuh", "Makefile", "data/*", "README.md"],
+        "farcuda.cluster": ["README.md", "deploy/*", "deploy/*/*"],
     },
     cmdclass={"build_py": BuildWithShim},
     distclass=BinaryDistribution,
