@@ -47,6 +47,7 @@ PACKAGES = {
     "farcuda.daemon.backends": "daemon/backends",
     "farcuda.pfm": "pfm_cuda",
     "farcuda.cluster": "cluster",
+    "farcuda.cluster.deviceplugin": "cluster/deviceplugin",
 }
 
 setup(
@@ -56,6 +57,7 @@ setup(
         "farcuda.daemon": ["farcudad.service", "farcudad.toml"],
         "farcuda.pfm": ["*.cu", "*.h", "*.cuh", "Makefile", "data/*", "README.md"],
         "farcuda.cluster": ["README.md", "deploy/*", "deploy/*/*"],
+        "farcuda.cluster.deviceplugin": ["api.proto"],
     },
     cmdclass={"build_py": BuildWithShim},
     distclass=BinaryDistribution,
