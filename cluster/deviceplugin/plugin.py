@@ -38,7 +38,7 @@ from pathlib import Path
 
 from farcuda.cluster.pool import KINDS, Pool, PoolError, Unit, load, survey, unit_health
 
-__all__ = ["main", "device_id", "PoolWatch", "ResourcePlugin", "preferred"]
+__all__ = ["main", "build_parser", "device_id", "PoolWatch", "ResourcePlugin", "preferred"]
 
 log = logging.getLogger("farcuda-device-plugin")
 
@@ -277,7 +277,7 @@ def _serve_and_register(p: ResourcePlugin, stop: threading.Event) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="farcuda-device-plugin",
                                  description="a farcuda pool's remote GPUs for the kubelet")
     ap.add_argument("--pool", required=True, metavar="FILE", help="the pool file")
@@ -296,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
                          "--client-dir in every container given a device (default: no mount)")
     ap.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _api()  # the extra is there, or say so now
