@@ -14,12 +14,12 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from farcuda.interposer.cli import query_status
 
 _spec = importlib.util.spec_from_file_location(
     "farcuda_test_slurm_helpers", Path(__file__).with_name("slurm_helpers.py"))
@@ -52,13 +52,18 @@ class Env:
         return line[len("devices="):].split(",")
 
     def sessions(self) -> dict[tuple[str, int], set[str]]:
-        """{(server, gpu): labels of the jobs with a device open on it}"""
+        """{(server, gpu): labels of the jobs with a device open on it}, as
+        `farcuda status --json` over the pool tells them"""
+        r = subprocess.run([sys.executable, "-m", "farcuda.interposer.cli", "status",
+                            "--server", self.a.address, "--server", self.b.address, "--json"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(self.slurm.env, FARCUDA_TOKEN=TOKEN))
+        assert r.returncode == 0, r.stderr
         got: dict[tuple[str, int], set[str]] = {}
-        for d in (self.a, self.b):
-            for t in query_status(d.address, TOKEN)["tenants"]:
-                for dev in t["devices"].values():
-                    got.setdefault((d.address, dev["gpu"]), set()).add(
-                        t["identity"].get("job", "?"))
+        for server, st in json.loads(r.stdout).items():
+            for g in st["gpus"]:
+                if g["jobs"]:
+                    got[(server, g["gpu"])] = set(g["jobs"])
         return got
 
     def jobs_on_daemons(self) -> set[str]:
