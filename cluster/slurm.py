@@ -48,7 +48,8 @@ from pathlib import Path
 from .ledger import Ledger, LedgerError
 from .pool import KINDS, Pool, PoolError, load
 
-__all__ = ["main", "parse_licenses", "HOOKS", "conf_lines", "owner_of"]
+__all__ = ["main", "parse_licenses", "job_fields", "task_exports", "HOOKS", "conf_lines",
+           "owner_of"]
 
 HOOKS = ("prolog-slurmctld", "epilog-slurmctld", "prolog", "epilog", "task-prolog")
 CONF_KEYS = {"prolog-slurmctld": "PrologSlurmctld", "epilog-slurmctld": "EpilogSlurmctld",
@@ -108,11 +109,16 @@ def _scontrol(*args: str, timeout: float = 30) -> str:
 
 
 def _job_fields(job: str) -> dict[str, str]:
+    return job_fields(_scontrol("show", "job", job))
+
+
+def job_fields(text: str) -> dict[str, str]:
     """Licenses and AdminComment of a job, from scontrol's many-line form, where AdminComment
-    starts its own line: read from there, text a user can set (a job name, a Comment, a
-    path) cannot pass for it."""
+    starts its own line: the job's name or Comment cannot pass for it. (A path or comment
+    with a line break in it could; that would give a job nothing its user cannot do anyway
+    with FARCUDA_DEVICES: the pool's token is the only barrier, see cluster/README.md.)"""
     out: dict[str, str] = {}
-    for line in _scontrol("show", "job", job).splitlines():
+    for line in text.splitlines():
         s = line.strip()
         if s.startswith("AdminComment=") and "admin" not in out:
             out["admin"] = s[len("AdminComment="):]

@@ -9,6 +9,7 @@ reason when either is missing, so that the tests skip saying why.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -26,10 +27,20 @@ class Unavailable(Exception):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free now, below the ephemeral range (32768 and up), where another
+    program's outgoing connection cannot take one between this check and Slurm's bind."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _wait(pred, timeout: float, what: str, step: float = 0.1):
@@ -58,6 +69,13 @@ class SlurmCluster:
 
     # ------------------------------------------------------------ life
     def start(self) -> SlurmCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> SlurmCluster:
         missing = [t for t in TOOLS if shutil.which(t) is None
                    and not Path("/usr/sbin", t).exists()]
         if missing:
@@ -84,13 +102,25 @@ class SlurmCluster:
         if install.returncode != 0:
             raise RuntimeError(f"farcuda-slurm install: {install.stderr}")
         self.conf_lines = install.stdout
+        for attempt in range(3):  # a port taken meanwhile: slurmctld exits at once
+            self._configure(*_free_ports(2))
+            self._spawn("slurmctld", [self._tool("slurmctld"), "-D", "-f", str(self.conf)])
+            time.sleep(1.0)
+            if self.procs["slurmctld"].poll() is None or attempt == 2:
+                break
+        self._spawn("slurmd", [self._tool("slurmd"), "-D", "-N", "ci1", "-f", str(self.conf)])
+        self.wait_node("idle", 60)
+        return self
+
+    def _configure(self, ctld_port: int, slurmd_port: int) -> None:
+        sock = self.root / "munge" / "munge.sock"
         host = socket.gethostname().split(".")[0]
         r = self.root
         self.conf.write_text(f"""\
 ClusterName=farcuda-ci
 SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -126,10 +156,6 @@ InactiveLimit=0
 NodeName=ci1 NodeHostname={host} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
 PartitionName=ci Nodes=ci1 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
-        self._spawn("slurmctld", [self._tool("slurmctld"), "-D", "-f", str(self.conf)])
-        self._spawn("slurmd", [self._tool("slurmd"), "-D", "-N", "ci1", "-f", str(self.conf)])
-        self.wait_node("idle", 60)
-        return self
 
     def _tool(self, name: str) -> str:
         return shutil.which(name) or f"/usr/sbin/{name}"
