@@ -113,13 +113,15 @@ def setup(tmp_path, fc):
     log.close()
     state = {"a": a, "b": b, "kubelet": kubelet, "plugin": plugin, "folder": folder,
              "log": tmp_path / "plugin.log", "tmp": tmp_path}
-    yield state
-    if plugin.poll() is None:
-        plugin.terminate()
-        plugin.wait(30)
-    state["kubelet"].stop()
-    a.stop()
-    state["b"].stop()
+    try:
+        yield state
+    finally:
+        if plugin.poll() is None:
+            plugin.terminate()
+            plugin.wait(30)
+        state["kubelet"].stop()
+        a.stop()
+        state["b"].stop()
 
 
 def _registrations(kubelet: Kubelet, log: Path) -> dict[str, api.RegisterRequest]:

@@ -96,10 +96,14 @@ def env(tmp_path_factory, program, fc):
         a.stop()
         b.stop()
         pytest.skip(str(exc))
-    yield Env(cluster, a, b, ci_cluster)
-    cluster.stop()
-    a.stop()
-    b.stop()
+    try:
+        yield Env(cluster, a, b, ci_cluster)
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            a.stop()
+            b.stop()
 
 
 def test_install_prints_the_pool_licenses_and_hooks(env):
