@@ -542,6 +542,8 @@ class Daemon:
                        if d.get("gpu") == g)
             used = nv.get("memory_used")
             gpus.append({"gpu": g, "name": info.get("name", "?"),
+                         # multiProcessorCount: what the SM budgets of its devices divide
+                         "sm_count": info.get("attrs", {}).get("16"),
                          "memory_total": nv.get("memory_total") or info.get("total_mem", 0),
                          "memory_used": used if used is not None else held,
                          "memory_source": "nvml" if used is not None else "tenants",

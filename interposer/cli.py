@@ -1,13 +1,15 @@
 """`farcuda`: run CUDA programs on a remote GPU.
 
     farcuda run [--server HOST:PORT] -- PROGRAM [ARGS...]
-    farcuda status [--server HOST:PORT] [--json]
+    farcuda status [--server HOST:PORT ...] [--pool FILE] [--json]
     farcuda shim-path
 
 `farcuda status` asks each server (the --server given, else those of FARCUDA_DEVICES /
 FARCUDA_SERVER, else the local default) for its GPUs and connected tenants; it honours
 FARCUDA_TOKEN and FARCUDA_TLS*. Readings a server cannot make (no NVML there: utilization,
 power, energy) are shown as n/a, never guessed; it exits 1 when a server is unreachable.
+Several servers (--server repeated) or a pool file (--pool, see cluster/pool.py) are shown as
+one table, a line per GPU (farcuda.cluster.pool).
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ def _human(n: float) -> str:
 
 
 def cmd_status(args) -> int:
-    servers = [args.server] if args.server else []
+    servers = list(args.server or [])
     if not servers:
         cfg = configmod.from_env()
         if cfg.devices:
@@ -209,6 +211,10 @@ def cmd_status(args) -> int:
     except configmod.ConfigError as exc:
         print(f"farcuda: {exc}", file=sys.stderr)
         return 2
+    if args.pool or len(servers) > 1:
+        from farcuda.cluster.pool import status_main
+        return status_main([] if args.pool and not args.server else servers, args.pool,
+                           args.json, os.environ.get("FARCUDA_TOKEN"), tls_config)
     for s in servers:
         try:
             out[s] = query_status(s, os.environ.get("FARCUDA_TOKEN"), tls_config=tls_config)
@@ -269,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", metavar="HOST:PORT", help="use this server (all its GPUs)")
     p.add_argument("program", nargs=argparse.REMAINDER)
     p = sub.add_parser("status", help="servers, GPUs and tenants")
-    p.add_argument("--server", metavar="HOST:PORT")
+    p.add_argument("--server", metavar="HOST:PORT", action="append",
+                   help="a server to ask (repeatable)")
+    p.add_argument("--pool", metavar="FILE", help="every server of this pool file")
     p.add_argument("--json", action="store_true")
     sub.add_parser("shim-path", help="print where libcudart.so.13 of farcuda is")
     args = ap.parse_args(argv)

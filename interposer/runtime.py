@@ -183,7 +183,11 @@ def _identity() -> dict:
         exe = os.path.basename(os.readlink("/proc/self/exe"))
     except OSError:
         pass
-    return {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "exe": exe}
+    ident = {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "exe": exe}
+    job = os.environ.get("FARCUDA_JOB", "").strip()
+    if job:  # the scheduler's job (slurm:ID), shown beside the session by `farcuda status`
+        ident["job"] = job[:128]
+    return ident
 
 
 def _recv_frame(sock: socket.socket, reader: FrameReader):
