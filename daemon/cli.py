@@ -26,13 +26,24 @@ from .server import Daemon, DaemonError
 log = logging.getLogger("farcudad")
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative (0: start workers on demand)")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="farcudad", description="farcuda's GPU server")
     ap.add_argument("--listen", action="append", metavar="HOST:PORT",
                     help="address to listen on (repeatable; default 127.0.0.1:7420)")
     ap.add_argument("--config", metavar="FILE", help="TOML configuration file")
     ap.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    ap.add_argument("--prestart", type=int, metavar="N", help="idle workers kept ready")
+    ap.add_argument("--prestart", type=_count, metavar="N",
+                    help="idle workers kept ready (default 1; at most limits.sessions_total)")
     ap.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return ap
 
@@ -44,7 +55,10 @@ def make_config(args) -> configmod.DaemonConfig:
     if args.log_level:
         cfg.log_level = args.log_level
     if args.prestart is not None:
-        cfg.prestart = max(0, args.prestart)
+        if args.prestart > cfg.sessions_total:
+            raise ConfigError(f"--prestart {args.prestart} is more than limits.sessions_total "
+                              f"({cfg.sessions_total})")
+        cfg.prestart = args.prestart
     return cfg
 
 
