@@ -30,6 +30,7 @@ worker is gone and the front returns.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
@@ -61,6 +62,15 @@ CTL_TIMEOUT = 2.0
 REFUSAL_TIMEOUT = 2.0  # seconds a refused client gets to send its HELLO and hear why
 LOG_INTERVAL = 60.0  # refusals and failed handshakes: a few lines per peer per interval
 LOG_BURST = 5  # lines per peer and interval for failed handshakes and authentication
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class DaemonError(Exception):
@@ -285,7 +295,17 @@ class Daemon:
         log.info("listening on %s%s; %d GPU(s), driver %d",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses),
                  " (TLS)" if self._tls is not None else "", self.gpus, self.driver)
+        exposed = [f"{h}:{p}" for h, p in self.addresses if not is_loopback(h)]
+        if exposed and not self.authenticates:
+            log.warning("listening on %s with no authentication: anyone who can reach it may "
+                        "use the GPUs and see who else does; set [auth] tokens (or [tls] "
+                        "client_ca) in the configuration file", ", ".join(exposed))
         return self.addresses
+
+    @property
+    def authenticates(self) -> bool:
+        """Must a client prove who it is (a token, or a certificate of the client CA)?"""
+        return bool(self.config.tokens) or self.config.tls_client_ca is not None
 
     async def _accept_loop(self, lsock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -669,6 +689,8 @@ class Daemon:
         return {"server": [f"{h}:{p}" for h, p in self.addresses], "driver": self.driver,
                 "gpus": gpus, "tenants": tenants, "tls": self._tls is not None,
                 "auth": bool(self.config.tokens),
+                # open: no client must prove who it is (no tokens, no client certificates)
+                "open": not self.authenticates,
                 "limits": self.limits(),
                 "energy": {"available": self.meter is not None,
                            "source": "nvml" if self.meter is not None else None,

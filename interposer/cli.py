@@ -223,6 +223,8 @@ def cmd_status(args) -> int:
             print(f"{s}: unreachable: {st['error']}")
             continue
         extras = [x for x, on in (("TLS", st.get("tls")), ("tokens", st.get("auth"))) if on]
+        if st.get("open"):
+            extras.append("OPEN: no token or client certificate required")
         energy = st.get("energy", {})
         print(f"{s}: driver {st.get('driver')}, {len(st.get('gpus', []))} GPU(s)"
               + (f", {' + '.join(extras)}" if extras else "")
