@@ -21,6 +21,9 @@ handshakes_per_peer = 64        # ... of them from one peer
 connections_per_second_per_peer = 50   # new connections of one peer (bursts of twice that)
 handshake_timeout = 5           # seconds from accept to the client's complete HELLO
 
+[metrics]                       # optional: Prometheus text at http://HOST:PORT/metrics
+listen = "127.0.0.1:9420"
+
 [tls]                           # optional: clients connect with FARCUDA_TLS=1
 cert = "server.crt"             # PEM; relative paths are relative to this file
 key = "server.key"
@@ -82,6 +85,7 @@ class DaemonConfig:
     handshakes_per_peer: int = 64
     connections_per_second_per_peer: float = 50.0
     handshake_timeout: float = 5.0
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen
     source: str = ""
 
     @property
@@ -90,7 +94,7 @@ class DaemonConfig:
 
 
 _TOP = {"listen", "log_level", "heartbeat_ms", "client_timeout", "prestart", "shutdown_grace",
-        "auth", "limits", "gpus", "tls"}
+        "auth", "limits", "gpus", "tls", "metrics"}
 _COUNT_LIMITS = ("sessions_total", "sessions_per_tenant", "handshakes_total",
                  "handshakes_per_peer")
 _LIMITS = {"memory_per_tenant", "tenants_per_gpu", "connections_per_second_per_peer",
@@ -171,6 +175,15 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
     if cfg.prestart > cfg.sessions_total:
         raise ConfigError(f"{where}: prestart ({cfg.prestart}) is more than "
                           f"limits.sessions_total ({cfg.sessions_total})")
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{where}: [metrics] must be a table")
+    _check_keys(metrics, {"listen"}, f"{where} [metrics]")
+    if "listen" in metrics:
+        if not isinstance(metrics["listen"], str):
+            raise ConfigError(f"{where}: [metrics] listen must be a host:port string")
+        cfg.metrics_listen = parse_hostport(metrics["listen"], f"{where}: [metrics] listen",
+                                            allow_zero=True)
     tls = data.get("tls", {})
     if not isinstance(tls, dict):
         raise ConfigError(f"{where}: [tls] must be a table")

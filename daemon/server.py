@@ -20,7 +20,7 @@ Before any of that, admission (daemon/admission.py): a peer's new connections pe
 handshakes at once are bounded, and every handshake must end within ``handshake_timeout``;
 after it, sessions in all and per tenant (daemon/tenants.py). A refusal reaches the client as
 cudaErrorDevicesUnavailable with one line naming the limit, and the log says it once per peer
-and interval.
+and interval. With [metrics], the front serves Prometheus text (daemon/metrics.py).
 
 On SIGTERM (``shutdown``) listening stops at once (new connections are refused), sessions get
 ``shutdown_grace`` seconds to finish the calls they are running, then a GOODBYE; then every
@@ -39,6 +39,7 @@ import socket
 import struct
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from farcuda.interposer import tls as tlsmod
@@ -49,6 +50,7 @@ from .config import DaemonConfig
 from .ctl import CtlLink
 from .energy import EnergyLedger, GpuMeter
 from .errors import E
+from .metrics import MetricsLedger, serve_http
 from .tenants import TenantLedger
 
 __all__ = ["Daemon", "DaemonError"]
@@ -73,6 +75,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("farcuda")
+    except Exception:  # not installed as a distribution (a source tree on sys.path)
+        return "unknown"
+
+
 class DaemonError(Exception):
     """The daemon cannot start or run (the message says why)."""
 
@@ -86,8 +96,10 @@ class Worker:
     peer: str = ""
     identity: dict = field(default_factory=dict)
     tenant: str = ""
+    label: str = ""  # the tenant as the metrics count it (daemon/metrics.py)
     since: float = 0.0
     link: CtlLink | None = None  # the control link, once the worker serves a session
+    last: dict | None = None  # its latest status (what the metrics keep when it ends)
 
     def close_ctl(self) -> None:
         if self.link is not None:
@@ -174,6 +186,14 @@ class Daemon:
         self.admission = Admission(config.connections_per_second_per_peer,
                                    config.handshakes_per_peer, config.handshakes_total)
         self.throttle = LogThrottle(LOG_INTERVAL)
+        self.metrics = MetricsLedger()
+        self.metrics_address: tuple[str, int] | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self._scrapes = asyncio.Semaphore(4)  # scrapes at once (each asks every worker)
+        self.refused: Counter[str] = Counter()  # by limit or reason
+        self.handshake_failures: Counter[str] = Counter()  # by reason
+        self.worker_failures = 0
+        self.sessions_started = 0
         self.meter: GpuMeter | None = None
         self.energy = EnergyLedger(0)
         self._energy_lock = asyncio.Lock()
@@ -223,6 +243,7 @@ class Daemon:
             finally:
                 self._spawning -= 1
             if not w.ready.get("ready"):
+                self.worker_failures += 1
                 log.error("a worker failed to start: %s", w.ready.get("error"))
                 return
             if self._stopping:
@@ -236,6 +257,7 @@ class Daemon:
         else:
             w = await self._spawn()
             if not w.ready.get("ready"):
+                self.worker_failures += 1
                 raise DaemonError(w.ready.get("error", "worker failed"))
         self._task(self._refill())
         return w
@@ -269,6 +291,8 @@ class Daemon:
             s.setblocking(False)
             self._listeners.append(s)
             self.addresses.append(s.getsockname()[:2])
+        if self.config.metrics_listen is not None:
+            await self._start_metrics(*self.config.metrics_listen)
         w = await self._spawn()
         if not w.ready.get("ready"):
             raise DaemonError(w.ready.get("error", "the GPU backend did not start"))
@@ -307,6 +331,22 @@ class Daemon:
         """Must a client prove who it is (a token, or a certificate of the client CA)?"""
         return bool(self.config.tokens) or self.config.tls_client_ca is not None
 
+    async def _start_metrics(self, host: str, port: int) -> None:
+        async def scrape(reader, writer):
+            await serve_http(reader, writer, self.metrics_text)
+        try:
+            self._metrics_server = await asyncio.start_server(scrape, host, port,
+                                                              limit=8 << 10)
+        except OSError as exc:
+            raise DaemonError(f"cannot serve metrics on {host}:{port}: "
+                              f"{exc.strerror or exc}") from None
+        self.metrics_address = self._metrics_server.sockets[0].getsockname()[:2]
+        h, p = self.metrics_address
+        log.info("metrics at http://%s:%d/metrics", h if ":" not in h else f"[{h}]", p)
+        if not is_loopback(h):
+            log.warning("metrics on %s:%d are open to anyone who can reach them (they name "
+                        "tenants); keep them on loopback or a monitoring network", h, p)
+
     async def _accept_loop(self, lsock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -329,6 +369,7 @@ class Daemon:
         """A connection over a per-peer or handshake limit: told why, if this peer is not
         being told already (see daemon/admission.py), else closed at once."""
         limit, reason = why
+        self.refused[limit] += 1
         self._log_refusal(f"{addr[0]}:{addr[1]}", key, limit, reason, burst=1)
         if self.admission.may_speak(key):
             self._task(self._tell_refusal(conn, key, reason))
@@ -380,6 +421,8 @@ class Daemon:
         grace = self.config.shutdown_grace if grace is None else grace
         for s in self._listeners:
             s.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._serving:  # (a daemon that never served has nothing to drain)
             log.info("shutting down: %d session(s), %.0f s grace", len(self.workers), grace)
         loop = asyncio.get_running_loop()
@@ -421,6 +464,7 @@ class Daemon:
         return _TlsIO(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     def _handshake_failed(self, peer: str, key: str, kind: str, why: str) -> None:
+        self.handshake_failures[kind] += 1
         ok, held = self.throttle.allow((key, "handshake"), LOG_BURST)
         if held:
             self._say_held(key, "handshake", held)
@@ -522,6 +566,8 @@ class Daemon:
         session = next(self._sessions)
         w.session, w.peer, w.identity, w.tenant, w.since = session, peer, identity, tenant, \
             time.time()
+        # Without tokens every process is a tenant: the metrics count those by peer address.
+        w.label = self.metrics.label(token_name if token_name is not None else key)
         job = {"session": session, "identity": identity, "peer": peer, "tenant": tenant,
                "heartbeat_ms": self.config.heartbeat_ms,
                "client_timeout": self.config.client_timeout,
@@ -555,6 +601,7 @@ class Daemon:
             self._task(tlsmod.pump((io.reader, io.writer), relay))
         # Registered before any await, so that a shutdown starting now sees (and ends) it.
         self.ledger.join(session, tenant)
+        self.sessions_started += 1
         self.workers[session] = w
         self._task(self._watch(w))
         log.info("session %d: client %s tenant=%s exe=%s pid=%s%s", session, peer, tenant,
@@ -574,6 +621,7 @@ class Daemon:
                       kind: str, reason: str, burst: int = LOG_BURST) -> None:
         """Tell the client why (one line) and close. A limit's refusal is logged once per
         peer and interval (``burst`` 1), the others a few times."""
+        self.refused[kind] += 1
         self._log_refusal(peer, key, kind, reason, burst)
         try:
             await io.send(handshake.refusal(rid, status, reason))
@@ -583,13 +631,21 @@ class Daemon:
 
     async def _watch(self, w: Worker) -> None:
         rc = await w.proc.wait()
+        if w.link is not None:  # its last word (the "final" figures) may still be in flight
+            try:
+                await asyncio.wait_for(asyncio.shield(w.link.closed), 1.0)
+                await asyncio.sleep(0)  # (the handler of that last line runs first)
+            except TimeoutError:
+                pass
         self.workers.pop(w.session, None)
         w.close_ctl()
         # Whatever the worker held goes back to its tenant now: its process, and with it
         # every allocation and context, is gone.
         self.ledger.forget(w.session)
+        self.metrics.retire(w.label, w.last, self.energy.of(w.session))
         self.energy.forget(w.session)
         if rc != 0:
+            self.worker_failures += 1
             log.warning("session %d: worker exited with status %d", w.session, rc)
         else:
             log.info("session %d: ended", w.session)
@@ -617,6 +673,10 @@ class Daemon:
             return {"used": self.ledger.tenant_used(w.session)}
         if op == "energy":
             return self._energy_now(w)
+        if op == "final":  # the session's figures as it ended (kept by the metrics)
+            msg.pop("op", None)
+            w.last = msg
+            return None
         return {"error": f"unknown request {op!r}"}
 
     # ------------------------------------------------------------ energy
@@ -636,6 +696,9 @@ class Daemon:
             answers = await asyncio.gather(*(self._ask(w, "status") for w in workers))
             busy = {w.session: {int(g): float(b) for g, b in a.get("busy_s_by_gpu", {}).items()}
                     for w, a in zip(workers, answers, strict=True) if a is not None}
+            for w, a in zip(workers, answers, strict=True):
+                if a is not None:
+                    w.last = dict(a)
             self.energy.update(samples, busy)
             for w in workers:
                 if w.session in busy:
@@ -665,6 +728,7 @@ class Daemon:
         for w, st in zip(workers, answers, strict=True):
             if st is None:
                 continue
+            w.last = dict(st)
             st.update(peer=w.peer, tenant=w.tenant, energy_j=self.energy.of(w.session))
             if self.config.memory_per_tenant is not None:  # what the quota counts
                 st["tenant_memory"] = self.ledger.tenant_used(w.session)
@@ -691,6 +755,7 @@ class Daemon:
                 "auth": bool(self.config.tokens),
                 # open: no client must prove who it is (no tokens, no client certificates)
                 "open": not self.authenticates,
+                "version": _version(),
                 "limits": self.limits(),
                 "energy": {"available": self.meter is not None,
                            "source": "nvml" if self.meter is not None else None,
@@ -706,6 +771,23 @@ class Daemon:
                 "handshakes_per_peer": c.handshakes_per_peer,
                 "connections_per_second_per_peer": c.connections_per_second_per_peer,
                 "handshake_timeout": c.handshake_timeout}
+
+    async def metrics_text(self) -> str:
+        """A scrape (daemon/metrics.py): the status of now, and what ended sessions left."""
+        async with self._scrapes:
+            st = await self.status()
+            by_session = {t["session"]: t for t in st["tenants"]}
+            # A session that did not answer (ending, its worker gone) counts with its last
+            # figures until _watch hands them to the ended ones: never in neither place.
+            live = [(w.label, by_session.get(w.session, w.last))
+                    for w in list(self.workers.values())
+                    if w.session in by_session or w.last is not None]
+            front = {"version": st["version"], "limits": st["limits"],
+                     "sessions_started": self.sessions_started, "refused": self.refused,
+                     "handshake_failures": self.handshake_failures,
+                     "worker_failures": self.worker_failures,
+                     "handshakes": self.admission.shaking, "idle": len(self.idle)}
+            return self.metrics.render(live, st, front)
 
     async def _answer_status(self, io: _PlainIO | _TlsIO, rid: int) -> None:
         st = await self.status()

@@ -27,7 +27,8 @@ def _warnings(daemon) -> list[str]:
 
 @pytest.mark.parametrize("auth", [False, True])
 def test_open_to_the_network(tmp_path, fc, auth):
-    config = {"listen": ["0.0.0.0:0"], "log_level": "info"}
+    config = {"listen": ["0.0.0.0:0"], "log_level": "info",
+              "metrics": {"listen": "0.0.0.0:0"}}
     if auth:
         config["auth"] = {"tokens": {"ops": "ops-secret"}}
     d = fc.start_daemon(tmp_path, "memory", config=config)
@@ -49,6 +50,8 @@ def test_open_to_the_network(tmp_path, fc, auth):
             assert "[auth] tokens" in line
             assert "OPEN: no token or client certificate required" in head, head
             assert st["open"] is True
+        # metrics beyond loopback: unauthenticated, and they name tenants
+        assert "metrics on 0.0.0.0:" in d.log() and "open to anyone" in d.log()
         assert st["limits"]["sessions_total"] == 64
     finally:
         d.stop()

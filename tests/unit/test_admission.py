@@ -1,6 +1,7 @@
 """The front's admission rules, without sockets: per-peer connection rates and handshake
 places (daemon/admission.py), session places per tenant and in all (daemon/tenants.py), the
-log throttle, and the [limits] settings."""
+log throttle, the [limits] and [metrics] settings, and the metrics' counters across the end
+of a session (daemon/metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from importlib import resources
 import pytest
 from farcuda.daemon.admission import SPOKEN_PER_PEER, Admission, LogThrottle, peer_key
 from farcuda.daemon.config import ConfigError, DaemonConfig, from_dict
+from farcuda.daemon.metrics import MetricsLedger
 from farcuda.daemon.tenants import TenantLedger
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class Clock:
@@ -125,10 +128,11 @@ def test_limits_settings():
     cfg = from_dict({"prestart": 2, "limits": {
         "sessions_total": 8, "sessions_per_tenant": 2, "handshakes_total": 10,
         "handshakes_per_peer": 3, "connections_per_second_per_peer": 0.5,
-        "handshake_timeout": 1.5}})
+        "handshake_timeout": 1.5}, "metrics": {"listen": "127.0.0.1:0"}})
     assert (cfg.sessions_total, cfg.sessions_per_tenant, cfg.handshakes_total,
             cfg.handshakes_per_peer) == (8, 2, 10, 3)
     assert cfg.connections_per_second_per_peer == 0.5 and cfg.handshake_timeout == 1.5
+    assert cfg.metrics_listen == ("127.0.0.1", 0)
 
 
 @pytest.mark.parametrize("data, words", [
@@ -138,6 +142,10 @@ def test_limits_settings():
     ({"limits": {"connections_per_second_per_peer": -1}}, "must be a positive number"),
     ({"limits": {"sessions": 3}}, "unknown setting"),
     ({"prestart": 9, "limits": {"sessions_total": 4}}, r"prestart \(9\) is more than"),
+    ({"metrics": {"listen": "x:y"}}, "bad port"),
+    ({"metrics": {"listen": 9420}}, "host:port string"),
+    ({"metrics": {"port": 9420}}, "unknown setting"),
+    ({"metrics": "127.0.0.1:9420"}, r"\[metrics\] must be a table"),
 ])
 def test_bad_limits_settings(data, words):
     with pytest.raises(ConfigError, match=words):
@@ -155,3 +163,49 @@ def test_example_file_states_the_defaults():
     for key in keys:
         assert key in shown, key
         assert float(shown[key]) == getattr(defaults, key), key
+
+
+def _samples(text: str) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_counters_survive_the_end_of_a_session():
+    m = MetricsLedger()
+    front = {"version": "0", "limits": {"sessions_total": 4}, "sessions_started": 1,
+             "refused": {"auth": 2}, "handshake_failures": {}, "worker_failures": 0,
+             "handshakes": 0, "idle": 1}
+    st = {"session": 1, "counts": {"MALLOC": 3}, "errors": {"1": 2}, "bytes_in": 100,
+          "bytes_out": 50, "memory_held": 4096, "pending": 1}
+    live = _samples(m.render([("alice", st)], {"gpus": []}, front))
+    key = ("farcudad_calls_total", (("kind", "MALLOC"), ("tenant", "alice")))
+    assert live[key] == 3
+    assert live[("farcudad_call_errors_total",
+                 (("error", "cudaErrorInvalidValue"), ("tenant", "alice")))] == 2
+    assert live[("farcudad_sessions", (("tenant", "alice"),))] == 1
+    assert live[("farcudad_memory_held_bytes", (("tenant", "alice"),))] == 4096
+    assert live[("farcudad_refused_total", (("reason", "auth"),))] == 2
+    # it ends with one more call than the last scrape saw
+    m.retire("alice", dict(st, counts={"MALLOC": 4}), None)
+    after = _samples(m.render([], {"gpus": []}, front))
+    assert after[key] == 4
+    assert ("farcudad_sessions", (("tenant", "alice"),)) not in after
+    assert after[("farcudad_bytes_total", (("direction", "in"), ("tenant", "alice")))] == 100
+
+
+def test_metrics_labels_are_bounded():
+    m = MetricsLedger()
+    labels = {m.label(f"10.0.{i // 256}.{i % 256}") for i in range(1500)}
+    assert len(labels) == 1001 and "other" in labels
+    assert m.label("10.0.0.5") == "10.0.0.5"  # one already counted keeps its label
+
+
+def test_metrics_escape_label_values():
+    m = MetricsLedger()
+    front = {"version": 'x"y\\z\n', "limits": {}, "sessions_started": 0, "refused": {},
+             "handshake_failures": {}, "worker_failures": 0, "handshakes": 0, "idle": 0}
+    got = _samples(m.render([], {"gpus": []}, front))
+    assert got[("farcudad_info", (("version", 'x"y\\z\n'),))] == 1
