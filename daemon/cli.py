@@ -1,8 +1,12 @@
 """`farcudad`: the GPU server.
 
-    farcudad [--listen HOST:PORT ...] [--config FILE] [--log-level LEVEL]
+    farcudad [--listen HOST:PORT ...] [--config FILE] [--log-level LEVEL] [--prestart N]
     farcudad install-unit [--prefix DIR] [--user NAME] [--config PATH] [--dry-run]
                                              (see daemon/systemd.py)
+    farcudad --version
+
+A mistake in the arguments or the configuration file is one line on stderr and exit status 2;
+a daemon that cannot start (no GPU, an address in use) says why in one line and exits 1.
 
 Under systemd (Type=notify) it says READY=1 once it listens, and STOPPING=1 as soon as a
 SIGTERM starts the graceful shutdown; it exits 0 after a graceful shutdown.
@@ -17,6 +21,7 @@ import os
 import signal
 import sys
 
+from farcuda.interposer.cli import OneLineParser, version
 from farcuda.interposer.config import ConfigError, parse_hostport
 
 from . import config as configmod
@@ -24,6 +29,13 @@ from .logs import setup_logging
 from .server import Daemon, DaemonError
 
 log = logging.getLogger("farcudad")
+
+EPILOG = """\
+commands:
+  install-unit   install farcudad as a systemd service (farcudad install-unit --help)
+
+The configuration file (daemon/farcudad.toml is an annotated example) holds what has no flag:
+tokens, limits, TLS, metrics. Flags override it."""
 
 
 def _count(text: str) -> int:
@@ -37,7 +49,10 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="farcudad", description="farcuda's GPU server")
+    ap = OneLineParser(prog="farcudad", description="farcuda's GPU server", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="%(prog)s [options]\n       %(prog)s install-unit [options]")
+    ap.add_argument("--version", action="version", version=f"farcudad {version()}")
     ap.add_argument("--listen", action="append", metavar="HOST:PORT",
                     help="address to listen on (repeatable; default 127.0.0.1:7420)")
     ap.add_argument("--config", metavar="FILE", help="TOML configuration file")
@@ -74,6 +89,10 @@ async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None,
         if ready_fd is not None:
             os.write(ready_fd, f"error {exc}\n".encode())
             os.close(ready_fd)
+        await daemon.shutdown(0)
+        return 1
+    except OSError as exc:  # a listening socket of a family this host lacks, say
+        log.error("cannot start: %s", exc.strerror or exc)
         await daemon.shutdown(0)
         return 1
     loop = asyncio.get_running_loop()
@@ -119,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"farcudad: {exc}", file=sys.stderr)
         return 2
+    if args.ready_fd is not None:
+        try:
+            os.fstat(args.ready_fd)
+        except OSError:
+            print(f"farcudad: --ready-fd {args.ready_fd} is not an open descriptor",
+                  file=sys.stderr)
+            return 2
     setup_logging(cfg.log_level)
     try:
         import uvloop
