@@ -24,6 +24,7 @@ import sys
 from farcuda.interposer.cli import OneLineParser, version
 from farcuda.interposer.config import ConfigError, parse_hostport
 
+from . import SERVER_EXTRA, missing_dependencies
 from . import config as configmod
 from .logs import setup_logging
 from .server import Daemon, DaemonError
@@ -138,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"farcudad: {exc}", file=sys.stderr)
         return 2
+    missing = missing_dependencies()
+    if missing:
+        print(f"farcudad: the server's dependencies ({', '.join(missing)}) are not installed: "
+              f"pip install '{SERVER_EXTRA}'", file=sys.stderr)
+        return 1
     if args.ready_fd is not None:
         try:
             os.fstat(args.ready_fd)

@@ -169,6 +169,14 @@ def cmd_run(args) -> int:
         for var in ("FARCUDA_DEVICES", "FARCUDA_DEVICE_COUNT"):
             env.pop(var, None)
     elif not cfg.configured:
+        from farcuda.daemon import SERVER_EXTRA, missing_dependencies
+        missing = missing_dependencies()
+        if missing:
+            print(f"farcuda: no server is configured and this installation cannot start a local "
+                  f"one: the server's dependencies ({', '.join(missing)}) are not installed "
+                  f"(pip install '{SERVER_EXTRA}'); or point it at a GPU server: "
+                  "FARCUDA_SERVER=host:port farcuda run -- ...", file=sys.stderr)
+            return 1
         try:
             daemon, server = start_local_daemon()
         except configmod.ConfigError as exc:
