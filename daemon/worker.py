@@ -159,7 +159,10 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
                      gpu_info=[backend.gpu_info(g) for g in range(backend.gpu_count())])
     except Exception as exc:  # report, do not die silently: the front decides
         ready = {"ready": False, "error": str(exc)}
-    ctl.sendall(json.dumps(ready).encode() + b"\n")
+    try:
+        ctl.sendall(json.dumps(ready).encode() + b"\n")
+    except OSError:  # the front let go of us before we were ready: it is shutting down
+        return 0
     if not ready["ready"]:
         return 1
     ctl.setblocking(True)
