@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from farcuda.interposer.cli import query_status
 from farcuda.interposer.protocol import FrameReader, handshake
 
 _spec = importlib.util.spec_from_file_location(
@@ -170,9 +172,10 @@ def test_sessions_total_bounds_the_daemon(tmp_path, fc, program, shim, clients):
         assert len(refusal_lines(d, "sessions_total")) == 1, refusal_lines(d, "sessions_total")
         # a place that frees up is taken again
         clients[0].close()
+        assert until(lambda: len(query_status(d.address, None)["tenants"]) == 2)
         c = TenantClient(exe, shim, d.address)
         clients.append(c)
-        assert until(lambda: c.do("count") == "ok 1", 10)
+        assert c.ok("count") == ["1"]
     finally:
         d.stop()
     assert "Traceback" not in d.log()
@@ -199,8 +202,9 @@ def test_sessions_per_tenant(tmp_path, fc, program, shim, clients):
         b = client("bob")  # another tenant is not held back by alice's limit
         assert b.ok("count") == ["1"]
         a1.close()
+        assert until(lambda: len(query_status(d.address, TOKENS["bob"])["tenants"]) == 2)
         a4 = client("alice")
-        assert until(lambda: a4.do("count") == "ok 1", 10)
+        assert a4.ok("count") == ["1"]
     finally:
         d.stop()
 
@@ -319,8 +323,10 @@ def test_a_flood_from_one_peer_does_not_hold_up_another(tmp_path, fc, program, s
               f"{max(under) * 1e3:.1f} ms at most under it ({len(under)} tried)")
         assert attempts > 2000, "the flood was no flood"
         assert max(under) < FLOOD_BOUND, under
-        # no worker was made for the flood, and the log says it once per limit
-        assert len(children(d.proc.pid)) <= 1
+        # no session (nor worker) was made for the flood, and the log says it once per limit
+        sessions = [ln for ln in d.log().splitlines() if re.search(r"session \d+: client", ln)]
+        assert len(sessions) == 1 and "127.0.0.1:" in sessions[0], sessions
+        assert until(lambda: len(children(d.proc.pid)) <= 1), children(d.proc.pid)
         flood_lines = [ln for ln in d.log().splitlines()
                        if "client 127.0.0.2:" in ln and "refused:" in ln]
         assert 1 <= len(flood_lines) <= 3, flood_lines

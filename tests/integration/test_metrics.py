@@ -121,7 +121,7 @@ def test_metrics_scrape(daemon, program, shim, fc, clients):
     assert value(m, "farcudad_refused_total", reason="auth") == 1
     assert value(m, "farcudad_requests_in_flight", tenant="alice") == 0
     assert value(m, "farcudad_handshakes_in_progress") == 0
-    assert value(m, "farcudad_workers_idle") == 1
+    assert value(m, "farcudad_workers_idle") in (0, 1)  # (0 while the next one starts)
     assert value(m, "farcudad_sessions_started_total") == 2
     assert value(m, "farcudad_limit", limit="sessions_total") == 64
     assert value(m, "farcudad_gpu_memory_used_bytes", gpu="0") == 3 << 30
