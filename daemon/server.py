@@ -631,6 +631,9 @@ class Daemon:
 
     async def _watch(self, w: Worker) -> None:
         rc = await w.proc.wait()
+        # Whatever the worker held goes back to its tenant now: its process, and with it
+        # every allocation and context, is gone.
+        self.ledger.forget(w.session)
         if w.link is not None:  # its last word (the "final" figures) may still be in flight
             try:
                 await asyncio.wait_for(asyncio.shield(w.link.closed), 1.0)
@@ -639,9 +642,6 @@ class Daemon:
                 pass
         self.workers.pop(w.session, None)
         w.close_ctl()
-        # Whatever the worker held goes back to its tenant now: its process, and with it
-        # every allocation and context, is gone.
-        self.ledger.forget(w.session)
         self.metrics.retire(w.label, w.last, self.energy.of(w.session))
         self.energy.forget(w.session)
         if rc != 0:
