@@ -160,7 +160,7 @@ def init() -> int:
             return 0
         ngpus = _ngpus.get(s, 0)
         if ngpus == 0:
-            log(f"the server {host}:{port} (FARCUDA_SERVER) has no GPU")
+            log(f"the server {host}:{port} ({cfg.source or 'FARCUDA_SERVER'}) has no GPU")
             lib.fcx_set_init_status(E["cudaErrorNoDevice"])
             return 0
         for gpu in range(min(ngpus, 64)):
