@@ -1,7 +1,7 @@
-"""Build the driver layer: libfarcuda.so.1 (the client core) and libcuda.so.1 (the driver
-stand-in), plain C with the system's compiler, no Python inside.
+"""Build the driver layer: libfarcuda.so.1 (the client core), libcuda.so.1 (the driver
+stand-in) and libnvidia-ml.so.1 (NVML's), plain C with the system's compiler, no Python.
 
-Used by setup.py at install time (and by tests that build into a scratch folder). The three
+Used by setup.py at install time (and by tests that build into a scratch folder). The
 libraries go to one folder of their own (farcuda/interposer/lib/driver), apart from the
 runtime shim's, so that either layer can be put on LD_LIBRARY_PATH alone:
 
@@ -10,6 +10,8 @@ runtime shim's, so that either layer can be put on LD_LIBRARY_PATH alone:
 - libcuda.so.1 (SONAME libcuda.so.1, and libcuda.so beside it): csrc/driver; it exports
   exactly the names driver 580 exports, unversioned as the real driver's are, and finds
   libfarcuda.so.1 next to itself (RUNPATH $ORIGIN).
+- libnvidia-ml.so.1 (and libnvidia-ml.so): csrc/nvml, NVML's start-up questions answered from
+  the servers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
 
 CORE_SOURCES = ["core/config.c", "core/sha256.c", "core/md2.c", "core/json.c", "core/session.c",
                 "core/ranges.c", "conn.c"]
+NVML_SOURCES = ["nvml/nvml.c"]
 DRIVER_SOURCES = ["driver/init.c", "driver/handles.c", "driver/context.c", "driver/memory.c",
                   "driver/stream.c", "driver/module.c", "driver/darkapi.c", "driver/gen/exports.c"]
 CFLAGS = ["-O2", "-g", "-fPIC", "-pthread", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
@@ -89,10 +92,16 @@ def build(out_dir: str | os.PathLike, verbose: bool = False) -> Path:
         _link(out / "libcuda.so.1", "libcuda.so.1", [csrc / s for s in DRIVER_SOURCES], tmp,
               [f"-Wl,--version-script={drv_map}", f"-L{out}", "-l:libfarcuda.so.1",
                "-Wl,-rpath,$ORIGIN", "-Wl,--enable-new-dtags"], verbose, HIDDEN)
-    link = out / "libcuda.so"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to("libcuda.so.1")
+        nvml_map = tmp / "nvml.map"
+        nvml_map.write_text("{\n  global:\n    nvml*;\n  local:\n    *;\n};\n")
+        _link(out / "libnvidia-ml.so.1", "libnvidia-ml.so.1", [csrc / s for s in NVML_SOURCES],
+              tmp, [f"-Wl,--version-script={nvml_map}", f"-L{out}", "-l:libfarcuda.so.1",
+                    "-Wl,-rpath,$ORIGIN", "-Wl,--enable-new-dtags"], verbose, HIDDEN)
+    for name in ("libcuda.so", "libnvidia-ml.so"):  # the names some programs dlopen
+        link = out / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(name + ".1")
     return out / "libcuda.so.1"
 
 

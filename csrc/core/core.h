@@ -97,6 +97,10 @@ FCC_API int fcc_device_count(void);
 FCC_API void fcc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 FCC_API int fcc_server_conn(int server, fc_conn **out);
 FCC_API fc_conn *fcc_dev_conn(int dev);
+/* The server's status (`farcuda status`'s JSON: GPUs, memory, utilization, tenants), over a
+ * connection of its own; *json is malloc'd and NUL-terminated. */
+FCC_API int fcc_server_status(int server, char **json, size_t *n);
+FCC_API int fcc_device_server(int dev, int *gpu);  /* the server of a virtual device */
 /* The physical GPU's description (GPU_INFO, no context): name, uuid (16 bytes), memory,
  * attributes indexed by cudaDeviceAttr (= CUdevice_attribute) number. */
 typedef struct fcc_gpu_info {
@@ -104,6 +108,7 @@ typedef struct fcc_gpu_info {
     unsigned char uuid[16];
     uint64_t total_mem;
     int attrs[FC_MAX_ATTR];
+    char driver_version[64];    /* the server's GPU driver, "" when it does not say */
 } fcc_gpu_info;
 FCC_API int fcc_device_info(int dev, const fcc_gpu_info **out);
 /* Connect, and create the virtual device's context on the server (once). */

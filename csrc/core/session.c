@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -299,18 +300,6 @@ static int tcp_connect(const char *host, int port, char *why, size_t cap) {
     return fd;
 }
 
-static int send_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 static int recv_all(int fd, void *buf, size_t n) {
     char *p = buf;
     while (n) {
@@ -376,21 +365,21 @@ static size_t identity(char *out, size_t cap) {
                             "\"user\": \"%s\"}", e1, e2, (int)getpid(), e3);
 }
 
-static int handshake(int server, int fd) {
-    fc_server *s = &fc_servers[server];
-    char where[300];
-    snprintf(where, sizeof where, "%s:%d", s->host, s->port);
+/* The handshake's exchange: SERVER_HELLO in, HELLO (with the token's proof) out, the reply
+ * in (its header in *rh, its payload in body). Returns 0, or -1 with a reason in why, or a
+ * status already said on stderr. */
+static int hello(int fd, const char *where, const char *ident, size_t ilen, fc_hdr *rh,
+                 char *body, size_t cap, const char **why, char *whybuf, size_t whycap) {
     struct timeval tv = {fc_connect_timeout_ms / 1000, (fc_connect_timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     fc_hdr h;
     fc_SERVER_HELLO sh;
-    const char *why = NULL;
-    char whybuf[300];
+    *why = NULL;
     int rc = recv_all(fd, &h, sizeof h);
-    if (!rc && (h.op != FC_OP_SERVER_HELLO || h.len < sizeof sh)) why = "unexpected frame";
-    if (!rc && !why) rc = recv_all(fd, &sh, sizeof sh);
-    if (!rc && !why && h.len > sizeof sh) {
+    if (!rc && (h.op != FC_OP_SERVER_HELLO || h.len < sizeof sh)) *why = "unexpected frame";
+    if (!rc && !*why) rc = recv_all(fd, &sh, sizeof sh);
+    if (!rc && !*why && h.len > sizeof sh) {
         char skip[256];
         size_t rest = h.len - sizeof sh;
         while (!rc && rest) {
@@ -399,51 +388,66 @@ static int handshake(int server, int fd) {
             rest -= k;
         }
     }
-    if (!rc && !why && sh.magic != FC_PROTO_MAGIC) why = "not a farcuda server (bad magic)";
-    if (rc) {
-        why = rc == -2 ? "the server closed the connection during the handshake"
-                       : (errno == ETIMEDOUT ? "timed out" : strerror(errno));
-    }
-    if (why) goto failed;
+    if (!rc && !*why && sh.magic != FC_PROTO_MAGIC) *why = "not a farcuda server (bad magic)";
+    if (rc)
+        *why = rc == -2 ? "the server closed the connection during the handshake"
+                        : (errno == ETIMEDOUT ? "timed out" : strerror(errno));
+    if (*why) return -1;
     if ((sh.flags & 1) && !cfg.has_token) {
         fc_log("the GPU server %s requires a token: set FARCUDA_TOKEN", where);
         return cudaErrorDevicesUnavailable;
     }
-    char ident[2048];
-    size_t ilen = identity(ident, sizeof ident);
-    fc_HELLO hello = {FC_PROTO_MAGIC, FC_PROTO_VERSION, (uint16_t)(cfg.has_token ? 1 : 0),
-                      (uint32_t)getpid(), {0}};
+    fc_HELLO hel = {FC_PROTO_MAGIC, FC_PROTO_VERSION, (uint16_t)(cfg.has_token ? 1 : 0),
+                    (uint32_t)getpid(), {0}};
     if (cfg.has_token) {
         static const char label[] = "farcuda-hello-v1";
-        char msg[16 + 32 + sizeof ident];
+        char *msg = malloc(48 + ilen);
+        if (!msg) return cudaErrorMemoryAllocation;
         memcpy(msg, label, 16);
         memcpy(msg + 16, sh.nonce, 32);
         memcpy(msg + 48, ident, ilen);
-        fcc_hmac_sha256(cfg.token, strlen(cfg.token), msg, 48 + ilen, hello.mac);
+        fcc_hmac_sha256(cfg.token, strlen(cfg.token), msg, 48 + ilen, hel.mac);
+        free(msg);
     }
-    fc_hdr hh = {(uint32_t)(sizeof hello + ilen), FC_OP_HELLO, 0, 1, 0, 0};
-    char out[sizeof hh + sizeof hello + sizeof ident];
-    memcpy(out, &hh, sizeof hh);
-    memcpy(out + sizeof hh, &hello, sizeof hello);
-    memcpy(out + sizeof hh + sizeof hello, ident, ilen);
-    if (send_all(fd, out, sizeof hh + sizeof hello + ilen)) {
-        why = strerror(errno);
-        goto failed;
+    fc_hdr hh = {(uint32_t)(sizeof hel + ilen), FC_OP_HELLO, 0, 1, 0, 0};
+    struct iovec iov[3] = {{&hh, sizeof hh}, {&hel, sizeof hel}, {(void *)ident, ilen}};
+    struct msghdr mh = {0};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = 3;
+    size_t total = sizeof hh + sizeof hel + ilen;
+    ssize_t sent = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    if (sent != (ssize_t)total) { /* a handshake fits a socket buffer: short means failed */
+        *why = sent < 0 ? strerror(errno) : "short write";
+        return -1;
     }
-    rc = recv_all(fd, &h, sizeof h);
-    uint32_t head[2] = {0, 0};
-    if (!rc && (h.op != FC_OP_REPLY || h.len < 8 || h.len > 65536)) {
-        snprintf(whybuf, sizeof whybuf, "unexpected frame 0x%04x", h.op);
-        why = whybuf;
-        goto failed;
+    rc = recv_all(fd, rh, sizeof *rh);
+    if (!rc && (rh->op != FC_OP_REPLY || rh->len < 8 || rh->len > cap)) {
+        snprintf(whybuf, whycap, "unexpected frame 0x%04x", rh->op);
+        *why = whybuf;
+        return -1;
     }
-    char body[65536];
-    if (!rc) rc = recv_all(fd, body, h.len);
+    if (!rc) rc = recv_all(fd, body, rh->len);
     if (rc) {
-        why = rc == -2 ? "the server closed the connection during the handshake"
-                       : (errno == ETIMEDOUT ? "timed out" : strerror(errno));
-        goto failed;
+        *why = rc == -2 ? "the server closed the connection during the handshake"
+                        : (errno == ETIMEDOUT ? "timed out" : strerror(errno));
+        return -1;
     }
+    return 0;
+}
+
+static int handshake(int server, int fd) {
+    fc_server *s = &fc_servers[server];
+    char where[300], whybuf[300];
+    snprintf(where, sizeof where, "%s:%d", s->host, s->port);
+    char ident[2048];
+    size_t ilen = identity(ident, sizeof ident);
+    fc_hdr h;
+    static __thread char body[65536];
+    const char *why;
+    int rc = hello(fd, where, ident, ilen, &h, body, sizeof body, &why, whybuf, sizeof whybuf);
+    if (rc > 0) return rc;
+    if (rc < 0) goto failed;
+    uint32_t head[2];
     memcpy(head, body, 8);
     if (head[0] != 0) {
         fc_log("the GPU server %s refused this client: %.*s", where, (int)(h.len - 8), body + 8);
@@ -455,8 +459,7 @@ static int handshake(int server, int fd) {
         goto failed;
     }
     memcpy(&welcome, body + 8, sizeof welcome);
-    tv.tv_sec = 0;
-    tv.tv_usec = 0;
+    struct timeval tv = {0, 0};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     s->ngpus = (int)welcome.ngpus;
     s->driver_version = (int)welcome.driver;
@@ -472,6 +475,43 @@ failed:
            !strcmp(why, "timed out") && !cfg.tls
                ? " (if the server uses TLS, set FARCUDA_TLS=1 and FARCUDA_TLS_CA)" : "");
     return cudaErrorDevicesUnavailable;
+}
+
+int fcc_server_status(int server, char **json, size_t *n) {
+    *json = NULL;
+    *n = 0;
+    int st = fcc_init();
+    if (st) return st;
+    if (server < 0 || server >= fc_nservers) return cudaErrorInvalidValue;
+    fc_server *s = &fc_servers[server];
+    char where[300], whybuf[300], why_conn[256];
+    snprintf(where, sizeof where, "%s:%d", s->host, s->port);
+    int fd = tcp_connect(s->host, s->port, why_conn, sizeof why_conn);
+    if (fd < 0) return cudaErrorDevicesUnavailable;
+    char ident[128];
+    size_t ilen = (size_t)snprintf(ident, sizeof ident, "{\"pid\": %d, \"purpose\": \"status\"}",
+                                   (int)getpid());
+    size_t cap = 16u << 20;
+    char *body = malloc(cap);
+    fc_hdr h;
+    const char *why;
+    int rc = body ? hello(fd, where, ident, ilen, &h, body, cap, &why, whybuf, sizeof whybuf)
+                  : cudaErrorMemoryAllocation;
+    close(fd);
+    if (rc || ((uint32_t *)body)[0] != 0) {
+        free(body);
+        return rc > 0 ? rc : cudaErrorDevicesUnavailable;
+    }
+    uint32_t flen = ((uint32_t *)body)[1];
+    if (8 + flen > h.len) {
+        free(body);
+        return cudaErrorUnknown;
+    }
+    *n = h.len - 8 - flen;
+    memmove(body, body + 8 + flen, *n);
+    body[*n] = 0;
+    *json = body;
+    return cudaSuccess;
 }
 
 static int connect_server(int server) {
@@ -509,6 +549,12 @@ int fcc_server_conn(int server, fc_conn **out) {
 }
 
 fc_conn *fcc_dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
+
+int fcc_device_server(int dev, int *gpu) {
+    if (fcc_init() || dev < 0 || dev >= fc_ndevices) return -1;
+    if (gpu) *gpu = fc_devices[dev].gpu;
+    return fc_devices[dev].server;
+}
 
 /* ---------------- initialization ---------------- */
 
@@ -700,6 +746,8 @@ int fcc_device_info(int dev, const fcc_gpu_info **out) {
         snprintf(info->name, sizeof info->name, "%s", name ? name : "");
         parse_uuid(fcc_json_str(fcc_json_get(j, "uuid")), info->uuid);
         info->total_mem = (uint64_t)fcc_json_num(fcc_json_get(j, "total_mem"), 0);
+        const char *dv = fcc_json_str(fcc_json_get(j, "driver_version"));
+        snprintf(info->driver_version, sizeof info->driver_version, "%s", dv ? dv : "");
         const fcc_json *attrs = fcc_json_get(j, "attrs");
         for (size_t i = 0; i < fcc_json_len(attrs); i++) {
             int k = atoi(fcc_json_key(attrs, i));

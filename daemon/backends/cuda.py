@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import ctypes
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -1358,6 +1359,17 @@ class CudaDevice:
                 self.backend._current = None
 
 
+def _kernel_module_version() -> str | None:
+    """The NVIDIA kernel module's version ("580.95.05"), from /proc, or None."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            text = f.read()
+    except OSError:
+        return None
+    m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
+    return m.group(1) if m else None
+
+
 class CudaBackend:
     name = "cuda"
 
@@ -1403,8 +1415,12 @@ class CudaBackend:
             r = cu.cuDeviceGetAttribute(attr, dev)
             if r[0] == SUCCESS:
                 attrs[str(a)] = int(r[1])
-        return {"name": name, "uuid": raw.hex(), "total_mem": int(check(cu.cuDeviceTotalMem(dev))),
-                "attrs": attrs}
+        info = {"name": name, "uuid": raw.hex(),
+                "total_mem": int(check(cu.cuDeviceTotalMem(dev))), "attrs": attrs}
+        version = _kernel_module_version()
+        if version:  # what NVML's nvmlSystemGetDriverVersion says, for the client's NVML
+            info["driver_version"] = version
+        return info
 
     def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
                     window_size: int, vdev: int = 0) -> CudaDevice:
