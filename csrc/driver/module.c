@@ -596,6 +596,7 @@ static CUresult launch_target(CUfunction f, CUstream s, int ptds, int *dev, uint
 
 static CUresult pack(CUfunction f, void **params, void **extra, char *buf) {
     if (params) {
+        memset(buf, 0, f->param_size); /* padding between parameters: zeros, not our stack */
         for (uint32_t i = 0; i < f->nparams; i++) {
             if (!params[i]) return CUDA_ERROR_INVALID_VALUE;
             memcpy(buf + f->params[i].offset, params[i], f->params[i].size);
