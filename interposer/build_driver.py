@@ -27,10 +27,11 @@ HERE = Path(__file__).resolve().parent
 CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
 
 CORE_SOURCES = ["core/config.c", "core/sha256.c", "core/md2.c", "core/json.c", "core/session.c",
-                "core/ranges.c", "conn.c"]
+                "core/ranges.c", "core/pools.c", "conn.c"]
 NVML_SOURCES = ["nvml/nvml.c"]
 DRIVER_SOURCES = ["driver/init.c", "driver/handles.c", "driver/context.c", "driver/memory.c",
-                  "driver/stream.c", "driver/module.c", "driver/darkapi.c", "driver/gen/exports.c"]
+                  "driver/stream.c", "driver/graph.c", "driver/pools.c", "driver/module.c",
+                  "driver/darkapi.c", "driver/gen/exports.c"]
 CFLAGS = ["-O2", "-g", "-fPIC", "-pthread", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
 # The core's exports are chosen by its version script (its C is shared with the shim, which
 # declares nothing visible); the stand-in's by visibility, then its version script.

@@ -130,6 +130,10 @@ FCC_API int fcc_post(int dev, uint16_t op, const void *fixed, size_t flen, const
 FCC_API uint32_t fcc_new_id(void);
 FCC_API uint32_t fcc_new_kernel_id(void);  /* dense: the daemon indexes arrays by them */
 
+/* Host memory of a captured copy, served at each replay of its graph (FETCH/PUSH); returns
+ * the node's id (0: out of memory). */
+FCC_API uint32_t fcc_hostnode_add(int dev, void *host, size_t n, int to_device);
+
 /* Host functions: run on the client when the daemon says the stream reached them. */
 FCC_API int fcc_host_func(int dev, uint32_t stream, void (*fn)(void *), void *arg);
 
@@ -140,6 +144,24 @@ FCC_API int fcc_range_find(uint64_t p, int want_device, fc_range *out);
 FCC_API void fcc_range_drop_device(int dev);
 int fcc_window_reserve(int dev, uint64_t size, uint64_t *base);
 int fcc_window_adopt(int dev, uint64_t base, uint64_t size);
+
+FCC_API int fcc_range_insert(const fc_range *r);
+
+/* ---- memory pools (pools.c): cudaMemPool and CUmemoryPool share one ABI ---- */
+FCC_API int fcc_pool_of_device(int dev, int current, void **out);
+FCC_API int fcc_pool_set_device(int dev, void *handle);
+FCC_API int fcc_pool_location(const void *location, int type, int *dev, const char *fn);
+FCC_API int fcc_pool_create(void **out, const void *props, const char *fn);
+FCC_API int fcc_pool_destroy(void *handle);
+FCC_API int fcc_pool_trim(void *handle);
+FCC_API int fcc_pool_set_attr(void *handle, int attr, const void *value);
+FCC_API int fcc_pool_get_attr(void *handle, int attr, void *value);
+FCC_API int fcc_pool_set_access(void *handle, const void *descs, size_t count, const char *fn);
+FCC_API int fcc_pool_get_access(int *flags, void *handle, const void *location);
+FCC_API int fcc_pool_for_alloc(void *handle, int *dev, size_t size, fc_pool **out);
+FCC_API void fcc_pool_account(fc_pool *p, uint64_t used, uint64_t reserved);
+FCC_API void fcc_pool_release(const fc_range *r);
+FCC_API void fcc_pools_reset_device(int dev);
 
 /* ---- statistics ---- */
 FCC_API void fcc_stats(uint64_t out5[5]);

@@ -50,6 +50,13 @@ static ptrdiff_t lower(const range_table *t, uint64_t p) {
 
 int fcc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags) {
     fc_range r = {base, size, dev, kind, flags, 0, NULL, 0, 0};
+    return fcc_range_insert(&r);
+}
+
+int fcc_range_insert(const fc_range *rp) {
+    fc_range r = *rp;
+    uint64_t base = r.base, size = r.size;
+    int kind = r.kind;
     range_table *t = table_for(kind);
     pthread_rwlock_wrlock(&ranges_lock);
     ptrdiff_t i = lower(t, base);

@@ -130,16 +130,57 @@ int fcc_device_status(int dev) {
     return __atomic_exchange_n(&d->pending, 0, __ATOMIC_ACQ_REL);
 }
 
-/* Host memory of captured graphs is the runtime shim's: the driver layer captures none yet. */
-void fc_hostnode_fetch(fc_conn *c, uint32_t node) {
-    (void)c;
-    fc_log("the server asked for the host data of graph node %u, which this process does not "
-           "know", node);
+/* Host memory named by captured copies: the daemon asks for it (FETCH) or sends it (PUSH)
+ * each time the graph runs; only these registered ranges are ever touched. */
+typedef struct { void *host; size_t n; int dev; int to_device; } hostnode;
+static hostnode *hostnodes;
+static uint32_t nhostnodes, cap_hostnodes;
+static pthread_mutex_t hostnode_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+uint32_t fcc_hostnode_add(int dev, void *host, size_t n, int to_device) {
+    pthread_mutex_lock(&hostnode_mtx);
+    if (nhostnodes == cap_hostnodes) {
+        uint32_t cap = cap_hostnodes ? cap_hostnodes * 2 : 16;
+        hostnode *v = realloc(hostnodes, cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&hostnode_mtx);
+            return 0;
+        }
+        hostnodes = v;
+        cap_hostnodes = cap;
+    }
+    hostnodes[nhostnodes] = (hostnode){host, n, dev, to_device};
+    uint32_t id = ++nhostnodes;
+    pthread_mutex_unlock(&hostnode_mtx);
+    return id;
 }
 
+static int hostnode_get(uint32_t id, hostnode *out) {
+    pthread_mutex_lock(&hostnode_mtx);
+    int ok = id >= 1 && id <= nhostnodes;
+    if (ok) *out = hostnodes[id - 1];
+    pthread_mutex_unlock(&hostnode_mtx);
+    return ok ? 0 : -1;
+}
+
+/* the reader thread: a replay reached a captured host-to-device copy */
+void fc_hostnode_fetch(fc_conn *c, uint32_t node) {
+    hostnode h;
+    if (hostnode_get(node, &h) || !h.to_device) return;
+    for (size_t off = 0; off < h.n; off += FC_CHUNK) {
+        size_t k = h.n - off < FC_CHUNK ? h.n - off : FC_CHUNK;
+        fc_HOST_DATA m = {node, 0, off};
+        fc_post(c, FC_OP_HOST_DATA, (uint16_t)h.dev, &m, sizeof m, (char *)h.host + off, k);
+    }
+}
+
+/* the reader thread: where the bytes of a PUSH go (a registered device-to-host range only) */
 int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
-    (void)node; (void)offset; (void)n; (void)dst; (void)dev;
-    return -1;
+    hostnode h;
+    if (hostnode_get(node, &h) || h.to_device || offset > h.n || n > h.n - offset) return -1;
+    *dst = (char *)h.host + offset;
+    *dev = h.dev;
+    return 0;
 }
 
 /* ---------------- host functions ---------------- */

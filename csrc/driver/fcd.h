@@ -175,6 +175,8 @@ struct fcd_module {
     struct fcd_module *next_module; /* every module of the process */
 };
 
+struct fcd_capture;
+
 struct fcd_stream {
     uint32_t magic;
     uint32_t id;
@@ -182,7 +184,7 @@ struct fcd_stream {
     CUcontext ctx;
     unsigned int flags;
     int priority;
-    int capturing;
+    struct fcd_capture *capture;  /* the stream capture it takes part in, if any */
 };
 
 struct fcd_event {
@@ -190,6 +192,7 @@ struct fcd_event {
     uint32_t id;
     int dev;
     unsigned int flags;
+    struct fcd_capture *capture;  /* recorded in a capturing stream: waiting on it joins */
 };
 
 /* ---- init.c ---- */
@@ -227,6 +230,13 @@ void fcd_ctx_reset_cls(CUcontext ctx);
 /* ---- stream.c ---- */
 /* The wire stream id and the device of a stream handle (NULL / legacy / per-thread / own). */
 CUresult fcd_stream_resolve(CUstream s, int ptds, int *dev, uint32_t *sid);
+
+/* ---- graph.c ---- */
+struct fcd_capture *fcd_capture_of(CUstream s);
+void fcd_capture_node(struct fcd_capture *c, int type); /* CU_GRAPH_NODE_TYPE_* */
+void fcd_capture_join(struct fcd_capture *c, CUstream s);
+CUresult fcd_capture_host_copy(struct fcd_capture *c, int dev, CUdeviceptr dptr, void *host,
+                               size_t n, int to_device, uint32_t sid);
 
 /* ---- module.c ---- */
 CUresult fcd_module_from_image(const void *image, size_t size, int library, CUmodule *out);

@@ -81,7 +81,9 @@ FCD_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr) {
     fc_FREE m = {rg.base};
     int e = fcc_call(dev, FC_OP_FREE, &m, sizeof m, NULL, 0, NULL, 0, NULL, NULL);
     if (e != cudaSuccess && e != cudaErrorInvalidValue)
-        fcc_range_add(rg.base, rg.size, rg.dev, rg.kind, rg.flags);
+        fcc_range_insert(&rg);
+    else
+        fcc_pool_release(&rg);
     return fcd_status(fcc_sync_status(dev, e));
 }
 
@@ -114,23 +116,62 @@ FCD_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstrea
 FCD_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream);
 FCD_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream);
 
-static CUresult alloc_async(CUdeviceptr *dptr, size_t size, CUstream s, int ptds) {
+static int capture_alloc_notice;
+
+/* A stream-ordered allocation from a pool (NULL: the current pool of the stream's device). The
+ * allocation is made now (nothing in the stream can touch it before this returns); the
+ * stream travels for the record. */
+CUresult fcd_alloc_async(CUdeviceptr *dptr, size_t size, void *pool_handle, CUstream s,
+                         int ptds);
+CUresult fcd_alloc_async(CUdeviceptr *dptr, size_t size, void *pool_handle, CUstream s,
+                         int ptds) {
     CUresult st = fcd_enter();
     if (st) return st;
-    if (!dptr || !size) return CUDA_ERROR_INVALID_VALUE;
-    int dev = -1;
+    if (!dptr) return CUDA_ERROR_INVALID_VALUE;
+    int sdev = -1;
     uint32_t sid;
-    if ((st = fcd_stream_resolve(s, ptds, &dev, &sid))) return st;
-    fc_MALLOC_ASYNC m = {size, sid};
+    fc_pool *pool = NULL;
+    if (pool_handle) { /* a default stream is then the pool's device's */
+        int pdev = 0;
+        if ((st = fcd_status(fcc_pool_for_alloc(pool_handle, &pdev, 0, &pool)))) return st;
+        sdev = pdev;
+    }
+    if ((st = fcd_stream_resolve(s, ptds, &sdev, &sid))) {
+        if (st != CUDA_ERROR_INVALID_VALUE || !pool_handle) return st;
+        sdev = -1; /* a pool of another device than the stream's */
+        if ((st = fcd_stream_resolve(s, ptds, &sdev, &sid))) return st;
+    }
+    int dev = sdev;
+    if ((st = fcd_status(fcc_pool_for_alloc(pool_handle, &dev, size, &pool)))) return st;
+    if ((st = fcd_status(fcc_device_ready(dev)))) return st;
+    if (fcd_capture_of(s)) {
+        fcd_note_once(&capture_alloc_notice, "stream-ordered allocation in a capturing stream "
+                      "(graph memory nodes) is not supported by farcuda "
+                      "(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
+    if (!size) { /* as CUDA answers it: no memory, a null pointer */
+        *dptr = 0;
+        return CUDA_SUCCESS;
+    }
+    fc_MALLOC_ASYNC m = {size, dev == sdev ? sid : 0};
     fc_MALLOC_ASYNC_reply rep = {0};
     st = fcd_status(fcc_sync_status(dev, fcc_call(dev, FC_OP_MALLOC_ASYNC, &m, sizeof m, NULL, 0,
                                                   &rep, sizeof rep, NULL, NULL)));
     if (st) return st;
-    if (fcc_range_add(rep.ptr, size, dev, FC_RANGE_ASYNC, 0)) return CUDA_ERROR_OUT_OF_MEMORY;
+    fc_range rg = {rep.ptr, size, dev, FC_RANGE_ASYNC, 0, 0, pool, rep.used, rep.reserved};
+    if (fcc_range_insert(&rg)) return CUDA_ERROR_OUT_OF_MEMORY;
+    fcc_pool_account(pool, rep.used, rep.reserved);
     *dptr = rep.ptr;
     return CUDA_SUCCESS;
 }
 
+static CUresult alloc_async(CUdeviceptr *dptr, size_t size, CUstream s, int ptds) {
+    return fcd_alloc_async(dptr, size, NULL, s, ptds);
+}
+
+/* Free in the stream's order, without waiting: the daemon frees when the stream gets there,
+ * so work queued before it still sees the memory. */
 static CUresult free_async(CUdeviceptr dptr, CUstream s, int ptds) {
     CUresult st = fcd_enter();
     if (st) return st;
@@ -138,18 +179,40 @@ static CUresult free_async(CUdeviceptr dptr, CUstream s, int ptds) {
     if (!dptr || fcc_range_find(dptr, 1, &rg) || rg.base != dptr ||
         (rg.kind != FC_RANGE_ASYNC && rg.kind != FC_RANGE_DEVICE))
         return CUDA_ERROR_INVALID_VALUE;
-    int dev = rg.dev;
+    int sdev = rg.dev;
     uint32_t sid;
-    if ((st = fcd_stream_resolve(s, ptds, &dev, &sid))) return st;
+    if ((st = fcd_stream_resolve(s, ptds, &sdev, &sid))) {
+        if (st != CUDA_ERROR_INVALID_VALUE) return st;
+        sdev = -1; /* a stream of another device */
+        if ((st = fcd_stream_resolve(s, ptds, &sdev, &sid))) return st;
+    }
+    if ((st = fcd_status(fcc_device_ready(rg.dev)))) return st;
+    if (fcd_capture_of(s)) {
+        fcd_note_once(&capture_alloc_notice, "stream-ordered allocation in a capturing stream "
+                      "(graph memory nodes) is not supported by farcuda "
+                      "(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     if (fcc_range_remove(rg.base, rg.kind, NULL)) return CUDA_ERROR_INVALID_VALUE;
+    fcc_pool_release(&rg);
+    int fdev = sdev;
+    if (fc_devices[sdev].server != fc_devices[rg.dev].server) {
+        /* the stream is on another server, whose order the memory's cannot see: wait for
+         * it here, then free in the order of the memory's device */
+        fc_STREAM_SYNC w = {sid};
+        st = fcd_status(fcc_sync_status(sdev, fcc_call(sdev, FC_OP_STREAM_SYNC, &w, sizeof w,
+                                                       NULL, 0, NULL, 0, NULL, NULL)));
+        fdev = rg.dev;
+        sid = 0;
+    }
     fc_FREE_ASYNC m = {rg.base, sid};
-    fc_conn *c = conn_of(dev);
-    char *p = fc_post_begin(c, FC_OP_FREE_ASYNC, (uint16_t)dev, sizeof m);
+    fc_conn *c = conn_of(fdev);
+    char *p = fc_post_begin(c, FC_OP_FREE_ASYNC, (uint16_t)fdev, sizeof m);
     if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
     ((fc_hdr *)p)[-1].aux = (uint16_t)rg.dev; /* the device of the memory */
     memcpy(p, &m, sizeof m);
     fc_post_commit(c);
-    return fcd_status(fcc_device_status(dev));
+    return st ? st : fcd_status(fcc_device_status(fdev));
 }
 
 CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s) {
@@ -163,7 +226,10 @@ CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) { return free_async(d
 
 /* cuDevicePrimaryCtxReset: the device's memory is gone. */
 void fcd_device_forget(int dev);
-void fcd_device_forget(int dev) { fcc_range_drop_device(dev); }
+void fcd_device_forget(int dev) {
+    fcc_range_drop_device(dev);
+    fcc_pools_reset_device(dev);
+}
 
 /* ---------------- page-locked host memory ---------------- */
 
@@ -353,6 +419,18 @@ static CUresult copy(CUdeviceptr dst, CUdeviceptr src, size_t n, int want_dst, i
         if ((st = fcd_stream_resolve(stream, ptds, &sdev_of_stream, &sid))) return st;
         if (dev < 0) dev = sdev_of_stream;
     }
+    struct fcd_capture *cap = fcd_capture_of(stream);
+    if (cap) { /* into the graph: host memory is read and written at each replay */
+        if (d_dev && s_dev && ddev == sdev) {
+            st = dtod(ddev, dst, src, n, sid);
+            if (!st) fcd_capture_node(cap, 1); /* CU_GRAPH_NODE_TYPE_MEMCPY */
+            return st;
+        }
+        if (d_dev != s_dev)
+            return fcd_capture_host_copy(cap, d_dev ? ddev : sdev, d_dev ? dst : src,
+                                         (void *)(uintptr_t)(d_dev ? src : dst), n, d_dev, sid);
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     if (d_dev && s_dev) {
         if (ddev == sdev) return dtod(ddev, dst, src, n, sid);
         return peer(ddev, dst, sdev, src, n, sid, async);
@@ -448,7 +526,7 @@ FCD_EXPORT CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUde
 
 /* ---------------- 2D copies ---------------- */
 
-static int array_notice;
+static int array_notice, capture2d_notice;
 
 static CUresult copy2d(const CUDA_MEMCPY2D *p, CUstream stream, int ptds, int async) {
     CUresult st = fcd_enter();
@@ -476,6 +554,13 @@ static CUresult copy2d(const CUDA_MEMCPY2D *p, CUstream stream, int ptds, int as
     int dev = d_dev ? ddev : (s_dev ? sdev : -1);
     uint32_t sid = 0;
     if (dev >= 0 && (st = fcd_stream_resolve(stream, ptds, &dev, &sid))) return st;
+    struct fcd_capture *cap = fcd_capture_of(stream);
+    if (cap && !(d_dev && s_dev && ddev == sdev)) {
+        fcd_note_once(&capture2d_notice, "2D copies between host memory and a capturing "
+                      "stream are not supported by farcuda (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
+    if (cap) fcd_capture_node(cap, 1);
     if (d_dev && s_dev && ddev == sdev) {
         if ((st = fcd_status(fcc_device_ready(ddev)))) return st;
         fc_MEMCPY2D_DTOD m = {d, dpitch, s, spitch, w, h, sid, 0};
@@ -547,7 +632,9 @@ static CUresult memset_n(CUdeviceptr dst, uint32_t value, size_t count, uint32_t
     if ((st = fcd_stream_resolve(stream, ptds, &dev, &sid))) return st;
     if ((st = fcd_status(fcc_device_ready(dev)))) return st;
     fc_MEMSET m = {dst, n, value, sid, elem};
-    return fcd_status(fcc_post(dev, FC_OP_MEMSET, &m, sizeof m, NULL, 0));
+    st = fcd_status(fcc_post(dev, FC_OP_MEMSET, &m, sizeof m, NULL, 0));
+    if (!st) fcd_capture_node(fcd_capture_of(stream), 2); /* CU_GRAPH_NODE_TYPE_MEMSET */
+    return st;
 }
 
 FCD_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {

@@ -649,6 +649,7 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
     }
     if (buf != small) free(buf);
     if (!p) return c->dead ? fcd_status(c->dead_status) : CUDA_ERROR_OUT_OF_MEMORY;
+    fcd_capture_node(fcd_capture_of(s), 0); /* CU_GRAPH_NODE_TYPE_KERNEL */
     return fcd_status(fcc_device_status(dev));
 }
 
@@ -699,6 +700,7 @@ static CUresult launch_ex(const CUlaunchConfig *cfg, CUfunction f, void **params
                       cfg->numAttrs};
     st = fcd_status(fcc_post(dev, FC_OP_LAUNCH_EX, &m, sizeof m, tmp, alen + f->param_size));
     free(tmp);
+    if (!st) fcd_capture_node(fcd_capture_of(cfg->hStream), 0);
     return st;
 }
 

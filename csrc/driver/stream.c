@@ -32,7 +32,7 @@ static CUresult per_thread_stream(int dev, uint32_t *sid) {
     if (st) return st;
     s = calloc(1, sizeof *s);
     if (!s) return CUDA_ERROR_OUT_OF_MEMORY;
-    *s = (struct fcd_stream){FCD_STREAM, fcc_new_id(), dev, NULL, 0, 0, 0};
+    *s = (struct fcd_stream){FCD_STREAM, fcc_new_id(), dev, NULL, 0, 0, NULL};
     fc_STREAM_CREATE m = {s->id, 0, 0};
     if ((st = post(dev, FC_OP_STREAM_CREATE, &m, sizeof m))) {
         free(s);
@@ -80,7 +80,8 @@ FCD_EXPORT CUresult cuStreamCreateWithPriority(CUstream *ph, unsigned int flags,
     struct fcd_stream *s = calloc(1, sizeof *s);
     if (!s) return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult cst;
-    *s = (struct fcd_stream){FCD_STREAM, fcc_new_id(), dev, fcd_current(&cst), flags, priority, 0};
+    *s = (struct fcd_stream){FCD_STREAM, fcc_new_id(), dev, fcd_current(&cst), flags, priority,
+                             NULL};
     fc_STREAM_CREATE m = {s->id, flags, priority};
     if ((st = post(dev, FC_OP_STREAM_CREATE, &m, sizeof m))) {
         free(s);
@@ -149,6 +150,7 @@ static CUresult wait_event(CUstream s, CUevent e, unsigned int flags, int ptds) 
                                  NULL));
         return st;
     }
+    if (e->capture) fcd_capture_join(e->capture, s); /* as the server's capture does */
     fc_STREAM_WAIT_EVENT m = {sid, e->id, flags};
     fc_conn *c = fcc_dev_conn(dev);
     char *p = fc_post_begin(c, FC_OP_STREAM_WAIT_EVENT, (uint16_t)dev, sizeof m);
@@ -252,6 +254,8 @@ typedef struct {
     void *data;
 } host_call;
 
+static int captured_host_fn_notice;
+
 static void run_host_call(void *arg) {
     host_call *h = arg;
     if (h->fn) h->fn(h->data);
@@ -266,6 +270,11 @@ static CUresult host_func(CUstream s, int ptds, void (*fn)(void *),
     CUresult st = own_stream(s, ptds, &dev, &sid);
     if (st) return st;
     if (!fn && !cb) return CUDA_ERROR_INVALID_VALUE;
+    if (fcd_capture_of(s)) {
+        fcd_note_once(&captured_host_fn_notice, "host functions in a captured graph are not "
+                      "supported by farcuda's driver layer (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     host_call *h = malloc(sizeof *h);
     if (!h) return CUDA_ERROR_OUT_OF_MEMORY;
     *h = (host_call){fn, cb, s, data};
@@ -301,7 +310,7 @@ FCD_EXPORT CUresult cuEventCreate(CUevent *ph, unsigned int flags) {
     if (flags & 4) return CUDA_ERROR_NOT_SUPPORTED; /* IPC: out of scope */
     struct fcd_event *e = calloc(1, sizeof *e);
     if (!e) return CUDA_ERROR_OUT_OF_MEMORY;
-    *e = (struct fcd_event){FCD_EVENT, fcc_new_id(), dev, flags};
+    *e = (struct fcd_event){FCD_EVENT, fcc_new_id(), dev, flags, NULL};
     fc_EVENT_CREATE m = {e->id, flags};
     if ((st = post(dev, FC_OP_EVENT_CREATE, &m, sizeof m))) {
         free(e);
@@ -334,6 +343,7 @@ static CUresult record(CUevent e, CUstream s, unsigned int flags, int ptds) {
     uint32_t sid;
     if ((st = fcd_stream_resolve(s, ptds, &dev, &sid)))
         return st == CUDA_ERROR_INVALID_VALUE ? CUDA_ERROR_INVALID_HANDLE : st;
+    e->capture = fcd_capture_of(s);
     fc_EVENT_RECORD m = {e->id, sid, flags};
     return post(dev, FC_OP_EVENT_RECORD, &m, sizeof m);
 }

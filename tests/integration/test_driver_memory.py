@@ -197,3 +197,56 @@ def test_every_entry_point_the_runtime_asks_for(program, driver, shared_memory_d
                       "d4082055-bde6-704b-8d34-ba123c66e1f2"]
     assert [ln.split()[-1] for ln in r.stderr.splitlines() if "integrity check" in ln] == \
         ["13000", "13001", "13002"]
+
+
+def _shim_pools_test():
+    import importlib.util
+    path = Path(__file__).resolve().parent / "test_shim_pools.py"
+    spec = importlib.util.spec_from_file_location("farcuda_test_shim_pools", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_captured_graph_with_host_copies(program, driver, shared_memory_daemon, fc):
+    """Host memory in a captured graph is read and written at each replay, not at capture."""
+    r = fc.run_driver(program("ci_graph", static=True), driver, shared_memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "graph nodes: 4 (memcpy 3, memset 1)" in r.stdout
+    assert "replays 3, mismatches 0" in r.stdout
+
+
+def test_pools(program, driver, memory_daemon, fc):
+    """Stream-ordered allocation and pools, the same transcript as through the runtime shim;
+    the same refusals, in the driver's words."""
+    pools = _shim_pools_test()
+    r = fc.run_driver(program("ci_pool", static=True), driver, memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == pools.TRANSCRIPT, r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("farcuda:")]
+    assert len(lines) == len(pools.REFUSALS), r.stderr
+    for what in pools.REFUSALS:
+        assert sum(what in ln for ln in lines) == 1, r.stderr
+
+
+def test_pools_across_devices_and_servers(tmp_path, program, driver, fc):
+    """Devices 0 and 1 are one GPU of one server, device 2 another GPU of it, device 3 a GPU
+    of another server: the driver layer's device map and peers, as the shim's."""
+    a = fc.start_daemon(tmp_path, "memory", backend_options={"gpus": 2})
+    b = fc.start_daemon(tmp_path, "memory")
+    try:
+        devices = f"{a.address}/0,{a.address}/0,{a.address}/1,{b.address}/0"
+        r = fc.run_driver(program("ci_pool", static=True), driver, None,
+                          env={"FARCUDA_DEVICES": devices})
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "devices: 4" in r.stdout
+        granted = {1: "cudaSuccess, access now 3", 2: "cudaErrorNotSupported, access now 0",
+                   3: "cudaErrorNotSupported, access now 0"}
+        for dev, what in granted.items():
+            assert f"device {dev}: grant read/write: {what}\n" in r.stdout, r.stdout
+            assert (f"device {dev}: its pool on a stream of device 0: equal, used after the "
+                    "free 0\n") in r.stdout, r.stdout
+        assert r.stdout.endswith("pause end\nPASSED\n")
+    finally:
+        a.stop()
+        b.stop()

@@ -784,13 +784,13 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "implemented",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "green contexts, device resources and multicast are not supported by farcuda's driver layer",
     "green contexts, device resources and multicast are not supported by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "implemented",
     "external memory and semaphores are out of scope for farcuda",
     "not implemented by farcuda's driver layer",
@@ -811,7 +811,7 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "implemented",
     "implemented",
     "not implemented by farcuda's driver layer",
@@ -897,8 +897,19 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "implemented",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "external memory and semaphores are out of scope for farcuda",
+    "external memory and semaphores are out of scope for farcuda",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
@@ -910,21 +921,28 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "external memory and semaphores are out of scope for farcuda",
-    "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
+    "implemented",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
@@ -937,33 +955,15 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "graphics interop is out of scope for farcuda",
     "graphics interop is out of scope for farcuda",
     "graphics interop is out of scope for farcuda",
@@ -1046,8 +1046,8 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
     "implemented",
     "managed memory is out of scope for farcuda",
@@ -1074,11 +1074,11 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
     "implemented",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "implemented",
     "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
     "implemented",
@@ -1090,17 +1090,17 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
+    "implemented",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "implemented",
     "managed memory is out of scope for farcuda",
     "managed memory is out of scope for farcuda",
     "managed memory is out of scope for farcuda",
@@ -1112,7 +1112,7 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "implemented",
     "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
@@ -1270,28 +1270,28 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "implemented",
     "implemented",
     "implemented",
     "implemented",
+    "implemented",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
     "implemented",
     "implemented",
     "not implemented by farcuda's driver layer",
@@ -1305,8 +1305,8 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "implemented",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "implemented",
     "implemented",
     "not implemented by farcuda's driver layer",
@@ -1380,7 +1380,7 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "not implemented by farcuda's driver layer",
+    "implemented",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
@@ -1459,20 +1459,17 @@ FCD_EXPORT CUresult cuDestroyExternalMemory(void) { return fcd_unsupported(59); 
 FCD_EXPORT CUresult cuDestroyExternalSemaphore(void) { return fcd_unsupported(60); }
 FCD_EXPORT CUresult cuDevResourceGenerateDesc(void) { return fcd_unsupported(61); }
 FCD_EXPORT CUresult cuDevSmResourceSplitByCount(void) { return fcd_unsupported(62); }
-FCD_EXPORT CUresult cuDeviceGetDefaultMemPool(void) { return fcd_unsupported(69); }
 FCD_EXPORT CUresult cuDeviceGetDevResource(void) { return fcd_unsupported(70); }
 FCD_EXPORT CUresult cuDeviceGetExecAffinitySupport(void) { return fcd_unsupported(71); }
 FCD_EXPORT CUresult cuDeviceGetGraphMemAttribute(void) { return fcd_unsupported(72); }
 FCD_EXPORT CUresult cuDeviceGetHostAtomicCapabilities(void) { return fcd_unsupported(73); }
 FCD_EXPORT CUresult cuDeviceGetLuid(void) { return fcd_unsupported(74); }
-FCD_EXPORT CUresult cuDeviceGetMemPool(void) { return fcd_unsupported(75); }
 FCD_EXPORT CUresult cuDeviceGetNvSciSyncAttributes(void) { return fcd_unsupported(77); }
 FCD_EXPORT CUresult cuDeviceGetP2PAtomicCapabilities(void) { return fcd_unsupported(78); }
 FCD_EXPORT CUresult cuDeviceGetTexture1DLinearMaxWidth(void) { return fcd_unsupported(82); }
 FCD_EXPORT CUresult cuDeviceGraphMemTrim(void) { return fcd_unsupported(85); }
 FCD_EXPORT CUresult cuDeviceRegisterAsyncNotification(void) { return fcd_unsupported(94); }
 FCD_EXPORT CUresult cuDeviceSetGraphMemAttribute(void) { return fcd_unsupported(95); }
-FCD_EXPORT CUresult cuDeviceSetMemPool(void) { return fcd_unsupported(96); }
 FCD_EXPORT CUresult cuDeviceUnregisterAsyncNotification(void) { return fcd_unsupported(99); }
 FCD_EXPORT CUresult cuEGLApiInit(void) { return fcd_unsupported(101); }
 FCD_EXPORT CUresult cuEGLStreamConsumerAcquireFrame(void) { return fcd_unsupported(102); }
@@ -1531,7 +1528,6 @@ FCD_EXPORT CUresult cuGraphClone(void) { return fcd_unsupported(178); }
 FCD_EXPORT CUresult cuGraphConditionalHandleCreate(void) { return fcd_unsupported(179); }
 FCD_EXPORT CUresult cuGraphCreate(void) { return fcd_unsupported(180); }
 FCD_EXPORT CUresult cuGraphDebugDotPrint(void) { return fcd_unsupported(181); }
-FCD_EXPORT CUresult cuGraphDestroy(void) { return fcd_unsupported(182); }
 FCD_EXPORT CUresult cuGraphDestroyNode(void) { return fcd_unsupported(183); }
 FCD_EXPORT CUresult cuGraphEventRecordNodeGetEvent(void) { return fcd_unsupported(184); }
 FCD_EXPORT CUresult cuGraphEventRecordNodeSetEvent(void) { return fcd_unsupported(185); }
@@ -1539,7 +1535,6 @@ FCD_EXPORT CUresult cuGraphEventWaitNodeGetEvent(void) { return fcd_unsupported(
 FCD_EXPORT CUresult cuGraphEventWaitNodeSetEvent(void) { return fcd_unsupported(187); }
 FCD_EXPORT CUresult cuGraphExecBatchMemOpNodeSetParams(void) { return fcd_unsupported(188); }
 FCD_EXPORT CUresult cuGraphExecChildGraphNodeSetParams(void) { return fcd_unsupported(189); }
-FCD_EXPORT CUresult cuGraphExecDestroy(void) { return fcd_unsupported(190); }
 FCD_EXPORT CUresult cuGraphExecEventRecordNodeSetEvent(void) { return fcd_unsupported(191); }
 FCD_EXPORT CUresult cuGraphExecEventWaitNodeSetEvent(void) { return fcd_unsupported(192); }
 FCD_EXPORT CUresult cuGraphExecExternalSemaphoresSignalNodeSetParams(void) { return fcd_unsupported(193); }
@@ -1559,15 +1554,9 @@ FCD_EXPORT CUresult cuGraphExternalSemaphoresWaitNodeGetParams(void) { return fc
 FCD_EXPORT CUresult cuGraphExternalSemaphoresWaitNodeSetParams(void) { return fcd_unsupported(207); }
 FCD_EXPORT CUresult cuGraphGetEdges(void) { return fcd_unsupported(208); }
 FCD_EXPORT CUresult cuGraphGetEdges_v2(void) { return fcd_unsupported(209); }
-FCD_EXPORT CUresult cuGraphGetNodes(void) { return fcd_unsupported(210); }
 FCD_EXPORT CUresult cuGraphGetRootNodes(void) { return fcd_unsupported(211); }
 FCD_EXPORT CUresult cuGraphHostNodeGetParams(void) { return fcd_unsupported(212); }
 FCD_EXPORT CUresult cuGraphHostNodeSetParams(void) { return fcd_unsupported(213); }
-FCD_EXPORT CUresult cuGraphInstantiate(void) { return fcd_unsupported(214); }
-FCD_EXPORT CUresult cuGraphInstantiateWithFlags(void) { return fcd_unsupported(215); }
-FCD_EXPORT CUresult cuGraphInstantiateWithParams(void) { return fcd_unsupported(216); }
-FCD_EXPORT CUresult cuGraphInstantiateWithParams_ptsz(void) { return fcd_unsupported(217); }
-FCD_EXPORT CUresult cuGraphInstantiate_v2(void) { return fcd_unsupported(218); }
 FCD_EXPORT CUresult cuGraphKernelNodeCopyAttributes(void) { return fcd_unsupported(219); }
 FCD_EXPORT CUresult cuGraphKernelNodeGetAttribute(void) { return fcd_unsupported(220); }
 FCD_EXPORT CUresult cuGraphKernelNodeGetParams(void) { return fcd_unsupported(221); }
@@ -1575,8 +1564,6 @@ FCD_EXPORT CUresult cuGraphKernelNodeGetParams_v2(void) { return fcd_unsupported
 FCD_EXPORT CUresult cuGraphKernelNodeSetAttribute(void) { return fcd_unsupported(223); }
 FCD_EXPORT CUresult cuGraphKernelNodeSetParams(void) { return fcd_unsupported(224); }
 FCD_EXPORT CUresult cuGraphKernelNodeSetParams_v2(void) { return fcd_unsupported(225); }
-FCD_EXPORT CUresult cuGraphLaunch(void) { return fcd_unsupported(226); }
-FCD_EXPORT CUresult cuGraphLaunch_ptsz(void) { return fcd_unsupported(227); }
 FCD_EXPORT CUresult cuGraphMemAllocNodeGetParams(void) { return fcd_unsupported(228); }
 FCD_EXPORT CUresult cuGraphMemFreeNodeGetParams(void) { return fcd_unsupported(229); }
 FCD_EXPORT CUresult cuGraphMemcpyNodeGetParams(void) { return fcd_unsupported(230); }
@@ -1589,15 +1576,12 @@ FCD_EXPORT CUresult cuGraphNodeGetDependencies_v2(void) { return fcd_unsupported
 FCD_EXPORT CUresult cuGraphNodeGetDependentNodes(void) { return fcd_unsupported(237); }
 FCD_EXPORT CUresult cuGraphNodeGetDependentNodes_v2(void) { return fcd_unsupported(238); }
 FCD_EXPORT CUresult cuGraphNodeGetEnabled(void) { return fcd_unsupported(239); }
-FCD_EXPORT CUresult cuGraphNodeGetType(void) { return fcd_unsupported(240); }
 FCD_EXPORT CUresult cuGraphNodeSetEnabled(void) { return fcd_unsupported(241); }
 FCD_EXPORT CUresult cuGraphNodeSetParams(void) { return fcd_unsupported(242); }
 FCD_EXPORT CUresult cuGraphReleaseUserObject(void) { return fcd_unsupported(243); }
 FCD_EXPORT CUresult cuGraphRemoveDependencies(void) { return fcd_unsupported(244); }
 FCD_EXPORT CUresult cuGraphRemoveDependencies_v2(void) { return fcd_unsupported(245); }
 FCD_EXPORT CUresult cuGraphRetainUserObject(void) { return fcd_unsupported(246); }
-FCD_EXPORT CUresult cuGraphUpload(void) { return fcd_unsupported(247); }
-FCD_EXPORT CUresult cuGraphUpload_ptsz(void) { return fcd_unsupported(248); }
 FCD_EXPORT CUresult cuGraphicsEGLRegisterImage(void) { return fcd_unsupported(249); }
 FCD_EXPORT CUresult cuGraphicsGLRegisterBuffer(void) { return fcd_unsupported(250); }
 FCD_EXPORT CUresult cuGraphicsGLRegisterImage(void) { return fcd_unsupported(251); }
@@ -1657,8 +1641,6 @@ FCD_EXPORT CUresult cuMemAddressReserve(void) { return fcd_unsupported(325); }
 FCD_EXPORT CUresult cuMemAdvise(void) { return fcd_unsupported(326); }
 FCD_EXPORT CUresult cuMemAdvise_v2(void) { return fcd_unsupported(327); }
 FCD_EXPORT CUresult cuMemAlloc(void) { return fcd_unsupported(328); }
-FCD_EXPORT CUresult cuMemAllocFromPoolAsync(void) { return fcd_unsupported(331); }
-FCD_EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(void) { return fcd_unsupported(332); }
 FCD_EXPORT CUresult cuMemAllocHost(void) { return fcd_unsupported(333); }
 FCD_EXPORT CUresult cuMemAllocManaged(void) { return fcd_unsupported(335); }
 FCD_EXPORT CUresult cuMemAllocPitch(void) { return fcd_unsupported(336); }
@@ -1677,27 +1659,18 @@ FCD_EXPORT CUresult cuMemGetAllocationGranularity(void) { return fcd_unsupported
 FCD_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(void) { return fcd_unsupported(356); }
 FCD_EXPORT CUresult cuMemGetAttribute(void) { return fcd_unsupported(357); }
 FCD_EXPORT CUresult cuMemGetAttribute_v2(void) { return fcd_unsupported(358); }
-FCD_EXPORT CUresult cuMemGetDefaultMemPool(void) { return fcd_unsupported(359); }
 FCD_EXPORT CUresult cuMemGetHandleForAddressRange(void) { return fcd_unsupported(360); }
 FCD_EXPORT CUresult cuMemGetInfo(void) { return fcd_unsupported(361); }
-FCD_EXPORT CUresult cuMemGetMemPool(void) { return fcd_unsupported(363); }
 FCD_EXPORT CUresult cuMemHostGetDevicePointer(void) { return fcd_unsupported(365); }
 FCD_EXPORT CUresult cuMemHostRegister(void) { return fcd_unsupported(368); }
 FCD_EXPORT CUresult cuMemImportFromShareableHandle(void) { return fcd_unsupported(371); }
 FCD_EXPORT CUresult cuMemMap(void) { return fcd_unsupported(372); }
 FCD_EXPORT CUresult cuMemMapArrayAsync(void) { return fcd_unsupported(373); }
 FCD_EXPORT CUresult cuMemMapArrayAsync_ptsz(void) { return fcd_unsupported(374); }
-FCD_EXPORT CUresult cuMemPoolCreate(void) { return fcd_unsupported(375); }
-FCD_EXPORT CUresult cuMemPoolDestroy(void) { return fcd_unsupported(376); }
 FCD_EXPORT CUresult cuMemPoolExportPointer(void) { return fcd_unsupported(377); }
 FCD_EXPORT CUresult cuMemPoolExportToShareableHandle(void) { return fcd_unsupported(378); }
-FCD_EXPORT CUresult cuMemPoolGetAccess(void) { return fcd_unsupported(379); }
-FCD_EXPORT CUresult cuMemPoolGetAttribute(void) { return fcd_unsupported(380); }
 FCD_EXPORT CUresult cuMemPoolImportFromShareableHandle(void) { return fcd_unsupported(381); }
 FCD_EXPORT CUresult cuMemPoolImportPointer(void) { return fcd_unsupported(382); }
-FCD_EXPORT CUresult cuMemPoolSetAccess(void) { return fcd_unsupported(383); }
-FCD_EXPORT CUresult cuMemPoolSetAttribute(void) { return fcd_unsupported(384); }
-FCD_EXPORT CUresult cuMemPoolTrimTo(void) { return fcd_unsupported(385); }
 FCD_EXPORT CUresult cuMemPrefetchAsync(void) { return fcd_unsupported(386); }
 FCD_EXPORT CUresult cuMemPrefetchAsync_ptsz(void) { return fcd_unsupported(387); }
 FCD_EXPORT CUresult cuMemPrefetchAsync_v2(void) { return fcd_unsupported(388); }
@@ -1709,7 +1682,6 @@ FCD_EXPORT CUresult cuMemRangeGetAttributes(void) { return fcd_unsupported(393);
 FCD_EXPORT CUresult cuMemRelease(void) { return fcd_unsupported(394); }
 FCD_EXPORT CUresult cuMemRetainAllocationHandle(void) { return fcd_unsupported(395); }
 FCD_EXPORT CUresult cuMemSetAccess(void) { return fcd_unsupported(396); }
-FCD_EXPORT CUresult cuMemSetMemPool(void) { return fcd_unsupported(397); }
 FCD_EXPORT CUresult cuMemUnmap(void) { return fcd_unsupported(398); }
 FCD_EXPORT CUresult cuMemcpy2D(void) { return fcd_unsupported(400); }
 FCD_EXPORT CUresult cuMemcpy2DAsync(void) { return fcd_unsupported(401); }
@@ -1796,29 +1768,15 @@ FCD_EXPORT CUresult cuStreamBatchMemOp(void) { return fcd_unsupported(551); }
 FCD_EXPORT CUresult cuStreamBatchMemOp_ptsz(void) { return fcd_unsupported(552); }
 FCD_EXPORT CUresult cuStreamBatchMemOp_v2(void) { return fcd_unsupported(553); }
 FCD_EXPORT CUresult cuStreamBatchMemOp_v2_ptsz(void) { return fcd_unsupported(554); }
-FCD_EXPORT CUresult cuStreamBeginCapture(void) { return fcd_unsupported(555); }
 FCD_EXPORT CUresult cuStreamBeginCaptureToGraph(void) { return fcd_unsupported(556); }
 FCD_EXPORT CUresult cuStreamBeginCaptureToGraph_ptsz(void) { return fcd_unsupported(557); }
-FCD_EXPORT CUresult cuStreamBeginCapture_ptsz(void) { return fcd_unsupported(558); }
-FCD_EXPORT CUresult cuStreamBeginCapture_v2(void) { return fcd_unsupported(559); }
-FCD_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(void) { return fcd_unsupported(560); }
 FCD_EXPORT CUresult cuStreamCopyAttributes(void) { return fcd_unsupported(561); }
 FCD_EXPORT CUresult cuStreamCopyAttributes_ptsz(void) { return fcd_unsupported(562); }
-FCD_EXPORT CUresult cuStreamEndCapture(void) { return fcd_unsupported(567); }
-FCD_EXPORT CUresult cuStreamEndCapture_ptsz(void) { return fcd_unsupported(568); }
 FCD_EXPORT CUresult cuStreamGetAttribute(void) { return fcd_unsupported(569); }
 FCD_EXPORT CUresult cuStreamGetAttribute_ptsz(void) { return fcd_unsupported(570); }
-FCD_EXPORT CUresult cuStreamGetCaptureInfo(void) { return fcd_unsupported(571); }
-FCD_EXPORT CUresult cuStreamGetCaptureInfo_ptsz(void) { return fcd_unsupported(572); }
-FCD_EXPORT CUresult cuStreamGetCaptureInfo_v2(void) { return fcd_unsupported(573); }
-FCD_EXPORT CUresult cuStreamGetCaptureInfo_v2_ptsz(void) { return fcd_unsupported(574); }
-FCD_EXPORT CUresult cuStreamGetCaptureInfo_v3(void) { return fcd_unsupported(575); }
-FCD_EXPORT CUresult cuStreamGetCaptureInfo_v3_ptsz(void) { return fcd_unsupported(576); }
 FCD_EXPORT CUresult cuStreamGetCtx_v2(void) { return fcd_unsupported(579); }
 FCD_EXPORT CUresult cuStreamGetCtx_v2_ptsz(void) { return fcd_unsupported(580); }
 FCD_EXPORT CUresult cuStreamGetGreenCtx(void) { return fcd_unsupported(585); }
-FCD_EXPORT CUresult cuStreamIsCapturing(void) { return fcd_unsupported(590); }
-FCD_EXPORT CUresult cuStreamIsCapturing_ptsz(void) { return fcd_unsupported(591); }
 FCD_EXPORT CUresult cuStreamSetAttribute(void) { return fcd_unsupported(594); }
 FCD_EXPORT CUresult cuStreamSetAttribute_ptsz(void) { return fcd_unsupported(595); }
 FCD_EXPORT CUresult cuStreamUpdateCaptureDependencies(void) { return fcd_unsupported(598); }
@@ -1886,7 +1844,6 @@ FCD_EXPORT CUresult cuTexRefSetMipmapFilterMode(void) { return fcd_unsupported(6
 FCD_EXPORT CUresult cuTexRefSetMipmapLevelBias(void) { return fcd_unsupported(662); }
 FCD_EXPORT CUresult cuTexRefSetMipmapLevelClamp(void) { return fcd_unsupported(663); }
 FCD_EXPORT CUresult cuTexRefSetMipmappedArray(void) { return fcd_unsupported(664); }
-FCD_EXPORT CUresult cuThreadExchangeStreamCaptureMode(void) { return fcd_unsupported(665); }
 FCD_EXPORT CUresult cuUserObjectCreate(void) { return fcd_unsupported(666); }
 FCD_EXPORT CUresult cuUserObjectRelease(void) { return fcd_unsupported(667); }
 FCD_EXPORT CUresult cuUserObjectRetain(void) { return fcd_unsupported(668); }
@@ -1965,6 +1922,8 @@ extern void cuDeviceGet(void);
 extern void cuDeviceGetAttribute(void);
 extern void cuDeviceGetByPCIBusId(void);
 extern void cuDeviceGetCount(void);
+extern void cuDeviceGetDefaultMemPool(void);
+extern void cuDeviceGetMemPool(void);
 extern void cuDeviceGetName(void);
 extern void cuDeviceGetP2PAttribute(void);
 extern void cuDeviceGetPCIBusId(void);
@@ -1979,6 +1938,7 @@ extern void cuDevicePrimaryCtxReset_v2(void);
 extern void cuDevicePrimaryCtxRetain(void);
 extern void cuDevicePrimaryCtxSetFlags(void);
 extern void cuDevicePrimaryCtxSetFlags_v2(void);
+extern void cuDeviceSetMemPool(void);
 extern void cuDeviceTotalMem(void);
 extern void cuDeviceTotalMem_v2(void);
 extern void cuDriverGetVersion(void);
@@ -2006,6 +1966,19 @@ extern void cuGetErrorString(void);
 extern void cuGetExportTable(void);
 extern void cuGetProcAddress(void);
 extern void cuGetProcAddress_v2(void);
+extern void cuGraphDestroy(void);
+extern void cuGraphExecDestroy(void);
+extern void cuGraphGetNodes(void);
+extern void cuGraphInstantiate(void);
+extern void cuGraphInstantiateWithFlags(void);
+extern void cuGraphInstantiateWithParams(void);
+extern void cuGraphInstantiateWithParams_ptsz(void);
+extern void cuGraphInstantiate_v2(void);
+extern void cuGraphLaunch(void);
+extern void cuGraphLaunch_ptsz(void);
+extern void cuGraphNodeGetType(void);
+extern void cuGraphUpload(void);
+extern void cuGraphUpload_ptsz(void);
 extern void cuInit(void);
 extern void cuKernelGetAttribute(void);
 extern void cuKernelGetFunction(void);
@@ -2029,6 +2002,8 @@ extern void cuLibraryLoadFromFile(void);
 extern void cuLibraryUnload(void);
 extern void cuMemAllocAsync(void);
 extern void cuMemAllocAsync_ptsz(void);
+extern void cuMemAllocFromPoolAsync(void);
+extern void cuMemAllocFromPoolAsync_ptsz(void);
 extern void cuMemAllocHost_v2(void);
 extern void cuMemAllocPitch_v2(void);
 extern void cuMemAlloc_v2(void);
@@ -2037,12 +2012,22 @@ extern void cuMemFreeAsync_ptsz(void);
 extern void cuMemFreeHost(void);
 extern void cuMemFree_v2(void);
 extern void cuMemGetAddressRange_v2(void);
+extern void cuMemGetDefaultMemPool(void);
 extern void cuMemGetInfo_v2(void);
+extern void cuMemGetMemPool(void);
 extern void cuMemHostAlloc(void);
 extern void cuMemHostGetDevicePointer_v2(void);
 extern void cuMemHostGetFlags(void);
 extern void cuMemHostRegister_v2(void);
 extern void cuMemHostUnregister(void);
+extern void cuMemPoolCreate(void);
+extern void cuMemPoolDestroy(void);
+extern void cuMemPoolGetAccess(void);
+extern void cuMemPoolGetAttribute(void);
+extern void cuMemPoolSetAccess(void);
+extern void cuMemPoolSetAttribute(void);
+extern void cuMemPoolTrimTo(void);
+extern void cuMemSetMemPool(void);
 extern void cuMemcpy(void);
 extern void cuMemcpy2DAsync_v2(void);
 extern void cuMemcpy2DAsync_v2_ptsz(void);
@@ -2114,10 +2099,22 @@ extern void cuProfilerStart(void);
 extern void cuProfilerStop(void);
 extern void cuStreamAddCallback(void);
 extern void cuStreamAddCallback_ptsz(void);
+extern void cuStreamBeginCapture(void);
+extern void cuStreamBeginCapture_ptsz(void);
+extern void cuStreamBeginCapture_v2(void);
+extern void cuStreamBeginCapture_v2_ptsz(void);
 extern void cuStreamCreate(void);
 extern void cuStreamCreateWithPriority(void);
 extern void cuStreamDestroy(void);
 extern void cuStreamDestroy_v2(void);
+extern void cuStreamEndCapture(void);
+extern void cuStreamEndCapture_ptsz(void);
+extern void cuStreamGetCaptureInfo(void);
+extern void cuStreamGetCaptureInfo_ptsz(void);
+extern void cuStreamGetCaptureInfo_v2(void);
+extern void cuStreamGetCaptureInfo_v2_ptsz(void);
+extern void cuStreamGetCaptureInfo_v3(void);
+extern void cuStreamGetCaptureInfo_v3_ptsz(void);
 extern void cuStreamGetCtx(void);
 extern void cuStreamGetCtx_ptsz(void);
 extern void cuStreamGetDevice(void);
@@ -2128,12 +2125,15 @@ extern void cuStreamGetId(void);
 extern void cuStreamGetId_ptsz(void);
 extern void cuStreamGetPriority(void);
 extern void cuStreamGetPriority_ptsz(void);
+extern void cuStreamIsCapturing(void);
+extern void cuStreamIsCapturing_ptsz(void);
 extern void cuStreamQuery(void);
 extern void cuStreamQuery_ptsz(void);
 extern void cuStreamSynchronize(void);
 extern void cuStreamSynchronize_ptsz(void);
 extern void cuStreamWaitEvent(void);
 extern void cuStreamWaitEvent_ptsz(void);
+extern void cuThreadExchangeStreamCaptureMode(void);
 
 /* cuGetProcAddress: sorted by name, then by version. */
 const int fcd_nprocs = 572;
