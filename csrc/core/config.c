@@ -407,7 +407,16 @@ int fcc_config_parse(char *const *envp, fcc_config *cfg, char *err, size_t ecap)
         if (parse_hostport(server, strlen(server), "FARCUDA_SERVER", cfg->server_host,
                            sizeof cfg->server_host, &cfg->server_port, err, ecap))
             return -1;
-        snprintf(cfg->source, sizeof cfg->source, "FARCUDA_SERVER");
+        /* `farcuda run` says where it got the server from, for the messages */
+        const char *origin = env_get(&e, "FARCUDA_SERVER_ORIGIN");
+        const char *ob = "";
+        size_t on = 0;
+        if (origin) strip(origin, strlen(origin), &ob, &on);
+        if (on >= sizeof cfg->source) on = sizeof cfg->source - 1;
+        if (on)
+            snprintf(cfg->source, sizeof cfg->source, "%.*s", (int)on, ob);
+        else
+            snprintf(cfg->source, sizeof cfg->source, "FARCUDA_SERVER");
         cfg->has_server = 1;
         cfg->configured = 1;
     }

@@ -35,7 +35,7 @@ typedef struct fcc_config {
     int has_server;             /* FARCUDA_SERVER: every GPU of that server */
     char server_host[256];
     int server_port;
-    char source[32];            /* the variable the devices came from */
+    char source[128];           /* the variable the devices came from (or what set it) */
     char token[512];
     int has_token;
     double connect_timeout, liveness_timeout, spin_us;

@@ -398,12 +398,25 @@ static size_t identity(char *out, size_t cap) {
         snprintf(user, sizeof user, "%s", u);
     else
         snprintf(user, sizeof user, "%u", (unsigned)getuid());
-    char e1[512], e2[512], e3[512];
+    char e1[512], e2[512], e3[512], e4[800] = "";
     json_escape(e1, sizeof e1, exe);
     json_escape(e2, sizeof e2, host);
     json_escape(e3, sizeof e3, user);
-    return (size_t)snprintf(out, cap, "{\"exe\": \"%s\", \"host\": \"%s\", \"pid\": %d, "
-                            "\"user\": \"%s\"}", e1, e2, (int)getpid(), e3);
+    /* the scheduler's job (slurm:ID), shown beside the session by `farcuda status` */
+    const char *job = getenv("FARCUDA_JOB");
+    char jb[129] = "";
+    if (job) {
+        while (*job == ' ' || *job == '\t') job++;
+        snprintf(jb, sizeof jb, "%s", job);
+        for (size_t k = strlen(jb); k && (jb[k - 1] == ' ' || jb[k - 1] == '\t'); k--) jb[k - 1] = 0;
+    }
+    if (jb[0]) {
+        char ej[300];
+        json_escape(ej, sizeof ej, jb);
+        snprintf(e4, sizeof e4, ", \"job\": \"%s\"", ej);
+    }
+    return (size_t)snprintf(out, cap, "{\"exe\": \"%s\", \"host\": \"%s\"%s, \"pid\": %d, "
+                            "\"user\": \"%s\"}", e1, e2, e4, (int)getpid(), e3);
 }
 
 /* The handshake's exchange: SERVER_HELLO in, HELLO (with the token's proof) out, the reply
@@ -600,6 +613,7 @@ int fcc_device_server(int dev, int *gpu) {
 /* ---------------- initialization ---------------- */
 
 static void report_at_exit(void);
+static void maps_at_exit(void);
 
 static void child_after_fork(void) {
     /* The child gets no connection of its parent: it connects anew on first use, and none of
@@ -625,6 +639,7 @@ static void init_run(void) {
     for (int i = 0; i < FC_MAX_SERVERS; i++) pthread_mutex_init(&fc_servers[i].mtx, NULL);
     for (int i = 0; i < FC_MAX_DEVICES; i++) pthread_mutex_init(&fc_devices[i].mtx, NULL);
     pthread_atfork(NULL, NULL, child_after_fork);
+    atexit(maps_at_exit);
     char err[1024];
     if (fcc_config_parse(NULL, &cfg, err, sizeof err)) {
         fc_log("bad configuration: %s", err);
@@ -674,7 +689,7 @@ static void init_run(void) {
     }
     int n = fc_servers[s].ngpus;
     if (n == 0) {
-        fc_log("the server %s:%d (FARCUDA_SERVER) has no GPU", cfg.server_host, cfg.server_port);
+        fc_log("the server %s:%d (%s) has no GPU", cfg.server_host, cfg.server_port, cfg_var());
         init_status = cudaErrorNoDevice;
         return;
     }
@@ -898,6 +913,18 @@ void fcc_stats(uint64_t out5[5]) {
         out5[3] += c->bytes_in;
         out5[4] += c->wait_ns;
     }
+}
+
+/* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped (the GPU
+ * tests check that no real CUDA library was loaded) */
+static void maps_at_exit(void) {
+    const char *maps = getenv("FARCUDA_MAPS_FILE");
+    if (!maps || !maps[0]) return;
+    FILE *in = fopen("/proc/self/maps", "r"), *out = fopen(maps, "w");
+    char line[4096];
+    while (in && out && fgets(line, sizeof line, in)) fputs(line, out);
+    if (in) fclose(in);
+    if (out) fclose(out);
 }
 
 static void report_at_exit(void) {

@@ -86,6 +86,8 @@ def _envs(tmp: str) -> list[dict]:
         {"FARCUDA_DEVICE_COUNT": "1", "FARCUDA_DEVICE_0": "a/1@sm=8",
          "FARCUDA_SERVER": "ignored"},
         {"FARCUDA_SERVER": "h", "FARCUDA_TOKEN": "s3cr3t"},
+        {"FARCUDA_SERVER": "h", "FARCUDA_SERVER_ORIGIN": " --server of farcuda run "},
+        {"FARCUDA_SERVER": "h", "FARCUDA_SERVER_ORIGIN": ""},
         {"FARCUDA_SERVER": "h", "FARCUDA_TOKEN": ""},
         {"FARCUDA_SERVER": "h", "FARCUDA_CONNECT_TIMEOUT": "1.5",
          "FARCUDA_LIVENESS_TIMEOUT": "30"},
