@@ -628,6 +628,8 @@ static void child_after_fork(void) {
         fc_devices[i].sticky = 0;
         fc_devices[i].pending = 0;
         pthread_mutex_init(&fc_devices[i].mtx, NULL);
+        fcc_range_drop_device(i); /* the parent's device memory is not the child's */
+        fcc_pools_reset_device(i);
     }
     pthread_mutex_init(&hf_mtx, NULL);
     hf_thread_started = 0;

@@ -263,6 +263,21 @@ void fcd_modules_forget(int dev) {
     pthread_mutex_unlock(&modules_mtx);
 }
 
+/* A forked child has a session of its own: none of the parent's modules is loaded in it. */
+static void forget_all_modules(void) {
+    /* the child's only thread: no lock (one held at the fork by another thread stays held) */
+    pthread_mutex_init(&modules_mtx, NULL);
+    for (struct fcd_module *m = modules; m; m = m->next_module) {
+        pthread_mutex_init(&m->mtx, NULL);
+        m->loaded = 0;
+        for (struct fcd_func *f = m->funcs; f; f = f->next) f->resolved = 0;
+    }
+}
+
+__attribute__((constructor)) static void modules_at_fork(void) {
+    pthread_atfork(NULL, NULL, forget_all_modules);
+}
+
 /* 0: eager, 1: lazy (the default) */
 FCD_EXPORT CUresult cuModuleGetLoadingMode(int *mode) {
     CUresult st = fcd_enter();

@@ -93,3 +93,16 @@ def test_driver_api(api_program, driver, memory_daemon, fc):
     assert got[3]["params"] == (a + struct.pack("<f", 2.5) + bytes(4)
                                 + struct.pack("<3I", 1, 2, 3)).hex()  # the PTX layout
     assert got[0]["stream"] == got[2]["stream"] != 0 and got[1]["stream"] == 0
+
+
+def test_fork(driver, shared_memory_daemon, tmp_path, fc):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or not (CUDA_INCLUDE / "cuda.h").exists():
+        pytest.skip("needs a C compiler and cuda.h")
+    exe = tmp_path / "ci_fork"
+    subprocess.run([cc, "-Wall", "-Wextra", "-Werror", f"-I{CUDA_INCLUDE}", "-o", str(exe),
+                    str(HERE / "ci_fork.c"), f"-L{driver}", "-l:libcuda.so.1"], check=True)
+    r = fc.run_driver(exe, driver, shared_memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["parent 7", "child: the parent's pointer -> 1", "child 9",
+                                     "parent again 7, child exit 0"]
