@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define FCD_EXPORT __attribute__((visibility("default")))
+#define FC_MAX_DEVICES_FCD 64 /* FC_MAX_DEVICES of csrc/fc.h */
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -160,7 +161,20 @@ struct fcd_func {
     uint32_t max_dyn_smem;
     int kernel;                 /* a CUkernel (library), not a CUfunction */
     struct fcd_func *next;      /* in its module's list */
+    /* answers that only change when the program sets an attribute, per device: the
+     * server's attributes (JSON), and occupancy queries (request bytes -> answer) */
+    char *attrs[FC_MAX_DEVICES_FCD];
+    struct fcd_answer *answers;
 };
+
+typedef struct fcd_answer {
+    int dev;
+    uint16_t op;
+    size_t n;
+    unsigned char key[256];
+    int64_t value;
+    struct fcd_answer *next;
+} fcd_answer;
 
 struct fcd_module {
     uint32_t magic;

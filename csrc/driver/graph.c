@@ -37,6 +37,9 @@ struct fcd_capture {
 
 static pthread_mutex_t capture_mtx = PTHREAD_MUTEX_INITIALIZER;
 static __thread int capture_mode_tls; /* CU_STREAM_CAPTURE_MODE_GLOBAL */
+/* Captures under way in the process: with none, no stream is capturing, and the question
+ * (which frameworks ask before every allocation) needs no round trip. */
+static int captures_active;
 
 struct fcd_capture *fcd_capture_of(CUstream s) {
     if (!s || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD ||
@@ -127,6 +130,7 @@ static CUresult begin(CUstream s, int mode, int ptds) {
     c->graph = g;
     c->mode = mode;
     fcd_capture_join(c, s);
+    __atomic_add_fetch(&captures_active, 1, __ATOMIC_ACQ_REL);
     return CUDA_SUCCESS;
 }
 
@@ -152,6 +156,7 @@ static CUresult end(CUstream s, fcd_graph **graph, int ptds) {
     pthread_mutex_unlock(&capture_mtx);
     free(c->members);
     free(c);
+    __atomic_sub_fetch(&captures_active, 1, __ATOMIC_ACQ_REL);
     if (st) {
         *graph = NULL;
         return st;
@@ -173,6 +178,10 @@ static CUresult capturing(CUstream s, int *status, int ptds) {
     if (st) return st;
     if (!status) return CUDA_ERROR_INVALID_VALUE;
     if ((st = fcd_stream_resolve(s, ptds, &dev, &sid))) return st;
+    if (!__atomic_load_n(&captures_active, __ATOMIC_ACQUIRE)) {
+        *status = 0; /* CU_STREAM_CAPTURE_STATUS_NONE */
+        return CUDA_SUCCESS;
+    }
     fc_CAPTURE_STATUS m = {sid};
     fc_CAPTURE_STATUS_reply rep = {0};
     st = fcd_status(fcc_call(dev, FC_OP_CAPTURE_STATUS, &m, sizeof m, NULL, 0, &rep, sizeof rep,

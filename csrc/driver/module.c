@@ -479,6 +479,48 @@ static CUresult func_dev(CUfunction f, int want_dev, int *dev) {
     return resolve_on(f, *dev);
 }
 
+/* What the program set changes the answers: ask again. */
+static void forget_answers(CUfunction f, int dev) {
+    pthread_mutex_lock(&f->module->mtx);
+    free(f->attrs[dev]);
+    f->attrs[dev] = NULL;
+    for (fcd_answer **pp = &f->answers, *a; (a = *pp);) {
+        if (a->dev == dev) {
+            *pp = a->next;
+            free(a);
+        } else {
+            pp = &a->next;
+        }
+    }
+    pthread_mutex_unlock(&f->module->mtx);
+}
+
+/* A cached answer to an occupancy query (the request's bytes are the key). */
+static int answer_get(CUfunction f, int dev, uint16_t op, const void *key, size_t n,
+                      int64_t *value) {
+    int found = 0;
+    pthread_mutex_lock(&f->module->mtx);
+    for (fcd_answer *a = f->answers; a && !found; a = a->next)
+        if (a->dev == dev && a->op == op && a->n == n && !memcmp(a->key, key, n)) {
+            *value = a->value;
+            found = 1;
+        }
+    pthread_mutex_unlock(&f->module->mtx);
+    return found;
+}
+
+static void answer_put(CUfunction f, int dev, uint16_t op, const void *key, size_t n,
+                       int64_t value) {
+    fcd_answer *a = n <= sizeof a->key ? calloc(1, sizeof *a) : NULL;
+    if (!a) return;
+    *a = (fcd_answer){dev, op, n, {0}, value, NULL};
+    memcpy(a->key, key, n);
+    pthread_mutex_lock(&f->module->mtx);
+    a->next = f->answers;
+    f->answers = a;
+    pthread_mutex_unlock(&f->module->mtx);
+}
+
 static const char *const attr_fields[] = {
     "maxThreadsPerBlock", "sharedSizeBytes", "constSizeBytes", "localSizeBytes", "numRegs",
     "ptxVersion", "binaryVersion", "cacheModeCA", "maxDynamicSharedSizeBytes",
@@ -491,16 +533,27 @@ static CUresult get_attr(int *value, int attrib, CUfunction f, int want_dev) {
     CUresult st = func_dev(f, want_dev, &dev);
     if (st) return st;
     if (!value || attrib < 0 || attrib > 15) return CUDA_ERROR_INVALID_VALUE;
-    fc_FUNC_ATTRS m = {f->id};
-    char *bulk = NULL;
-    size_t n = 0;
-    st = fcd_status(fcc_call(dev, FC_OP_FUNC_ATTRS, &m, sizeof m, NULL, 0, NULL, 0, &bulk, &n));
-    if (st) {
+    pthread_mutex_lock(&f->module->mtx);
+    char *cached = f->attrs[dev] ? strdup(f->attrs[dev]) : NULL;
+    pthread_mutex_unlock(&f->module->mtx);
+    if (!cached) { /* asked once per device: they change only when the program sets one */
+        fc_FUNC_ATTRS m = {f->id};
+        char *bulk = NULL;
+        size_t n = 0;
+        st = fcd_status(fcc_call(dev, FC_OP_FUNC_ATTRS, &m, sizeof m, NULL, 0, NULL, 0, &bulk,
+                                 &n));
+        if (st || !bulk) {
+            free(bulk);
+            return st ? st : CUDA_ERROR_UNKNOWN;
+        }
+        cached = strndup(bulk, n);
         free(bulk);
-        return st;
+        pthread_mutex_lock(&f->module->mtx);
+        if (!f->attrs[dev] && cached) f->attrs[dev] = strdup(cached);
+        pthread_mutex_unlock(&f->module->mtx);
     }
-    fcc_json *j = fcc_json_parse(bulk ? bulk : "", n);
-    free(bulk);
+    fcc_json *j = cached ? fcc_json_parse(cached, strlen(cached)) : NULL;
+    free(cached);
     if (!j) return CUDA_ERROR_UNKNOWN;
     *value = (int)fcc_json_num(fcc_json_get(j, attr_fields[attrib]), 0);
     fcc_json_free(j);
@@ -516,6 +569,7 @@ static CUresult set_attr(CUfunction f, int attrib, int value, int want_dev) {
     st = fcd_status(fcc_call(dev, FC_OP_FUNC_SET_ATTR, &m, sizeof m, NULL, 0, NULL, 0, NULL,
                              NULL));
     if (!st && attrib == 8) f->max_dyn_smem = (uint32_t)value;
+    forget_answers(f, dev);
     return st;
 }
 
@@ -538,8 +592,10 @@ static CUresult cache_config(CUfunction f, int config, int want_dev) {
     if (st) return st;
     if (config < 0 || config > 3) return CUDA_ERROR_INVALID_VALUE;
     fc_FUNC_SET_ATTR m = {f->id, 1000, config};
-    return fcd_status(fcc_call(dev, FC_OP_FUNC_SET_ATTR, &m, sizeof m, NULL, 0, NULL, 0, NULL,
-                               NULL));
+    st = fcd_status(fcc_call(dev, FC_OP_FUNC_SET_ATTR, &m, sizeof m, NULL, 0, NULL, 0, NULL,
+                             NULL));
+    forget_answers(f, dev);
+    return st;
 }
 
 FCD_EXPORT CUresult cuFuncSetCacheConfig(CUfunction f, int config) {
@@ -736,10 +792,18 @@ static CUresult occupancy(int *n, CUfunction f, int block, size_t smem, unsigned
     if (st) return st;
     if (!n || block <= 0) return CUDA_ERROR_INVALID_VALUE;
     fc_OCCUPANCY m = {f->id, (uint32_t)block, smem, flags};
+    int64_t v;
+    if (answer_get(f, dev, FC_OP_OCCUPANCY, &m, sizeof m, &v)) {
+        *n = (int)v;
+        return CUDA_SUCCESS;
+    }
     fc_OCCUPANCY_reply rep = {0};
     st = fcd_status(fcc_call(dev, FC_OP_OCCUPANCY, &m, sizeof m, NULL, 0, &rep, sizeof rep, NULL,
                              NULL));
-    if (!st) *n = rep.blocks;
+    if (!st) {
+        *n = rep.blocks;
+        answer_put(f, dev, FC_OP_OCCUPANCY, &m, sizeof m, rep.blocks);
+    }
     return st;
 }
 
@@ -760,10 +824,18 @@ FCD_EXPORT CUresult cuOccupancyAvailableDynamicSMemPerBlock(size_t *bytes, CUfun
     if (st) return st;
     if (!bytes) return CUDA_ERROR_INVALID_VALUE;
     fc_OCCUPANCY_SMEM m = {f->id, (uint32_t)numBlocks, (uint32_t)blockSize};
+    int64_t v;
+    if (answer_get(f, dev, FC_OP_OCCUPANCY_SMEM, &m, sizeof m, &v)) {
+        *bytes = (size_t)v;
+        return CUDA_SUCCESS;
+    }
     fc_OCCUPANCY_SMEM_reply rep = {0};
     st = fcd_status(fcc_call(dev, FC_OP_OCCUPANCY_SMEM, &m, sizeof m, NULL, 0, &rep, sizeof rep,
                              NULL, NULL));
-    if (!st) *bytes = rep.bytes;
+    if (!st) {
+        *bytes = rep.bytes;
+        answer_put(f, dev, FC_OP_OCCUPANCY_SMEM, &m, sizeof m, (int64_t)rep.bytes);
+    }
     return st;
 }
 
@@ -815,11 +887,27 @@ static CUresult clusters(int *out, CUfunction f, const CUlaunchConfig *cfg, uint
     fc_OCCUPANCY_CLUSTERS m = {f->id, {cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ},
                                {cfg->blockDimX, cfg->blockDimY, cfg->blockDimZ},
                                cfg->sharedMemBytes, cfg->numAttrs, what};
+    /* the key: the request and its launch attributes */
+    unsigned char key[256];
+    size_t alen = cfg->numAttrs * sizeof(CUlaunchAttribute), klen = sizeof m;
+    memcpy(key, &m, sizeof m);
+    int cacheable = alen <= sizeof key - sizeof m;
+    if (cacheable) {
+        if (alen) memcpy(key + sizeof m, cfg->attrs, alen);
+        klen += alen;
+        int64_t v;
+        if (answer_get(f, dev, FC_OP_OCCUPANCY_CLUSTERS, key, klen, &v)) {
+            *out = (int)v;
+            return CUDA_SUCCESS;
+        }
+    }
     fc_OCCUPANCY_CLUSTERS_reply rep = {0};
-    st = fcd_status(fcc_call(dev, FC_OP_OCCUPANCY_CLUSTERS, &m, sizeof m, cfg->attrs,
-                             cfg->numAttrs * sizeof(CUlaunchAttribute), &rep, sizeof rep, NULL,
-                             NULL));
-    if (!st) *out = rep.value;
+    st = fcd_status(fcc_call(dev, FC_OP_OCCUPANCY_CLUSTERS, &m, sizeof m, cfg->attrs, alen, &rep,
+                             sizeof rep, NULL, NULL));
+    if (!st) {
+        *out = rep.value;
+        if (cacheable) answer_put(f, dev, FC_OP_OCCUPANCY_CLUSTERS, key, klen, rep.value);
+    }
     return st;
 }
 

@@ -44,6 +44,7 @@ fill's parameters: 0+8 8+4 16+8; a fourth: 1
 cuLaunchKernel with a zero grid: 1
 global table: 16 bytes, starts 11 22 33 44
 launches queued: 4
+max threads 1024, blocks per SM at 128 threads 16, capturing 0
 events: elapsed >= 0: yes, query 0
 cuModuleUnload twice: 400
 cuMemFree twice: 1
@@ -93,6 +94,14 @@ def test_driver_api(api_program, driver, memory_daemon, fc):
     assert got[3]["params"] == (a + struct.pack("<f", 2.5) + bytes(4)
                                 + struct.pack("<3I", 1, 2, 3)).hex()  # the PTX layout
     assert got[0]["stream"] == got[2]["stream"] != 0 and got[1]["stream"] == 0
+    # three questions each, one round trip (two for the attributes: a setting came between);
+    # no capture under way: no round trip to ask whether the stream captures
+    deadline = time.monotonic() + 10
+    while "'FUNC_ATTRS'" not in memory_daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = memory_daemon.log()
+    assert "'FUNC_ATTRS': 2," in log and "'OCCUPANCY': 1," in log, log[-1500:]
+    assert "CAPTURE_STATUS" not in log
 
 
 def test_fork(driver, shared_memory_daemon, tmp_path, fc):

@@ -207,6 +207,23 @@ int main(int argc, char **argv) {
     OK(F(cuCtxSynchronize, 2000, void)());
     printf("launches queued: 4\n");
 
+    /* answers that only a setting changes are asked once (frameworks ask them often) */
+    int maxt = 0, blocks = 0, dyn = 0, status = -1;
+    for (int i = 0; i < 3; i++) {
+        OK(F(cuFuncGetAttribute, 2020, int *, CUfunction_attribute, CUfunction)(
+            &maxt, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fill));
+        OK(F(cuOccupancyMaxActiveBlocksPerMultiprocessor, 6050, int *, CUfunction, int, size_t)(
+            &blocks, fill, 128, 0));
+        OK(F(cuStreamIsCapturing, 10000, CUstream, CUstreamCaptureStatus *)(
+            s, (CUstreamCaptureStatus *)&status));
+    }
+    OK(F(cuFuncSetAttribute, 9000, CUfunction, CUfunction_attribute, int)(
+        fill, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1024));
+    OK(F(cuFuncGetAttribute, 2020, int *, CUfunction_attribute, CUfunction)(
+        &dyn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fill));
+    printf("max threads %d, blocks per SM at 128 threads %d, capturing %d\n", maxt, blocks,
+           status);
+
     /* events */
     CUevent e0, e1;
     OK(F(cuEventCreate, 2000, CUevent *, unsigned)(&e0, 0));
