@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
 
 CORE_SOURCES = ["core/config.c", "core/sha256.c", "core/md2.c", "core/json.c", "core/session.c",
-                "core/ranges.c", "core/pools.c", "conn.c"]
+                "core/ranges.c", "core/pools.c", "core/tls.c", "conn.c"]
 NVML_SOURCES = ["nvml/nvml.c"]
 DRIVER_SOURCES = ["driver/init.c", "driver/handles.c", "driver/context.c", "driver/memory.c",
                   "driver/stream.c", "driver/graph.c", "driver/pools.c", "driver/module.c",
@@ -71,7 +71,7 @@ def _link(out: Path, soname: str, sources: list[Path], tmp: Path, extra: list[st
         objs.append(str(obj))
     part = out.with_name(out.name + ".tmp")
     _run([cc, "-shared", "-pthread", "-o", str(part), *objs, f"-Wl,-soname,{soname}",
-          "-Wl,--no-undefined", *extra], verbose)
+          "-Wl,--no-undefined", *extra, "-ldl"], verbose)
     part.replace(out)
 
 

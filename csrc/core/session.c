@@ -526,10 +526,17 @@ static int handshake(int server, int fd) {
     return cudaSuccess;
 failed:
     fc_log("handshake with the GPU server %s failed: %s%s", where, why,
-           !strcmp(why, "timed out") && !cfg.tls
-               ? " (if the server uses TLS, set FARCUDA_TLS=1 and FARCUDA_TLS_CA)" : "");
+           !cfg.tls ? (!strcmp(why, "timed out")
+                           ? " (if the server uses TLS, set FARCUDA_TLS=1 and FARCUDA_TLS_CA)" : "")
+           /* TLS 1.3 reports a refused client certificate only as a close */
+           : !cfg.tls_cert[0] ? " (over TLS: the server may require a client certificate: set "
+                                "FARCUDA_TLS_CERT and FARCUDA_TLS_KEY)"
+                              : " (over TLS: the server may not accept this client's "
+                                "certificate)");
     return cudaErrorDevicesUnavailable;
 }
+
+static int open_fd(fc_server *s, int quiet);
 
 int fcc_server_status(int server, char **json, size_t *n) {
     *json = NULL;
@@ -538,9 +545,9 @@ int fcc_server_status(int server, char **json, size_t *n) {
     if (st) return st;
     if (server < 0 || server >= fc_nservers) return cudaErrorInvalidValue;
     fc_server *s = &fc_servers[server];
-    char where[300], whybuf[300], why_conn[256];
+    char where[300], whybuf[300];
     snprintf(where, sizeof where, "%s:%d", s->host, s->port);
-    int fd = tcp_connect(s->host, s->port, why_conn, sizeof why_conn);
+    int fd = open_fd(s, 1);
     if (fd < 0) return cudaErrorDevicesUnavailable;
     char ident[128];
     size_t ilen = (size_t)snprintf(ident, sizeof ident, "{\"pid\": %d, \"purpose\": \"status\"}",
@@ -568,15 +575,40 @@ int fcc_server_status(int server, char **json, size_t *n) {
     return cudaSuccess;
 }
 
+int fcc_tls_open(int tcp, const char *host, const char *ca, const char *cert, const char *key,
+                 char *why, size_t cap);
+
+/* A connection to the server, through TLS with FARCUDA_TLS=1: the fd to speak farcuda on, or
+ * -1 once the reason is on stderr. */
+static int open_fd(fc_server *s, int quiet) {
+    char why[512];
+    int fd = tcp_connect(s->host, s->port, why, sizeof why);
+    if (fd >= 0 && cfg.tls) {
+        struct timeval tv = {fc_connect_timeout_ms / 1000, (fc_connect_timeout_ms % 1000) * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        int relay = fcc_tls_open(fd, s->host, cfg.tls_ca, cfg.tls_cert, cfg.tls_key, why,
+                                 sizeof why);
+        if (relay == -2) {
+            if (!quiet)
+                fc_log("cannot set up TLS for the GPU server %s:%d: %s", s->host, s->port, why);
+            close(fd);
+            return -1;
+        }
+        if (relay < 0) close(fd);
+        fd = relay;
+    }
+    if (fd < 0 && !quiet)
+        fc_log("cannot reach the GPU server %s:%d (set by %s): %s; start farcudad there or fix "
+               "%s%s", s->host, s->port, cfg_var(), why, cfg_var(),
+               cfg.tls ? " (or FARCUDA_TLS_*)" : "");
+    return fd;
+}
+
 static int connect_server(int server) {
     fc_server *s = &fc_servers[server];
-    char why[256];
-    int fd = tcp_connect(s->host, s->port, why, sizeof why);
-    if (fd < 0) {
-        fc_log("cannot reach the GPU server %s:%d (set by %s): %s; start farcudad there or fix "
-               "%s", s->host, s->port, cfg_var(), why, cfg_var());
-        return cudaErrorDevicesUnavailable;
-    }
+    int fd = open_fd(s, 0);
+    if (fd < 0) return cudaErrorDevicesUnavailable;
     int st = handshake(server, fd);
     if (st && !s->conn) close(fd);
     return st;
@@ -657,13 +689,6 @@ static void init_run(void) {
                "FARCUDA_DEVICES=host:port/gpu,..., or run the program with `farcuda run -- "
                "PROGRAM`");
         init_status = cudaErrorNoDevice;
-        return;
-    }
-    if (cfg.tls) {
-        fc_log("FARCUDA_TLS=1: the driver layer (libcuda.so.1) does not connect through TLS "
-               "yet; refusing to send this program's data in plain text (unset FARCUDA_TLS, or "
-               "run a -cudart shared program through the runtime layer)");
-        init_status = cudaErrorDevicesUnavailable;
         return;
     }
     if (!cfg.has_server) {
