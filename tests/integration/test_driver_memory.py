@@ -250,3 +250,16 @@ def test_pools_across_devices_and_servers(tmp_path, program, driver, fc):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("name", ["ci_memory", "ci_launch", "ci_streams", "ci_graph"])
+def test_real_runtime_on_the_driver_layer(name, program, driver, shared_memory_daemon, fc):
+    """NVIDIA's own shared libcudart.so.13 (what PyTorch and CuPy load) on farcuda's driver
+    layer: a -cudart shared program passes with the runtime shim nowhere in the process."""
+    cuda_lib = fc.programs_build.cuda_home() / "lib64"
+    if not (cuda_lib / "libcudart.so.13").exists():
+        pytest.skip("no libcudart.so.13 of the CUDA toolkit here")
+    r = fc.run_driver(program(name), driver, shared_memory_daemon.address,
+                      env={"LD_LIBRARY_PATH": f"{driver}:{cuda_lib}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASSED" in r.stdout or "launched 8" in r.stdout, r.stdout
