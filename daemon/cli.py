@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from farcuda.interposer.config import ConfigError, parse_hostport
+from farcuda.wire.addresses import ConfigError, parse_hostport
 
 from . import config as configmod
 from .logs import setup_logging

@@ -258,7 +258,7 @@ static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
     return 0;
 }
 
-/* Frame layouts (see interposer/protocol/_messages.py; little-endian, packed). */
+/* Frame layouts (see wire/_messages.py; little-endian, packed). */
 #define OP_DEVICE_SYNC 0x0102
 #define OP_MEMCPY_DTOH 0x0211
 #define OP_LAUNCH 0x0310

@@ -14,7 +14,7 @@ accounting lives here, in one thread, so it is exact under concurrency, and a wo
 
 With [tls] configured, the front terminates TLS: the handshake runs inside it, and the worker
 gets one end of a socketpair that the front pumps to and from the client's TLS stream
-(interposer/tls.py), so workers only ever see plain descriptors.
+(wire/tls.py), so workers only ever see plain descriptors.
 
 On SIGTERM (``shutdown``) listening stops at once (new connections are refused), sessions get
 ``shutdown_grace`` seconds to finish the calls they are running, then a GOODBYE; then every
@@ -34,8 +34,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from farcuda.interposer import tls as tlsmod
-from farcuda.interposer.protocol import BY_NAME, HEADER, HEADER_SIZE, VERSION, handshake
+from farcuda.wire import BY_NAME, HEADER, HEADER_SIZE, VERSION, handshake
+from farcuda.wire import tls as tlsmod
 
 from .config import DaemonConfig
 from .ctl import CtlLink

@@ -32,7 +32,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 
-from farcuda.interposer.protocol import (
+from farcuda.wire import (
     BY_NAME,
     HEADER,
     MESSAGES,

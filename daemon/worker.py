@@ -210,7 +210,7 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
 
 
 def _stdout_frame(data: bytes) -> bytes:
-    from farcuda.interposer.protocol import BY_NAME, encode
+    from farcuda.wire import BY_NAME, encode
     return encode(BY_NAME["STDOUT"], None, data)
 
 

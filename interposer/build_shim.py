@@ -58,23 +58,11 @@ def _cdef_from_api(text: str) -> str:
     return body
 
 
-def _py_cdef() -> str:
-    """cffi declarations of the Python-implemented entry points, from calls.py (loaded from
-    this folder: at build time the package is not installed yet)."""
-    import importlib.util
-    import types
-
-    pkg = types.ModuleType("_fc_build")
-    pkg.__path__ = [str(HERE)]
-    sys.modules["_fc_build"] = pkg
-    for sub in ("_abi", "calls"):
-        spec = importlib.util.spec_from_file_location(f"_fc_build.{sub}", HERE / f"{sub}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[f"_fc_build.{sub}"] = mod
-        spec.loader.exec_module(mod)
-    calls = sys.modules["_fc_build.calls"]
-    return "\n".join(f'extern "Python+C" int fcpy_{n}({sig});'
-                     for n, sig in sorted(calls.PY_CALLS.items()))
+def _py_cdef(text: str) -> str:
+    """cffi declarations of the Python-implemented entry points, from the prototypes that
+    tools/gen_calls.py wrote into csrc/gen/pycalls.h."""
+    return "\n".join(f'extern "Python+C" {ln.strip()}' for ln in text.splitlines()
+                     if ln.startswith("int fcpy_"))
 
 
 def python_paths() -> list[str]:
@@ -101,7 +89,7 @@ def make_ffi() -> cffi.FFI:
     ffi = cffi.FFI()
     ffi.cdef(_cdef_from_api((csrc / "api.h").read_text()))
     ffi.cdef(INTERNAL)
-    ffi.cdef(_py_cdef())
+    ffi.cdef(_py_cdef((csrc / "gen" / "pycalls.h").read_text()))
     ffi.embedding_init_code(INIT_CODE)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     ldlib = sysconfig.get_config_var("LDLIBRARY") or ""

@@ -145,12 +145,12 @@ def cmd_run(args) -> int:
 def query_status(server: str, token: str | None, timeout: float = 5.0,
                  tls_config: configmod.ClientConfig | None = None) -> dict:
     """The server's status (daemon/server.py ``Daemon.status``); TLS when ``tls_config.tls``."""
-    from .protocol import FrameReader, handshake
+    from farcuda.wire import FrameReader, handshake
     host, port = configmod.parse_hostport(server, "--server")
     raw = socket.create_connection((host, port), timeout=timeout)
     if tls_config is not None and tls_config.tls:
-        from . import tls
-        ctx = tls.client_context(tls_config.tls_ca, tls_config.tls_cert, tls_config.tls_key)
+        from farcuda.wire.tls import client_context
+        ctx = client_context(tls_config.tls_ca, tls_config.tls_cert, tls_config.tls_key)
         try:
             raw = ctx.wrap_socket(raw, server_hostname=host)
         except BaseException:

@@ -22,11 +22,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from farcuda.wire import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
+from farcuda.wire.abi import ERRORS, cudaDeviceAttr, cudaFuncAttribute
+from farcuda.wire.calls import PY_CALLS
+
 from . import config as configmod
-from ._abi import ERRORS, cudaDeviceAttr, cudaFuncAttribute
-from .calls import PY_CALLS
 from .devprops import attr_number, fill_device_prop
-from .protocol import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
 
 E = {name: code for code, (name, _text) in ERRORS.items()}
 SUCCESS = 0
@@ -200,9 +201,11 @@ def _open_tls(host: str, port: int, cfg) -> socket.socket:
     """The local end of a TLS relay to host:port (interposer/tls.py)."""
     import ssl
 
+    from farcuda.wire.tls import client_context
+
     from . import tls
     try:
-        ctx = tls.client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+        ctx = client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise _TlsSetupError(f"FARCUDA_TLS_CA/CERT/KEY: {exc}") from None
     sock = tls.client_relay().connect(host, port, ctx, cfg.connect_timeout)

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from farcuda.interposer import fatbin
+from farcuda.wire import fatbin
 
 from ..errors import CudaError, E
 

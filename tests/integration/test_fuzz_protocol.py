@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 import pytest
 from farcuda.daemon.backends.memory import MemoryBackend
 from farcuda.daemon.session import Session
-from farcuda.interposer._abi import ERRORS
-from farcuda.interposer.protocol import (
+from farcuda.wire import (
     BY_NAME,
     BY_OP,
     HEADER_SIZE,
@@ -59,6 +58,7 @@ from farcuda.interposer.protocol import (
     encode_header,
     handshake,
 )
+from farcuda.wire.abi import ERRORS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -504,7 +504,7 @@ def scripted(draw, rid: int) -> list[Op]:
 def _real_module(tmp_path_factory, fc) -> tuple[int, bytes] | None:
     """(kernel count, MODULE_LOAD tail) for ci_launch's kernels, numbered 1..n as the shim
     numbers them, plus one variable the module does not have; None where nvcc is missing."""
-    from farcuda.interposer import fatbin
+    from farcuda.wire import fatbin
     try:
         exe = fc.programs_build.build("ci_launch", tmp_path_factory.mktemp("fuzzmod"))
     except (OSError, subprocess.CalledProcessError):

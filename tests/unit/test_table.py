@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farcuda.interposer import _abi, calls
-from farcuda.interposer.protocol import BY_NAME, MESSAGES
+from farcuda.wire import BY_NAME, MESSAGES, abi, calls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,12 +42,12 @@ def test_opcodes_unique_and_stable():
 
 
 def test_every_export_is_covered():
-    assert len(_abi.EXPORTS) == 422
+    assert len(abi.EXPORTS) == 422
     kinds = {calls.C: [], calls.PY: [], calls.UNSUPPORTED: []}
-    for name in _abi.EXPORTS:
+    for name in abi.EXPORTS:
         kinds[calls.CALLS[name]].append(name)
     implemented = len(kinds[calls.C]) + len(kinds[calls.PY])
-    print(f"\nexports: {len(_abi.EXPORTS)}; implemented {implemented} "
+    print(f"\nexports: {len(abi.EXPORTS)}; implemented {implemented} "
           f"(C {len(kinds[calls.C])}, Python {len(kinds[calls.PY])}); "
           f"unsupported {len(kinds[calls.UNSUPPORTED])}")
     missing = [n for n in CORE if calls.CALLS[n] == calls.UNSUPPORTED]
@@ -68,7 +67,7 @@ def test_generated_files_are_current():
 
 
 def test_abi_record_matches_toolkit():
-    """_abi.py was generated from the CUDA 13.0 toolkit installed here, if one is."""
+    """abi.py was generated from the CUDA 13.0 toolkit installed here, if one is."""
     lib = Path("/usr/local/cuda/lib64/libcudart.so.13")
     if not lib.exists():
         import pytest
@@ -77,7 +76,7 @@ def test_abi_record_matches_toolkit():
                          text=True, check=True).stdout
     names = sorted({ln.split()[2].split("@")[0] for ln in out.splitlines()
                     if ln.split()[1] == "T"})
-    assert names == list(_abi.EXPORTS)
+    assert names == list(abi.EXPORTS)
 
 
 def test_c_calls_defined_by_hand():
@@ -96,7 +95,7 @@ def test_shim_exports_exactly_the_runtime(shim):
         if len(parts) == 3:
             syms[parts[2]] = parts[1]
     versioned = sorted(n.split("@")[0] for n, t in syms.items() if t == "T")
-    assert versioned == list(_abi.EXPORTS)
+    assert versioned == list(abi.EXPORTS)
     assert all(n.endswith("@@libcudart.so.13") for n, t in syms.items() if t == "T")
     dyn = subprocess.run(["readelf", "-d", str(shim)], capture_output=True, text=True).stdout
     assert "Library soname: [libcudart.so.13]" in dyn

@@ -14,7 +14,7 @@ library defines every ``C`` function.
 
 from __future__ import annotations
 
-from ._abi import EXPORTS
+from .abi import EXPORTS
 
 C = "c"
 PY = "py"
