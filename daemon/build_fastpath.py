@@ -32,11 +32,16 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
 """
 
 
-def make_ffi() -> cffi.FFI:
+def make_ffi(module: str = "farcuda.daemon._fastpath", libcuda: str | None = None,
+             extra_args: tuple[str, ...] = ()) -> cffi.FFI:
+    """The extension module; ``libcuda`` replaces the driver it opens (the tests' recording
+    stand-in), ``extra_args`` go to the compiler and the linker (sanitizers)."""
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
-    ffi.set_source("farcuda.daemon._fastpath", (HERE / "fastpath.c").read_text(),
-                   libraries=["dl"], extra_compile_args=["-O2", "-Wall"])
+    macros = [("FP_LIBCUDA", '"' + libcuda + '"')] if libcuda else []
+    ffi.set_source(module, (HERE / "fastpath.c").read_text(), libraries=["dl"],
+                   define_macros=macros, extra_compile_args=["-O2", "-Wall", *extra_args],
+                   extra_link_args=list(extra_args))
     return ffi
 
 

@@ -14,7 +14,9 @@
  * sends it (after any device printf output the synchronization flushed) before it looks at
  * the next frame. Anything that would wait goes to Python, which waits off the event loop.
  *
- * libcuda.so.1 is opened at run time, so this builds on machines without CUDA.
+ * libcuda.so.1 is opened at run time, so this builds on machines without CUDA. The tests build
+ * it against a recording stand-in of the driver instead (FP_LIBCUDA names it): the parsing and
+ * the checks here run in CI, and what they would have executed is compared with the frames.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -26,6 +28,10 @@
 #include <string.h>
 
 #define FP_MAX_VDEV 64
+
+#ifndef FP_LIBCUDA
+#define FP_LIBCUDA "libcuda.so.1"
+#endif
 
 typedef int (*launch_fn)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                          unsigned, void *, void **, void **);
@@ -65,7 +71,7 @@ static void *current_ctx;
 
 int fp_init(void) {
     if (p_launch) return 0;
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    void *h = dlopen(FP_LIBCUDA, RTLD_NOW | RTLD_GLOBAL);
     if (!h) return -1;
     p_launch = (launch_fn)dlsym(h, "cuLaunchKernel");
     p_set_current = (ctx_fn)dlsym(h, "cuCtxSetCurrent");
