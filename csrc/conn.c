@@ -599,6 +599,17 @@ static void *reader_main(void *arg) {
             }
             break;
         }
+        case FC_OP_FAULT: {
+            char text[512];
+            fc_FAULT m;
+            size_t rest = h.len >= sizeof m ? h.len - sizeof m : 0;
+            if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
+            size_t k = rest < sizeof text - 1 ? rest : sizeof text - 1;
+            if (read_full(c, text, k) || skip(c, rest - k)) { rc = -1; break; }
+            text[k] = 0;
+            fc_note_fault(h.vdev, (int)m.status, text);
+            break;
+        }
         case FC_OP_GOODBYE: {
             static char msg[512];
             fc_GOODBYE m;

@@ -289,6 +289,7 @@ int fc_ret(int status);
 int fc_current_device(void);
 int fc_device_ready(int dev);   /* connect and open the virtual device; returns a status */
 int fc_device_status(int dev);  /* sticky or pending error of the device, else success */
+void fc_note_fault(int dev, int status, const char *culprit); /* the daemon's FAULT notice */
 int fc_unsupported(int sym);
 int fc_sync_status(int dev, int st);
 void fc_python_ensure(void);

@@ -465,6 +465,18 @@ int fcx_device_reset_local(int dev) {
 }
 int fcx_device_ready(int dev) { return fc_device_ready(dev); }
 
+/* The daemon's FAULT notice: a kernel left the device's context unusable. Said once, as the
+ * reply or notice that reports the error follows it (the program may never look). */
+void fc_note_fault(int dev, int status, const char *culprit) {
+    if (dev < 0 || dev >= fc_ndevices) return;
+    fc_device *d = &fc_devices[dev];
+    fc_server *s = &fc_servers[d->server];
+    fc_log("device %d (%s:%d/%d): %s failed with %s (%s); the device is unusable from now on: "
+           "every later call on it fails", dev, s->host, s->port, d->gpu, culprit,
+           cudaGetErrorName(status), cudaGetErrorString(status));
+    d->sticky = status;
+}
+
 void fcx_note_async_error(int dev, int status) {
     if (dev < 0 || dev >= fc_ndevices || status == cudaSuccess) return;
     fc_sync_status(dev, status);

@@ -4,6 +4,23 @@ The client reserves the window in its own address space and the daemon maps devi
 only inside it, so device pointers are unambiguous on the client. Large allocations get
 their own granule-aligned extent; small ones share 2 MiB arenas (as the CUDA driver packs
 small cudaMalloc calls), aligned to 512 bytes.
+
+Extents are packed from the bottom of the window up, as the driver packs its own, and the
+unused address space next to them is mapped too: kernels of real programs read a little
+outside their allocations at the borders of a grid and discard the values, which is harmless
+natively, where such addresses lie in mapped memory (measured on an H100: reads succeed at
+least 256 MiB before the first allocation and 64 MiB past the end of small ones). Here an
+address next to an extent would otherwise be unmapped, and the read a fault. So:
+
+- the window's first ``floor`` bytes are never allocated and are mapped, once the first
+  extent exists (reads before the first allocation);
+- in every hole of the window, the first ``apron`` bytes after an extent and the last
+  ``apron`` bytes before one are mapped (a hole shorter than two aprons is mapped whole).
+
+What is mapped there is one piece of the backend's own memory (``map_apron(base, size)``
+maps its first ``size`` bytes, at most ``apron``, at ``base``), the same at every apron, so
+aprons cost address space and the driver's mapping calls, not memory of the client. They are
+not allocations: the daemon's pointer checks for copies never accept them.
 """
 
 from __future__ import annotations
@@ -34,15 +51,23 @@ class WindowAllocator:
     path keeps its own copy of the session's memory this way)."""
 
     def __init__(self, base: int, size: int, granule: int = 2 << 20, map_extent=None,
-                 unmap_extent=None, watch=None) -> None:
+                 unmap_extent=None, watch=None, apron: int = 0, map_apron=None,
+                 unmap_apron=None, floor: int = 0) -> None:
+        if apron % granule or floor % granule or (floor and not apron) or floor >= size:
+            raise ValueError("aprons and the floor are granule multiples within the window")
         self.base, self.size, self.granule = base, size, granule
-        self._holes: list[list[int]] = [[base, size]]  # sorted free VA ranges
+        self.apron, self.floor = apron, floor
+        self._holes: list[list[int]] = [[base + floor, size - floor]]  # sorted free VA ranges
+        self._aprons: dict[int, int] = {}  # mapped apron pieces: base -> size
+        self._ends: set[int] = set()  # where extents end
         self._extents: dict[int, Extent] = {}  # extent base -> extent
         self._arenas: list[Extent] = []
         self._blocks: dict[int, tuple[Extent, int]] = {}  # user ptr -> (extent, size)
         self._keys: list[int] = []  # sorted user pointers
         self._map = map_extent or (lambda base, size: None)
         self._unmap = unmap_extent or (lambda base, size: None)
+        self._map_apron = map_apron or (lambda base, size: None)
+        self._unmap_apron = unmap_apron or (lambda base, size: None)
         self._watch = watch
         self.bytes_in_use = 0
         self.bytes_mapped = 0
@@ -69,12 +94,85 @@ class WindowAllocator:
             self._holes[i - 1][1] += self._holes[i][1]
             del self._holes[i]
 
+    def _hole_at(self, ptr: int) -> tuple[int, int]:
+        """The hole holding ptr: (start, end)."""
+        i = bisect.bisect_right(self._holes, [ptr, 1 << 64]) - 1
+        b, s = self._holes[i]
+        assert b <= ptr < b + s
+        return b, b + s
+
+    # -- aprons (see the module's header) --
+    def _wanted(self, start: int, end: int) -> dict[int, int]:
+        """The apron pieces the hole start..end should have, given its neighbours."""
+        a, n = self.apron, end - start
+        if n <= 0 or not a:
+            return {}
+        after, before = start in self._ends, end in self._extents
+        if after and before and n <= 2 * a:
+            spans = [(start, end)]
+        else:
+            spans = ([(start, start + min(a, n))] if after else []) + \
+                    ([(end - min(a, n), end)] if before else [])
+        return {at: min(a, hi - at) for lo, hi in spans for at in range(lo, hi, a)}
+
+    def _aprons_in(self, start: int, end: int) -> dict[int, int]:
+        return {b: n for b, n in self._aprons.items() if start <= b < end}
+
+    def _unmap_pieces(self, old: dict[int, int], new: dict[int, int], undo: list) -> None:
+        for b, n in old.items():
+            if new.get(b) != n:
+                self._unmap_apron(b, n)
+                del self._aprons[b]
+                undo.append(lambda b=b, n=n: self._map_piece(b, n))
+
+    def _map_pieces(self, old: dict[int, int], new: dict[int, int], undo: list) -> None:
+        for b, n in new.items():
+            if old.get(b) != n:
+                self._map_piece(b, n)
+                undo.append(lambda b=b, n=n: self._unmap_piece(b, n))
+
+    def _map_piece(self, b: int, n: int) -> None:
+        self._map_apron(b, n)
+        self._aprons[b] = n
+
+    def _unmap_piece(self, b: int, n: int) -> None:
+        self._unmap_apron(b, n)
+        del self._aprons[b]
+
+    @staticmethod
+    def _rewind(undo: list) -> None:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:  # best effort: the failure being reported matters more
+                pass
+
     def _new_extent(self, size: int, small: bool) -> Extent:
         size = -(-size // self.granule) * self.granule
+        undo: list = []
+        if self.floor and not self._extents and self.base not in self._aprons:
+            floor = {b: min(self.apron, self.base + self.floor - b)
+                     for b in range(self.base, self.base + self.floor, self.apron)}
+            self._map_pieces({}, floor, undo)  # stays mapped until release_all
+            undo.clear()
+        # First fit takes the start of a hole: the extent's left neighbour is what bounded the
+        # hole, and only this hole's aprons change.
         base = self._take_va(size)
+        end = base + size
+        rest = self._hole_at(end)[1] if self._is_free(end) else end
+        old = self._aprons_in(base, rest)
+        self._ends.add(end)
+        self._extents[base] = None  # type: ignore[assignment]  # a neighbour for _wanted
+        new = self._wanted(end, rest)
         try:
+            self._unmap_pieces(old, new, undo)  # what lay where the extent goes
             self._map(base, size)
+            undo.append(lambda: self._unmap(base, size))
+            self._map_pieces(old, new, undo)
         except BaseException:
+            del self._extents[base]
+            self._ends.discard(end)
+            self._rewind(undo)
             self._give_va(base, size)
             raise
         ext = Extent(base, size, small, [[0, size]] if small else [])
@@ -84,13 +182,23 @@ class WindowAllocator:
             self._arenas.append(ext)
         return ext
 
+    def _is_free(self, ptr: int) -> bool:
+        i = bisect.bisect_right(self._holes, [ptr, 1 << 64]) - 1
+        return i >= 0 and self._holes[i][0] <= ptr < self._holes[i][0] + self._holes[i][1]
+
     def _drop_extent(self, ext: Extent) -> None:
         self._unmap(ext.base, ext.size)
         del self._extents[ext.base]
+        self._ends.discard(ext.base + ext.size)
         if ext.small:
             self._arenas.remove(ext)
         self._give_va(ext.base, ext.size)
         self.bytes_mapped -= ext.size
+        if self.apron:  # the freed range joined the holes around it
+            start, end = self._hole_at(ext.base)
+            old, new = self._aprons_in(start, end), self._wanted(start, end)
+            self._unmap_pieces(old, new, [])
+            self._map_pieces(old, new, [])
 
     # -- allocation --
     def alloc(self, size: int) -> int:
@@ -176,8 +284,15 @@ class WindowAllocator:
         return sorted((p, s) for p, (_e, s) in self._blocks.items())
 
     def release_all(self) -> None:
+        for b, n in list(self._aprons.items()):
+            self._unmap_piece(b, n)
         for ext in list(self._extents.values()):
-            self._drop_extent(ext)
+            self._unmap(ext.base, ext.size)
+        self._extents.clear()
+        self._ends.clear()
+        self._arenas.clear()
+        self._holes = [[self.base + self.floor, self.size - self.floor]]
+        self.bytes_mapped = 0
         self._blocks.clear()
         self._keys.clear()
         self.bytes_in_use = 0

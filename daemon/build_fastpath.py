@@ -13,6 +13,7 @@ typedef struct {
     uint64_t consumed; uint32_t launches; uint32_t records; uint32_t waits;
     int32_t error; uint32_t error_op; uint32_t error_vdev;
     uint64_t out_len; uint64_t out_sent; uint32_t sync_op; uint32_t sync_vdev; uint64_t sync_ns;
+    int32_t sync_status;
 } fp_result;
 int fp_init(void);
 void fp_note_current(void *ctx);
@@ -27,6 +28,9 @@ void fp_range_clear(uint32_t vdev);
 void fp_drop_stream(uint32_t vdev, uint32_t sid);
 void fp_drop_event(uint32_t vdev, uint32_t eid);
 void fp_drop_device(uint32_t vdev);
+void fp_note_launch(uint32_t vdev, uint32_t kid);
+void fp_note_synced(uint32_t vdev);
+void fp_launch_window(uint32_t vdev, uint64_t out[4]);
 void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t out_cap,
             int sock, int pipe_fd, fp_result *res);
 """

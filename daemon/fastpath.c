@@ -64,6 +64,12 @@ typedef struct {
     uint32_t nranges, cap_ranges;
     unsigned char *small;        /* pinned bounce buffer for small device-to-host copies */
     uint64_t small_size;
+    /* Launches on this device, whichever path made them (Python reports its own with
+     * fp_note_launch): how many so far, the last one's kernel, and the first one since the
+     * last synchronization that succeeded (first_n 0: none), which are what a fault that
+     * surfaces now may have come from. */
+    uint64_t launches, first_n;
+    uint32_t first_kid, last_kid;
 } fp_dev;
 
 static fp_dev devs[FP_MAX_VDEV];
@@ -264,6 +270,39 @@ static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
     return 0;
 }
 
+/* ---- which launches a fault may have come from ---- */
+
+static void note_launch(fp_dev *d, uint32_t kid) {
+    d->launches++;
+    d->last_kid = kid;
+    if (!d->first_n) {
+        d->first_n = d->launches;
+        d->first_kid = kid;
+    }
+}
+
+void fp_note_launch(uint32_t vdev, uint32_t kid) {
+    if (vdev < FP_MAX_VDEV) note_launch(&devs[vdev], kid);
+}
+
+void fp_note_synced(uint32_t vdev) {
+    if (vdev < FP_MAX_VDEV) devs[vdev].first_n = 0;
+}
+
+/* out: the first launch since the last good synchronization (ordinal, kernel; 0 0: none),
+ * and the last launch (ordinal, kernel). */
+void fp_launch_window(uint32_t vdev, uint64_t out[4]) {
+    memset(out, 0, 4 * sizeof *out);
+    if (vdev >= FP_MAX_VDEV) return;
+    fp_dev *d = &devs[vdev];
+    if (d->first_n) {
+        out[0] = d->first_n;
+        out[1] = d->first_kid;
+    }
+    out[2] = d->launches;
+    out[3] = d->last_kid;
+}
+
 /* Frame layouts (see wire/_messages.py; little-endian, packed). */
 #define OP_DEVICE_SYNC 0x0102
 #define OP_MEMCPY_DTOH 0x0211
@@ -290,6 +329,7 @@ typedef struct {
     uint32_t sync_op;    /* the answered request's opcode */
     uint32_t sync_vdev;
     uint64_t sync_ns;    /* time spent executing it */
+    int32_t sync_status; /* the status its reply carries */
 } fp_result;
 
 static inline uint32_t rd32(const unsigned char *p) {
@@ -407,7 +447,9 @@ static int run_sync(fp_dev *d, uint16_t op, uint32_t rid, uint16_t vdev, const u
     } else {
         return 0;
     }
+    if (err == CU_SUCCESS) d->first_n = 0; /* every launch before it got through */
     reply_header(out, rid, vdev, (uint32_t)err, tail);
+    res->sync_status = err;
     res->out_len = 24 + tail;
     res->sync_op = op;
     res->sync_vdev = vdev;
@@ -415,10 +457,11 @@ static int run_sync(fp_dev *d, uint16_t op, uint32_t rid, uint16_t vdev, const u
 }
 
 /* Send the reply at once when nothing may go before it: the session's transport holds nothing
- * (the caller passes sock < 0 otherwise) and no device printf output is waiting in the pipe
- * (pipe_fd < 0: none can be). Whatever is not sent here the session sends, after the output. */
+ * (the caller passes sock < 0 otherwise), no device printf output is waiting in the pipe
+ * (pipe_fd < 0: none can be), and it reports success (a failure may be a fault, which the
+ * session reports first). Whatever is not sent here the session sends, after the rest. */
 static void send_reply(const unsigned char *out, fp_result *res, int sock, int pipe_fd) {
-    if (sock < 0) return;
+    if (sock < 0 || res->sync_status != CU_SUCCESS) return;
     if (pipe_fd >= 0) {
         struct pollfd p = {pipe_fd, POLLIN, 0};
         if (poll(&p, 1, 0) != 0) return;
@@ -475,6 +518,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             err = p_launch(d->kernels[kid].func, rd32(m + 8), rd32(m + 12), rd32(m + 16),
                            rd32(m + 20), rd32(m + 24), rd32(m + 28), rd32(m + 32), stream, NULL,
                            psize ? extra : NULL);
+            note_launch(d, kid);
             res->launches++;
         } else if (op == OP_EVENT_RECORD) {
             if (flen != 12) break;

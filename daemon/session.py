@@ -45,6 +45,7 @@ from farcuda.wire import (
 
 from .allocator import SMALL_ALIGN, SMALL_LIMIT, WindowAllocator
 from .errors import CudaError, E
+from .faults import STICKY, demangle, describe
 
 __all__ = ["Session", "DeviceState", "BusyClock", "Refusal"]
 
@@ -57,9 +58,13 @@ _HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
 _SINK_MIN = 64 << 10
 _INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the REPLY itself
 _NOTIFY = {n: BY_NAME[n] for n in ("HEARTBEAT", "CALLBACK", "ASYNC_ERROR", "STDOUT", "GOODBYE",
-                                   "FETCH", "PUSH")}
+                                   "FETCH", "PUSH", "FAULT")}
 _DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
 _OP_NAMES = {m.op: m.name for m in MESSAGES}
+# Requests whose success shows that the device's work up to them ran without a fault (see
+# daemon/faults.py: what a later fault may be blamed on).
+_SYNCS = frozenset(BY_NAME[n].op for n in ("DEVICE_SYNC", "STREAM_SYNC", "EVENT_SYNC",
+                                           "MEMCPY_DTOH", "MEMCPY2D_DTOH"))
 _FAST_OUT = 24 + (64 << 10)  # the C path's reply buffer: a REPLY with a small copy's bytes
 _DTOH_DEFERRED = 1  # MEMCPY_DTOH flags: the client does not wait (an async copy to pinned memory)
 _DEFERRED = object()  # a handler's result: the request is answered later, by other means
@@ -121,11 +126,14 @@ class DeviceState:
         watch = be if hasattr(be, "track") else None  # a backend that checks pointers itself
         self.alloc = WindowAllocator(be.window_base, window_size,
                                      getattr(be, "granule", 2 << 20), be.map_extent,
-                                     be.unmap_extent, watch)
+                                     be.unmap_extent, watch, be.apron, be.map_apron,
+                                     be.unmap_apron, be.apron_floor)
         self.symbols: list[tuple[int, int]] = []  # sorted (base, size) of module globals
         self.kernels: set[int] = set()
         self.clock: BusyClock | None = None  # its GPU's busy clock in the session
         self.freeing: set[int] = set()  # allocations with a stream-ordered free pending
+        self.kernel_names: dict[int, str] = {}
+        self.dead: dict | None = None  # the fault that left its context unusable
 
     def check(self, ptr: int, n: int) -> None:
         """ptr..ptr+n must lie inside one allocation or global of this session."""
@@ -386,6 +394,8 @@ class Session(asyncio.BufferedProtocol):
     def _answer(self, f: Frame, result) -> None:
         self._flush_output()
         self._deliver_d2h()
+        if f.op in _SYNCS:
+            self._synced(f.vdev)
         if isinstance(result, Bulk):
             task = asyncio.ensure_future(self._send_bulk(f, result))
             self._tasks.add(task)
@@ -397,6 +407,7 @@ class Session(asyncio.BufferedProtocol):
     def _failed(self, f: Frame, status: int, exc: CudaError | None = None) -> None:
         self._flush_output()
         self._deliver_d2h()
+        self._fault(f.vdev, status)
         if f.rid:
             # A DEVICE_OPEN refused by policy says why (the client asks for it with a bulk
             # reply, so a tail is welcome there and nowhere else).
@@ -440,7 +451,35 @@ class Session(asyncio.BufferedProtocol):
             return
         self._flush_output()
         self._deliver_d2h()
+        if f.op in _SYNCS:
+            self._synced(f.vdev)
         self._write(encode_reply(f.rid, 0, f.msg, bulk.values, b"", f.vdev))
+
+    # -- faults: a context left unusable is reported once (daemon/faults.py) --
+    def _synced(self, vdev: int) -> None:
+        d = self.devices.get(vdev)
+        if d is not None:
+            d.be.synced()
+
+    def _fault(self, vdev: int, status: int) -> None:
+        """A request of this device failed with ``status``: if that is a fault, log it with
+        the kernel it came from and tell the client (before the failed request's answer)."""
+        d = self.devices.get(vdev)
+        if status not in STICKY or d is None or d.dead is not None:
+            return
+        first, last = d.be.launch_window()
+
+        def name(kid: int) -> str:
+            return demangle(d.kernel_names.get(kid, f"#{kid}"))
+        culprit, error = describe(status, first and (first[0], name(first[1])),
+                                  last and (last[0], name(last[1])))
+        d.dead = {"status": status, "error": error, "culprit": culprit, "at": time.time()}
+        log.warning("session %d: device %d: %s failed with %s; its context is unusable",
+                    self.session_id, vdev, culprit, error)
+        self._write(encode(_NOTIFY["FAULT"], {"status": status,
+                                              "first": first[0] if first else 0,
+                                              "last": last[0] if last else 0},
+                           culprit.encode()[:400], vdev=vdev))
 
     # -- async device-to-host copies: the client does not wait, its synchronizations do --
     def _deliver_d2h(self) -> None:
@@ -464,6 +503,7 @@ class Session(asyncio.BufferedProtocol):
             head = HEADER.pack(8 + len(data), _REPLY.op, 0, f.rid, f.vdev, 0)
             self._write(head + struct.pack("<II", 0, 0) + data)
         except CudaError as exc:
+            self._fault(f.vdev, exc.status)
             self._write(encode_reply(f.rid, exc.status, None, None, b"", f.vdev))
         finally:
             job.close()
@@ -528,6 +568,8 @@ class Session(asyncio.BufferedProtocol):
             self.backend.context_unknown()
             size = res.out_len
             if size:
+                if res.sync_status:
+                    self._fault(res.sync_vdev, res.sync_status)  # before its reply
                 self.counts[_OP_NAMES[res.sync_op]] += 1
                 clock = self._clock(res.sync_vdev)
                 if clock is not None:
@@ -543,6 +585,7 @@ class Session(asyncio.BufferedProtocol):
                     self.bytes_out += sent
                     self._write(ffi.buffer(self._fast_out + sent, size - sent)[:])
             if res.error:
+                self._fault(res.error_vdev, res.error)
                 self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": res.error,
                                                             "op": res.error_op},
                                    vdev=res.error_vdev))
@@ -589,7 +632,8 @@ class Session(asyncio.BufferedProtocol):
         self._reap()
         return {"session": self.session_id, "identity": self.identity,
                 "devices": {str(v): {"gpu": d.params["gpu"], "sm_budget": d.params["sm_budget"],
-                                     "memory_held": d.memory_held()}
+                                     "memory_held": d.memory_held(),
+                                     **({"dead": d.dead} if d.dead else {})}
                             for v, d in self.devices.items()},
                 "memory_held": self.memory_held(), "calls": sum(self.counts.values()),
                 "counts": dict(self.counts), "bytes_in": self.bytes_in,
@@ -1049,10 +1093,11 @@ class Session(asyncio.BufferedProtocol):
         d = self.dev(f)
         kinfo, vinfo = d.be.module_load(module, tail[:end], [n for _, n in kernels],
                                         [n for _, n, _ in variables])
-        for (kid, _), info in zip(kernels, kinfo):
+        for (kid, kname), info in zip(kernels, kinfo):
             if info is not None:
                 d.be.set_kernel(kid, info)
                 d.kernels.add(kid)
+                d.kernel_names[kid] = kname
         vout = []
         for (_vid, _name, size), info in zip(variables, vinfo):
             if info is None:
@@ -1108,6 +1153,7 @@ class Session(asyncio.BufferedProtocol):
         kid, stream = v[0], v[1]
         d = self.dev(f)
         d.be.launch(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], f.tail or b"", v[9])
+        d.be.launched(kid)
 
     def op_LAUNCH_EX(self, f):
         self._may_print = True
@@ -1119,6 +1165,7 @@ class Session(asyncio.BufferedProtocol):
         d = self.dev(f)
         d.be.launch_ex(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], tail[:nattrs * 72],
                        tail[nattrs * 72:])
+        d.be.launched(kid)
 
     def op_FUNC_MAX_CLUSTER(self, f):
         raise CudaError(E["cudaErrorNotSupported"])

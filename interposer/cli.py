@@ -247,13 +247,18 @@ def cmd_status(args) -> int:
         print(f"  sessions: {len(tenants)}")
         for t in tenants:
             ident = t.get("identity", {})
-            devs = ",".join(f"{v}->gpu{d['gpu']}" for v, d in t.get("devices", {}).items())
+            devs = ",".join(f"{v}->gpu{d['gpu']}" + (" DEAD" if d.get("dead") else "")
+                            for v, d in t.get("devices", {}).items())
             print(f"    session {t.get('session')} tenant={t.get('tenant')} "
                   f"peer={t.get('peer')} exe={ident.get('exe', '?')} devices=[{devs}] "
                   f"memory={_human(t.get('memory_held', 0))} calls={t.get('calls', 0)} "
                   f"in={_human(t.get('bytes_in', 0))} out={_human(t.get('bytes_out', 0))} "
                   f"since={time.strftime('%H:%M:%S', time.localtime(t.get('since', 0)))} "
                   f"energy={_joules(t.get('energy_j'))}")
+            for v, d in t.get("devices", {}).items():
+                if d.get("dead"):
+                    print(f"      device {v} is unusable: {d['dead']['culprit']} failed with "
+                          f"{d['dead']['error']}")
     return rc
 
 

@@ -211,10 +211,21 @@ def run_native(exe: Path, args=(), env: dict | None = None, timeout: float = 120
     return Result(p.returncode, p.stdout, p.stderr)
 
 
+# Runs a command with every NVIDIA device node of this machine replaced by /dev/null, in a
+# mount namespace of its own: a client started so can reach a GPU only through farcuda.
+_NO_GPU = ('for d in /dev/nvidia*; do [ -c "$d" ] && mount --bind /dev/null "$d"; done; '
+           'exec "$@"')
+
+
+def can_isolate() -> bool:
+    """Whether run_remote(..., isolated=True) works here (root, unshare; the GPU machine)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
 def run_remote(exe: Path, shim: Path, server: str | None, args=(), mode: str = "preload",
-               env: dict | None = None, timeout: float = 120) -> Result:
+               env: dict | None = None, timeout: float = 120, isolated: bool = False) -> Result:
     """Run an unmodified program through farcuda: LD_PRELOAD, or as the libcudart found on
-    LD_LIBRARY_PATH (drop-in)."""
+    LD_LIBRARY_PATH (drop-in). ``isolated``: the program cannot open a GPU of this machine."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("FARCUDA_")
          and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
     if mode == "preload":
@@ -226,8 +237,10 @@ def run_remote(exe: Path, shim: Path, server: str | None, args=(), mode: str = "
     if server:
         e["FARCUDA_SERVER"] = server
     e.update(env or {})
-    p = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=e,
-                       timeout=timeout)
+    cmd = [str(exe), *map(str, args)]
+    if isolated:
+        cmd = ["unshare", "-m", "--", "sh", "-c", _NO_GPU, "sh", *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)
 
 
@@ -239,6 +252,7 @@ def has_tool():
 class _Helpers:
     run_native = staticmethod(run_native)
     run_remote = staticmethod(run_remote)
+    can_isolate = staticmethod(can_isolate)
     start_daemon = staticmethod(start_daemon)
     programs_build = programs_build
 

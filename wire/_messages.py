@@ -242,6 +242,10 @@ MESSAGES: tuple[Message, ...] = (
        doc="a graph replay needs the host bytes of a captured host-to-device copy"),
     _m("PUSH", 0x8009, "notify", "node:u32 rsv:u32 offset:u64", direction="s2c",
        doc="bytes of a captured device-to-host copy, for the client's memory"),
+    _m("FAULT", 0x800A, "notify", "status:u32 rsv:u32 first:u64 last:u64", direction="s2c",
+       doc="a fault left this virtual device's context unusable (sent once, before the first "
+           "answer that reports it): the first and the last launch since its last good "
+           "synchronization (0: none); the tail names the kernel it came from, in words"),
 )
 
 BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}

@@ -92,6 +92,7 @@ enum {
     FC_OP_GOODBYE = 0x8007,
     FC_OP_FETCH = 0x8008,
     FC_OP_PUSH = 0x8009,
+    FC_OP_FAULT = 0x800a,
 };
 
 typedef struct __attribute__((packed)) {  /* SERVER_HELLO */
@@ -618,5 +619,13 @@ typedef struct __attribute__((packed)) {  /* PUSH */
     uint64_t offset;
 } fc_PUSH;
 _Static_assert(sizeof(fc_PUSH) == 16, "fc_PUSH layout");
+
+typedef struct __attribute__((packed)) {  /* FAULT */
+    uint32_t status;
+    uint32_t rsv;
+    uint64_t first;
+    uint64_t last;
+} fc_FAULT;
+_Static_assert(sizeof(fc_FAULT) == 24, "fc_FAULT layout");
 
 #endif

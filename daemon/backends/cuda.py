@@ -27,6 +27,7 @@ except ImportError as exc:
     raise RuntimeError(f"cuda-bindings is not installed ({exc})") from None
 
 from ..errors import CudaError, E
+from ..faults import LaunchLog
 
 log = logging.getLogger("farcudad.cuda")
 
@@ -35,6 +36,11 @@ NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
 SLOT = 4 << 20
 SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
 GRANULE = 8  # SMs per partition group (the H100's granularity for green contexts)
+# Mapped address space around the allocations (see daemon/allocator.py), as far as reads
+# outside cudaMalloc'd memory succeed natively (measured on an H100, driver 580: at least
+# 256 MiB before the first allocation, 64 MiB past small ones)
+APRON = 64 << 20
+APRON_FLOOR = 256 << 20
 _SM_FILES: dict[str, tuple[int, set]] = {}  # lock file -> (descriptor, groups held here)
 SPIN_S = 60e-6
 
@@ -294,6 +300,8 @@ class CudaDevice:
             prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_MINIMUM)),
             2 << 20)
         self._handles: dict[int, object] = {}
+        self._guard = None  # the memory every apron maps (made with the first one)
+        self._launches = LaunchLog()  # (without the C path)
         self.streams: dict[int, object] = {0: cu.CUstream(0)}
         self.stream_flags: dict[int, int] = {}
         self.blocking: set[int] = set()  # created streams that synchronize with the legacy one
@@ -470,6 +478,55 @@ class CudaDevice:
         cu.cuMemUnmap(base, size)
         if h is not None:
             cu.cuMemRelease(h)
+
+    # The address space around the allocator's extents (daemon/allocator.py) maps pieces of
+    # one allocation of this device's, zeroed once, made with the first: reads just outside
+    # an allocation land in mapped memory, as they do natively.
+    apron = APRON
+    apron_floor = APRON_FLOOR
+
+    def map_apron(self, base: int, size: int) -> None:
+        self.cur()
+        fresh = self._guard is None
+        if fresh:
+            res = cu.cuMemCreate(self.apron, self._prop, 0)
+            if res[0] != SUCCESS:
+                raise CudaError(E["cudaErrorMemoryAllocation"])
+            self._guard = res[1]
+        check(cu.cuMemMap(base, size, 0, self._guard, 0))
+        try:
+            check(cu.cuMemSetAccess(base, size, [self._access], 1))
+            if fresh:
+                check(cu.cuMemsetD8(base, 0, size))
+        except CudaError:
+            cu.cuMemUnmap(base, size)
+            raise
+
+    def unmap_apron(self, base: int, size: int) -> None:
+        self.cur()
+        cu.cuMemUnmap(base, size)
+
+    # Which launches a fault may have come from (daemon/faults.py): the C path counts the
+    # launches it makes itself, so the count lives there when it is built.
+    def launched(self, kid: int) -> None:
+        if self._fp is not None:
+            self._fp.fp_note_launch(self.vdev, kid)
+        else:
+            self._launches.launched(kid)
+
+    def synced(self) -> None:
+        if self._fp is not None:
+            self._fp.fp_note_synced(self.vdev)
+        else:
+            self._launches.synced()
+
+    def launch_window(self):
+        if self._fp is None:
+            return self._launches.window()
+        out = self.backend.fastpath[0].new("uint64_t[4]")
+        self._fp.fp_launch_window(self.vdev, out)
+        return ((int(out[0]), int(out[1])) if out[0] else None,
+                (int(out[2]), int(out[3])) if out[2] else None)
 
     # The C path answers small copies itself: it keeps its own copy of the session's memory
     # (the allocator and the module globals report to these), to check pointers as
@@ -1225,6 +1282,9 @@ class CudaDevice:
             for base, h in list(self._handles.items()):
                 cu.cuMemRelease(h)
             self._handles.clear()
+            if self._guard is not None:
+                cu.cuMemRelease(self._guard)
+                self._guard = None
             self.staging.close()
             self._chunks.close()
             cu.cuMemFreeHost(self._small)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from farcuda.wire import fatbin
 
 from ..errors import CudaError, E
+from ..faults import LaunchLog, demangle
 
 ATTRS_H100 = {  # a plausible sm_90 device; only used to answer queries in tests
     1: 1024, 2: 1024, 3: 1024, 4: 64, 5: 2147483647, 6: 65535, 7: 65535, 8: 49152, 9: 65536,
@@ -111,6 +112,7 @@ class MemoryDevice:
         self.graphs: dict[int, list] = {}
         self.capturing: dict[int, list] = {}
         self._nodes: dict[int, dict] = {}
+        self._launches = LaunchLog()
 
     # -- memory --
     def info(self) -> dict:
@@ -127,6 +129,14 @@ class MemoryDevice:
         del self._extents[bisect.bisect_left(self._extents, base)]
         del self._mem[base]
         self.backend.total_mapped -= size
+
+    # Kernels do not run here, so nothing reads outside an allocation: no aprons.
+    apron = apron_floor = 0
+
+    def map_apron(self, base: int, size: int) -> None:
+        raise AssertionError("the in-memory backend maps no aprons")
+
+    unmap_apron = map_apron
 
     def _view(self, ptr: int, n: int) -> memoryview:
         i = bisect.bisect_right(self._extents, ptr) - 1
@@ -302,14 +312,30 @@ class MemoryDevice:
             raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
         record = {"kernel": info["name"], "grid": list(grid), "block": list(block),
                   "shmem": shmem, "stream": stream, "flags": flags, "params": bytes(params).hex()}
+        fault = self.backend.fault_kernels.get(
+            info["name"], self.backend.fault_kernels.get(demangle(info["name"]).split("(")[0]))
+
+        def run(sid: int) -> None:
+            self.backend.record(dict(record, stream=sid))
+            if fault is not None:  # as a kernel that faults on a GPU: the error surfaces at
+                # the stream's next synchronization (and the session takes the device as dead)
+                self.streams[sid].error = self.streams[sid].error or CudaError(E[fault])
         if stream in self.capturing:
-            self.capturing[stream].append(
-                lambda sid: self._run(sid, lambda: self.backend.record(dict(record, stream=sid))))
+            self.capturing[stream].append(lambda sid: self._run(sid, lambda: run(sid)))
             return
-        self._run(stream, lambda: self.backend.record(record))
+        self._run(stream, lambda: run(stream))
 
     def launch_ex(self, kid, stream, grid, block, shmem, attrs: bytes, params: bytes) -> None:
         self.launch(kid, stream, grid, block, shmem, params, 0)
+
+    def launched(self, kid: int) -> None:
+        self._launches.launched(kid)
+
+    def synced(self) -> None:
+        self._launches.synced()
+
+    def launch_window(self):
+        return self._launches.window()
 
     def func_attrs(self, kid: int) -> dict:
         if kid not in self.kernels:
@@ -571,8 +597,11 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(self, gpus: int = 1, capacity: int = 8 << 30, record_path: str | None = None,
-                 driver_version: int = 13000) -> None:
+                 driver_version: int = 13000, fault_kernels: dict[str, str] | None = None
+                 ) -> None:
         self.gpus = gpus
+        # kernel name -> the cudaError_t name its launches fault with (tests of fault reports)
+        self.fault_kernels = dict(fault_kernels or {})
         self.capacity = capacity
         self.total_mapped = 0
         self.record_path = record_path

@@ -17,6 +17,7 @@ typedef struct {
     uint64_t consumed; uint32_t launches; uint32_t records; uint32_t waits;
     int32_t error; uint32_t error_op; uint32_t error_vdev;
     uint64_t out_len; uint64_t out_sent; uint32_t sync_op; uint32_t sync_vdev; uint64_t sync_ns;
+    int32_t sync_status;
 } fp_result;
 int fp_init(void);
 int fp_set_context(uint32_t vdev, void *ctx);
