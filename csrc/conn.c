@@ -321,7 +321,7 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
     size_t off = 0;
     int failed = 0;
     do {
-        size_t k = n - off < FC_CHUNK ? n - off : FC_CHUNK;
+        size_t k = n - off < FC_PIECE ? n - off : FC_PIECE;
         int last = off + k == n;
         uint64_t dst = dst0 + off;
         memcpy(fx + dst_off_field, &dst, 8);
@@ -590,7 +590,7 @@ static void *reader_main(void *arg) {
             size_t n = h.len - sizeof m;
             if (fc_hostnode_target(m.node, m.offset, n, &dst, &dev) == 0) {
                 rc = read_full(c, dst, n);
-                if (!rc && m.rsv) { /* the last piece: the graph may go on */
+                if (!rc && m.last) { /* the graph may go on */
                     fc_PUSH_DONE d = {m.node};
                     fc_post(c, FC_OP_PUSH_DONE, (uint16_t)dev, &d, sizeof d, NULL, 0);
                 }

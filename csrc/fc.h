@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gen/proto.h"
+#include "fc_wire.h"
 
 #define FC_EXPORT __attribute__((visibility("default")))
 
@@ -87,11 +87,6 @@ enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToH
 #define FC_MAX_SERVERS 64
 #define FC_MAX_ATTR 256
 #define FC_CONFIG_STACK 16
-/* Host-to-device payloads are cut into frames of this many bytes, so that the daemon can
- * copy one piece to the GPU while the next is still on the wire. */
-#define FC_CHUNK (4u << 20)
-/* MEMCPY_DTOH flags: the client does not wait for the reply (see dtoh_async in memory.c) */
-#define FC_DTOH_DEFERRED 1u
 
 /* ---- connections ---- */
 typedef struct fc_req fc_req;
@@ -309,7 +304,7 @@ void fc_post_commit(fc_conn *c);
 /* A synchronous request: flushes the queue, sends, waits for the reply. */
 int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
             const void *tail, size_t tlen, fc_req *req);
-/* Send a host-to-device payload in frames of FC_CHUNK, the last one synchronous when
+/* Send a host-to-device payload in frames of FC_PIECE, the last one synchronous when
  * `sync` is set; returns the status. */
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
                  size_t dst_off_field, const char *src, size_t n, int sync);

@@ -407,7 +407,8 @@ int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shm
                    (int)block.z > d->max_block[2] || grid.x > (unsigned)d->max_grid[0] ||
                    (int)grid.y > d->max_grid[1] || (int)grid.z > d->max_grid[2] ||
                    (k->max_threads > 0 && threads > (uint64_t)k->max_threads) ||
-                   shmem > d->shmem_optin || shmem > k->max_dyn_smem || (flags & 1);
+                   shmem > d->shmem_optin || shmem > k->max_dyn_smem ||
+                   (flags & FC_LAUNCH_COOPERATIVE);
     if ((st = mapped_arguments(k, args))) return st;
     fc_conn *c = fc_servers[d->server].conn;
     size_t len = sizeof(fc_LAUNCH) + k->param_size;
@@ -471,7 +472,6 @@ typedef struct {
     void *attrs;
     unsigned int numAttrs;
 } fc_launch_config;
-#define FC_LAUNCH_ATTR_SIZE 72
 #define FC_ATTR_COOPERATIVE 2
 
 /* cudaLaunchKernel of something that is not a registered kernel: CUDA 13 answers
@@ -538,13 +538,15 @@ FC_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void *func, fc_dim3 grid, fc_d
 FC_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void *func, fc_dim3 grid, fc_dim3 block,
                                                   void **args, size_t shmem,
                                                   cudaStream_t stream) {
-    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 0, 1));
+    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 0,
+                                  FC_LAUNCH_COOPERATIVE));
 }
 
 FC_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(const void *func, fc_dim3 grid,
                                                        fc_dim3 block, void **args, size_t shmem,
                                                        cudaStream_t stream) {
-    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 1, 1));
+    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 1,
+                                  FC_LAUNCH_COOPERATIVE));
 }
 
 FC_EXPORT cudaError_t cudaLaunchKernelExC(const void *config, const void *func, void **args) {

@@ -440,7 +440,7 @@ static int dtoh_async(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) 
     if (!r) return cudaErrorMemoryAllocation;
     r->bulk = dst;
     r->bulk_cap = n;
-    fc_MEMCPY_DTOH m = {src, n, sid, FC_DTOH_DEFERRED};
+    fc_MEMCPY_DTOH m = {src, n, sid, FC_MEMCPY_DTOH_DEFERRED};
     st = fc_post_req(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
     return st ? st : fc_device_status(dev);
 }
@@ -560,7 +560,7 @@ int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t 
     }
     if (d_is_dev) return htod(ddev, (uint64_t)(uintptr_t)dst, src, n, sid, async);
     if (s_is_dev) {
-        if (async && n <= FC_CHUNK && pinned(dst, n))
+        if (async && n <= FC_PIECE && pinned(dst, n))
             return dtoh_async(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
         return dtoh(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
     }
@@ -609,7 +609,7 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
     if (d_is_dev) {
         if ((st = fc_device_ready(ddev))) return st;
         /* whole rows per frame, packed tightly */
-        size_t rows = FC_CHUNK / width ? FC_CHUNK / width : 1;
+        size_t rows = FC_PIECE / width ? FC_PIECE / width : 1;
         char *tmp = spitch == width ? NULL : malloc(rows * width);
         if (spitch != width && !tmp) return cudaErrorMemoryAllocation;
         for (size_t y = 0; y < height && !st; y += rows) {

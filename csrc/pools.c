@@ -244,7 +244,7 @@ static int free_async(void *ptr, cudaStream_t stream, int ptds) {
     if (c->dead) return c->dead_status;
     char *q = fc_post_begin(c, FC_OP_FREE_ASYNC, (uint16_t)fdev, sizeof m);
     if (!q) return cudaErrorMemoryAllocation;
-    ((fc_hdr *)q)[-1].aux = (uint16_t)rg.dev; /* the memory's device */
+    fc_FREE_ASYNC_set_mem_vdev((fc_hdr *)q - 1, (uint16_t)rg.dev);
     memcpy(q, &m, sizeof m);
     fc_post_commit(c);
     return st ? st : fc_device_status(fdev);

@@ -192,11 +192,10 @@ static int stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, 
         capture_join(ev->capture, fs);
         pthread_mutex_unlock(&capture_mtx);
     }
-    /* aux carries the event's device when it differs from the stream's */
     fc_conn *c = dev_conn(dev);
     char *p = fc_post_begin(c, FC_OP_STREAM_WAIT_EVENT, (uint16_t)dev, sizeof m);
     if (!p) return c->dead ? c->dead_status : cudaErrorMemoryAllocation;
-    ((fc_hdr *)p)[-1].aux = (uint16_t)ev->dev;
+    fc_STREAM_WAIT_EVENT_set_event_vdev((fc_hdr *)p - 1, (uint16_t)ev->dev);
     memcpy(p, &m, sizeof m);
     fc_post_commit(c);
     return fc_device_status(dev);
@@ -492,7 +491,7 @@ static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
     fc_conn *conn = dev_conn(dev);
     char *p = fc_post_begin(conn, FC_OP_HOST_FUNC, (uint16_t)dev, sizeof m);
     if (!p) return conn->dead ? conn->dead_status : cudaErrorMemoryAllocation;
-    ((fc_hdr *)p)[-1].aux = cap != NULL; /* 1: captured, the daemon re-arms it per replay */
+    fc_HOST_FUNC_set_captured((fc_hdr *)p - 1, cap != NULL);
     memcpy(p, &m, sizeof m);
     fc_post_commit(conn);
     fc_capture_node(cap, FC_NODE_HOST);
@@ -615,8 +614,8 @@ static int hostnode_get(uint32_t id, fc_hostnode *out) {
 void fc_hostnode_fetch(fc_conn *c, uint32_t node) {
     fc_hostnode h;
     if (hostnode_get(node, &h) || !h.to_device) return;
-    for (size_t off = 0; off < h.n; off += FC_CHUNK) {
-        size_t k = h.n - off < FC_CHUNK ? h.n - off : FC_CHUNK;
+    for (size_t off = 0; off < h.n; off += FC_PIECE) {
+        size_t k = h.n - off < FC_PIECE ? h.n - off : FC_PIECE;
         fc_HOST_DATA m = {node, 0, off};
         fc_post(c, FC_OP_HOST_DATA, (uint16_t)h.dev, &m, sizeof m, (char *)h.host + off, k);
     }

@@ -43,6 +43,8 @@ from farcuda.wire import (
     encode_reply,
 )
 
+from farcuda.wire import messages as msg
+
 from .allocator import SMALL_ALIGN, SMALL_LIMIT, WindowAllocator
 from .errors import CudaError, E
 from .faults import STICKY, demangle, describe
@@ -53,7 +55,7 @@ log = logging.getLogger("farcudad.session")
 
 _REPLY = BY_NAME["REPLY"]
 _DATA = BY_NAME["DATA"]
-_DATA_CHUNK = 4 << 20
+_DATA_CHUNK = msg.PIECE
 _HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
 _SINK_MIN = 64 << 10
 _INLINE_REPLY = 64 << 10  # device-to-host results up to this size travel in the REPLY itself
@@ -66,7 +68,7 @@ _OP_NAMES = {m.op: m.name for m in MESSAGES}
 _SYNCS = frozenset(BY_NAME[n].op for n in ("DEVICE_SYNC", "STREAM_SYNC", "EVENT_SYNC",
                                            "MEMCPY_DTOH", "MEMCPY2D_DTOH"))
 _FAST_OUT = 24 + (64 << 10)  # the C path's reply buffer: a REPLY with a small copy's bytes
-_DTOH_DEFERRED = 1  # MEMCPY_DTOH flags: the client does not wait (an async copy to pinned memory)
+_DTOH_DEFERRED = msg.MEMCPY_DTOH_DEFERRED
 _DEFERRED = object()  # a handler's result: the request is answered later, by other means
 _D2H_PENDING_MAX = 1024  # deferred copies a client may have pending
 _D2H_BYTES_MAX = 256 << 20  # and the bytes they may hold
@@ -1136,7 +1138,8 @@ class Session(asyncio.BufferedProtocol):
         v = f.values()
         kid, nattrs, what = v[0], v[8], v[9]
         tail = bytes(f.tail or b"")
-        if len(tail) != 72 * nattrs or what not in (0, 1):
+        if len(tail) != msg.LAUNCH_ATTR_SIZE * nattrs or what not in (
+                msg.OCCUPANCY_CLUSTERS_MAX_ACTIVE, msg.OCCUPANCY_CLUSTERS_MAX_SIZE):
             raise ProtocolError("OCCUPANCY_CLUSTERS: malformed")
         d = self.dev(f)
         return {"value": d.be.occupancy_clusters(self._kernel(d, kid), v[1:4], v[4:7], v[7],
@@ -1160,11 +1163,11 @@ class Session(asyncio.BufferedProtocol):
         v = f.values()
         kid, stream, nattrs = v[0], v[1], v[9]
         tail = bytes(f.tail or b"")
-        if nattrs * 72 > len(tail):
+        n = nattrs * msg.LAUNCH_ATTR_SIZE
+        if n > len(tail):
             raise ProtocolError("LAUNCH_EX: attributes past the end")
         d = self.dev(f)
-        d.be.launch_ex(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], tail[:nattrs * 72],
-                       tail[nattrs * 72:])
+        d.be.launch_ex(self._kernel(d, kid), stream, v[2:5], v[5:8], v[8], tail[:n], tail[n:])
         d.be.launched(kid)
 
     def op_FUNC_MAX_CLUSTER(self, f):
@@ -1257,7 +1260,7 @@ class Session(asyncio.BufferedProtocol):
             for off in range(0, len(view), _DATA_CHUNK):
                 part = view[off:off + _DATA_CHUNK]
                 last = off + _DATA_CHUNK >= len(view)
-                self._write(encode(_NOTIFY["PUSH"], {"node": node, "rsv": int(last),
+                self._write(encode(_NOTIFY["PUSH"], {"node": node, "last": int(last),
                                                      "offset": off}, part, vdev=vdev))
         d.be.capture_dtoh(src, size, sid, node, push)
 

@@ -20,6 +20,7 @@ import cffi
 
 HERE = Path(__file__).resolve().parent
 CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
+WIRE_C = HERE.parent / "wire" / "c"  # fc_wire.h, the wire's C header (generated)
 TARGET = "libcudart.so.13"
 MODULE = "_farcuda_shim"
 
@@ -108,7 +109,7 @@ def make_ffi() -> cffi.FFI:
         MODULE,
         '#include "fc.h"\n#include "api.h"\n',
         sources=[str(csrc / s) for s in SOURCES],
-        include_dirs=[str(csrc)],
+        include_dirs=[str(csrc), str(WIRE_C)],
         define_macros=[("FC_PYTHON_HOME", q(sys.base_prefix)),
                        ("FC_PYTHON_PATHS", q(":".join(python_paths()))),
                        ("FC_LIBPYTHON", q(libpython)),

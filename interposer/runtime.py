@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farcuda.wire import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
-from farcuda.wire.abi import ERRORS, cudaDeviceAttr, cudaFuncAttribute
+from farcuda.wire import messages as msg
+from farcuda.wire.abi import ERRORS, STRUCTS, cudaDeviceAttr, cudaFuncAttribute
 from farcuda.wire.calls import PY_CALLS
 
 from . import config as configmod
@@ -37,8 +38,8 @@ ffi: Any = None
 lib: Any = None
 
 
-def log(msg: str) -> None:
-    lib.fcx_log(msg.encode(errors="replace"))
+def log(text: str) -> None:
+    lib.fcx_log(text.encode(errors="replace"))
 
 
 @dataclass
@@ -79,17 +80,17 @@ class CudaError(Exception):
 def call(dev: int, name: str, values: dict | None = None, tail: bytes = b"",
          bulk: bool = False, server: int | None = None) -> tuple[dict, bytes | None]:
     """A synchronous request on a virtual device (or to a server); raises CudaError."""
-    msg = BY_NAME[name]
-    fixed = pack_fixed(msg, values)
-    rep_size = max(msg.reply_size, 1)
+    m = BY_NAME[name]
+    fixed = pack_fixed(m, values)
+    rep_size = max(m.reply_size, 1)
     rep = ffi.new("char[]", rep_size)
     pbulk = ffi.new("void **") if bulk else ffi.NULL
     plen = ffi.new("size_t *") if bulk else ffi.NULL
     if server is not None:
-        st = lib.fcx_call_server(server, msg.op, fixed, len(fixed), rep, msg.reply_size, pbulk,
+        st = lib.fcx_call_server(server, m.op, fixed, len(fixed), rep, m.reply_size, pbulk,
                                  plen)
     else:
-        st = lib.fcx_call(dev, msg.op, fixed, len(fixed), tail, len(tail), rep, msg.reply_size,
+        st = lib.fcx_call(dev, m.op, fixed, len(fixed), tail, len(tail), rep, m.reply_size,
                           pbulk, plen)
     data = None
     if bulk and pbulk[0] != ffi.NULL:
@@ -97,14 +98,14 @@ def call(dev: int, name: str, values: dict | None = None, tail: bytes = b"",
         lib.fcx_free(pbulk[0])
     if st != SUCCESS:
         raise CudaError(st, reason=data.decode(errors="replace") if data else None)
-    reply = unpack_fixed(msg, ffi.buffer(rep, rep_size), reply=True) if msg.reply_size else {}
+    reply = unpack_fixed(m, ffi.buffer(rep, rep_size), reply=True) if m.reply_size else {}
     return reply, data
 
 
 def post(dev: int, name: str, values: dict | None = None, tail: bytes = b"") -> int:
-    msg = BY_NAME[name]
-    fixed = pack_fixed(msg, values)
-    return lib.fcx_post(dev, msg.op, fixed, len(fixed), tail, len(tail))
+    m = BY_NAME[name]
+    fixed = pack_fixed(m, values)
+    return lib.fcx_post(dev, m.op, fixed, len(fixed), tail, len(tail))
 
 
 def ready(dev: int) -> None:
@@ -555,8 +556,9 @@ def cudaFuncSetAttribute(func, attr, value):
 
 def cudaFuncSetCacheConfig(func, cacheConfig):
     k = kernel_of(func)
-    call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": 1000, "value": cacheConfig})
-    S.kernel_attrs.setdefault(k, {})[1000] = cacheConfig
+    attr = msg.FUNC_SET_ATTR_CACHE_CONFIG
+    call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": cacheConfig})
+    S.kernel_attrs.setdefault(k, {})[attr] = cacheConfig
     return SUCCESS
 
 
@@ -591,13 +593,19 @@ def cudaOccupancyAvailableDynamicSMemPerBlock(dynamicSmemSize, func, numBlocks, 
     return SUCCESS
 
 
+# cudaLaunchConfig_t: gridDim, blockDim, dynamicSmemBytes, stream, attrs, numAttrs
+_LAUNCH_CONFIG = struct.Struct("<6I3QI4x")
+assert _LAUNCH_CONFIG.size == STRUCTS["cudaLaunchConfig_t"][0]
+
+
 def _clusters(out, func, config, what: int) -> int:
     if out == ffi.NULL or config == ffi.NULL:
         return E["cudaErrorInvalidValue"]
     k = kernel_of(func)
-    raw = bytes(ffi.buffer(ffi.cast("char *", config), 56))
-    gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = struct.unpack("<6I3QI4x", raw)
-    tail = bytes(ffi.buffer(ffi.cast("char *", attrs), 72 * nattrs)) if nattrs else b""
+    raw = bytes(ffi.buffer(ffi.cast("char *", config), _LAUNCH_CONFIG.size))
+    gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = _LAUNCH_CONFIG.unpack(raw)
+    size = msg.LAUNCH_ATTR_SIZE * nattrs
+    tail = bytes(ffi.buffer(ffi.cast("char *", attrs), size)) if nattrs else b""
     rep, _ = call(current(), "OCCUPANCY_CLUSTERS", {
         "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
         "nattrs": nattrs, "what": what}, tail)
@@ -606,11 +614,11 @@ def _clusters(out, func, config, what: int) -> int:
 
 
 def cudaOccupancyMaxActiveClusters(numClusters, func, launchConfig):
-    return _clusters(numClusters, func, launchConfig, 0)
+    return _clusters(numClusters, func, launchConfig, msg.OCCUPANCY_CLUSTERS_MAX_ACTIVE)
 
 
 def cudaOccupancyMaxPotentialClusterSize(clusterSize, func, launchConfig):
-    return _clusters(clusterSize, func, launchConfig, 1)
+    return _clusters(clusterSize, func, launchConfig, msg.OCCUPANCY_CLUSTERS_MAX_SIZE)
 
 
 def cudaPointerGetAttributes(attributes, ptr):
@@ -749,7 +757,7 @@ def cudaDeviceGetP2PAttribute(value, attr, srcDevice, dstDevice):
     return SUCCESS if attr in (1, 2, 3, 4) else E["cudaErrorInvalidValue"]
 
 
-_STREAM_ATTR_SIZE = 64
+_STREAM_ATTR_SIZE = msg.STREAM_ATTR_SIZE
 
 
 def _stream_key(hStream) -> tuple:

@@ -376,7 +376,8 @@ class FastPath:
                  "-fno-omit-frame-pointer", "-g")
         lib = build_recording_driver(out, flags)
         exe = out / "fastpath_replay"
-        subprocess.run(["gcc", "-O1", "-Wall", *flags, f'-DFP_LIBCUDA="{lib}"', "-o", str(exe),
+        subprocess.run(["gcc", "-O1", "-Wall", *flags, f'-DFP_LIBCUDA="{lib}"',
+                        f"-I{ROOT / 'daemon'}", f"-I{ROOT / 'wire' / 'c'}", "-o", str(exe),
                         str(ROOT / "daemon" / "fastpath.c"), str(FAKES_DIR / "fastpath_replay.c"),
                         "-ldl"], check=True)
         return exe

@@ -26,6 +26,8 @@ try:
 except ImportError as exc:
     raise RuntimeError(f"cuda-bindings is not installed ({exc})") from None
 
+from farcuda.wire import messages as msg
+
 from ..errors import CudaError, E
 from ..faults import LaunchLog
 
@@ -552,7 +554,7 @@ class CudaDevice:
         blocking stream for the legacy one)."""
         if cu.cuStreamQuery(self._s(sid))[0] != SUCCESS:
             return False
-        if self.stream_flags.get(sid, 0) & 1:  # non-blocking
+        if self.stream_flags.get(sid, 0) & msg.STREAM_CREATE_NON_BLOCKING:
             return True
         others = self.blocking if sid == 0 else (0,)
         return all(cu.cuStreamQuery(self.streams[o])[0] == SUCCESS for o in others
@@ -875,7 +877,7 @@ class CudaDevice:
         if len(params) != k["param_size"]:
             raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
         buf = _cbuf(params)
-        if flags & 1:
+        if flags & msg.LAUNCH_COOPERATIVE:
             arr = _param_array(buf, k["params"])
             err = _coop(int(k["func"]), grid[0], grid[1], grid[2], block[0], block[1], block[2],
                         shmem, int(s), arr)
@@ -891,9 +893,10 @@ class CudaDevice:
         self.cur()
         k = self._k(kid)
         s = self._q(stream)
-        n = len(attrs) // 72
+        size = msg.LAUNCH_ATTR_SIZE
+        n = len(attrs) // size
         for i in range(n):
-            aid = int.from_bytes(attrs[i * 72:i * 72 + 4], "little")
+            aid = int.from_bytes(attrs[i * size:i * size + 4], "little")
             if aid in _HANDLE_ATTRS:
                 raise CudaError(E["cudaErrorNotSupported"],
                                 f"launch attribute {aid} carries a handle")
@@ -926,7 +929,7 @@ class CudaDevice:
     def func_set_attr(self, kid: int, attr: int, value: int) -> None:
         self.cur()
         func = self._k(kid)["func"]
-        if attr == 1000:
+        if attr == msg.FUNC_SET_ATTR_CACHE_CONFIG:
             check(cu.cuFuncSetCacheConfig(func, cu.CUfunc_cache(value)))
             return
         try:
@@ -943,12 +946,12 @@ class CudaDevice:
     def occupancy_clusters(self, kid, grid, block, shmem, attrs: bytes, what: int) -> int:
         self.cur()
         func = self._k(kid)["func"]
-        n = len(attrs) // 72
+        n = len(attrs) // msg.LAUNCH_ATTR_SIZE
         abuf = _cbuf(attrs)
         cfg = _LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
                             None, ctypes.addressof(abuf) if n else None, n)
         out = ctypes.c_int(0)
-        fn = _occ_clusters if what == 0 else _occ_cluster_size
+        fn = _occ_clusters if what == msg.OCCUPANCY_CLUSTERS_MAX_ACTIVE else _occ_cluster_size
         err = fn(ctypes.byref(out), int(func), ctypes.addressof(cfg))
         if err:
             raise CudaError(err)
@@ -964,12 +967,13 @@ class CudaDevice:
         self.cur()
         if sid == 0 or sid in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags & 1, priority))
-        self.stream_flags[sid] = flags & 1
-        if not flags & 1:
+        flags &= msg.STREAM_CREATE_NON_BLOCKING  # the only creation flag there is
+        self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags, priority))
+        self.stream_flags[sid] = flags
+        if not flags:
             self.blocking.add(sid)
         if self._fp is not None:
-            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]), flags & 1)
+            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]), flags)
 
     def stream_destroy(self, sid: int) -> None:
         self.cur()

@@ -13,21 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    uint64_t consumed; uint32_t launches; uint32_t records; uint32_t waits;
-    int32_t error; uint32_t error_op; uint32_t error_vdev;
-    uint64_t out_len; uint64_t out_sent; uint32_t sync_op; uint32_t sync_vdev; uint64_t sync_ns;
-    int32_t sync_status;
-} fp_result;
-int fp_init(void);
-int fp_set_context(uint32_t vdev, void *ctx);
-int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size);
-int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream, uint32_t flags);
-int fp_set_event(uint32_t vdev, uint32_t eid, void *event);
-int fp_set_small(uint32_t vdev, void *buf, uint64_t size);
-int fp_range_add(uint32_t vdev, uint64_t base, uint64_t size);
-void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t out_cap,
-            int sock, int pipe_fd, fp_result *res);
+#include "fastpath.h"
 
 static unsigned char small[64][64 << 10];
 
