@@ -26,12 +26,26 @@ not allocations: the daemon's pointer checks for copies never accept them.
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass, field
 
-__all__ = ["WindowAllocator", "Extent"]
+__all__ = ["WindowAllocator", "Extent", "pow2_pieces"]
+
+log = logging.getLogger("farcudad.allocator")
 
 SMALL_LIMIT = 1 << 20
 SMALL_ALIGN = 512
+
+
+def pow2_pieces(size: int, cap: int) -> list[int]:
+    """size as a sum of powers of two of at most cap, largest first (how a backend that maps
+    allocations only whole covers an apron piece with a few allocations of fixed sizes)."""
+    out = []
+    while size:
+        n = min(1 << (size.bit_length() - 1), cap)
+        out.append(n)
+        size -= n
+    return out
 
 
 @dataclass
@@ -59,6 +73,7 @@ class WindowAllocator:
         self.apron, self.floor = apron, floor
         self._holes: list[list[int]] = [[base + floor, size - floor]]  # sorted free VA ranges
         self._aprons: dict[int, int] = {}  # mapped apron pieces: base -> size
+        self._apron_failed = False  # (said once)
         self._ends: set[int] = set()  # where extents end
         self._extents: dict[int, Extent] = {}  # extent base -> extent
         self._arenas: list[Extent] = []
@@ -126,9 +141,19 @@ class WindowAllocator:
                 undo.append(lambda b=b, n=n: self._map_piece(b, n))
 
     def _map_pieces(self, old: dict[int, int], new: dict[int, int], undo: list) -> None:
+        """Map the pieces of new that old has not. Aprons only make reads outside allocations
+        behave as natively: a piece that cannot be mapped (the device is out of memory for
+        its first one, say) is logged and left out, never a failure of the allocation."""
         for b, n in new.items():
             if old.get(b) != n:
-                self._map_piece(b, n)
+                try:
+                    self._map_piece(b, n)
+                except Exception as exc:
+                    if not self._apron_failed:
+                        log.warning("no mapped apron at 0x%x+%d (%s): reads just outside "
+                                    "allocations there fault", b, n, exc)
+                    self._apron_failed = True
+                    continue
                 undo.append(lambda b=b, n=n: self._unmap_piece(b, n))
 
     def _map_piece(self, b: int, n: int) -> None:

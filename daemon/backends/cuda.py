@@ -28,6 +28,7 @@ except ImportError as exc:
 
 from farcuda.wire import messages as msg
 
+from ..allocator import pow2_pieces
 from ..errors import CudaError, E
 from ..faults import LaunchLog
 
@@ -302,7 +303,9 @@ class CudaDevice:
             prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_MINIMUM)),
             2 << 20)
         self._handles: dict[int, object] = {}
-        self._guard = None  # the memory every apron maps (made with the first one)
+        self._guards: dict[int, object] = {}  # size -> the allocation aprons map
+        self._fresh_guards: set[int] = set()
+        self._apron_maps: dict[int, list[tuple[int, int]]] = {}  # apron piece -> mappings
         self._launches = LaunchLog()  # (without the C path)
         self.streams: dict[int, object] = {0: cu.CUstream(0)}
         self.stream_flags: dict[int, int] = {}
@@ -481,32 +484,48 @@ class CudaDevice:
         if h is not None:
             cu.cuMemRelease(h)
 
-    # The address space around the allocator's extents (daemon/allocator.py) maps pieces of
-    # one allocation of this device's, zeroed once, made with the first: reads just outside
-    # an allocation land in mapped memory, as they do natively.
+    # The address space around the allocator's extents (daemon/allocator.py) maps a few
+    # allocations of this device's, each zeroed once and mapped at every apron: reads just
+    # outside an allocation land in mapped memory, as they do natively. The driver maps an
+    # allocation only whole (a smaller size is refused), so an apron piece of n granules is
+    # made of power-of-two guards (5: 4 + 1), each created at first use.
     apron = APRON
     apron_floor = APRON_FLOOR
 
     def map_apron(self, base: int, size: int) -> None:
         self.cur()
-        fresh = self._guard is None
-        if fresh:
-            res = cu.cuMemCreate(self.apron, self._prop, 0)
-            if res[0] != SUCCESS:
-                raise CudaError(E["cudaErrorMemoryAllocation"])
-            self._guard = res[1]
-        check(cu.cuMemMap(base, size, 0, self._guard, 0))
+        done: list[tuple[int, int]] = []
         try:
-            check(cu.cuMemSetAccess(base, size, [self._access], 1))
-            if fresh:
-                check(cu.cuMemsetD8(base, 0, size))
+            at = base
+            for n in pow2_pieces(size, self.apron):
+                guard = self._guard_of(n, at)
+                check(cu.cuMemMap(at, n, 0, guard, 0))
+                done.append((at, n))
+                check(cu.cuMemSetAccess(at, n, [self._access], 1))
+                if n in self._fresh_guards:  # zeroed once, where it is first mapped
+                    check(cu.cuMemsetD8(at, 0, n))
+                    self._fresh_guards.discard(n)
+                at += n
         except CudaError:
-            cu.cuMemUnmap(base, size)
+            for at, n in done:
+                cu.cuMemUnmap(at, n)
             raise
+        self._apron_maps[base] = done
+
+    def _guard_of(self, size: int, at: int):
+        g = self._guards.get(size)
+        if g is None:
+            res = cu.cuMemCreate(size, self._prop, 0)
+            if res[0] != SUCCESS:
+                raise CudaError(E["cudaErrorMemoryAllocation"], "no memory for an apron")
+            g = self._guards[size] = res[1]
+            self._fresh_guards.add(size)
+        return g
 
     def unmap_apron(self, base: int, size: int) -> None:
         self.cur()
-        cu.cuMemUnmap(base, size)
+        for at, n in self._apron_maps.pop(base, [(base, size)]):
+            cu.cuMemUnmap(at, n)
 
     # Which launches a fault may have come from (daemon/faults.py): the C path counts the
     # launches it makes itself, so the count lives there when it is built.
@@ -1286,9 +1305,9 @@ class CudaDevice:
             for base, h in list(self._handles.items()):
                 cu.cuMemRelease(h)
             self._handles.clear()
-            if self._guard is not None:
-                cu.cuMemRelease(self._guard)
-                self._guard = None
+            for g in self._guards.values():
+                cu.cuMemRelease(g)
+            self._guards.clear()
             self.staging.close()
             self._chunks.close()
             cu.cuMemFreeHost(self._small)

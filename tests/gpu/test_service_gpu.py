@@ -125,6 +125,11 @@ def test_daemon_death_and_long_kernels(program, shim, tmp_path, fc):
         elapsed = time.monotonic() - t0
         assert got.startswith("err"), got
         assert elapsed < 2 + 1.5, elapsed
+        # (the program wrote its line before the call returned; this process reads the
+        # program's stderr in a thread of its own, which may not have got to it yet)
+        deadline = time.monotonic() + 5
+        while "farcuda:" not in c.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
         lines = [ln for ln in c.stderr().splitlines() if ln.startswith("farcuda:")]
         assert len(lines) == 1, lines
         c.kill()
