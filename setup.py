@@ -42,6 +42,8 @@ PACKAGES = {
     "farcuda.daemon": "daemon",
     "farcuda.daemon.backends": "daemon/backends",
     "farcuda.pfm": "pfm_cuda",
+    "farcuda.cluster": "cluster",
+    "farcuda.cluster.deviceplugin": "cluster/deviceplugin",
 }
 
 setup(
@@ -50,6 +52,8 @@ setup(
     package_data={
         "farcuda.daemon": ["farcudad.service", "farcudad.toml"],
         "farcuda.pfm": ["*.cu", "*.h", "*.cuh", "Makefile", "data/*", "README.md"],
+        "farcuda.cluster": ["README.md", "deploy/*", "deploy/*/*"],
+        "farcuda.cluster.deviceplugin": ["api.proto"],
     },
     cmdclass={"build_py": BuildWithShim},
     distclass=BinaryDistribution,

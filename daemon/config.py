@@ -5,15 +5,24 @@ listen = ["0.0.0.0:7420"]       # one or more host:port
 log_level = "info"
 heartbeat_ms = 1000             # heartbeat period: sign of life and acks to clients
 client_timeout = 60             # seconds of client silence before its session ends
-prestart = 1                    # idle workers kept ready
+prestart = 1                    # idle workers kept ready (at most limits.sessions_total)
 shutdown_grace = 10             # seconds running calls get on SIGTERM
 
 [auth]
 tokens = { alice = "secret-1", ci = "secret-2" }   # a client must prove one of these
 
-[limits]
+[limits]                        # the values shown for the last six are their defaults
 memory_per_tenant = "16GiB"     # device memory quota of each tenant, all its connections
 tenants_per_gpu = 8
+sessions_total = 64             # sessions at once (each is a worker process)
+sessions_per_tenant = 16
+handshakes_total = 256          # connections accepted and not through their handshake yet
+handshakes_per_peer = 64        # ... of them from one peer
+connections_per_second_per_peer = 50   # new connections of one peer (bursts of twice that)
+handshake_timeout = 5           # seconds from accept to the client's complete HELLO
+
+[metrics]                       # optional: Prometheus text at http://HOST:PORT/metrics
+listen = "127.0.0.1:9420"
 
 [tls]                           # optional: clients connect with FARCUDA_TLS=1
 cert = "server.crt"             # PEM; relative paths are relative to this file
@@ -21,8 +30,9 @@ key = "server.key"
 client_ca = "clients-ca.crt"    # optional: then every client must present a certificate
 ```
 
-A tenant is the token's name when tokens are configured, else one client process. Paths in
-[tls] are resolved when the file is loaded, so the daemon's working directory never matters.
+A tenant is the token's name when tokens are configured, else one client process. A peer is
+a client's IP address (for IPv6 its /64, the block one host usually holds). Paths in [tls]
+are resolved when the file is loaded, so the daemon's working directory never matters.
 """
 
 from __future__ import annotations
@@ -65,6 +75,17 @@ class DaemonConfig:
     tls_cert: str | None = None  # [tls]: the front terminates TLS when cert and key are set
     tls_key: str | None = None
     tls_client_ca: str | None = None  # client certificates required (signed by this CA)
+    # [limits] that bound what unauthenticated or misbehaving clients can make the front
+    # hold: each session is a process (tens of MiB, more with a CUDA context), each
+    # handshake a socket and a task. Defaults fit a shared GPU host; daemon/farcudad.toml
+    # explains them.
+    sessions_total: int = 64
+    sessions_per_tenant: int = 16
+    handshakes_total: int = 256
+    handshakes_per_peer: int = 64
+    connections_per_second_per_peer: float = 50.0
+    handshake_timeout: float = 5.0
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen
     source: str = ""
 
     @property
@@ -73,7 +94,11 @@ class DaemonConfig:
 
 
 _TOP = {"listen", "log_level", "heartbeat_ms", "client_timeout", "prestart", "shutdown_grace",
-        "auth", "limits", "gpus", "tls"}
+        "auth", "limits", "gpus", "tls", "metrics"}
+_COUNT_LIMITS = ("sessions_total", "sessions_per_tenant", "handshakes_total",
+                 "handshakes_per_peer")
+_LIMITS = {"memory_per_tenant", "tenants_per_gpu", "connections_per_second_per_peer",
+           "handshake_timeout", *_COUNT_LIMITS}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -126,7 +151,7 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
     limits = data.get("limits", {})
     if not isinstance(limits, dict):
         raise ConfigError(f"{where}: [limits] must be a table")
-    _check_keys(limits, {"memory_per_tenant", "tenants_per_gpu"}, f"{where} [limits]")
+    _check_keys(limits, _LIMITS, f"{where} [limits]")
     if "memory_per_tenant" in limits:
         cfg.memory_per_tenant = parse_size(limits["memory_per_tenant"],
                                            f"{where}: limits.memory_per_tenant")
@@ -135,6 +160,30 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{where}: limits.tenants_per_gpu must be an integer >= 1")
         cfg.tenants_per_gpu = v
+    for key in _COUNT_LIMITS:
+        if key in limits:
+            v = limits[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{where}: limits.{key} must be an integer >= 1")
+            setattr(cfg, key, v)
+    for key in ("connections_per_second_per_peer", "handshake_timeout"):
+        if key in limits:
+            v = limits[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1e6:
+                raise ConfigError(f"{where}: limits.{key} must be a positive number")
+            setattr(cfg, key, float(v))
+    if cfg.prestart > cfg.sessions_total:
+        raise ConfigError(f"{where}: prestart ({cfg.prestart}) is more than "
+                          f"limits.sessions_total ({cfg.sessions_total})")
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{where}: [metrics] must be a table")
+    _check_keys(metrics, {"listen"}, f"{where} [metrics]")
+    if "listen" in metrics:
+        if not isinstance(metrics["listen"], str):
+            raise ConfigError(f"{where}: [metrics] listen must be a host:port string")
+        cfg.metrics_listen = parse_hostport(metrics["listen"], f"{where}: [metrics] listen",
+                                            allow_zero=True)
     tls = data.get("tls", {})
     if not isinstance(tls, dict):
         raise ConfigError(f"{where}: [tls] must be a table")
@@ -159,9 +208,16 @@ def load(path: str | Path | None) -> DaemonConfig:
         return DaemonConfig()
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {p} is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") \
+            from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return from_dict(data, str(p))

@@ -16,6 +16,12 @@ With [tls] configured, the front terminates TLS: the handshake runs inside it, a
 gets one end of a socketpair that the front pumps to and from the client's TLS stream
 (wire/tls.py), so workers only ever see plain descriptors.
 
+Before any of that, admission (daemon/admission.py): a peer's new connections per second and
+handshakes at once are bounded, and every handshake must end within ``handshake_timeout``;
+after it, sessions in all and per tenant (daemon/tenants.py). A refusal reaches the client as
+cudaErrorDevicesUnavailable with one line naming the limit, and the log says it once per peer
+and interval. With [metrics], the front serves Prometheus text (daemon/metrics.py).
+
 On SIGTERM (``shutdown``) listening stops at once (new connections are refused), sessions get
 ``shutdown_grace`` seconds to finish the calls they are running, then a GOODBYE; then every
 worker is gone and the front returns.
@@ -24,6 +30,7 @@ worker is gone and the front returns.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
@@ -32,15 +39,18 @@ import socket
 import struct
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from farcuda.wire import BY_NAME, HEADER, HEADER_SIZE, VERSION, handshake
 from farcuda.wire import tls as tlsmod
 
+from .admission import Admission, LogThrottle, peer_key
 from .config import DaemonConfig
 from .ctl import CtlLink
 from .energy import EnergyLedger, GpuMeter
 from .errors import E
+from .metrics import MetricsLedger, serve_http
 from .tenants import TenantLedger
 
 __all__ = ["Daemon", "DaemonError"]
@@ -49,9 +59,28 @@ log = logging.getLogger("farcudad")
 
 HELLO = BY_NAME["HELLO"]
 MAX_HELLO_TAIL = 64 << 10
-HANDSHAKE_TIMEOUT = 10.0
 ENERGY_INTERVAL = 1.0  # seconds between NVML samples (and energy attributions)
 CTL_TIMEOUT = 2.0
+REFUSAL_TIMEOUT = 2.0  # seconds a refused client gets to send its HELLO and hear why
+LOG_INTERVAL = 60.0  # refusals and failed handshakes: a few lines per peer per interval
+LOG_BURST = 5  # lines per peer and interval for failed handshakes and authentication
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("farcuda")
+    except Exception:  # not installed as a distribution (a source tree on sys.path)
+        return "unknown"
 
 
 class DaemonError(Exception):
@@ -67,8 +96,10 @@ class Worker:
     peer: str = ""
     identity: dict = field(default_factory=dict)
     tenant: str = ""
+    label: str = ""  # the tenant as the metrics count it (daemon/metrics.py)
     since: float = 0.0
     link: CtlLink | None = None  # the control link, once the worker serves a session
+    last: dict | None = None  # its latest status (what the metrics keep when it ends)
 
     def close_ctl(self) -> None:
         if self.link is not None:
@@ -147,9 +178,22 @@ class Daemon:
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+        self._serving = False
         self._spawning = 0
         self.stopped: asyncio.Future | None = None
-        self.ledger = TenantLedger(config.memory_per_tenant, config.tenants_per_gpu)
+        self.ledger = TenantLedger(config.memory_per_tenant, config.tenants_per_gpu,
+                                   config.sessions_total, config.sessions_per_tenant)
+        self.admission = Admission(config.connections_per_second_per_peer,
+                                   config.handshakes_per_peer, config.handshakes_total)
+        self.throttle = LogThrottle(LOG_INTERVAL)
+        self.metrics = MetricsLedger()
+        self.metrics_address: tuple[str, int] | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self._scrapes = asyncio.Semaphore(4)  # scrapes at once (each asks every worker)
+        self.refused: Counter[str] = Counter()  # by limit or reason
+        self.handshake_failures: Counter[str] = Counter()  # by reason
+        self.worker_failures = 0
+        self.sessions_started = 0
         self.meter: GpuMeter | None = None
         self.energy = EnergyLedger(0)
         self._energy_lock = asyncio.Lock()
@@ -199,6 +243,7 @@ class Daemon:
             finally:
                 self._spawning -= 1
             if not w.ready.get("ready"):
+                self.worker_failures += 1
                 log.error("a worker failed to start: %s", w.ready.get("error"))
                 return
             if self._stopping:
@@ -212,6 +257,7 @@ class Daemon:
         else:
             w = await self._spawn()
             if not w.ready.get("ready"):
+                self.worker_failures += 1
                 raise DaemonError(w.ready.get("error", "worker failed"))
         self._task(self._refill())
         return w
@@ -224,8 +270,29 @@ class Daemon:
 
     # ------------------------------------------------------------ start / stop
     async def start(self) -> list[tuple[str, int]]:
-        """Start a first worker (proving the backend works), then listen."""
+        """Bind the addresses, start a first worker (proving the backend works), then
+        accept. Binding comes first: an address in use is said at once, not after the
+        seconds a GPU's initialization takes (connections made meanwhile wait in the
+        backlog)."""
         self.stopped = asyncio.get_running_loop().create_future()
+        for host, port in self.config.listen:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                s.close()
+                raise DaemonError(f"cannot listen on {host}:{port}: "
+                                  f"{exc.strerror or exc}") from None
+            # a deep backlog: under a flood, the other peers' connections wait there while
+            # the accept loop sheds the flood's
+            s.listen(socket.SOMAXCONN)
+            s.setblocking(False)
+            self._listeners.append(s)
+            self.addresses.append(s.getsockname()[:2])
+        if self.config.metrics_listen is not None:
+            await self._start_metrics(*self.config.metrics_listen)
         w = await self._spawn()
         if not w.ready.get("ready"):
             raise DaemonError(w.ready.get("error", "the GPU backend did not start"))
@@ -244,25 +311,41 @@ class Daemon:
                                              [g.get("uuid", "") for g in self.gpu_info])
         if self.meter is not None:
             self._task(self._energy_loop())
-        for host, port in self.config.listen:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError as exc:
-                s.close()
-                raise DaemonError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            s.listen(128)
-            s.setblocking(False)
-            self._listeners.append(s)
-            self.addresses.append(s.getsockname()[:2])
+        for s in self._listeners:
             self._task(self._accept_loop(s))
+        self._serving = True
         self._task(self._refill())
+        self._task(self._flush_log_loop())
         log.info("listening on %s%s; %d GPU(s), driver %d",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses),
                  " (TLS)" if self._tls is not None else "", self.gpus, self.driver)
+        exposed = [f"{h}:{p}" for h, p in self.addresses if not is_loopback(h)]
+        if exposed and not self.authenticates:
+            log.warning("listening on %s with no authentication: anyone who can reach it may "
+                        "use the GPUs and see who else does; set [auth] tokens (or [tls] "
+                        "client_ca) in the configuration file", ", ".join(exposed))
         return self.addresses
+
+    @property
+    def authenticates(self) -> bool:
+        """Must a client prove who it is (a token, or a certificate of the client CA)?"""
+        return bool(self.config.tokens) or self.config.tls_client_ca is not None
+
+    async def _start_metrics(self, host: str, port: int) -> None:
+        async def scrape(reader, writer):
+            await serve_http(reader, writer, self.metrics_text)
+        try:
+            self._metrics_server = await asyncio.start_server(scrape, host, port,
+                                                              limit=8 << 10)
+        except OSError as exc:
+            raise DaemonError(f"cannot serve metrics on {host}:{port}: "
+                              f"{exc.strerror or exc}") from None
+        self.metrics_address = self._metrics_server.sockets[0].getsockname()[:2]
+        h, p = self.metrics_address
+        log.info("metrics at http://%s:%d/metrics", h if ":" not in h else f"[{h}]", p)
+        if not is_loopback(h):
+            log.warning("metrics on %s:%d are open to anyone who can reach them (they name "
+                        "tenants); keep them on loopback or a monitoring network", h, p)
 
     async def _accept_loop(self, lsock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -275,7 +358,60 @@ class Daemon:
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
-            self._task(self._handle(conn, addr))
+            key = peer_key(addr[0])
+            why = self.admission.connect(key)
+            if why is None:
+                self._task(self._handle(conn, addr, key))
+            else:
+                self._refuse_at_door(conn, addr, key, why)
+
+    def _refuse_at_door(self, conn: socket.socket, addr, key: str, why: tuple[str, str]) -> None:
+        """A connection over a per-peer or handshake limit: told why, if this peer is not
+        being told already (see daemon/admission.py), else closed at once."""
+        limit, reason = why
+        self.refused[limit] += 1
+        self._log_refusal(f"{addr[0]}:{addr[1]}", key, limit, reason, burst=1)
+        if self.admission.may_speak(key):
+            self._task(self._tell_refusal(conn, key, reason))
+        else:
+            conn.close()
+
+    async def _tell_refusal(self, conn: socket.socket, key: str, reason: str) -> None:
+        """The refusal as a client understands it: a SERVER_HELLO, its HELLO, a REPLY."""
+        io: _PlainIO | _TlsIO = _PlainIO(conn)
+        try:
+            async with asyncio.timeout(REFUSAL_TIMEOUT):
+                if self._tls is not None:
+                    io = await self._start_tls(conn, REFUSAL_TIMEOUT)
+                await io.send(handshake.server_hello(handshake.new_challenge(),
+                                                     bool(self.config.tokens)))
+                length, op, _flags, rid, _vdev, _aux = HEADER.unpack(
+                    await io.recv_exact(HEADER_SIZE))
+                if op == HELLO.op and length <= HELLO.size + MAX_HELLO_TAIL:
+                    await io.recv_exact(length)
+                    await io.send(handshake.refusal(rid, E["cudaErrorDevicesUnavailable"],
+                                                    reason))
+        except (TimeoutError, ConnectionError, OSError, struct.error):
+            pass
+        finally:
+            io.close()
+            self.admission.spoken(key)
+
+    def _log_refusal(self, peer: str, key: str, kind: str, reason: str, burst: int) -> None:
+        ok, held = self.throttle.allow((key, kind), burst)
+        if held:
+            self._say_held(key, kind, held)
+        if ok:
+            log.warning("client %s refused: %s%s", peer, reason,
+                        f" (logged once per peer and {LOG_INTERVAL:.0f} s)" if burst == 1
+                        else "")
+
+    async def _flush_log_loop(self) -> None:
+        """Say what the log throttle held back, once each interval ends."""
+        while not self._stopping:
+            await asyncio.sleep(min(5.0, LOG_INTERVAL))
+            for (key, kind), held in self.throttle.flush():
+                self._say_held(key, kind, held)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, let running calls finish within ``grace``, then end everything."""
@@ -285,7 +421,10 @@ class Daemon:
         grace = self.config.shutdown_grace if grace is None else grace
         for s in self._listeners:
             s.close()
-        log.info("shutting down: %d session(s), %.0f s grace", len(self.workers), grace)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        if self._serving:  # (a daemon that never served has nothing to drain)
+            log.info("shutting down: %d session(s), %.0f s grace", len(self.workers), grace)
         loop = asyncio.get_running_loop()
         for w in list(self.workers.values()):
             if w.link is not None:
@@ -316,59 +455,86 @@ class Daemon:
             return token_name
         return f"{identity.get('host', peer)}:{identity.get('pid', 0)}"
 
-    async def _start_tls(self, conn: socket.socket) -> _TlsIO:
+    async def _start_tls(self, conn: socket.socket, timeout: float) -> _TlsIO:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 18)
         protocol = asyncio.StreamReaderProtocol(reader)
-        transport, _ = await asyncio.wait_for(
-            loop.connect_accepted_socket(lambda: protocol, sock=conn, ssl=self._tls,
-                                         ssl_handshake_timeout=HANDSHAKE_TIMEOUT),
-            HANDSHAKE_TIMEOUT + 1.0)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol, sock=conn, ssl=self._tls, ssl_handshake_timeout=timeout)
         return _TlsIO(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
-    async def _handle(self, conn: socket.socket, addr) -> None:
+    def _handshake_failed(self, peer: str, key: str, kind: str, why: str) -> None:
+        self.handshake_failures[kind] += 1
+        ok, held = self.throttle.allow((key, "handshake"), LOG_BURST)
+        if held:
+            self._say_held(key, "handshake", held)
+        if ok:
+            log.warning("client %s: %s", peer, why)
+
+    def _say_held(self, key: str, kind: str, held: int) -> None:
+        log.warning("peer %s: %d more %s in the last %.0f s, not logged one by one", key, held,
+                    "failed handshakes" if kind == "handshake" else f"refusals ({kind})",
+                    LOG_INTERVAL)
+
+    async def _handle(self, conn: socket.socket, addr, key: str) -> None:
+        """A connection admitted at the door: its handshake (holding one of the peer's
+        handshake places until the HELLO is in), then a session, or a refusal."""
         peer = f"{addr[0]}:{addr[1]}"
         rid = 0
         io: _PlainIO | _TlsIO = _PlainIO(conn)
         cert_name = None
-        if self._tls is not None:
-            try:
-                io = await self._start_tls(conn)
-            except (TimeoutError, ConnectionError, OSError) as exc:
-                why = (getattr(exc, "reason", None) or str(exc)
-                       or ("timed out" if isinstance(exc, TimeoutError)
-                           else f"{type(exc).__name__} (not a TLS client?)"))
-                log.warning("client %s: TLS handshake failed: %s", peer, why)
-                conn.close()
-                return
-            cert_name = tlsmod.peer_name(io.writer)
+        limit = self.config.handshake_timeout
+        stage = "during the TLS handshake" if self._tls is not None else "before its HELLO"
         try:
-            challenge = handshake.new_challenge()
-            await io.send(handshake.server_hello(challenge, bool(self.config.tokens)))
-            head = await asyncio.wait_for(io.recv_exact(HEADER_SIZE), HANDSHAKE_TIMEOUT)
-            length, op, _flags, rid, _vdev, _aux = HEADER.unpack(head)
-            if op != HELLO.op or not HELLO.size <= length <= HELLO.size + MAX_HELLO_TAIL:
-                raise ValueError("expected a HELLO frame")
-            body = await asyncio.wait_for(io.recv_exact(length), HANDSHAKE_TIMEOUT)
+            async with asyncio.timeout(limit):
+                if self._tls is not None:
+                    try:
+                        io = await self._start_tls(conn, limit)
+                    except (ConnectionError, OSError) as exc:
+                        why = (getattr(exc, "reason", None) or str(exc)
+                               or f"{type(exc).__name__} (not a TLS client?)")
+                        self._handshake_failed(peer, key, "tls", f"TLS handshake failed: {why}")
+                        conn.close()
+                        return
+                    cert_name = tlsmod.peer_name(io.writer)
+                    stage = "before its HELLO"
+                challenge = handshake.new_challenge()
+                await io.send(handshake.server_hello(challenge, bool(self.config.tokens)))
+                head = await io.recv_exact(HEADER_SIZE)
+                length, op, _flags, rid, _vdev, _aux = HEADER.unpack(head)
+                if op != HELLO.op or not HELLO.size <= length <= HELLO.size + MAX_HELLO_TAIL:
+                    raise ValueError("expected a HELLO frame")
+                stage = f"in the middle of its HELLO ({length} bytes announced)"
+                body = await io.recv_exact(length)
             fixed, tail = body[:HELLO.size], body[HELLO.size:]
             version, _cflags, mac, identity = handshake.parse_client_hello(fixed, tail)
-        # RecursionError: an identity of deeply nested JSON ("[[[[..."), which json.loads
-        # does not report as a ValueError; uncaught, it left the task dead and the socket open.
-        except (TimeoutError, ConnectionError, OSError, ValueError, struct.error,
-                RecursionError) as exc:
-            log.warning("client %s: handshake failed: %s", peer, exc or "timed out")
+        except TimeoutError:
+            # (asyncio.timeout's TimeoutError says nothing: the reason is ours to give)
+            self._handshake_failed(peer, key, "timeout", f"handshake failed: timed out "
+                                   f"{stage}, after {limit:g} s (limits.handshake_timeout)")
             io.close()
             return
+        # RecursionError: an identity of deeply nested JSON ("[[[[..."), which json.loads
+        # does not report as a ValueError; uncaught, it left the task dead and the socket open.
+        except (ConnectionError, OSError, ValueError, struct.error, RecursionError) as exc:
+            kind = "closed" if isinstance(exc, (ConnectionError, OSError)) else "malformed"
+            self._handshake_failed(peer, key, kind, f"handshake failed {stage}: "
+                                   f"{exc or type(exc).__name__}")
+            io.close()
+            return
+        finally:
+            self.admission.handshake_done(key)
         token_name = None
+        unavailable = E["cudaErrorDevicesUnavailable"]
         if version != VERSION:
-            await self._refuse(io, rid, peer, E["cudaErrorInsufficientDriver"],
+            await self._refuse(io, rid, peer, key, E["cudaErrorInsufficientDriver"], "version",
                                f"protocol version {version} is not this server's {VERSION}; "
                                "use matching farcuda versions")
             return
         if self.config.tokens:
             token_name = handshake.check_mac(self.config.tokens, challenge, tail, mac)
             if token_name is None:
-                await self._refuse(io, rid, peer, E["cudaErrorDevicesUnavailable"],
+                await self._refuse(io, rid, peer, key, unavailable, "auth",
                                    "authentication failed: this server requires a valid "
                                    "FARCUDA_TOKEN")
                 return
@@ -377,17 +543,31 @@ class Daemon:
             await self._answer_status(io, rid)
             return
         if self._stopping:
-            await self._refuse(io, rid, peer, E["cudaErrorDevicesUnavailable"],
+            await self._refuse(io, rid, peer, key, unavailable, "shutting_down",
                                "the server is shutting down")
+            return
+        why = self.ledger.admit(tenant)
+        if why is not None:
+            await self._refuse(io, rid, peer, key, unavailable, why[0], why[1], burst=1)
             return
         try:
             w = await self._take_worker()
-        except DaemonError as exc:
-            await self._refuse(io, rid, peer, E["cudaErrorDevicesUnavailable"], str(exc))
+        except (DaemonError, OSError) as exc:  # OSError: no process could be started
+            self.ledger.withdraw(tenant)
+            await self._refuse(io, rid, peer, key, unavailable, "worker",
+                               f"the server could not start a worker: {exc}")
+            return
+        if self._stopping:  # (it began while a worker was started for this client)
+            self.ledger.withdraw(tenant)
+            w.ctl.close()
+            await self._refuse(io, rid, peer, key, unavailable, "shutting_down",
+                               "the server is shutting down")
             return
         session = next(self._sessions)
         w.session, w.peer, w.identity, w.tenant, w.since = session, peer, identity, tenant, \
             time.time()
+        # Without tokens every process is a tenant: the metrics count those by peer address.
+        w.label = self.metrics.label(token_name if token_name is not None else key)
         job = {"session": session, "identity": identity, "peer": peer, "tenant": tenant,
                "heartbeat_ms": self.config.heartbeat_ms,
                "client_timeout": self.config.client_timeout,
@@ -411,6 +591,7 @@ class Daemon:
                 relay = await asyncio.open_unix_connection(sock=mine, limit=1 << 18)
         except OSError as exc:
             log.warning("client %s: lost during hand-off: %s", peer, exc)
+            self.ledger.withdraw(tenant)
             w.ctl.close()
             io.close()
             return
@@ -420,6 +601,7 @@ class Daemon:
             self._task(tlsmod.pump((io.reader, io.writer), relay))
         # Registered before any await, so that a shutdown starting now sees (and ends) it.
         self.ledger.join(session, tenant)
+        self.sessions_started += 1
         self.workers[session] = w
         self._task(self._watch(w))
         log.info("session %d: client %s tenant=%s exe=%s pid=%s%s", session, peer, tenant,
@@ -435,9 +617,12 @@ class Daemon:
         if self._stopping:
             link.notify("shutdown", grace=self.config.shutdown_grace)
 
-    async def _refuse(self, io: _PlainIO | _TlsIO, rid: int, peer: str, status: int,
-                      reason: str) -> None:
-        log.warning("client %s refused: %s", peer, reason)
+    async def _refuse(self, io: _PlainIO | _TlsIO, rid: int, peer: str, key: str, status: int,
+                      kind: str, reason: str, burst: int = LOG_BURST) -> None:
+        """Tell the client why (one line) and close. A limit's refusal is logged once per
+        peer and interval (``burst`` 1), the others a few times."""
+        self.refused[kind] += 1
+        self._log_refusal(peer, key, kind, reason, burst)
         try:
             await io.send(handshake.refusal(rid, status, reason))
         except OSError:
@@ -446,13 +631,21 @@ class Daemon:
 
     async def _watch(self, w: Worker) -> None:
         rc = await w.proc.wait()
-        self.workers.pop(w.session, None)
-        w.close_ctl()
         # Whatever the worker held goes back to its tenant now: its process, and with it
         # every allocation and context, is gone.
         self.ledger.forget(w.session)
+        if w.link is not None:  # its last word (the "final" figures) may still be in flight
+            try:
+                await asyncio.wait_for(asyncio.shield(w.link.closed), 1.0)
+                await asyncio.sleep(0)  # (the handler of that last line runs first)
+            except TimeoutError:
+                pass
+        self.workers.pop(w.session, None)
+        w.close_ctl()
+        self.metrics.retire(w.label, w.last, self.energy.of(w.session))
         self.energy.forget(w.session)
         if rc != 0:
+            self.worker_failures += 1
             log.warning("session %d: worker exited with status %d", w.session, rc)
         else:
             log.info("session %d: ended", w.session)
@@ -480,6 +673,10 @@ class Daemon:
             return {"used": self.ledger.tenant_used(w.session)}
         if op == "energy":
             return self._energy_now(w)
+        if op == "final":  # the session's figures as it ended (kept by the metrics)
+            msg.pop("op", None)
+            w.last = msg
+            return None
         return {"error": f"unknown request {op!r}"}
 
     # ------------------------------------------------------------ energy
@@ -499,6 +696,9 @@ class Daemon:
             answers = await asyncio.gather(*(self._ask(w, "status") for w in workers))
             busy = {w.session: {int(g): float(b) for g, b in a.get("busy_s_by_gpu", {}).items()}
                     for w, a in zip(workers, answers, strict=True) if a is not None}
+            for w, a in zip(workers, answers, strict=True):
+                if a is not None:
+                    w.last = dict(a)
             self.energy.update(samples, busy)
             for w in workers:
                 if w.session in busy:
@@ -528,6 +728,7 @@ class Daemon:
         for w, st in zip(workers, answers, strict=True):
             if st is None:
                 continue
+            w.last = dict(st)
             st.update(peer=w.peer, tenant=w.tenant, energy_j=self.energy.of(w.session))
             if self.config.memory_per_tenant is not None:  # what the quota counts
                 st["tenant_memory"] = self.ledger.tenant_used(w.session)
@@ -542,6 +743,8 @@ class Daemon:
                        if d.get("gpu") == g)
             used = nv.get("memory_used")
             gpus.append({"gpu": g, "name": info.get("name", "?"),
+                         # multiProcessorCount: what the SM budgets of its devices divide
+                         "sm_count": info.get("attrs", {}).get("16"),
                          "memory_total": nv.get("memory_total") or info.get("total_mem", 0),
                          "memory_used": used if used is not None else held,
                          "memory_source": "nvml" if used is not None else "tenants",
@@ -552,13 +755,41 @@ class Daemon:
         return {"server": [f"{h}:{p}" for h, p in self.addresses], "driver": self.driver,
                 "gpus": gpus, "tenants": tenants, "tls": self._tls is not None,
                 "auth": bool(self.config.tokens),
-                "limits": {"memory_per_tenant": self.config.memory_per_tenant,
-                           "tenants_per_gpu": self.config.tenants_per_gpu},
+                # open: no client must prove who it is (no tokens, no client certificates)
+                "open": not self.authenticates,
+                "version": _version(),
+                "limits": self.limits(),
                 "energy": {"available": self.meter is not None,
                            "source": "nvml" if self.meter is not None else None,
                            "interval_s": ENERGY_INTERVAL,
                            "unattributed_j": self.energy.unattributed_j
                            if self.meter is not None else None}}
+
+    def limits(self) -> dict:
+        c = self.config
+        return {"memory_per_tenant": c.memory_per_tenant, "tenants_per_gpu": c.tenants_per_gpu,
+                "sessions_total": c.sessions_total, "sessions_per_tenant": c.sessions_per_tenant,
+                "handshakes_total": c.handshakes_total,
+                "handshakes_per_peer": c.handshakes_per_peer,
+                "connections_per_second_per_peer": c.connections_per_second_per_peer,
+                "handshake_timeout": c.handshake_timeout}
+
+    async def metrics_text(self) -> str:
+        """A scrape (daemon/metrics.py): the status of now, and what ended sessions left."""
+        async with self._scrapes:
+            st = await self.status()
+            by_session = {t["session"]: t for t in st["tenants"]}
+            # A session that did not answer (ending, its worker gone) counts with its last
+            # figures until _watch hands them to the ended ones: never in neither place.
+            live = [(w.label, by_session.get(w.session, w.last))
+                    for w in list(self.workers.values())
+                    if w.session in by_session or w.last is not None]
+            front = {"version": st["version"], "limits": st["limits"],
+                     "sessions_started": self.sessions_started, "refused": self.refused,
+                     "handshake_failures": self.handshake_failures,
+                     "worker_failures": self.worker_failures,
+                     "handshakes": self.admission.shaking, "idle": len(self.idle)}
+            return self.metrics.render(live, st, front)
 
     async def _answer_status(self, io: _PlainIO | _TlsIO, rid: int) -> None:
         st = await self.status()

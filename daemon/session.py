@@ -185,6 +185,7 @@ class Session(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_event_loop().create_future()
         self.counts: Counter[str] = Counter()
+        self.errors: Counter[int] = Counter()  # CUDA status -> requests answered with it
         self.bytes_in = 0
         self.bytes_out = 0
         self.started = time.time()
@@ -407,6 +408,7 @@ class Session(asyncio.BufferedProtocol):
         self._write(encode_reply(f.rid, 0, f.msg, values, tail or b"", f.vdev))
 
     def _failed(self, f: Frame, status: int, exc: CudaError | None = None) -> None:
+        self.errors[status] += 1
         self._flush_output()
         self._deliver_d2h()
         self._fault(f.vdev, status)
@@ -572,6 +574,7 @@ class Session(asyncio.BufferedProtocol):
             if size:
                 if res.sync_status:
                     self._fault(res.sync_vdev, res.sync_status)  # before its reply
+                    self.errors[res.sync_status] += 1
                 self.counts[_OP_NAMES[res.sync_op]] += 1
                 clock = self._clock(res.sync_vdev)
                 if clock is not None:
@@ -588,6 +591,7 @@ class Session(asyncio.BufferedProtocol):
                     self._write(ffi.buffer(self._fast_out + sent, size - sent)[:])
             if res.error:
                 self._fault(res.error_vdev, res.error)
+                self.errors[res.error] += 1
                 self._write(encode(_NOTIFY["ASYNC_ERROR"], {"status": res.error,
                                                             "op": res.error_op},
                                    vdev=res.error_vdev))
@@ -638,7 +642,8 @@ class Session(asyncio.BufferedProtocol):
                                      **({"dead": d.dead} if d.dead else {})}
                             for v, d in self.devices.items()},
                 "memory_held": self.memory_held(), "calls": sum(self.counts.values()),
-                "counts": dict(self.counts), "bytes_in": self.bytes_in,
+                "counts": dict(self.counts), "errors": dict(self.errors),
+                "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "since": self.started,
                 "busy_s": self.busy_ns / 1e9, "busy_s_by_gpu": self.busy_by_gpu(),
                 "energy_j": self.energy_j}

@@ -13,7 +13,7 @@ the unit and writes nothing.
 
 from __future__ import annotations
 
-import argparse
+import errno
 import os
 import re
 import shutil
@@ -21,6 +21,8 @@ import sys
 import sysconfig
 from importlib import resources
 from pathlib import Path
+
+from farcuda.wire.cli import OneLineParser
 
 __all__ = ["render_unit", "farcudad_path", "main"]
 
@@ -69,8 +71,8 @@ def render_unit(exe: str, user: str = "farcuda", config: str = DEFAULT_CONFIG,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="farcudad install-unit",
-                                 description="install farcudad as a systemd service")
+    ap = OneLineParser(prog="farcudad install-unit",
+                       description="install farcudad as a systemd service")
     ap.add_argument("--prefix", default="/", metavar="DIR",
                     help="root to install under (default /; e.g. a package's staging dir)")
     ap.add_argument("--user", default="farcuda", metavar="NAME",
@@ -110,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             config_path.write_text(_packaged("farcudad.toml"))
             config_path.chmod(0o640)
     except OSError as exc:
-        print(f"farcudad install-unit: {exc.filename}: {exc.strerror} (run it as root, or "
-              "use --prefix)", file=sys.stderr)
+        hint = (" (run it as root, or use --prefix)"
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "")
+        print(f"farcudad install-unit: {exc.filename}: {exc.strerror}{hint}", file=sys.stderr)
         return 1
     if exe.startswith("/tmp/"):  # PrivateTmp=yes: the service would not even find it
         print(f"warning: {exe} is under /tmp, which the service cannot see (PrivateTmp=yes); "

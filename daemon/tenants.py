@@ -13,10 +13,15 @@ Invariants:
   (however it ends), so a dead client's memory returns to its tenant at once.
 - a GPU has at most ``tenants_per_gpu`` distinct tenants with a device open on it; a tenant
   already on the GPU may always open more devices there.
+- live sessions plus those admitted and not started yet never exceed ``sessions_total``, nor a
+  tenant's ``sessions_per_tenant``: a place is taken by ``admit`` before the front waits for
+  a worker (two handshakes finishing at once cannot both take the last place) and becomes
+  the session's in ``join``, or goes back in ``withdraw``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["TenantLedger"]
@@ -39,14 +44,48 @@ def _size(n: int) -> str:
 
 class TenantLedger:
     def __init__(self, memory_per_tenant: int | None = None,
-                 tenants_per_gpu: int | None = None) -> None:
+                 tenants_per_gpu: int | None = None, sessions_total: int | None = None,
+                 sessions_per_tenant: int | None = None) -> None:
         self.memory_per_tenant = memory_per_tenant
         self.tenants_per_gpu = tenants_per_gpu
+        self.sessions_total = sessions_total
+        self.sessions_per_tenant = sessions_per_tenant
         self.used: dict[str, int] = {}  # tenant -> bytes granted
         self._sessions: dict[int, _Session] = {}
+        self._admitted: Counter[str] = Counter()  # tenant -> places taken, not joined yet
+        self._live: Counter[str] = Counter()  # tenant -> live sessions
+
+    def admit(self, tenant: str) -> tuple[str, str] | None:
+        """Take a session place for ``tenant`` (None), or say which limit refuses it:
+        (the limit's name, a one-line reason)."""
+        total = len(self._sessions) + self._admitted.total()
+        if self.sessions_total is not None and total >= self.sessions_total:
+            return ("sessions_total", f"this server already serves {total} sessions, its "
+                    "limit (limits.sessions_total); try again later")
+        mine = self._live[tenant] + self._admitted[tenant]
+        if self.sessions_per_tenant is not None and mine >= self.sessions_per_tenant:
+            return ("sessions_per_tenant", f"tenant {tenant!r} already has {mine} sessions, "
+                    "the limit of this server (limits.sessions_per_tenant)")
+        self._admitted[tenant] += 1
+        return None
+
+    def withdraw(self, tenant: str) -> None:
+        """An admitted session did not start: its place is free again."""
+        if self._admitted[tenant] > 0:
+            self._admitted[tenant] -= 1
+        if self._admitted[tenant] <= 0:
+            del self._admitted[tenant]
 
     def join(self, session: int, tenant: str) -> None:
+        """The session starts (in the place ``admit`` took for it, if it did)."""
+        if tenant in self._admitted:
+            self.withdraw(tenant)
         self._sessions[session] = _Session(tenant)
+        self._live[tenant] += 1
+
+    def sessions_of(self) -> dict[str, int]:
+        """Live sessions by tenant."""
+        return dict(self._live)
 
     def reserve(self, session: int, nbytes: int) -> str | None:
         """Grant ``nbytes`` to the session, or say why not (None: granted)."""
@@ -105,6 +144,9 @@ class TenantLedger:
         s = self._sessions.pop(session, None)
         if s is not None:
             self._take(s.tenant, s.held)
+            self._live[s.tenant] -= 1
+            if self._live[s.tenant] <= 0:
+                del self._live[s.tenant]
 
     def held(self, session: int) -> int:
         s = self._sessions.get(session)

@@ -14,8 +14,9 @@ the client's descriptor from it; from then on a control link (daemon/ctl.py). Fr
 {joules} (the energy attributed so far). To the front, only when its job says the front keeps
 tenant limits or energy: "reserve" {bytes} / "release" {bytes} against the tenant's memory
 quota, "open_gpu" / "close_gpu" {gpu} against limits.tenants_per_gpu, "usage" (the tenant's
-bytes), "energy" (attribute up to now and answer). The front outlives every worker; when the
-link ends anyway, the session ends in order (GOODBYE).
+bytes), "energy" (attribute up to now and answer); and always, as the session ends, "final"
+{the session's figures}, which the front's metrics keep. The front outlives every worker;
+when the link ends anyway, the session ends in order (GOODBYE).
 """
 
 from __future__ import annotations
@@ -158,7 +159,10 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
                      gpu_info=[backend.gpu_info(g) for g in range(backend.gpu_count())])
     except Exception as exc:  # report, do not die silently: the front decides
         ready = {"ready": False, "error": str(exc)}
-    ctl.sendall(json.dumps(ready).encode() + b"\n")
+    try:
+        ctl.sendall(json.dumps(ready).encode() + b"\n")
+    except OSError:  # the front let go of us before we were ready: it is shutting down
+        return 0
     if not ready["ready"]:
         return 1
     ctl.setblocking(True)
@@ -174,7 +178,7 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     def on_front(req: dict):
         op = req.get("op")
         if op == "status":
-            return dict(session.status(), pid=os.getpid())
+            return _status(session)
         if op == "shutdown":
             loop.create_task(_shutdown(session, float(req.get("grace", 10.0))))
         elif op == "energy":
@@ -203,10 +207,16 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     ctl_task = loop.create_task(control())
     await session.closed
     ctl_task.cancel()
+    link.notify("final", **_status(session))  # what the front's metrics keep of this session
     link.close()
     log.info("session %d: ended; counts=%s", job["session"], dict(session.counts))
     backend.close()
     return 0
+
+
+def _status(session: Session) -> dict:
+    # pending: requests still being worked on (the session's queue depth, for the metrics)
+    return dict(session.status(), pid=os.getpid(), pending=len(session._tasks))
 
 
 def _stdout_frame(data: bytes) -> bytes:

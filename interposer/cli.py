@@ -1,13 +1,19 @@
 """`farcuda`: run CUDA programs on a remote GPU.
 
-    farcuda run [--server HOST:PORT] -- PROGRAM [ARGS...]
-    farcuda status [--server HOST:PORT] [--json]
+    farcuda run [--server HOST:PORT] [--] PROGRAM [ARGS...]
+    farcuda status [--server HOST:PORT ...] [--pool FILE] [--json]
     farcuda shim-path
+    farcuda --version
 
 `farcuda status` asks each server (the --server given, else those of FARCUDA_DEVICES /
 FARCUDA_SERVER, else the local default) for its GPUs and connected tenants; it honours
 FARCUDA_TOKEN and FARCUDA_TLS*. Readings a server cannot make (no NVML there: utilization,
 power, energy) are shown as n/a, never guessed; it exits 1 when a server is unreachable.
+Several servers (--server repeated) or a pool file (--pool, see cluster/pool.py) are shown as
+one table, a line per GPU (farcuda.cluster.pool).
+
+Every mistake of the user (arguments, environment, a program that is not there) is one line
+on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,24 +30,34 @@ import tempfile
 import time
 from pathlib import Path
 
+from farcuda.wire.cli import OneLineParser, version
+
 from . import config as configmod
 
 SHIM_NAME = "libcudart.so.13"
+DAEMON_LOG_LEVELS = ("debug", "info", "warning", "error")
+# FARCUDA_SERVER_ORIGIN: what set the application's FARCUDA_SERVER, named in the shim's
+# messages (interposer/config.py); only `farcuda run` sets it.
+ORIGIN = "FARCUDA_SERVER_ORIGIN"
 
 
 def shim_path() -> Path:
     return Path(__file__).resolve().parent / "lib" / SHIM_NAME
 
 
-def app_environment(base: dict, server: str | None = None) -> dict:
-    """The application's environment: the shim preloaded and first on the library path."""
+def app_environment(base: dict, server: str | None = None, origin: str | None = None) -> dict:
+    """The application's environment: the shim preloaded and first on the library path;
+    ``server`` (and what chose it, ``origin``) when `farcuda run` chose it."""
     env = dict(base)
     shim = shim_path()
     env["LD_PRELOAD"] = ":".join(p for p in (str(shim), base.get("LD_PRELOAD", "")) if p)
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(shim.parent),
                                                   base.get("LD_LIBRARY_PATH", "")) if p)
+    env.pop(ORIGIN, None)  # (one a farcuda run around this one set)
     if server:
         env["FARCUDA_SERVER"] = server
+        if origin:
+            env[ORIGIN] = origin
     return env
 
 
@@ -58,13 +75,23 @@ def clean_environment(base: dict) -> dict:
     return env
 
 
+def daemon_log_path() -> Path:
+    """Where the daemon `farcuda run` starts logs (one file per farcuda run process)."""
+    return Path(tempfile.gettempdir()) / f"farcudad-{os.getpid()}.log"
+
+
 def start_local_daemon(timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    """Start farcudad on 127.0.0.1 (a free port) for the length of one run."""
+    """Start farcudad on 127.0.0.1 (a free port) for the length of one run; its log goes to
+    ``daemon_log_path()`` (level FARCUDA_DAEMON_LOG, default warning)."""
+    level = os.environ.get("FARCUDA_DAEMON_LOG", "").strip().lower() or "warning"
+    if level not in DAEMON_LOG_LEVELS:
+        raise configmod.ConfigError(f"FARCUDA_DAEMON_LOG={level!r} is not one of "
+                                    f"{', '.join(DAEMON_LOG_LEVELS)}")
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "farcuda.daemon.cli", "--listen", "127.0.0.1:0",
-           "--ready-fd", str(w), "--log-level", os.environ.get("FARCUDA_DAEMON_LOG", "warning")]
+           "--ready-fd", str(w), "--log-level", level]
     # the daemon's own log goes to a file: the program's stderr stays the program's
-    log = open(os.path.join(tempfile.gettempdir(), f"farcudad-{os.getpid()}.log"), "wb")
+    log = open(daemon_log_path(), "wb")
     proc = subprocess.Popen(cmd, pass_fds=(w,), env=clean_environment(os.environ),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     log.close()
@@ -87,6 +114,22 @@ def start_local_daemon(timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
     return proc, f"{host}:{port}"
 
 
+def find_program(name: str, env: dict) -> str | None:
+    """Why ``name`` cannot be run (None: it can), checked before any daemon is started, so
+    that a typo is reported as such and not as a missing GPU."""
+    if os.sep in name:
+        if not os.path.exists(name):
+            return "no such file"
+        if os.path.isdir(name):
+            return "it is a directory"
+        if not os.access(name, os.X_OK):
+            return "not executable (chmod +x?)"
+        return None
+    if shutil.which(name, path=env.get("PATH", os.defpath)) is None:
+        return "not found on PATH"
+    return None
+
+
 def cmd_run(args) -> int:
     if not args.program:
         print("farcuda run: no program given (farcuda run -- PROGRAM [ARGS])", file=sys.stderr)
@@ -97,26 +140,47 @@ def cmd_run(args) -> int:
         return 2
     env = dict(os.environ)
     daemon = None
-    server = args.server
+    server, origin = args.server, None
     try:
         cfg = configmod.from_env(env)
+        if server is not None:
+            host, port = configmod.parse_hostport(server, "--server")
+            server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            origin = "--server of farcuda run"
     except configmod.ConfigError as exc:
         print(f"farcuda: {exc}", file=sys.stderr)
         return 2
+    why = find_program(args.program[0], env)
+    if why:
+        print(f"farcuda: cannot run {args.program[0]}: {why}", file=sys.stderr)
+        return 127
     if server:
-        configmod.parse_hostport(server, "--server")
         for var in ("FARCUDA_DEVICES", "FARCUDA_DEVICE_COUNT"):
             env.pop(var, None)
     elif not cfg.configured:
+        from farcuda.daemon import SERVER_EXTRA, missing_dependencies
+        missing = missing_dependencies()
+        if missing:
+            print(f"farcuda: no server is configured and this installation cannot start a local "
+                  f"one: the server's dependencies ({', '.join(missing)}) are not installed "
+                  f"(pip install '{SERVER_EXTRA}'); or point it at a GPU server: "
+                  "FARCUDA_SERVER=host:port farcuda run -- ...", file=sys.stderr)
+            return 1
         try:
             daemon, server = start_local_daemon()
+        except configmod.ConfigError as exc:
+            print(f"farcuda: {exc}", file=sys.stderr)
+            return 2
         except (RuntimeError, OSError) as exc:
-            print(f"farcuda: cannot start a local GPU server: {exc}. With no GPU here, point "
-                  "farcuda at a remote one: FARCUDA_SERVER=host:port farcuda run -- ...",
-                  file=sys.stderr)
+            print(f"farcuda: cannot start a local GPU server: {exc} (its log: "
+                  f"{daemon_log_path()}). With no GPU here, point farcuda at a remote one: "
+                  "FARCUDA_SERVER=host:port farcuda run -- ...", file=sys.stderr)
             return 1
+        origin = "farcuda run's local farcudad"
+        print(f"farcuda: started a local farcudad on {server} for this run; it logs to "
+              f"{daemon_log_path()}", file=sys.stderr)
     try:
-        child = subprocess.Popen(args.program, env=app_environment(env, server))
+        child = subprocess.Popen(args.program, env=app_environment(env, server, origin))
     except OSError as exc:
         print(f"farcuda: cannot run {args.program[0]}: {exc.strerror}", file=sys.stderr)
         if daemon:
@@ -145,7 +209,7 @@ def cmd_run(args) -> int:
 def query_status(server: str, token: str | None, timeout: float = 5.0,
                  tls_config: configmod.ClientConfig | None = None) -> dict:
     """The server's status (daemon/server.py ``Daemon.status``); TLS when ``tls_config.tls``."""
-    from farcuda.wire import FrameReader, handshake
+    from farcuda.wire import FrameReader, ProtocolError, handshake
     host, port = configmod.parse_hostport(server, "--server")
     raw = socket.create_connection((host, port), timeout=timeout)
     if tls_config is not None and tls_config.tls:
@@ -164,7 +228,10 @@ def query_status(server: str, token: str | None, timeout: float = 5.0,
                 data = sock.recv(1 << 20)
                 if not data:
                     raise ConnectionError("the server closed the connection")
-                got = reader.feed(data)
+                try:
+                    got = reader.feed(data)
+                except ProtocolError as exc:
+                    raise ConnectionError(f"not a farcuda server ({exc})") from None
                 if got:
                     return got[0]
         hello = frame()
@@ -194,35 +261,44 @@ def _human(n: float) -> str:
 
 
 def cmd_status(args) -> int:
-    servers = [args.server] if args.server else []
-    if not servers:
+    try:
         cfg = configmod.from_env()
-        if cfg.devices:
+        if args.server:
+            servers = []
+            for given in args.server:
+                host, port = configmod.parse_hostport(given, "--server")
+                servers.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        elif cfg.devices:
             servers = sorted({f"{d.host}:{d.port}" for d in cfg.devices})
         elif cfg.server:
             servers = [f"{cfg.server[0]}:{cfg.server[1]}"]
         else:
             servers = [f"127.0.0.1:{configmod.DEFAULT_PORT}"]
-    out, rc = {}, 0
-    try:
-        tls_config = configmod.from_env()
     except configmod.ConfigError as exc:
         print(f"farcuda: {exc}", file=sys.stderr)
         return 2
+    if args.pool or len(servers) > 1:
+        from farcuda.cluster.pool import status_main
+        return status_main([] if args.pool and not args.server else servers, args.pool,
+                           args.json, cfg.token, cfg)
+    out, rc = {}, 0
     for s in servers:
         try:
-            out[s] = query_status(s, os.environ.get("FARCUDA_TOKEN"), tls_config=tls_config)
+            out[s] = query_status(s, cfg.token, timeout=cfg.connect_timeout, tls_config=cfg)
         except (OSError, ConnectionError, ValueError) as exc:
-            out[s] = {"error": str(exc)}
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            out[s] = {"error": text or type(exc).__name__}
             rc = 1
     if args.json:
         print(json.dumps(out, indent=2))
         return rc
     for s, st in out.items():
         if "error" in st:
-            print(f"{s}: unreachable: {st['error']}")
+            print(f"farcuda: {s}: unreachable: {st['error']}", file=sys.stderr)
             continue
         extras = [x for x, on in (("TLS", st.get("tls")), ("tokens", st.get("auth"))) if on]
+        if st.get("open"):
+            extras.append("OPEN: no token or client certificate required")
         energy = st.get("energy", {})
         print(f"{s}: driver {st.get('driver')}, {len(st.get('gpus', []))} GPU(s)"
               + (f", {' + '.join(extras)}" if extras else "")
@@ -262,23 +338,58 @@ def cmd_status(args) -> int:
     return rc
 
 
+RUN_HELP = """\
+PROGRAM and ARGS are the CUDA program (built with nvcc -cudart shared) and its arguments; put
+them after `--` when they start with a dash. The program runs with farcuda's libcudart.so.13
+preloaded (and its folder first on LD_LIBRARY_PATH), so its CUDA calls go to the GPU server:
+
+  --server HOST:PORT                   every GPU of that server
+  FARCUDA_DEVICES, FARCUDA_DEVICE_COUNT/_<i>, FARCUDA_SERVER   the same from the environment
+  none of these                        a farcudad started on 127.0.0.1 for this run (needs a GPU
+                                       here and farcuda[server]); it logs to
+                                       $TMPDIR/farcudad-<pid>.log, at FARCUDA_DAEMON_LOG's level
+
+The exit status is the program's (128+N if signal N killed it); signals to farcuda go to the
+program. The other FARCUDA_* variables (token, TLS, timeouts) are described in README.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog="farcuda", description="run CUDA programs on a remote GPU")
+    ap.add_argument("--version", action="version", version=f"farcuda {version()}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                            parser_class=OneLineParser)
+    p = sub.add_parser("run", help="run a CUDA program through farcuda",
+                       description="Run a CUDA program through farcuda.", epilog=RUN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", metavar="HOST:PORT",
+                   help="use this server (all its GPUs) instead of the environment's")
+    p.add_argument("program", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
+                   help="the program to run, and its arguments")
+    p = sub.add_parser("status", help="servers, GPUs and tenants",
+                       description="Show the servers' GPUs and connected sessions.")
+    p.add_argument("--server", metavar="HOST:PORT", action="append",
+                   help="ask this server (repeatable; default: the environment's, else "
+                        "127.0.0.1:7420)")
+    p.add_argument("--pool", metavar="FILE", help="every server of this pool file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_parser("shim-path", help="print where libcudart.so.13 of farcuda is",
+                   description="Print where farcuda's libcudart.so.13 is.")
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="farcuda", description="run CUDA programs on a remote GPU")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("run", help="run a CUDA program through farcuda")
-    p.add_argument("--server", metavar="HOST:PORT", help="use this server (all its GPUs)")
-    p.add_argument("program", nargs=argparse.REMAINDER)
-    p = sub.add_parser("status", help="servers, GPUs and tenants")
-    p.add_argument("--server", metavar="HOST:PORT")
-    p.add_argument("--json", action="store_true")
-    sub.add_parser("shim-path", help="print where libcudart.so.13 of farcuda is")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.cmd == "run":
         if args.program and args.program[0] == "--":
             args.program = args.program[1:]
         return cmd_run(args)
     if args.cmd == "status":
         return cmd_status(args)
+    if not shim_path().exists():
+        print(f"farcuda: the shim is missing at {shim_path()}; reinstall farcuda",
+              file=sys.stderr)
+        return 1
     print(shim_path())
     return 0
 

@@ -146,7 +146,8 @@ def from_env(env: Mapping[str, str] | None = None) -> ClientConfig:
         cfg.source = "FARCUDA_DEVICE_COUNT"
     elif env.get("FARCUDA_SERVER", "").strip():
         cfg.server = parse_hostport(env["FARCUDA_SERVER"], "FARCUDA_SERVER")
-        cfg.source = "FARCUDA_SERVER"
+        # `farcuda run` says where it got the server from, for the shim's messages
+        cfg.source = env.get("FARCUDA_SERVER_ORIGIN", "").strip() or "FARCUDA_SERVER"
     if cfg.devices is not None and len(cfg.devices) > 64:
         raise ConfigError(f"{cfg.source}: {len(cfg.devices)} devices; at most 64 are supported")
     return cfg

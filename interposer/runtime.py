@@ -162,7 +162,7 @@ def init() -> int:
             return 0
         ngpus = _ngpus.get(s, 0)
         if ngpus == 0:
-            log(f"the server {host}:{port} (FARCUDA_SERVER) has no GPU")
+            log(f"the server {host}:{port} ({cfg.source or 'FARCUDA_SERVER'}) has no GPU")
             lib.fcx_set_init_status(E["cudaErrorNoDevice"])
             return 0
         for gpu in range(min(ngpus, 64)):
@@ -185,7 +185,11 @@ def _identity() -> dict:
         exe = os.path.basename(os.readlink("/proc/self/exe"))
     except OSError:
         pass
-    return {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "exe": exe}
+    ident = {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "exe": exe}
+    job = os.environ.get("FARCUDA_JOB", "").strip()
+    if job:  # the scheduler's job (slurm:ID), shown beside the session by `farcuda status`
+        ident["job"] = job[:128]
+    return ident
 
 
 def _recv_frame(sock: socket.socket, reader: FrameReader):

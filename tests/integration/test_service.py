@@ -207,7 +207,10 @@ def test_status_of_unreachable_server(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there
     r = _farcuda("status", "--server", f"127.0.0.1:{port}")
-    assert r.returncode == 1 and "unreachable" in r.stdout
+    # (a failure is said on stderr, in one line; stdout keeps the servers that answered)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"farcuda: 127.0.0.1:{port}: unreachable: "
+                                     "Connection refused"]
     r = _farcuda("status", "--server", f"127.0.0.1:{port}", "--json")
     assert r.returncode == 1 and "error" in json.loads(r.stdout)[f"127.0.0.1:{port}"]
 

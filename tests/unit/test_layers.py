@@ -2,7 +2,8 @@
 
 wire/ imports only the standard library and itself (it must also load from a source tree,
 where the build and the generators use it); the daemon and the client each import the wire
-and nothing of the other side.
+and nothing of the other side, except that `farcuda run` starts the embedded local daemon and
+asks its package first whether the server's dependencies are installed.
 """
 
 from __future__ import annotations
@@ -40,4 +41,7 @@ def test_the_daemon_does_not_import_the_client():
 
 def test_the_client_does_not_import_the_daemon():
     for path, names in _imports("interposer").items():
-        assert not [n for n in names if n.startswith("farcuda.daemon")], path
+        used = {n for n in names if n.startswith("farcuda.daemon")}
+        if path == "interposer/cli.py":
+            used -= {"farcuda.daemon"}  # the embedded daemon's package, for its dependencies
+        assert not used, path
