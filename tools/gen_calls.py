@@ -139,25 +139,49 @@ def _py_class(m, fields, cls: str, doc: str, aux) -> list[str]:
     fmt = "<" + "".join(f"{f.count}{FTYPES_PY[f.type]}" if f.count > 1 else FTYPES_PY[f.type]
                         for f in fields)
     out += ["", "", f"{S} = struct.Struct({fmt!r})", "", ""]
-    # decoder: flat struct values -> the class's fields
-    items, i = [], 0
-    for f in fields:
-        if f.name != "rsv":
-            if f.count == 1:
-                items.append(f"v[{i}]")
-            elif f.type == "u8":
-                items.append(f"bytes(v[{i}:{i + f.count}])")
-            else:
-                items.append(f"v[{i}:{i + f.count}]")
-        i += f.count
-    if aux:
-        items.append("aux")
+    # decoder: flat struct values -> the class's fields. The values are unpacked into locals
+    # and grouped from there (faster than indexing a tuple: this runs for every frame).
     out.append(f"def _decode_{cls}(b: Buffer, aux: int = 0) -> {cls}:")
-    if fields:
+    if not fields:
+        out.append(f"    return _new({cls}, ({'aux,' if aux else ''}))")
+    elif any(f.type == "u8" and f.count > 1 for f in fields):  # the handshake's: cold
+        items, i = [], 0
+        for f in fields:
+            if f.name != "rsv":
+                items.append(f"v[{i}]" if f.count == 1 else
+                             f"bytes(v[{i}:{i + f.count}])" if f.type == "u8" else
+                             f"v[{i}:{i + f.count}]")
+            i += f.count
         out.append(f"    v = {S}.unpack(b)")
         out.append(f"    return _new({cls}, ({', '.join(items)}{',' if len(items) == 1 else ''}))")
     else:
-        out.append(f"    return _new({cls}, ({'aux,' if aux else ''}))")
+        flat, items = [], []
+        for f in fields:
+            names = [f.name] if f.count == 1 else [f"{f.name}{k}" for k in range(f.count)]
+            if f.name == "rsv":
+                names = [f"_rsv{k}" for k in range(f.count)]
+            flat += names
+            if f.name != "rsv":
+                items.append(names[0] if f.count == 1 else f"({', '.join(names)})")
+        if aux:
+            items.append("aux")
+        lhs = ", ".join(flat) + ("," if len(flat) == 1 else "")
+        body = f"{', '.join(items)}{',' if len(items) == 1 else ''}"
+        line = f"    {lhs} = {S}.unpack(b)"
+        if len(line) <= 100:
+            out.append(line)
+        else:
+            tail = f") = {S}.unpack(b)"
+            lines = textwrap.wrap(lhs, 100 - len(tail), initial_indent="    (",
+                                  subsequent_indent="     ", break_on_hyphens=False)
+            out += lines[:-1] + [lines[-1] + tail]
+        line = f"    return _new({cls}, ({body}))"
+        if len(line) <= 100:
+            out.append(line)
+        else:
+            out.append(f"    return _new({cls}, (")
+            out += textwrap.wrap(body + "))", 100, initial_indent=" " * 8,
+                                 subsequent_indent=" " * 8, break_on_hyphens=False)
     out += ["", ""]
     return out
 

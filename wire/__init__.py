@@ -26,6 +26,7 @@ from ._framing import (
     encode,
     encode_header,
     encode_reply,
+    encode_value,
     pack_fixed,
     unpack_fixed,
 )
@@ -33,6 +34,7 @@ from ._messages import BY_NAME, BY_OP, FTYPES, MESSAGES, RETIRED, Field, Message
 
 __all__ = [
     "HEADER", "HEADER_SIZE", "INLINE_TAIL", "MAGIC", "MAX_TAIL", "VERSION", "Frame",
-    "FrameReader", "ProtocolError", "encode", "encode_header", "encode_reply", "pack_fixed",
-    "unpack_fixed", "handshake", "BY_NAME", "BY_OP", "FTYPES", "MESSAGES", "RETIRED", "Field", "Message",
+    "FrameReader", "ProtocolError", "encode", "encode_header", "encode_reply", "encode_value",
+    "pack_fixed", "unpack_fixed", "handshake", "BY_NAME", "BY_OP", "FTYPES", "MESSAGES",
+    "RETIRED", "Field", "Message",
 ]

@@ -20,13 +20,18 @@ import os
 import struct
 
 from ._framing import MAGIC, VERSION, encode, encode_reply
-from .messages import HELLO_TOKEN, SERVER_HELLO_AUTH
 from ._messages import BY_NAME
 
 __all__ = ["FLAG_AUTH", "new_challenge", "server_hello", "parse_server_hello", "hello_mac",
            "client_hello", "parse_client_hello", "check_mac", "welcome", "refusal"]
 
-FLAG_AUTH = SERVER_HELLO_AUTH  # the daemon requires a token
+
+def _const(message: str, name: str) -> int:
+    return next(c.value for c in BY_NAME[message].consts if c.name == name)
+
+
+FLAG_AUTH = _const("SERVER_HELLO", "AUTH")  # the daemon requires a token
+HELLO_TOKEN = _const("HELLO", "TOKEN")  # the client proves one
 _LABEL = b"farcuda-hello-v1"
 
 

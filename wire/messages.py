@@ -89,8 +89,8 @@ _S_HELLO_REPLY = struct.Struct('<QIII')
 
 
 def _decode_HELLO_REPLY(b: Buffer, aux: int = 0) -> HELLO_REPLY:
-    v = _S_HELLO_REPLY.unpack(b)
-    return _new(HELLO_REPLY, (v[0], v[1], v[2], v[3]))
+    session, ngpus, driver, heartbeat_ms = _S_HELLO_REPLY.unpack(b)
+    return _new(HELLO_REPLY, (session, ngpus, driver, heartbeat_ms))
 
 
 # flags: mac proves a token
@@ -140,8 +140,8 @@ _S_GPU_INFO = struct.Struct('<I')
 
 
 def _decode_GPU_INFO(b: Buffer, aux: int = 0) -> GPU_INFO:
-    v = _S_GPU_INFO.unpack(b)
-    return _new(GPU_INFO, (v[0],))
+    gpu, = _S_GPU_INFO.unpack(b)
+    return _new(GPU_INFO, (gpu,))
 
 
 class STATUS(NamedTuple):
@@ -179,8 +179,8 @@ _S_DEVICE_OPEN = struct.Struct('<IIIQQ')
 
 
 def _decode_DEVICE_OPEN(b: Buffer, aux: int = 0) -> DEVICE_OPEN:
-    v = _S_DEVICE_OPEN.unpack(b)
-    return _new(DEVICE_OPEN, (v[0], v[1], v[2], v[3], v[4]))
+    gpu, sm_budget, flags, window_base, window_size = _S_DEVICE_OPEN.unpack(b)
+    return _new(DEVICE_OPEN, (gpu, sm_budget, flags, window_base, window_size))
 
 
 class DEVICE_OPEN_REPLY(NamedTuple):
@@ -197,8 +197,8 @@ _S_DEVICE_OPEN_REPLY = struct.Struct('<QII')
 
 
 def _decode_DEVICE_OPEN_REPLY(b: Buffer, aux: int = 0) -> DEVICE_OPEN_REPLY:
-    v = _S_DEVICE_OPEN_REPLY.unpack(b)
-    return _new(DEVICE_OPEN_REPLY, (v[0], v[1]))
+    window_base, sm_count, _rsv0 = _S_DEVICE_OPEN_REPLY.unpack(b)
+    return _new(DEVICE_OPEN_REPLY, (window_base, sm_count))
 
 
 class DEVICE_SYNC(NamedTuple):
@@ -245,8 +245,8 @@ _S_SET_LIMIT = struct.Struct('<IIQ')
 
 
 def _decode_SET_LIMIT(b: Buffer, aux: int = 0) -> SET_LIMIT:
-    v = _S_SET_LIMIT.unpack(b)
-    return _new(SET_LIMIT, (v[0], v[2]))
+    limit, _rsv0, value = _S_SET_LIMIT.unpack(b)
+    return _new(SET_LIMIT, (limit, value))
 
 
 class GET_LIMIT(NamedTuple):
@@ -262,8 +262,8 @@ _S_GET_LIMIT = struct.Struct('<I')
 
 
 def _decode_GET_LIMIT(b: Buffer, aux: int = 0) -> GET_LIMIT:
-    v = _S_GET_LIMIT.unpack(b)
-    return _new(GET_LIMIT, (v[0],))
+    limit, = _S_GET_LIMIT.unpack(b)
+    return _new(GET_LIMIT, (limit,))
 
 
 class GET_LIMIT_REPLY(NamedTuple):
@@ -279,8 +279,8 @@ _S_GET_LIMIT_REPLY = struct.Struct('<Q')
 
 
 def _decode_GET_LIMIT_REPLY(b: Buffer, aux: int = 0) -> GET_LIMIT_REPLY:
-    v = _S_GET_LIMIT_REPLY.unpack(b)
-    return _new(GET_LIMIT_REPLY, (v[0],))
+    value, = _S_GET_LIMIT_REPLY.unpack(b)
+    return _new(GET_LIMIT_REPLY, (value,))
 
 
 class MEM_GET_INFO(NamedTuple):
@@ -312,8 +312,8 @@ _S_MEM_GET_INFO_REPLY = struct.Struct('<QQ')
 
 
 def _decode_MEM_GET_INFO_REPLY(b: Buffer, aux: int = 0) -> MEM_GET_INFO_REPLY:
-    v = _S_MEM_GET_INFO_REPLY.unpack(b)
-    return _new(MEM_GET_INFO_REPLY, (v[0], v[1]))
+    free, total = _S_MEM_GET_INFO_REPLY.unpack(b)
+    return _new(MEM_GET_INFO_REPLY, (free, total))
 
 
 class SET_FLAGS(NamedTuple):
@@ -329,8 +329,8 @@ _S_SET_FLAGS = struct.Struct('<I')
 
 
 def _decode_SET_FLAGS(b: Buffer, aux: int = 0) -> SET_FLAGS:
-    v = _S_SET_FLAGS.unpack(b)
-    return _new(SET_FLAGS, (v[0],))
+    flags, = _S_SET_FLAGS.unpack(b)
+    return _new(SET_FLAGS, (flags,))
 
 
 class SET_CACHE_CONFIG(NamedTuple):
@@ -346,8 +346,8 @@ _S_SET_CACHE_CONFIG = struct.Struct('<I')
 
 
 def _decode_SET_CACHE_CONFIG(b: Buffer, aux: int = 0) -> SET_CACHE_CONFIG:
-    v = _S_SET_CACHE_CONFIG.unpack(b)
-    return _new(SET_CACHE_CONFIG, (v[0],))
+    config, = _S_SET_CACHE_CONFIG.unpack(b)
+    return _new(SET_CACHE_CONFIG, (config,))
 
 
 class MALLOC(NamedTuple):
@@ -364,8 +364,8 @@ _S_MALLOC = struct.Struct('<QI')
 
 
 def _decode_MALLOC(b: Buffer, aux: int = 0) -> MALLOC:
-    v = _S_MALLOC.unpack(b)
-    return _new(MALLOC, (v[0], v[1]))
+    size, flags = _S_MALLOC.unpack(b)
+    return _new(MALLOC, (size, flags))
 
 
 class MALLOC_REPLY(NamedTuple):
@@ -381,8 +381,8 @@ _S_MALLOC_REPLY = struct.Struct('<Q')
 
 
 def _decode_MALLOC_REPLY(b: Buffer, aux: int = 0) -> MALLOC_REPLY:
-    v = _S_MALLOC_REPLY.unpack(b)
-    return _new(MALLOC_REPLY, (v[0],))
+    ptr, = _S_MALLOC_REPLY.unpack(b)
+    return _new(MALLOC_REPLY, (ptr,))
 
 
 class FREE(NamedTuple):
@@ -398,8 +398,8 @@ _S_FREE = struct.Struct('<Q')
 
 
 def _decode_FREE(b: Buffer, aux: int = 0) -> FREE:
-    v = _S_FREE.unpack(b)
-    return _new(FREE, (v[0],))
+    ptr, = _S_FREE.unpack(b)
+    return _new(FREE, (ptr,))
 
 
 class MALLOC_PITCH(NamedTuple):
@@ -416,8 +416,8 @@ _S_MALLOC_PITCH = struct.Struct('<QQ')
 
 
 def _decode_MALLOC_PITCH(b: Buffer, aux: int = 0) -> MALLOC_PITCH:
-    v = _S_MALLOC_PITCH.unpack(b)
-    return _new(MALLOC_PITCH, (v[0], v[1]))
+    width, height = _S_MALLOC_PITCH.unpack(b)
+    return _new(MALLOC_PITCH, (width, height))
 
 
 class MALLOC_PITCH_REPLY(NamedTuple):
@@ -434,8 +434,8 @@ _S_MALLOC_PITCH_REPLY = struct.Struct('<QQ')
 
 
 def _decode_MALLOC_PITCH_REPLY(b: Buffer, aux: int = 0) -> MALLOC_PITCH_REPLY:
-    v = _S_MALLOC_PITCH_REPLY.unpack(b)
-    return _new(MALLOC_PITCH_REPLY, (v[0], v[1]))
+    ptr, pitch = _S_MALLOC_PITCH_REPLY.unpack(b)
+    return _new(MALLOC_PITCH_REPLY, (ptr, pitch))
 
 
 class MEMCPY_HTOD(NamedTuple):
@@ -453,8 +453,8 @@ _S_MEMCPY_HTOD = struct.Struct('<QII')
 
 
 def _decode_MEMCPY_HTOD(b: Buffer, aux: int = 0) -> MEMCPY_HTOD:
-    v = _S_MEMCPY_HTOD.unpack(b)
-    return _new(MEMCPY_HTOD, (v[0], v[1], v[2]))
+    dst, stream, flags = _S_MEMCPY_HTOD.unpack(b)
+    return _new(MEMCPY_HTOD, (dst, stream, flags))
 
 
 class MEMCPY_DTOH(NamedTuple):
@@ -473,8 +473,8 @@ _S_MEMCPY_DTOH = struct.Struct('<QQII')
 
 
 def _decode_MEMCPY_DTOH(b: Buffer, aux: int = 0) -> MEMCPY_DTOH:
-    v = _S_MEMCPY_DTOH.unpack(b)
-    return _new(MEMCPY_DTOH, (v[0], v[1], v[2], v[3]))
+    src, size, stream, flags = _S_MEMCPY_DTOH.unpack(b)
+    return _new(MEMCPY_DTOH, (src, size, stream, flags))
 
 
 # flags: the client does not wait (into pinned memory, one PIECE at most): the daemon answers once
@@ -499,8 +499,8 @@ _S_MEMCPY_DTOD = struct.Struct('<QQQII')
 
 
 def _decode_MEMCPY_DTOD(b: Buffer, aux: int = 0) -> MEMCPY_DTOD:
-    v = _S_MEMCPY_DTOD.unpack(b)
-    return _new(MEMCPY_DTOD, (v[0], v[1], v[2], v[3], v[4]))
+    dst, src, size, stream, flags = _S_MEMCPY_DTOD.unpack(b)
+    return _new(MEMCPY_DTOD, (dst, src, size, stream, flags))
 
 
 class MEMSET(NamedTuple):
@@ -520,8 +520,8 @@ _S_MEMSET = struct.Struct('<QQIII')
 
 
 def _decode_MEMSET(b: Buffer, aux: int = 0) -> MEMSET:
-    v = _S_MEMSET.unpack(b)
-    return _new(MEMSET, (v[0], v[1], v[2], v[3], v[4]))
+    dst, size, value, stream, elem = _S_MEMSET.unpack(b)
+    return _new(MEMSET, (dst, size, value, stream, elem))
 
 
 class MEMCPY2D_HTOD(NamedTuple):
@@ -543,8 +543,8 @@ _S_MEMCPY2D_HTOD = struct.Struct('<QQQQII')
 
 
 def _decode_MEMCPY2D_HTOD(b: Buffer, aux: int = 0) -> MEMCPY2D_HTOD:
-    v = _S_MEMCPY2D_HTOD.unpack(b)
-    return _new(MEMCPY2D_HTOD, (v[0], v[1], v[2], v[3], v[4], v[5]))
+    dst, dpitch, width, height, stream, flags = _S_MEMCPY2D_HTOD.unpack(b)
+    return _new(MEMCPY2D_HTOD, (dst, dpitch, width, height, stream, flags))
 
 
 class MEMCPY2D_DTOH(NamedTuple):
@@ -566,8 +566,8 @@ _S_MEMCPY2D_DTOH = struct.Struct('<QQQQII')
 
 
 def _decode_MEMCPY2D_DTOH(b: Buffer, aux: int = 0) -> MEMCPY2D_DTOH:
-    v = _S_MEMCPY2D_DTOH.unpack(b)
-    return _new(MEMCPY2D_DTOH, (v[0], v[1], v[2], v[3], v[4], v[5]))
+    src, spitch, width, height, stream, flags = _S_MEMCPY2D_DTOH.unpack(b)
+    return _new(MEMCPY2D_DTOH, (src, spitch, width, height, stream, flags))
 
 
 class MEMCPY2D_DTOD(NamedTuple):
@@ -592,8 +592,8 @@ _S_MEMCPY2D_DTOD = struct.Struct('<QQQQQQII')
 
 
 def _decode_MEMCPY2D_DTOD(b: Buffer, aux: int = 0) -> MEMCPY2D_DTOD:
-    v = _S_MEMCPY2D_DTOD.unpack(b)
-    return _new(MEMCPY2D_DTOD, (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]))
+    dst, dpitch, src, spitch, width, height, stream, flags = _S_MEMCPY2D_DTOD.unpack(b)
+    return _new(MEMCPY2D_DTOD, (dst, dpitch, src, spitch, width, height, stream, flags))
 
 
 class MEMSET2D(NamedTuple):
@@ -615,8 +615,8 @@ _S_MEMSET2D = struct.Struct('<QQQQII')
 
 
 def _decode_MEMSET2D(b: Buffer, aux: int = 0) -> MEMSET2D:
-    v = _S_MEMSET2D.unpack(b)
-    return _new(MEMSET2D, (v[0], v[1], v[2], v[3], v[4], v[5]))
+    dst, pitch, width, height, value, stream = _S_MEMSET2D.unpack(b)
+    return _new(MEMSET2D, (dst, pitch, width, height, value, stream))
 
 
 class POINTER_INFO(NamedTuple):
@@ -632,8 +632,8 @@ _S_POINTER_INFO = struct.Struct('<Q')
 
 
 def _decode_POINTER_INFO(b: Buffer, aux: int = 0) -> POINTER_INFO:
-    v = _S_POINTER_INFO.unpack(b)
-    return _new(POINTER_INFO, (v[0],))
+    ptr, = _S_POINTER_INFO.unpack(b)
+    return _new(POINTER_INFO, (ptr,))
 
 
 class POINTER_INFO_REPLY(NamedTuple):
@@ -651,8 +651,8 @@ _S_POINTER_INFO_REPLY = struct.Struct('<IIQQ')
 
 
 def _decode_POINTER_INFO_REPLY(b: Buffer, aux: int = 0) -> POINTER_INFO_REPLY:
-    v = _S_POINTER_INFO_REPLY.unpack(b)
-    return _new(POINTER_INFO_REPLY, (v[0], v[2], v[3]))
+    type, _rsv0, base, size = _S_POINTER_INFO_REPLY.unpack(b)
+    return _new(POINTER_INFO_REPLY, (type, base, size))
 
 
 class MEMCPY_PEER(NamedTuple):
@@ -675,8 +675,8 @@ _S_MEMCPY_PEER = struct.Struct('<QIIQQII')
 
 
 def _decode_MEMCPY_PEER(b: Buffer, aux: int = 0) -> MEMCPY_PEER:
-    v = _S_MEMCPY_PEER.unpack(b)
-    return _new(MEMCPY_PEER, (v[0], v[1], v[2], v[3], v[4], v[5], v[6]))
+    dst, dst_vdev, src_vdev, src, size, stream, flags = _S_MEMCPY_PEER.unpack(b)
+    return _new(MEMCPY_PEER, (dst, dst_vdev, src_vdev, src, size, stream, flags))
 
 
 class MALLOC_ASYNC(NamedTuple):
@@ -695,8 +695,8 @@ _S_MALLOC_ASYNC = struct.Struct('<QI')
 
 
 def _decode_MALLOC_ASYNC(b: Buffer, aux: int = 0) -> MALLOC_ASYNC:
-    v = _S_MALLOC_ASYNC.unpack(b)
-    return _new(MALLOC_ASYNC, (v[0], v[1]))
+    size, stream = _S_MALLOC_ASYNC.unpack(b)
+    return _new(MALLOC_ASYNC, (size, stream))
 
 
 class MALLOC_ASYNC_REPLY(NamedTuple):
@@ -714,8 +714,8 @@ _S_MALLOC_ASYNC_REPLY = struct.Struct('<QQQ')
 
 
 def _decode_MALLOC_ASYNC_REPLY(b: Buffer, aux: int = 0) -> MALLOC_ASYNC_REPLY:
-    v = _S_MALLOC_ASYNC_REPLY.unpack(b)
-    return _new(MALLOC_ASYNC_REPLY, (v[0], v[1], v[2]))
+    ptr, used, reserved = _S_MALLOC_ASYNC_REPLY.unpack(b)
+    return _new(MALLOC_ASYNC_REPLY, (ptr, used, reserved))
 
 
 class FREE_ASYNC(NamedTuple):
@@ -734,8 +734,8 @@ _S_FREE_ASYNC = struct.Struct('<QI')
 
 
 def _decode_FREE_ASYNC(b: Buffer, aux: int = 0) -> FREE_ASYNC:
-    v = _S_FREE_ASYNC.unpack(b)
-    return _new(FREE_ASYNC, (v[0], v[1], aux))
+    ptr, stream = _S_FREE_ASYNC.unpack(b)
+    return _new(FREE_ASYNC, (ptr, stream, aux))
 
 
 class MODULE_LOAD(NamedTuple):
@@ -755,8 +755,8 @@ _S_MODULE_LOAD = struct.Struct('<III')
 
 
 def _decode_MODULE_LOAD(b: Buffer, aux: int = 0) -> MODULE_LOAD:
-    v = _S_MODULE_LOAD.unpack(b)
-    return _new(MODULE_LOAD, (v[0], v[1], v[2]))
+    module, nkernels, nvars = _S_MODULE_LOAD.unpack(b)
+    return _new(MODULE_LOAD, (module, nkernels, nvars))
 
 
 class FUNC_ATTRS(NamedTuple):
@@ -772,8 +772,8 @@ _S_FUNC_ATTRS = struct.Struct('<I')
 
 
 def _decode_FUNC_ATTRS(b: Buffer, aux: int = 0) -> FUNC_ATTRS:
-    v = _S_FUNC_ATTRS.unpack(b)
-    return _new(FUNC_ATTRS, (v[0],))
+    kernel, = _S_FUNC_ATTRS.unpack(b)
+    return _new(FUNC_ATTRS, (kernel,))
 
 
 class FUNC_SET_ATTR(NamedTuple):
@@ -791,8 +791,8 @@ _S_FUNC_SET_ATTR = struct.Struct('<IIi')
 
 
 def _decode_FUNC_SET_ATTR(b: Buffer, aux: int = 0) -> FUNC_SET_ATTR:
-    v = _S_FUNC_SET_ATTR.unpack(b)
-    return _new(FUNC_SET_ATTR, (v[0], v[1], v[2]))
+    kernel, attr, value = _S_FUNC_SET_ATTR.unpack(b)
+    return _new(FUNC_SET_ATTR, (kernel, attr, value))
 
 
 # attr: value is a cudaFuncCache (cudaFuncSetCacheConfig)
@@ -815,8 +815,8 @@ _S_OCCUPANCY = struct.Struct('<IIQI')
 
 
 def _decode_OCCUPANCY(b: Buffer, aux: int = 0) -> OCCUPANCY:
-    v = _S_OCCUPANCY.unpack(b)
-    return _new(OCCUPANCY, (v[0], v[1], v[2], v[3]))
+    kernel, block, shmem, flags = _S_OCCUPANCY.unpack(b)
+    return _new(OCCUPANCY, (kernel, block, shmem, flags))
 
 
 class OCCUPANCY_REPLY(NamedTuple):
@@ -832,8 +832,8 @@ _S_OCCUPANCY_REPLY = struct.Struct('<i')
 
 
 def _decode_OCCUPANCY_REPLY(b: Buffer, aux: int = 0) -> OCCUPANCY_REPLY:
-    v = _S_OCCUPANCY_REPLY.unpack(b)
-    return _new(OCCUPANCY_REPLY, (v[0],))
+    blocks, = _S_OCCUPANCY_REPLY.unpack(b)
+    return _new(OCCUPANCY_REPLY, (blocks,))
 
 
 class OCCUPANCY_SMEM(NamedTuple):
@@ -851,8 +851,8 @@ _S_OCCUPANCY_SMEM = struct.Struct('<III')
 
 
 def _decode_OCCUPANCY_SMEM(b: Buffer, aux: int = 0) -> OCCUPANCY_SMEM:
-    v = _S_OCCUPANCY_SMEM.unpack(b)
-    return _new(OCCUPANCY_SMEM, (v[0], v[1], v[2]))
+    kernel, blocks, block = _S_OCCUPANCY_SMEM.unpack(b)
+    return _new(OCCUPANCY_SMEM, (kernel, blocks, block))
 
 
 class OCCUPANCY_SMEM_REPLY(NamedTuple):
@@ -868,8 +868,8 @@ _S_OCCUPANCY_SMEM_REPLY = struct.Struct('<Q')
 
 
 def _decode_OCCUPANCY_SMEM_REPLY(b: Buffer, aux: int = 0) -> OCCUPANCY_SMEM_REPLY:
-    v = _S_OCCUPANCY_SMEM_REPLY.unpack(b)
-    return _new(OCCUPANCY_SMEM_REPLY, (v[0],))
+    bytes, = _S_OCCUPANCY_SMEM_REPLY.unpack(b)
+    return _new(OCCUPANCY_SMEM_REPLY, (bytes,))
 
 
 class OCCUPANCY_CLUSTERS(NamedTuple):
@@ -891,8 +891,10 @@ _S_OCCUPANCY_CLUSTERS = struct.Struct('<I3I3IIII')
 
 
 def _decode_OCCUPANCY_CLUSTERS(b: Buffer, aux: int = 0) -> OCCUPANCY_CLUSTERS:
-    v = _S_OCCUPANCY_CLUSTERS.unpack(b)
-    return _new(OCCUPANCY_CLUSTERS, (v[0], v[1:4], v[4:7], v[7], v[8], v[9]))
+    (kernel, grid0, grid1, grid2, block0, block1, block2, shmem,
+     nattrs, what) = _S_OCCUPANCY_CLUSTERS.unpack(b)
+    return _new(OCCUPANCY_CLUSTERS, (
+        kernel, (grid0, grid1, grid2), (block0, block1, block2), shmem, nattrs, what))
 
 
 class OCCUPANCY_CLUSTERS_REPLY(NamedTuple):
@@ -908,8 +910,8 @@ _S_OCCUPANCY_CLUSTERS_REPLY = struct.Struct('<i')
 
 
 def _decode_OCCUPANCY_CLUSTERS_REPLY(b: Buffer, aux: int = 0) -> OCCUPANCY_CLUSTERS_REPLY:
-    v = _S_OCCUPANCY_CLUSTERS_REPLY.unpack(b)
-    return _new(OCCUPANCY_CLUSTERS_REPLY, (v[0],))
+    value, = _S_OCCUPANCY_CLUSTERS_REPLY.unpack(b)
+    return _new(OCCUPANCY_CLUSTERS_REPLY, (value,))
 
 
 # what: cudaOccupancyMaxActiveClusters
@@ -937,8 +939,9 @@ _S_LAUNCH = struct.Struct('<II3I3III')
 
 
 def _decode_LAUNCH(b: Buffer, aux: int = 0) -> LAUNCH:
-    v = _S_LAUNCH.unpack(b)
-    return _new(LAUNCH, (v[0], v[1], v[2:5], v[5:8], v[8], v[9]))
+    kernel, stream, grid0, grid1, grid2, block0, block1, block2, shmem, flags = _S_LAUNCH.unpack(b)
+    return _new(LAUNCH, (
+        kernel, stream, (grid0, grid1, grid2), (block0, block1, block2), shmem, flags))
 
 
 # flags: a cooperative launch (cudaLaunchCooperativeKernel)
@@ -964,8 +967,10 @@ _S_LAUNCH_EX = struct.Struct('<II3I3III')
 
 
 def _decode_LAUNCH_EX(b: Buffer, aux: int = 0) -> LAUNCH_EX:
-    v = _S_LAUNCH_EX.unpack(b)
-    return _new(LAUNCH_EX, (v[0], v[1], v[2:5], v[5:8], v[8], v[9]))
+    (kernel, stream, grid0, grid1, grid2, block0, block1, block2, shmem,
+     nattrs) = _S_LAUNCH_EX.unpack(b)
+    return _new(LAUNCH_EX, (
+        kernel, stream, (grid0, grid1, grid2), (block0, block1, block2), shmem, nattrs))
 
 
 class FUNC_MAX_CLUSTER(NamedTuple):
@@ -984,8 +989,8 @@ _S_FUNC_MAX_CLUSTER = struct.Struct('<I3I3II')
 
 
 def _decode_FUNC_MAX_CLUSTER(b: Buffer, aux: int = 0) -> FUNC_MAX_CLUSTER:
-    v = _S_FUNC_MAX_CLUSTER.unpack(b)
-    return _new(FUNC_MAX_CLUSTER, (v[0], v[1:4], v[4:7], v[7]))
+    kernel, grid0, grid1, grid2, block0, block1, block2, shmem = _S_FUNC_MAX_CLUSTER.unpack(b)
+    return _new(FUNC_MAX_CLUSTER, (kernel, (grid0, grid1, grid2), (block0, block1, block2), shmem))
 
 
 class FUNC_MAX_CLUSTER_REPLY(NamedTuple):
@@ -1001,8 +1006,8 @@ _S_FUNC_MAX_CLUSTER_REPLY = struct.Struct('<i')
 
 
 def _decode_FUNC_MAX_CLUSTER_REPLY(b: Buffer, aux: int = 0) -> FUNC_MAX_CLUSTER_REPLY:
-    v = _S_FUNC_MAX_CLUSTER_REPLY.unpack(b)
-    return _new(FUNC_MAX_CLUSTER_REPLY, (v[0],))
+    clusters, = _S_FUNC_MAX_CLUSTER_REPLY.unpack(b)
+    return _new(FUNC_MAX_CLUSTER_REPLY, (clusters,))
 
 
 class STREAM_CREATE(NamedTuple):
@@ -1020,8 +1025,8 @@ _S_STREAM_CREATE = struct.Struct('<IIi')
 
 
 def _decode_STREAM_CREATE(b: Buffer, aux: int = 0) -> STREAM_CREATE:
-    v = _S_STREAM_CREATE.unpack(b)
-    return _new(STREAM_CREATE, (v[0], v[1], v[2]))
+    stream, flags, priority = _S_STREAM_CREATE.unpack(b)
+    return _new(STREAM_CREATE, (stream, flags, priority))
 
 
 # flags: cudaStreamNonBlocking: no implicit order with the legacy stream
@@ -1041,8 +1046,8 @@ _S_STREAM_DESTROY = struct.Struct('<I')
 
 
 def _decode_STREAM_DESTROY(b: Buffer, aux: int = 0) -> STREAM_DESTROY:
-    v = _S_STREAM_DESTROY.unpack(b)
-    return _new(STREAM_DESTROY, (v[0],))
+    stream, = _S_STREAM_DESTROY.unpack(b)
+    return _new(STREAM_DESTROY, (stream,))
 
 
 class STREAM_SYNC(NamedTuple):
@@ -1058,8 +1063,8 @@ _S_STREAM_SYNC = struct.Struct('<I')
 
 
 def _decode_STREAM_SYNC(b: Buffer, aux: int = 0) -> STREAM_SYNC:
-    v = _S_STREAM_SYNC.unpack(b)
-    return _new(STREAM_SYNC, (v[0],))
+    stream, = _S_STREAM_SYNC.unpack(b)
+    return _new(STREAM_SYNC, (stream,))
 
 
 class STREAM_QUERY(NamedTuple):
@@ -1075,8 +1080,8 @@ _S_STREAM_QUERY = struct.Struct('<I')
 
 
 def _decode_STREAM_QUERY(b: Buffer, aux: int = 0) -> STREAM_QUERY:
-    v = _S_STREAM_QUERY.unpack(b)
-    return _new(STREAM_QUERY, (v[0],))
+    stream, = _S_STREAM_QUERY.unpack(b)
+    return _new(STREAM_QUERY, (stream,))
 
 
 class STREAM_WAIT_EVENT(NamedTuple):
@@ -1096,8 +1101,8 @@ _S_STREAM_WAIT_EVENT = struct.Struct('<III')
 
 
 def _decode_STREAM_WAIT_EVENT(b: Buffer, aux: int = 0) -> STREAM_WAIT_EVENT:
-    v = _S_STREAM_WAIT_EVENT.unpack(b)
-    return _new(STREAM_WAIT_EVENT, (v[0], v[1], v[2], aux))
+    stream, event, flags = _S_STREAM_WAIT_EVENT.unpack(b)
+    return _new(STREAM_WAIT_EVENT, (stream, event, flags, aux))
 
 
 class STREAM_SET_ATTR(NamedTuple):
@@ -1114,8 +1119,8 @@ _S_STREAM_SET_ATTR = struct.Struct('<II')
 
 
 def _decode_STREAM_SET_ATTR(b: Buffer, aux: int = 0) -> STREAM_SET_ATTR:
-    v = _S_STREAM_SET_ATTR.unpack(b)
-    return _new(STREAM_SET_ATTR, (v[0], v[1]))
+    stream, attr = _S_STREAM_SET_ATTR.unpack(b)
+    return _new(STREAM_SET_ATTR, (stream, attr))
 
 
 class EVENT_CREATE(NamedTuple):
@@ -1132,8 +1137,8 @@ _S_EVENT_CREATE = struct.Struct('<II')
 
 
 def _decode_EVENT_CREATE(b: Buffer, aux: int = 0) -> EVENT_CREATE:
-    v = _S_EVENT_CREATE.unpack(b)
-    return _new(EVENT_CREATE, (v[0], v[1]))
+    event, flags = _S_EVENT_CREATE.unpack(b)
+    return _new(EVENT_CREATE, (event, flags))
 
 
 class EVENT_DESTROY(NamedTuple):
@@ -1149,8 +1154,8 @@ _S_EVENT_DESTROY = struct.Struct('<I')
 
 
 def _decode_EVENT_DESTROY(b: Buffer, aux: int = 0) -> EVENT_DESTROY:
-    v = _S_EVENT_DESTROY.unpack(b)
-    return _new(EVENT_DESTROY, (v[0],))
+    event, = _S_EVENT_DESTROY.unpack(b)
+    return _new(EVENT_DESTROY, (event,))
 
 
 class EVENT_RECORD(NamedTuple):
@@ -1168,8 +1173,8 @@ _S_EVENT_RECORD = struct.Struct('<III')
 
 
 def _decode_EVENT_RECORD(b: Buffer, aux: int = 0) -> EVENT_RECORD:
-    v = _S_EVENT_RECORD.unpack(b)
-    return _new(EVENT_RECORD, (v[0], v[1], v[2]))
+    event, stream, flags = _S_EVENT_RECORD.unpack(b)
+    return _new(EVENT_RECORD, (event, stream, flags))
 
 
 class EVENT_SYNC(NamedTuple):
@@ -1185,8 +1190,8 @@ _S_EVENT_SYNC = struct.Struct('<I')
 
 
 def _decode_EVENT_SYNC(b: Buffer, aux: int = 0) -> EVENT_SYNC:
-    v = _S_EVENT_SYNC.unpack(b)
-    return _new(EVENT_SYNC, (v[0],))
+    event, = _S_EVENT_SYNC.unpack(b)
+    return _new(EVENT_SYNC, (event,))
 
 
 class EVENT_QUERY(NamedTuple):
@@ -1202,8 +1207,8 @@ _S_EVENT_QUERY = struct.Struct('<I')
 
 
 def _decode_EVENT_QUERY(b: Buffer, aux: int = 0) -> EVENT_QUERY:
-    v = _S_EVENT_QUERY.unpack(b)
-    return _new(EVENT_QUERY, (v[0],))
+    event, = _S_EVENT_QUERY.unpack(b)
+    return _new(EVENT_QUERY, (event,))
 
 
 class EVENT_ELAPSED(NamedTuple):
@@ -1220,8 +1225,8 @@ _S_EVENT_ELAPSED = struct.Struct('<II')
 
 
 def _decode_EVENT_ELAPSED(b: Buffer, aux: int = 0) -> EVENT_ELAPSED:
-    v = _S_EVENT_ELAPSED.unpack(b)
-    return _new(EVENT_ELAPSED, (v[0], v[1]))
+    start, end = _S_EVENT_ELAPSED.unpack(b)
+    return _new(EVENT_ELAPSED, (start, end))
 
 
 class EVENT_ELAPSED_REPLY(NamedTuple):
@@ -1237,8 +1242,8 @@ _S_EVENT_ELAPSED_REPLY = struct.Struct('<f')
 
 
 def _decode_EVENT_ELAPSED_REPLY(b: Buffer, aux: int = 0) -> EVENT_ELAPSED_REPLY:
-    v = _S_EVENT_ELAPSED_REPLY.unpack(b)
-    return _new(EVENT_ELAPSED_REPLY, (v[0],))
+    ms, = _S_EVENT_ELAPSED_REPLY.unpack(b)
+    return _new(EVENT_ELAPSED_REPLY, (ms,))
 
 
 class HOST_FUNC(NamedTuple):
@@ -1259,8 +1264,8 @@ _S_HOST_FUNC = struct.Struct('<II')
 
 
 def _decode_HOST_FUNC(b: Buffer, aux: int = 0) -> HOST_FUNC:
-    v = _S_HOST_FUNC.unpack(b)
-    return _new(HOST_FUNC, (v[0], v[1], aux))
+    stream, callback = _S_HOST_FUNC.unpack(b)
+    return _new(HOST_FUNC, (stream, callback, aux))
 
 
 class CALLBACK_DONE(NamedTuple):
@@ -1276,8 +1281,8 @@ _S_CALLBACK_DONE = struct.Struct('<I')
 
 
 def _decode_CALLBACK_DONE(b: Buffer, aux: int = 0) -> CALLBACK_DONE:
-    v = _S_CALLBACK_DONE.unpack(b)
-    return _new(CALLBACK_DONE, (v[0],))
+    callback, = _S_CALLBACK_DONE.unpack(b)
+    return _new(CALLBACK_DONE, (callback,))
 
 
 class CAPTURE_BEGIN(NamedTuple):
@@ -1294,8 +1299,8 @@ _S_CAPTURE_BEGIN = struct.Struct('<II')
 
 
 def _decode_CAPTURE_BEGIN(b: Buffer, aux: int = 0) -> CAPTURE_BEGIN:
-    v = _S_CAPTURE_BEGIN.unpack(b)
-    return _new(CAPTURE_BEGIN, (v[0], v[1]))
+    stream, mode = _S_CAPTURE_BEGIN.unpack(b)
+    return _new(CAPTURE_BEGIN, (stream, mode))
 
 
 class CAPTURE_END(NamedTuple):
@@ -1312,8 +1317,8 @@ _S_CAPTURE_END = struct.Struct('<II')
 
 
 def _decode_CAPTURE_END(b: Buffer, aux: int = 0) -> CAPTURE_END:
-    v = _S_CAPTURE_END.unpack(b)
-    return _new(CAPTURE_END, (v[0], v[1]))
+    stream, graph = _S_CAPTURE_END.unpack(b)
+    return _new(CAPTURE_END, (stream, graph))
 
 
 class CAPTURE_STATUS(NamedTuple):
@@ -1329,8 +1334,8 @@ _S_CAPTURE_STATUS = struct.Struct('<I')
 
 
 def _decode_CAPTURE_STATUS(b: Buffer, aux: int = 0) -> CAPTURE_STATUS:
-    v = _S_CAPTURE_STATUS.unpack(b)
-    return _new(CAPTURE_STATUS, (v[0],))
+    stream, = _S_CAPTURE_STATUS.unpack(b)
+    return _new(CAPTURE_STATUS, (stream,))
 
 
 class CAPTURE_STATUS_REPLY(NamedTuple):
@@ -1346,8 +1351,8 @@ _S_CAPTURE_STATUS_REPLY = struct.Struct('<I')
 
 
 def _decode_CAPTURE_STATUS_REPLY(b: Buffer, aux: int = 0) -> CAPTURE_STATUS_REPLY:
-    v = _S_CAPTURE_STATUS_REPLY.unpack(b)
-    return _new(CAPTURE_STATUS_REPLY, (v[0],))
+    status, = _S_CAPTURE_STATUS_REPLY.unpack(b)
+    return _new(CAPTURE_STATUS_REPLY, (status,))
 
 
 class GRAPH_INSTANTIATE(NamedTuple):
@@ -1365,8 +1370,8 @@ _S_GRAPH_INSTANTIATE = struct.Struct('<IIQ')
 
 
 def _decode_GRAPH_INSTANTIATE(b: Buffer, aux: int = 0) -> GRAPH_INSTANTIATE:
-    v = _S_GRAPH_INSTANTIATE.unpack(b)
-    return _new(GRAPH_INSTANTIATE, (v[0], v[1], v[2]))
+    graph, exec, flags = _S_GRAPH_INSTANTIATE.unpack(b)
+    return _new(GRAPH_INSTANTIATE, (graph, exec, flags))
 
 
 class GRAPH_LAUNCH(NamedTuple):
@@ -1383,8 +1388,8 @@ _S_GRAPH_LAUNCH = struct.Struct('<II')
 
 
 def _decode_GRAPH_LAUNCH(b: Buffer, aux: int = 0) -> GRAPH_LAUNCH:
-    v = _S_GRAPH_LAUNCH.unpack(b)
-    return _new(GRAPH_LAUNCH, (v[0], v[1]))
+    exec, stream = _S_GRAPH_LAUNCH.unpack(b)
+    return _new(GRAPH_LAUNCH, (exec, stream))
 
 
 class GRAPH_DESTROY(NamedTuple):
@@ -1400,8 +1405,8 @@ _S_GRAPH_DESTROY = struct.Struct('<I')
 
 
 def _decode_GRAPH_DESTROY(b: Buffer, aux: int = 0) -> GRAPH_DESTROY:
-    v = _S_GRAPH_DESTROY.unpack(b)
-    return _new(GRAPH_DESTROY, (v[0],))
+    graph, = _S_GRAPH_DESTROY.unpack(b)
+    return _new(GRAPH_DESTROY, (graph,))
 
 
 class GRAPH_EXEC_DESTROY(NamedTuple):
@@ -1417,8 +1422,8 @@ _S_GRAPH_EXEC_DESTROY = struct.Struct('<I')
 
 
 def _decode_GRAPH_EXEC_DESTROY(b: Buffer, aux: int = 0) -> GRAPH_EXEC_DESTROY:
-    v = _S_GRAPH_EXEC_DESTROY.unpack(b)
-    return _new(GRAPH_EXEC_DESTROY, (v[0],))
+    exec, = _S_GRAPH_EXEC_DESTROY.unpack(b)
+    return _new(GRAPH_EXEC_DESTROY, (exec,))
 
 
 class GRAPH_UPLOAD(NamedTuple):
@@ -1435,8 +1440,8 @@ _S_GRAPH_UPLOAD = struct.Struct('<II')
 
 
 def _decode_GRAPH_UPLOAD(b: Buffer, aux: int = 0) -> GRAPH_UPLOAD:
-    v = _S_GRAPH_UPLOAD.unpack(b)
-    return _new(GRAPH_UPLOAD, (v[0], v[1]))
+    exec, stream = _S_GRAPH_UPLOAD.unpack(b)
+    return _new(GRAPH_UPLOAD, (exec, stream))
 
 
 class CAPTURE_HTOD(NamedTuple):
@@ -1455,8 +1460,8 @@ _S_CAPTURE_HTOD = struct.Struct('<QQII')
 
 
 def _decode_CAPTURE_HTOD(b: Buffer, aux: int = 0) -> CAPTURE_HTOD:
-    v = _S_CAPTURE_HTOD.unpack(b)
-    return _new(CAPTURE_HTOD, (v[0], v[1], v[2], v[3]))
+    dst, size, stream, node = _S_CAPTURE_HTOD.unpack(b)
+    return _new(CAPTURE_HTOD, (dst, size, stream, node))
 
 
 class CAPTURE_DTOH(NamedTuple):
@@ -1475,8 +1480,8 @@ _S_CAPTURE_DTOH = struct.Struct('<QQII')
 
 
 def _decode_CAPTURE_DTOH(b: Buffer, aux: int = 0) -> CAPTURE_DTOH:
-    v = _S_CAPTURE_DTOH.unpack(b)
-    return _new(CAPTURE_DTOH, (v[0], v[1], v[2], v[3]))
+    src, size, stream, node = _S_CAPTURE_DTOH.unpack(b)
+    return _new(CAPTURE_DTOH, (src, size, stream, node))
 
 
 class HOST_DATA(NamedTuple):
@@ -1493,8 +1498,8 @@ _S_HOST_DATA = struct.Struct('<IIQ')
 
 
 def _decode_HOST_DATA(b: Buffer, aux: int = 0) -> HOST_DATA:
-    v = _S_HOST_DATA.unpack(b)
-    return _new(HOST_DATA, (v[0], v[2]))
+    node, _rsv0, offset = _S_HOST_DATA.unpack(b)
+    return _new(HOST_DATA, (node, offset))
 
 
 class PUSH_DONE(NamedTuple):
@@ -1510,8 +1515,8 @@ _S_PUSH_DONE = struct.Struct('<I')
 
 
 def _decode_PUSH_DONE(b: Buffer, aux: int = 0) -> PUSH_DONE:
-    v = _S_PUSH_DONE.unpack(b)
-    return _new(PUSH_DONE, (v[0],))
+    node, = _S_PUSH_DONE.unpack(b)
+    return _new(PUSH_DONE, (node,))
 
 
 class REPLY(NamedTuple):
@@ -1530,8 +1535,8 @@ _S_REPLY = struct.Struct('<II')
 
 
 def _decode_REPLY(b: Buffer, aux: int = 0) -> REPLY:
-    v = _S_REPLY.unpack(b)
-    return _new(REPLY, (v[0], v[1]))
+    status, fixed_len = _S_REPLY.unpack(b)
+    return _new(REPLY, (status, fixed_len))
 
 
 class DATA(NamedTuple):
@@ -1547,8 +1552,8 @@ _S_DATA = struct.Struct('<Q')
 
 
 def _decode_DATA(b: Buffer, aux: int = 0) -> DATA:
-    v = _S_DATA.unpack(b)
-    return _new(DATA, (v[0],))
+    offset, = _S_DATA.unpack(b)
+    return _new(DATA, (offset,))
 
 
 class HEARTBEAT(NamedTuple):
@@ -1566,8 +1571,8 @@ _S_HEARTBEAT = struct.Struct('<Q')
 
 
 def _decode_HEARTBEAT(b: Buffer, aux: int = 0) -> HEARTBEAT:
-    v = _S_HEARTBEAT.unpack(b)
-    return _new(HEARTBEAT, (v[0],))
+    received, = _S_HEARTBEAT.unpack(b)
+    return _new(HEARTBEAT, (received,))
 
 
 class CALLBACK(NamedTuple):
@@ -1583,8 +1588,8 @@ _S_CALLBACK = struct.Struct('<I')
 
 
 def _decode_CALLBACK(b: Buffer, aux: int = 0) -> CALLBACK:
-    v = _S_CALLBACK.unpack(b)
-    return _new(CALLBACK, (v[0],))
+    callback, = _S_CALLBACK.unpack(b)
+    return _new(CALLBACK, (callback,))
 
 
 class ASYNC_ERROR(NamedTuple):
@@ -1601,8 +1606,8 @@ _S_ASYNC_ERROR = struct.Struct('<II')
 
 
 def _decode_ASYNC_ERROR(b: Buffer, aux: int = 0) -> ASYNC_ERROR:
-    v = _S_ASYNC_ERROR.unpack(b)
-    return _new(ASYNC_ERROR, (v[0], v[1]))
+    status, op = _S_ASYNC_ERROR.unpack(b)
+    return _new(ASYNC_ERROR, (status, op))
 
 
 class STDOUT(NamedTuple):
@@ -1633,8 +1638,8 @@ _S_GOODBYE = struct.Struct('<I')
 
 
 def _decode_GOODBYE(b: Buffer, aux: int = 0) -> GOODBYE:
-    v = _S_GOODBYE.unpack(b)
-    return _new(GOODBYE, (v[0],))
+    status, = _S_GOODBYE.unpack(b)
+    return _new(GOODBYE, (status,))
 
 
 class FETCH(NamedTuple):
@@ -1650,8 +1655,8 @@ _S_FETCH = struct.Struct('<I')
 
 
 def _decode_FETCH(b: Buffer, aux: int = 0) -> FETCH:
-    v = _S_FETCH.unpack(b)
-    return _new(FETCH, (v[0],))
+    node, = _S_FETCH.unpack(b)
+    return _new(FETCH, (node,))
 
 
 class PUSH(NamedTuple):
@@ -1671,8 +1676,8 @@ _S_PUSH = struct.Struct('<IIQ')
 
 
 def _decode_PUSH(b: Buffer, aux: int = 0) -> PUSH:
-    v = _S_PUSH.unpack(b)
-    return _new(PUSH, (v[0], v[1], v[2]))
+    node, last, offset = _S_PUSH.unpack(b)
+    return _new(PUSH, (node, last, offset))
 
 
 class FAULT(NamedTuple):
@@ -1693,8 +1698,8 @@ _S_FAULT = struct.Struct('<IIQQ')
 
 
 def _decode_FAULT(b: Buffer, aux: int = 0) -> FAULT:
-    v = _S_FAULT.unpack(b)
-    return _new(FAULT, (v[0], v[2], v[3]))
+    status, _rsv0, first, last = _S_FAULT.unpack(b)
+    return _new(FAULT, (status, first, last))
 
 
 DECODE: dict[int, Callable[[Buffer, int], Any]] = {

@@ -98,6 +98,8 @@ class _DeferredCopy:
 
 
 class MemoryDevice:
+    granule = 2 << 20
+
     def __init__(self, backend: MemoryBackend, gpu: int, window_base: int) -> None:
         self.backend = backend
         self.gpu = gpu
@@ -137,6 +139,16 @@ class MemoryDevice:
         raise AssertionError("the in-memory backend maps no aprons")
 
     unmap_apron = map_apron
+
+    # The C path is not used here: nothing keeps a copy of the session's memory.
+    def track(self, base: int, size: int) -> None:
+        pass
+
+    def untrack(self, base: int) -> None:
+        pass
+
+    def untrack_all(self) -> None:
+        pass
 
     def _view(self, ptr: int, n: int) -> memoryview:
         i = bisect.bisect_right(self._extents, ptr) - 1
@@ -201,6 +213,19 @@ class MemoryDevice:
     def memcpy_htod(self, dst: int, data, stream: int) -> None:
         data = bytes(data)
         self._run(stream, lambda: self._view(dst, len(data)).__setitem__(slice(None), data))
+
+    # No pinned staging: payloads stay in the reader's buffers, results go out whole.
+    def staging_take(self, n: int) -> None:
+        return None
+
+    def staging_release(self, slot: int) -> None:
+        raise AssertionError("the in-memory backend lends no staging slots")
+
+    def memcpy_htod_slot(self, dst: int, slot: int, n: int, stream: int) -> None:
+        raise AssertionError("the in-memory backend lends no staging slots")
+
+    def memcpy_dtoh_pieces(self, src: int, n: int, stream: int) -> None:
+        return None
 
     def memcpy_dtoh(self, src: int, n: int, stream: int):
         self._view(src, n)  # faults now, as the copy would
@@ -595,6 +620,7 @@ class MemoryDevice:
 
 class MemoryBackend:
     name = "memory"
+    fastpath = None  # the daemon's C path calls the CUDA driver: not here
 
     def __init__(self, gpus: int = 1, capacity: int = 8 << 30, record_path: str | None = None,
                  driver_version: int = 13000, fault_kernels: dict[str, str] | None = None
@@ -629,6 +655,9 @@ class MemoryBackend:
         if sm_budget:
             dev.sm_count = min(132, -(-sm_budget // 8) * 8)
         return dev
+
+    def context_unknown(self) -> None:
+        pass
 
     def record(self, rec: dict) -> None:
         self.launches += 1
