@@ -41,6 +41,7 @@ PACKAGES = {
     "farcuda.interposer": "interposer",
     "farcuda.daemon": "daemon",
     "farcuda.daemon.backends": "daemon/backends",
+    "farcuda.daemon.backends.cuda": "daemon/backends/cuda",
     "farcuda.daemon.session": "daemon/session",
     "farcuda.pfm": "pfm_cuda",
     "farcuda.cluster": "cluster",

@@ -2,7 +2,7 @@
 
 The front process (server.py) accepts connections, shakes hands and hands each client to a
 worker process of its own (worker.py), where a Session (session/) executes the client's
-frames on a backend: the CUDA driver (backends/cuda.py) or, for the test suite only, an
+frames on a backend: the CUDA driver (backends/cuda/) or, for the test suite only, an
 in-memory fake (backends/memory.py).
 """
 

@@ -53,9 +53,9 @@ def _class(path: Path, name: str) -> ast.ClassDef:
 
 
 IMPLEMENTATIONS = {
-    "DeviceBackend": [("cuda.py", "CudaDevice"), ("memory.py", "MemoryDevice")],
-    "Backend": [("cuda.py", "CudaBackend"), ("memory.py", "MemoryBackend")],
-    "DeferredCopy": [("cuda.py", "_DeferredCopy"), ("memory.py", "_DeferredCopy")],
+    "DeviceBackend": [("cuda/device.py", "CudaDevice"), ("memory.py", "MemoryDevice")],
+    "Backend": [("cuda/__init__.py", "CudaBackend"), ("memory.py", "MemoryBackend")],
+    "DeferredCopy": [("cuda/staging.py", "DeferredCopy"), ("memory.py", "_DeferredCopy")],
 }
 
 
