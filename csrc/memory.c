@@ -16,12 +16,17 @@
 
 #include "fc.h"
 #include "api.h"
+#include "conn.h"
+#include "gen/exports.h"
+#include "launch.h"
+#include "memory.h"
+#include "pools.h"
+#include "runtime.h"
+#include "streams.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
-
-int fc_sync_status(int dev, int st);
 
 /* ---------------- range tables ---------------- */
 
@@ -185,8 +190,6 @@ int fcx_window_adopt(int dev, uint64_t base, uint64_t size) {
 
 /* ---------------- helpers ---------------- */
 
-static fc_conn *dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
-
 /* Where a pointer lives: its virtual device, or -1 for host memory. */
 static int locate(const void *p, size_t n, int *dev, int *bad) {
     fc_range r;
@@ -202,39 +205,37 @@ static int locate(const void *p, size_t n, int *dev, int *bad) {
 
 /* ---------------- allocation ---------------- */
 
-FC_EXPORT cudaError_t cudaMalloc(void **ptr, size_t size) {
+int fc_malloc(void **ptr, size_t size) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ptr) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ptr) return cudaErrorInvalidValue;
     int dev = fc_current_device();
     st = fc_device_ready(dev);
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (size == 0) {
         *ptr = NULL;
         return cudaSuccess;
     }
     fc_MALLOC m = {size, 0};
     fc_MALLOC_reply rep = {0};
-    fc_req r;
-    fc_req_init(&r, &rep, sizeof rep);
-    st = fc_call(dev_conn(dev), FC_OP_MALLOC, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
-    if (st) return fc_ret(fc_sync_status(dev, st));
+    st = fc_call_dev(dev, FC_OP_MALLOC, &m, sizeof m, &rep, sizeof rep);
+    if (st) return fc_sync_status(dev, st);
     if (fc_range_add(rep.ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
         fc_log("cudaMalloc: the server returned 0x%llx, which overlaps memory already known; "
                "refusing it", (unsigned long long)rep.ptr);
-        return fc_ret(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
     }
     *ptr = (void *)(uintptr_t)rep.ptr;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaMallocPitch(void **ptr, size_t *pitch, size_t width, size_t height) {
+int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ptr || !pitch) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ptr || !pitch) return cudaErrorInvalidValue;
     int dev = fc_current_device();
     st = fc_device_ready(dev);
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (width == 0 || height == 0) {
         *ptr = NULL;
         *pitch = 0;
@@ -242,44 +243,40 @@ FC_EXPORT cudaError_t cudaMallocPitch(void **ptr, size_t *pitch, size_t width, s
     }
     fc_MALLOC_PITCH m = {width, height};
     fc_MALLOC_PITCH_reply rep = {0};
-    fc_req r;
-    fc_req_init(&r, &rep, sizeof rep);
-    st = fc_call(dev_conn(dev), FC_OP_MALLOC_PITCH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
-    if (st) return fc_ret(fc_sync_status(dev, st));
+    st = fc_call_dev(dev, FC_OP_MALLOC_PITCH, &m, sizeof m, &rep, sizeof rep);
+    if (st) return fc_sync_status(dev, st);
     if (fc_range_add(rep.ptr, rep.pitch * height, dev, FC_RANGE_DEVICE, 0, 0))
-        return fc_ret(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
     *ptr = (void *)(uintptr_t)rep.ptr;
     *pitch = rep.pitch;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaFree(void *ptr) {
+int fc_free(void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     int dev = fc_current_device();
     if (ptr == NULL) /* the classic way to create the context */
-        return fc_ret(fc_device_ready(dev));
+        return fc_device_ready(dev);
     /* cudaMalloc'd memory, or a stream-ordered allocation (freed with the device idle: CUDA
      * leaves it to the program to have finished with it; farcuda makes sure of it) */
     fc_range rg;
     if (fc_range_find((uint64_t)(uintptr_t)ptr, 1, &rg) || rg.base != (uint64_t)(uintptr_t)ptr ||
         (rg.kind != FC_RANGE_DEVICE && rg.kind != FC_RANGE_ASYNC))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     dev = rg.dev;
     st = fc_device_ready(dev);
-    if (st) return fc_ret(st);
+    if (st) return st;
     /* Forget the range first: once the daemon frees it, another thread's cudaMalloc may get
      * the same address back. */
-    if (fc_range_remove(rg.base, rg.kind, NULL)) return fc_ret(cudaErrorInvalidValue);
+    if (fc_range_remove(rg.base, rg.kind, NULL)) return cudaErrorInvalidValue;
     fc_FREE m = {rg.base};
-    fc_req r;
-    fc_req_init(&r, NULL, 0);
-    st = fc_call(dev_conn(dev), FC_OP_FREE, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call_dev(dev, FC_OP_FREE, &m, sizeof m, NULL, 0);
     if (st != cudaSuccess && st != cudaErrorInvalidValue)
         fc_range_insert(&rg);
     else
         fc_pool_release(&rg);
-    return fc_ret(fc_sync_status(dev, st));
+    return fc_sync_status(dev, st);
 }
 
 /* ---------------- host memory ---------------- */
@@ -297,7 +294,7 @@ int fc_mapped_pointer(uint64_t v) {
     return fc_range_find(v, 0, &r) == 0 && (r.flags & HOST_MAPPED);
 }
 
-static int host_alloc(void **ptr, size_t size, unsigned int flags) {
+int fc_host_alloc(void **ptr, size_t size, unsigned int flags) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!ptr) return cudaErrorInvalidValue;
@@ -320,22 +317,14 @@ static int host_alloc(void **ptr, size_t size, unsigned int flags) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaMallocHost(void **ptr, size_t size) {
-    return fc_ret(host_alloc(ptr, size, 0));
-}
-
-FC_EXPORT cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags) {
-    return fc_ret(host_alloc(ptr, size, flags));
-}
-
-FC_EXPORT cudaError_t cudaFreeHost(void *ptr) {
+int fc_free_host(void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (!ptr) return cudaSuccess;
     fc_range r;
     if (fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) || r.base != (uint64_t)(uintptr_t)ptr ||
         !(r.flags & HOST_OWNED))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     fc_wait_async_all(); /* copies into it still on their way (CUDA synchronizes here too) */
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
     if (r.flags & HOST_MAPPED) __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
@@ -344,57 +333,55 @@ FC_EXPORT cudaError_t cudaFreeHost(void *ptr) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaHostRegister(void *ptr, size_t size, unsigned int flags) {
+int fc_host_register(void *ptr, size_t size, unsigned int flags) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ptr || size == 0 || (flags & ~0xfu)) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ptr || size == 0 || (flags & ~0xfu)) return cudaErrorInvalidValue;
     if (fc_range_add((uint64_t)(uintptr_t)ptr, size, fc_current_device(), FC_RANGE_HOST,
                      flags & 0x3u, 0))
-        return fc_ret(cudaErrorHostMemoryAlreadyRegistered);
+        return cudaErrorHostMemoryAlreadyRegistered;
     if (flags & HOST_MAPPED) __atomic_add_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaHostUnregister(void *ptr) {
+int fc_host_unregister(void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_range r;
     if (!ptr || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) ||
         r.base != (uint64_t)(uintptr_t)ptr || (r.flags & HOST_OWNED))
-        return fc_ret(cudaErrorHostMemoryNotRegistered);
+        return cudaErrorHostMemoryNotRegistered;
     fc_wait_async_all();
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
     if (r.flags & HOST_MAPPED) __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaHostGetFlags(unsigned int *flags, void *ptr) {
+int fc_host_get_flags(unsigned int *flags, void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_range r;
     if (!flags || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     *flags = r.flags & 0xffu;
     return cudaSuccess;
 }
 
 static int mapped_notice;
-FC_EXPORT cudaError_t cudaHostGetDevicePointer(void **pDevice, void *pHost, unsigned int flags) {
+int fc_host_get_device_pointer(void **pDevice, void *pHost, unsigned int flags) {
     (void)flags;
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (!pDevice || fc_range_find((uint64_t)(uintptr_t)pHost, 0, NULL))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     /* Zero-copy access of client memory from a remote GPU cannot be coherent: refuse it. */
     if (!__atomic_exchange_n(&mapped_notice, 1, __ATOMIC_ACQ_REL))
         fc_log("cudaHostGetDevicePointer: mapped (zero-copy) host memory is not supported by "
                "farcuda (returns cudaErrorNotSupported)");
-    return fc_ret(cudaErrorNotSupported);
+    return cudaErrorNotSupported;
 }
 
 /* ---------------- copies ---------------- */
-
-int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
 
 /* The stream and device a copy runs on: the stream's, checked against the memory's device. */
 static int copy_stream(cudaStream_t stream, int ptds, int mem_dev, uint32_t *sid) {
@@ -409,7 +396,7 @@ static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, 
     if (st) return st;
     if (fc_range_find((uint64_t)(uintptr_t)src, 0, NULL) == 0) fc_wait_callbacks(dev);
     fc_MEMCPY_HTOD m = {dst, sid, 0};
-    st = fc_send_htod(dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
+    st = fc_send_htod(fc_dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
                       !async);
     if (async) return st ? st : fc_device_status(dev);
     return fc_sync_status(dev, st);
@@ -423,7 +410,7 @@ static int dtoh(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
     fc_req_init(&r, NULL, 0);
     r.bulk = dst;
     r.bulk_cap = n;
-    st = fc_call(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call(fc_dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
     if (st == cudaSuccess && r.bulk_len != n) st = cudaErrorUnknown;
     return fc_sync_status(dev, st);
 }
@@ -441,7 +428,7 @@ static int dtoh_async(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) 
     r->bulk = dst;
     r->bulk_cap = n;
     fc_MEMCPY_DTOH m = {src, n, sid, FC_MEMCPY_DTOH_DEFERRED};
-    st = fc_post_req(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
+    st = fc_post_req(fc_dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
     return st ? st : fc_device_status(dev);
 }
 
@@ -455,7 +442,7 @@ static int dtod(int dev, uint64_t dst, uint64_t src, size_t n, uint32_t sid) {
     int st = fc_device_ready(dev);
     if (st) return st;
     fc_MEMCPY_DTOD m = {dst, src, n, sid, 0};
-    st = fc_post(dev_conn(dev), FC_OP_MEMCPY_DTOD, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    st = fc_post(fc_dev_conn(dev), FC_OP_MEMCPY_DTOD, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
 }
 
@@ -469,13 +456,10 @@ static int peer_copy(int ddev, uint64_t dst, int sdev, uint64_t src, size_t n, u
     if (fc_devices[ddev].server == fc_devices[sdev].server) {
         fc_MEMCPY_PEER m = {dst, (uint32_t)ddev, (uint32_t)sdev, src, n, sid, 0};
         if (async) {
-            st = fc_post(dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0);
+            st = fc_post(fc_dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0);
             return st ? st : fc_device_status(sdev);
         }
-        fc_req r;
-        fc_req_init(&r, NULL, 0);
-        st = fc_call(dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0,
-                     &r);
+        st = fc_call_dev(sdev, FC_OP_MEMCPY_PEER, &m, sizeof m, NULL, 0);
         return fc_sync_status(sdev, st);
     }
     size_t chunk = n < (64u << 20) ? n : (64u << 20);
@@ -523,11 +507,11 @@ static int captured_copy(fc_capture *cap, void *dst, const void *src, size_t n, 
         fc_req_init(&r, NULL, 0);
         if (d_is_dev) {
             fc_CAPTURE_HTOD m = {(uint64_t)(uintptr_t)dst, n, sid, node};
-            st = fc_call(dev_conn(dev), FC_OP_CAPTURE_HTOD, (uint16_t)dev, &m, sizeof m, NULL, 0,
+            st = fc_call(fc_dev_conn(dev), FC_OP_CAPTURE_HTOD, (uint16_t)dev, &m, sizeof m, NULL, 0,
                          &r);
         } else {
             fc_CAPTURE_DTOH m = {(uint64_t)(uintptr_t)src, n, sid, node};
-            st = fc_call(dev_conn(dev), FC_OP_CAPTURE_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0,
+            st = fc_call(fc_dev_conn(dev), FC_OP_CAPTURE_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0,
                          &r);
         }
     } else {
@@ -603,7 +587,7 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
         }
         if ((st = fc_device_ready(ddev))) return st;
         fc_MEMCPY2D_DTOD m = {d, dpitch, s, spitch, width, height, sid, 0};
-        st = fc_post(dev_conn(ddev), FC_OP_MEMCPY2D_DTOD, (uint16_t)ddev, &m, sizeof m, NULL, 0);
+        st = fc_post(fc_dev_conn(ddev), FC_OP_MEMCPY2D_DTOD, (uint16_t)ddev, &m, sizeof m, NULL, 0);
         return st ? st : fc_device_status(ddev);
     }
     if (d_is_dev) {
@@ -624,11 +608,11 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
             if (last && !async) {
                 fc_req r;
                 fc_req_init(&r, NULL, 0);
-                st = fc_call(dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
+                st = fc_call(fc_dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
                              rowsrc, k * width, &r);
                 st = fc_sync_status(ddev, st);
             } else {
-                st = fc_post(dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
+                st = fc_post(fc_dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
                              rowsrc, k * width);
             }
         }
@@ -644,7 +628,7 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
         r.bulk_cap = width * height;
         r.row_width = width;
         r.row_pitch = dpitch;
-        st = fc_call(dev_conn(sdev), FC_OP_MEMCPY2D_DTOH, (uint16_t)sdev, &m, sizeof m, NULL, 0,
+        st = fc_call(fc_dev_conn(sdev), FC_OP_MEMCPY2D_DTOH, (uint16_t)sdev, &m, sizeof m, NULL, 0,
                      &r);
         if (st == cudaSuccess && r.bulk_len != width * height) st = cudaErrorUnknown;
         return fc_sync_status(sdev, st);
@@ -667,12 +651,12 @@ int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int asyn
     if ((st = fc_device_ready(dev))) return st;
     fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_MEMSET);
     fc_MEMSET m = {(uint64_t)(uintptr_t)dst, n, (uint32_t)(value & 0xff), sid, 1};
-    st = fc_post(dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    st = fc_post(fc_dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
 }
 
-static int memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
-                         cudaStream_t stream, int ptds) {
+int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
+                     cudaStream_t stream, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     if (width == 0 || height == 0) return cudaSuccess;
@@ -686,73 +670,14 @@ static int memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_
     if ((st = fc_device_ready(dev))) return st;
     fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_MEMSET);
     fc_MEMSET2D m = {(uint64_t)(uintptr_t)dst, pitch, width, height, (uint32_t)(value & 0xff), sid};
-    st = fc_post(dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    st = fc_post(fc_dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
 }
 
 /* ---------------- exported copy and set calls ---------------- */
 
-FC_EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, int kind) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpy_ptds(void *dst, const void *src, size_t n, int kind) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, int kind,
-                                      cudaStream_t s) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyAsync_ptsz(void *dst, const void *src, size_t n, int kind,
-                                           cudaStream_t s) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch,
-                                   size_t width, size_t height, int kind) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpy2D_ptds(void *dst, size_t dpitch, const void *src,
-                                        size_t spitch, size_t width, size_t height, int kind) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src,
-                                        size_t spitch, size_t width, size_t height, int kind,
-                                        cudaStream_t s) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src,
-                                             size_t spitch, size_t width, size_t height,
-                                             int kind, cudaStream_t s) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemset(void *dst, int value, size_t n) {
-    return fc_ret(fc_memset_impl(dst, value, n, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemset_ptds(void *dst, int value, size_t n) {
-    return fc_ret(fc_memset_impl(dst, value, n, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
-    return fc_ret(fc_memset_impl(dst, value, n, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemsetAsync_ptsz(void *dst, int value, size_t n, cudaStream_t s) {
-    return fc_ret(fc_memset_impl(dst, value, n, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemset2D(void *dst, size_t pitch, int value, size_t w, size_t h) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, NULL, 0));
-}
-FC_EXPORT cudaError_t cudaMemset2D_ptds(void *dst, size_t pitch, int value, size_t w, size_t h) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, NULL, 1));
-}
-FC_EXPORT cudaError_t cudaMemset2DAsync(void *dst, size_t pitch, int value, size_t w, size_t h,
-                                        cudaStream_t s) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, s, 0));
-}
-FC_EXPORT cudaError_t cudaMemset2DAsync_ptsz(void *dst, size_t pitch, int value, size_t w,
-                                             size_t h, cudaStream_t s) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, s, 1));
-}
-
-static int memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
-                       cudaStream_t stream, int async) {
+int fc_memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
+                   cudaStream_t stream, int async) {
     int st = fc_ensure_init();
     if (st) return st;
     if (ddev < 0 || ddev >= fc_ndevices || sdev < 0 || sdev >= fc_ndevices)
@@ -770,14 +695,6 @@ static int memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
                      async);
 }
 
-FC_EXPORT cudaError_t cudaMemcpyPeer(void *dst, int ddev, const void *src, int sdev, size_t n) {
-    return fc_ret(memcpy_peer(dst, ddev, src, sdev, n, NULL, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyPeerAsync(void *dst, int ddev, const void *src, int sdev,
-                                          size_t n, cudaStream_t s) {
-    return fc_ret(memcpy_peer(dst, ddev, src, sdev, n, s, 1));
-}
-
 /* ---------------- symbols ---------------- */
 
 static int symbol_target(const void *symbol, size_t count, size_t offset, uint64_t *addr) {
@@ -793,8 +710,8 @@ static int symbol_target(const void *symbol, size_t count, size_t offset, uint64
     return cudaSuccess;
 }
 
-static int to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,
-                     cudaStream_t s, int async, int ptds) {
+int fc_to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,
+                 cudaStream_t s, int async, int ptds) {
     uint64_t a;
     int st = symbol_target(symbol, count, offset, &a);
     if (st) return st;
@@ -804,8 +721,8 @@ static int to_symbol(const void *symbol, const void *src, size_t count, size_t o
     return fc_memcpy_impl((void *)(uintptr_t)a, src, count, kind, s, async, ptds);
 }
 
-static int from_symbol(void *dst, const void *symbol, size_t count, size_t offset, int kind,
-                       cudaStream_t s, int async, int ptds) {
+int fc_from_symbol(void *dst, const void *symbol, size_t count, size_t offset, int kind,
+                   cudaStream_t s, int async, int ptds) {
     uint64_t a;
     int st = symbol_target(symbol, count, offset, &a);
     if (st) return st;
@@ -815,56 +732,21 @@ static int from_symbol(void *dst, const void *symbol, size_t count, size_t offse
     return fc_memcpy_impl(dst, (void *)(uintptr_t)a, count, kind, s, async, ptds);
 }
 
-FC_EXPORT cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t count,
-                                         size_t offset, int kind) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyToSymbol_ptds(const void *symbol, const void *src, size_t count,
-                                              size_t offset, int kind) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbol(void *dst, const void *symbol, size_t count,
-                                           size_t offset, int kind) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbol_ptds(void *dst, const void *symbol, size_t count,
-                                                size_t offset, int kind) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyToSymbolAsync(const void *symbol, const void *src, size_t count,
-                                              size_t offset, int kind, cudaStream_t s) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyToSymbolAsync_ptsz(const void *symbol, const void *src,
-                                                   size_t count, size_t offset, int kind,
-                                                   cudaStream_t s) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbolAsync(void *dst, const void *symbol, size_t count,
-                                                size_t offset, int kind, cudaStream_t s) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbolAsync_ptsz(void *dst, const void *symbol,
-                                                     size_t count, size_t offset, int kind,
-                                                     cudaStream_t s) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, s, 1, 1));
-}
-
-FC_EXPORT cudaError_t cudaGetSymbolAddress(void **devPtr, const void *symbol) {
-    if (!devPtr) return fc_ret(cudaErrorInvalidValue);
+int fc_symbol_address(void **devPtr, const void *symbol) {
+    if (!devPtr) return cudaErrorInvalidValue;
     uint64_t a;
     int st = symbol_target(symbol, 0, 0, &a);
-    if (st) return fc_ret(st);
+    if (st) return st;
     *devPtr = (void *)(uintptr_t)a;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaGetSymbolSize(size_t *size, const void *symbol) {
+int fc_symbol_size(size_t *size, const void *symbol) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!size) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!size) return cudaErrorInvalidValue;
     fc_var *v = fc_var_by_host(symbol);
-    if (!v) return fc_ret(cudaErrorInvalidSymbol);
+    if (!v) return cudaErrorInvalidSymbol;
     *size = v->size;
     return cudaSuccess;
 }

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "fc.h"
+#include "pyhost.h"
+#include "runtime.h"
 
 #ifndef FC_PYTHON_HOME
 #define FC_PYTHON_HOME ""

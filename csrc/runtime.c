@@ -16,10 +16,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FC_ABI_ERROR_TABLE
 #include "fc.h"
 #include "api.h"
-#include "gen/abi.h"
+#include "conn.h"
+#include "gen/exports.h"
 #include "gen/pycalls.h"
+#include "launch.h"
+#include "memory.h"
+#include "pools.h"
+#include "pyhost.h"
+#include "runtime.h"
 
 fc_server fc_servers[FC_MAX_SERVERS];
 int fc_nservers;
@@ -32,12 +39,6 @@ int64_t fc_spin_ns = 200000;
 static __thread fc_tls tls = {.device = -1};
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
-
-/* provided by the Python half (cffi extern "Python+C") */
-int fcpy_init(void);
-int fcpy_device_open(int dev);
-int fcpy_device_describe(int dev);
-int fcpy_connect(int server);
 
 fc_tls *fc_tls_get(void) { return &tls; }
 
@@ -85,6 +86,8 @@ int fc_ret(int status) {
     return status;
 }
 
+int fc_ret_query(int status) { return status == cudaErrorNotReady ? status : fc_ret(status); }
+
 int fc_current_device(void) { return tls.device < 0 ? 0 : tls.device; }
 
 int fc_device_status(int dev) {
@@ -92,27 +95,6 @@ int fc_device_status(int dev) {
     if (d->sticky) return d->sticky;
     int p = __atomic_exchange_n(&d->pending, 0, __ATOMIC_ACQ_REL);
     return p;
-}
-
-int fc_server_conn(int server, fc_conn **out) {
-    fc_server *s = &fc_servers[server];
-    fc_conn *c = __atomic_load_n(&s->conn, __ATOMIC_ACQUIRE);
-    if (c) {
-        *out = c;
-        return c->dead ? c->dead_status : cudaSuccess;
-    }
-    pthread_mutex_lock(&s->mtx);
-    int st = s->failed_status;
-    if (!st && !s->conn) {
-        fc_python_ensure();
-        st = fcpy_connect(server);
-        if (!st && !s->conn) st = cudaErrorDevicesUnavailable;
-        if (st) s->failed_status = st;
-    }
-    pthread_mutex_unlock(&s->mtx);
-    if (st) return st;
-    *out = s->conn;
-    return s->conn->dead ? s->conn->dead_status : cudaSuccess;
 }
 
 /* Connect to the device's server and create its context on first use. */
@@ -143,8 +125,6 @@ int fc_device_ready(int dev) {
 }
 
 /* The unsupported-call answer: name the function once, then cudaErrorNotSupported. */
-extern const char *const fc_sym_names[];
-extern const char *const fc_sym_reasons[];
 static unsigned char unsupported_seen[1024];
 
 int fc_unsupported(int sym) {
@@ -198,52 +178,41 @@ FC_EXPORT const char *cudaGetErrorString(cudaError_t e) {
 
 /* ---------------- devices ---------------- */
 
-FC_EXPORT cudaError_t cudaGetDeviceCount(int *count) {
+int fc_get_device_count(int *count) {
     int st = fc_ensure_init();
-    if (!count) return fc_ret(cudaErrorInvalidValue);
+    if (!count) return cudaErrorInvalidValue;
     if (st) {
         *count = 0;
-        return fc_ret(st);
+        return st;
     }
     *count = fc_ndevices;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaGetDevice(int *device) {
+int fc_get_device(int *device) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!device) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!device) return cudaErrorInvalidValue;
     *device = fc_current_device();
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaSetDevice(int device) {
+int fc_set_device(int device) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (device < 0 || device >= fc_ndevices) return fc_ret(cudaErrorInvalidDevice);
+    if (st) return st;
+    if (device < 0 || device >= fc_ndevices) return cudaErrorInvalidDevice;
     tls.device = device;
     /* CUDA 12+ initializes the device's context here; so do we (a bad server shows now). */
-    return fc_ret(fc_device_ready(device));
+    return fc_device_ready(device);
 }
 
-FC_EXPORT cudaError_t cudaInitDevice(int device, unsigned int deviceFlags, unsigned int flags) {
+int fc_init_device(int device, unsigned int deviceFlags, unsigned int flags) {
     (void)deviceFlags;
     (void)flags;
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (device < 0 || device >= fc_ndevices) return fc_ret(cudaErrorInvalidDevice);
-    return fc_ret(fc_device_ready(device));
-}
-
-static int device_call(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
-                       size_t rep_cap) {
-    int st = fc_device_ready(dev);
     if (st) return st;
-    fc_conn *c = fc_servers[fc_devices[dev].server].conn;
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    st = fc_call(c, op, (uint16_t)dev, fixed, flen, NULL, 0, &r);
-    return st;
+    if (device < 0 || device >= fc_ndevices) return cudaErrorInvalidDevice;
+    return fc_device_ready(device);
 }
 
 /* A status from a synchronizing call: errors of the context's class are sticky. */
@@ -261,22 +230,23 @@ int fc_sync_status(int dev, int st) {
     return st;
 }
 
-FC_EXPORT cudaError_t cudaDeviceSynchronize(void) {
+int fc_device_synchronize(void) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     int dev = fc_current_device();
-    st = device_call(dev, FC_OP_DEVICE_SYNC, NULL, 0, NULL, 0);
-    return fc_ret(fc_sync_status(dev, st));
+    st = fc_device_ready(dev);
+    if (!st) st = fc_call_dev(dev, FC_OP_DEVICE_SYNC, NULL, 0, NULL, 0);
+    return fc_sync_status(dev, st);
 }
 
-FC_EXPORT cudaError_t cudaRuntimeGetVersion(int *v) {
-    if (!v) return fc_ret(cudaErrorInvalidValue);
+int fc_runtime_version(int *v) {
+    if (!v) return cudaErrorInvalidValue;
     *v = 13000;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaDriverGetVersion(int *v) {
-    if (!v) return fc_ret(cudaErrorInvalidValue);
+int fc_driver_version(int *v) {
+    if (!v) return cudaErrorInvalidValue;
     *v = 0; /* as the real runtime answers with no driver */
     if (fc_ensure_init() || fc_ndevices == 0) return cudaSuccess;
     fc_server *s = &fc_servers[fc_devices[0].server];
@@ -288,18 +258,14 @@ FC_EXPORT cudaError_t cudaDriverGetVersion(int *v) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaDeviceGetAttribute(int *value, int attr, int device) {
+int fc_device_attribute(int *value, int attr, int device) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!value) return fc_ret(cudaErrorInvalidValue);
-    if (device < 0 || device >= fc_ndevices) return fc_ret(cudaErrorInvalidDevice);
-    return fc_ret(fcx_get_attr(device, attr, value));
+    if (st) return st;
+    if (!value) return cudaErrorInvalidValue;
+    if (device < 0 || device >= fc_ndevices) return cudaErrorInvalidDevice;
+    return fcx_get_attr(device, attr, value);
 }
 
-FC_EXPORT cudaError_t cudaProfilerStart(void) { return cudaSuccess; }
-FC_EXPORT cudaError_t cudaProfilerStop(void) { return cudaSuccess; }
-
-struct cudaChannelFormatDesc { int x, y, z, w, f; };
 FC_EXPORT struct cudaChannelFormatDesc cudaCreateChannelDesc(int x, int y, int z, int w, int f) {
     struct cudaChannelFormatDesc d = {x, y, z, w, f};
     return d;
@@ -355,61 +321,6 @@ int fcx_server_failed(int server, int status) {
     return status;
 }
 
-int fcx_attach(int server, int fd, int heartbeat_ms) {
-    fc_conn *c = fc_conn_new(fd, server, heartbeat_ms);
-    if (!c) return cudaErrorMemoryAllocation;
-    __atomic_store_n(&fc_servers[server].conn, c, __ATOMIC_RELEASE);
-    return cudaSuccess;
-}
-
-int fcx_server_connected(int server) { return fc_servers[server].conn != NULL; }
-
-int fcx_call(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen,
-             void *rep, size_t rep_cap, void **bulk, size_t *bulk_len) {
-    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
-    fc_conn *c;
-    int st = fc_server_conn(fc_devices[dev].server, &c);
-    if (st) return st;
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    if (bulk) {
-        r.bulk_alloc = 1;
-    }
-    st = fc_call(c, (uint16_t)op, (uint16_t)dev, fixed, flen, tail, tlen, &r);
-    if (bulk) {
-        *bulk = r.bulk;
-        *bulk_len = r.bulk_len;
-    } else {
-        free(r.bulk);
-    }
-    return st;
-}
-
-int fcx_call_server(int server, int op, const void *fixed, size_t flen, void *rep,
-                    size_t rep_cap, void **bulk, size_t *bulk_len) {
-    fc_conn *c;
-    int st = fc_server_conn(server, &c);
-    if (st) return st;
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    if (bulk) r.bulk_alloc = 1;
-    st = fc_call(c, (uint16_t)op, 0, fixed, flen, NULL, 0, &r);
-    if (bulk) {
-        *bulk = r.bulk;
-        *bulk_len = r.bulk_len;
-    } else {
-        free(r.bulk);
-    }
-    return st;
-}
-
-int fcx_post(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen) {
-    int st = fc_device_ready(dev);
-    if (st) return st;
-    return fc_post(fc_servers[fc_devices[dev].server].conn, (uint16_t)op, (uint16_t)dev, fixed,
-                   flen, tail, tlen);
-}
-
 void fcx_free(void *p) { free(p); }
 
 int fcx_current_device(void) { return fc_current_device(); }
@@ -451,9 +362,6 @@ int fcx_get_attr(int dev, int attr, int *value) {
 
 void fcx_device_opened(int dev, int opened) { fc_devices[dev].opened = opened; }
 
-void fc_ranges_drop_device(int dev);
-void fc_modules_forget_device(int dev);
-
 int fcx_device_reset_local(int dev) {
     fc_ranges_drop_device(dev);
     fc_pools_reset_device(dev);
@@ -477,7 +385,7 @@ void fc_note_fault(int dev, int status, const char *culprit) {
     d->sticky = status;
 }
 
-void fcx_note_async_error(int dev, int status) {
+void fc_note_async_error(int dev, int status) {
     if (dev < 0 || dev >= fc_ndevices || status == cudaSuccess) return;
     fc_sync_status(dev, status);
     if (!fc_devices[dev].sticky) {
@@ -487,21 +395,7 @@ void fcx_note_async_error(int dev, int status) {
     }
 }
 
-void fcx_stats(uint64_t *out5) {
-    memset(out5, 0, 5 * sizeof(uint64_t));
-    for (int i = 0; i < fc_nservers; i++) {
-        fc_conn *c = fc_servers[i].conn;
-        if (!c) continue;
-        out5[0] += c->calls;
-        out5[1] += c->sync_calls;
-        out5[2] += c->bytes_out;
-        out5[3] += c->bytes_in;
-        out5[4] += c->wait_ns;
-    }
-}
-
 /* FARCUDA_REPORT=1: one summary line on stderr when the program ends. */
-int fcpy_report(void);
 void fc_report_at_exit(void) {
     /* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped */
     const char *maps = getenv("FARCUDA_MAPS_FILE");

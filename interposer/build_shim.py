@@ -33,17 +33,6 @@ from farcuda.interposer import runtime
 runtime.install(ffi, lib)
 """
 
-# entry points the C half calls into Python, besides the generated ones for cold calls
-INTERNAL = """
-extern "Python+C" int fcpy_init(void);
-extern "Python+C" int fcpy_connect(int server);
-extern "Python+C" int fcpy_device_describe(int dev);
-extern "Python+C" int fcpy_device_open(int dev);
-extern "Python+C" int fcpy_module_load(int mod, int dev);
-extern "Python+C" int fcpy_report(void);
-"""
-
-
 def csrc_dir() -> Path:
     for c in CSRC_CANDIDATES:
         if (c / "fc.h").exists():
@@ -60,8 +49,9 @@ def _cdef_from_api(text: str) -> str:
 
 
 def _py_cdef(text: str) -> str:
-    """cffi declarations of the Python-implemented entry points, from the prototypes that
-    tools/gen_calls.py wrote into csrc/gen/pycalls.h."""
+    """cffi declarations of the entry points the C half calls into Python (the shim's own and
+    the call table's Python rows), from the prototypes tools/gen_calls.py wrote into
+    csrc/gen/pycalls.h."""
     return "\n".join(f'extern "Python+C" {ln.strip()}' for ln in text.splitlines()
                      if ln.startswith("int fcpy_"))
 
@@ -89,7 +79,6 @@ def make_ffi() -> cffi.FFI:
     csrc = csrc_dir()
     ffi = cffi.FFI()
     ffi.cdef(_cdef_from_api((csrc / "api.h").read_text()))
-    ffi.cdef(INTERNAL)
     ffi.cdef(_py_cdef((csrc / "gen" / "pycalls.h").read_text()))
     ffi.embedding_init_code(INIT_CODE)
     libdir = sysconfig.get_config_var("LIBDIR") or ""

@@ -9,6 +9,7 @@ Run: python tools/gen_calls.py  (or --check to only compare)
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -232,8 +233,100 @@ def messages_py(protocol) -> str:
     return text.rstrip("\n") + "\n"
 
 
-def exports_c(calls, abi) -> str:
-    out = [BANNER, "#include \"../fc.h\"", "#include \"../api.h\"", "#include \"pycalls.h\"", "",
+def _twins(calls, abi, row) -> list[tuple[str, int]]:
+    """(export, ptds) of a row: the call itself, and its _ptsz/_ptds twins where exported."""
+    out = [(row.name, 0)]
+    out += [(row.name + t, 1) for t in calls.TWINS if row.name + t in abi.EXPORTS]
+    return out
+
+
+def _with_ptds(expr: str, ptds: int) -> str:
+    return re.sub(r"\bptds\b", str(ptds), expr)
+
+
+def _proto(row, name: str) -> str:
+    return f"FC_EXPORT {row.returns} {name}({row.sig})"
+
+
+def _c_export(calls, row, name: str, ptds: int) -> list[str]:
+    ret = "fc_ret_query" if row.errors == "query" else "fc_ret"
+    return [_proto(row, name) + " {", f"    return {ret}({_with_ptds(row.impl, ptds)});", "}"]
+
+
+def _py_export(calls, row, name: str) -> list[str]:
+    args = ", ".join(n for _t, n in calls.params(row.sig))
+    return [_proto(row, name) + " {",
+            "    int st = fc_ensure_init();",
+            "    if (st) return fc_ret(st);",
+            "    fc_python_ensure();",
+            f"    return fc_ret(fcpy_{row.name}({args}));", "}"]
+
+
+def _stub_export(calls, protocol, row, name: str) -> list[str]:
+    """A cold call marshalled in C: straight to its message, the reply into its out-
+    parameters. No Python, no hand-written code."""
+    (mname,) = row.msgs
+    m = protocol.BY_NAME[mname]
+    types = dict((n, t) for t, n in calls.params(row.sig))
+    out = [_proto(row, name) + " {", "    int st = fc_ensure_init();",
+           "    if (st) return fc_ret(st);"]
+    for p in row.reply:  # out-parameters must be there (CUDA's cudaErrorInvalidValue)
+        out.append(f"    if (!{p}) return fc_ret(cudaErrorInvalidValue);")
+    kernels = {f: v[len("kernel("):-1] for f, v in row.fields.items() if v.startswith("kernel(")}
+    for fname, param in kernels.items():
+        out.append(f"    fc_kernel *k_{fname} = fc_kernel_by_host({param});")
+        out.append(f"    if (!k_{fname}) return fc_ret(cudaErrorInvalidDeviceFunction);")
+    out += ["    int dev = fc_current_device();",
+            "    if ((st = fc_device_ready(dev))) return fc_ret(st);"]
+    for fname in kernels:
+        out.append(f"    if ((st = fc_module_ready(k_{fname}->module, dev))) return fc_ret(st);")
+    ftypes = {f.name: protocol.FTYPES[f.type][1] for f in m.fields}
+    if m.fields:
+        out.append(f"    fc_{mname} m = {{0}};")
+        for fname, expr in row.fields.items():
+            value = f"k_{fname}->id" if fname in kernels else f"({ftypes[fname]})({expr})"
+            out.append(f"    m.{fname} = {value};")
+    fixed = ("&m", "sizeof m") if m.fields else ("NULL", "0")
+    if m.reply:
+        out.append(f"    fc_{mname}_reply rep = {{0}};")
+    rep = ("&rep", "sizeof rep") if m.reply else ("NULL", "0")
+    out.append(f"    st = fc_call_dev(dev, FC_OP_{mname}, {fixed[0]}, {fixed[1]}, "
+               f"{rep[0]}, {rep[1]});")
+    out.append("    if (st) return fc_ret(st);")
+    for param, rfield in row.reply.items():
+        ctype = types[param].rstrip("*").strip()
+        out.append(f"    *{param} = ({ctype})rep.{rfield};")
+    out += ["    return cudaSuccess;", "}"]
+    return out
+
+
+def exports_h(calls, abi) -> str:
+    out = [BANNER,
+           "/* Every export of libcudart.so.13 that farcuda implements, with the signature the",
+           " * call table gives it. The hand-written ones (MANUAL rows) are checked against",
+           " * these prototypes where csrc/ defines them; the others are defined in exports.c. */",
+           "#ifndef FARCUDA_GEN_EXPORTS_H", "#define FARCUDA_GEN_EXPORTS_H", "",
+           '#include "../fc.h"', "",
+           "/* every export's name, and why it is unsupported (indexed as fc_unsupported's) */",
+           "extern const char *const fc_sym_names[];",
+           "extern const char *const fc_sym_reasons[];", ""]
+    for row in calls.ROWS:
+        for name, _ptds in _twins(calls, abi, row):
+            out.append(_proto(row, name) + ";")
+    out += ["", "#endif", ""]
+    return "\n".join(out)
+
+
+def exports_c(calls, protocol, abi) -> str:
+    out = [BANNER,
+           "/* The exports the call table generates: the C rows' calls into csrc/ with their",
+           " * _ptsz/_ptds twins, the STUB rows marshalled straight to their messages, the PY",
+           " * rows' calls into the embedded Python, and every other export, which answers",
+           " * cudaErrorNotSupported and names itself once. */",
+           '#include "../fc.h"', '#include "../runtime.h"', '#include "../conn.h"',
+           '#include "../memory.h"', '#include "../pools.h"', '#include "../launch.h"',
+           '#include "../streams.h"', '#include "../pyhost.h"', '#include "exports.h"',
+           '#include "pycalls.h"', "",
            "/* Symbol indices, for the once-only unsupported notices. */"]
     names = list(abi.EXPORTS)
     out.append(f"#define FC_NSYMS {len(names)}")
@@ -244,39 +337,40 @@ def exports_c(calls, abi) -> str:
     out += [f'    "{calls.reason(n)}",' for n in names]
     out.append("};\n")
     for i, n in enumerate(names):
-        k = calls.CALLS[n]
-        if k == calls.UNSUPPORTED:
+        row = calls.BY_EXPORT.get(n)
+        if row is None:
             out.append(f"FC_EXPORT int {n}(void) {{ return fc_unsupported({i}); }}")
-        elif k == calls.PY:
-            sig = calls.PY_CALLS[n]
-            params = [] if sig == "void" else [p.strip() for p in sig.split(",")]
-            argnames = [p.replace("*", " ").split()[-1] for p in params]
-            out.append(f"FC_EXPORT int {n}({sig}) {{")
-            out.append("    int st = fc_ensure_init();")
-            out.append("    if (st) return fc_ret(st);")
-            out.append("    fc_python_ensure();")
-            out.append(f"    return fc_ret(fcpy_{n}({', '.join(argnames)}));")
-            out.append("}")
     out.append("")
+    for row in calls.ROWS:
+        if row.how == calls.MANUAL:
+            continue
+        for name, ptds in _twins(calls, abi, row):
+            if row.how == calls.C:
+                out += _c_export(calls, row, name, ptds)
+            elif row.how == calls.PY:
+                out += _py_export(calls, row, name)
+            elif row.how == calls.STUB:
+                out += _stub_export(calls, protocol, row, name)
+            out.append("")
     return "\n".join(out)
 
 
-def py_cdef(calls) -> str:
-    """cffi declarations of the Python-implemented entry points (used by build_shim.py)."""
-    return "\n".join(f'extern "Python+C" int fcpy_{n}({sig});'
-                     for n, sig in sorted(calls.PY_CALLS.items()))
-
-
 def py_protos(calls) -> str:
-    return "\n".join(f"int fcpy_{n}({sig});" for n, sig in sorted(calls.PY_CALLS.items()))
+    """The Python entry points the C half calls: the PY rows' and the runtime's own."""
+    rows = [f"int fcpy_{r.name}({r.sig});" for r in sorted(calls.ROWS, key=lambda r: r.name)
+            if r.how == calls.PY]
+    internal = [f"int {n}({sig});" for n, sig in calls.PY_INTERNAL.items()]
+    return "\n".join(internal + rows)
 
 
 def outputs() -> dict[Path, str]:
     calls, protocol, abi = load_tables()
     return {ROOT / "wire/c/fc_wire.h": wire_h(protocol),
             ROOT / "wire/messages.py": messages_py(protocol),
-            ROOT / "csrc/gen/exports.c": exports_c(calls, abi),
-            ROOT / "csrc/gen/pycalls.h": BANNER + "#ifndef FARCUDA_GEN_PYCALLS_H\n"
+            ROOT / "csrc/gen/exports.h": exports_h(calls, abi),
+            ROOT / "csrc/gen/exports.c": exports_c(calls, protocol, abi),
+            ROOT / "csrc/gen/pycalls.h": BANNER + "/* The shim's Python entry points (cffi extern "
+            "\"Python+C\", interposer/runtime.py). */\n#ifndef FARCUDA_GEN_PYCALLS_H\n"
             "#define FARCUDA_GEN_PYCALLS_H\n#include <stddef.h>\n" + py_protos(calls)
             + "\n#endif\n"}
 

@@ -3,6 +3,7 @@
 #define FARCUDA_GEN_ABI_H
 
 typedef struct { int code; const char *name; const char *text; } fc_error_desc;
+#ifdef FC_ABI_ERROR_TABLE /* in the one file that answers cudaGetErrorName/String */
 static const fc_error_desc fc_error_table[] = {
     {0, "cudaSuccess", "no error"},
     {1, "cudaErrorInvalidValue", "invalid argument"},
@@ -138,6 +139,7 @@ static const fc_error_desc fc_error_table[] = {
     {915, "cudaErrorInvalidResourceConfiguration", "one or more resources are insufficient or non-applicable for the operation"},
     {999, "cudaErrorUnknown", "unknown error"},
 };
+#endif
 #define FC_DEVICE_PROP_SIZE 1008
 
 #define FC_SIZEOF_cudaLaunchAttribute 72

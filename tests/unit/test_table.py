@@ -79,8 +79,34 @@ def test_abi_record_matches_toolkit():
     assert names == list(abi.EXPORTS)
 
 
+def test_rows_name_what_exists():
+    """Every row's messages, fields, reply fields and parameters exist; a STUB row fills
+    every field of its message but the reserved ones; twins are exported by the real library."""
+    for row in calls.ROWS:
+        names = {n for _, n in calls.params(row.sig)}
+        for m in row.msgs:  # requests, and the notices the daemon sends back for them
+            assert m in BY_NAME, (row.name, m)
+        assert not row.msgs or BY_NAME[row.msgs[0]].direction == "c2s", row.name
+        msg = BY_NAME[row.msgs[0]] if row.msgs else None
+        for f in row.fields:
+            assert msg and f in {x.name for x in msg.fields}, (row.name, f)
+        for p, f in row.reply.items():
+            assert p in names, (row.name, p)
+            assert msg and f in {x.name for x in msg.reply}, (row.name, f)
+        for p in (*row.ins, *row.outs):
+            assert p in names, (row.name, p)
+        assert row.how in (calls.MANUAL, calls.C, calls.STUB, calls.PY), row.name
+        assert (row.how == calls.C) == bool(row.impl), row.name
+        if row.how == calls.STUB:
+            wanted = {x.name for x in msg.fields if not x.name.startswith("rsv")} if msg else None
+            assert set(row.fields) == wanted, row.name  # reserved fields go as zeros
+        assert row.errors in ("last", "query"), row.name
+    for name, row in calls.BY_EXPORT.items():
+        assert name in abi.EXPORTS and calls.base_of(name) == row.name, name
+
+
 def test_c_calls_defined_by_hand():
-    """Every export marked C is defined in csrc/ (not by the generated stubs)."""
+    """Every export marked MANUAL is defined in csrc/ (not by the generated stubs)."""
     text = "\n".join(p.read_text() for p in (ROOT / "csrc").glob("*.c"))
     for name in calls.C_CALLS:
         assert re.search(r"[ *]" + re.escape(name) + r"\(", text), name

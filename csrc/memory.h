@@ -1,0 +1,49 @@
+/* Memory (memory.c): the client's tables of device and host ranges, the address windows of
+ * the virtual devices, allocation, host memory, and the copy and set calls. */
+#ifndef FARCUDA_MEMORY_H
+#define FARCUDA_MEMORY_H
+
+#include "fc.h"
+
+/* the tables: device ranges (allocations, module globals) and host ranges (pinned memory) */
+int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
+                 uint64_t devptr);
+int fc_range_insert(const fc_range *r);
+int fc_range_remove(uint64_t base, int kind, fc_range *out);
+/* the range holding p: device ranges when want_device, else host ranges; 0 when found */
+int fc_range_find(uint64_t p, int want_device, fc_range *out);
+void fc_ranges_drop_device(int dev); /* cudaDeviceReset: its memory is gone */
+/* v lies in mapped (zero-copy) host memory of the app */
+int fc_mapped_pointer(uint64_t v);
+
+/* each virtual device allocates inside a window this process reserves PROT_NONE */
+int fc_window_reserve(int dev, uint64_t size, uint64_t *base);
+int fc_window_adopt(int dev, uint64_t base, uint64_t size);
+
+/* the exports (the call table's C rows) */
+int fc_malloc(void **ptr, size_t size);
+int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height);
+int fc_free(void *ptr);
+int fc_host_alloc(void **ptr, size_t size, unsigned int flags);
+int fc_free_host(void *ptr);
+int fc_host_register(void *ptr, size_t size, unsigned int flags);
+int fc_host_unregister(void *ptr);
+int fc_host_get_flags(unsigned int *flags, void *ptr);
+int fc_host_get_device_pointer(void **pDevice, void *pHost, unsigned int flags);
+int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t stream,
+                   int async, int ptds);
+int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                     size_t height, int kind, cudaStream_t stream, int async, int ptds);
+int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds);
+int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
+                     cudaStream_t stream, int ptds);
+int fc_memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
+                   cudaStream_t stream, int async);
+int fc_to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,
+                 cudaStream_t s, int async, int ptds);
+int fc_from_symbol(void *dst, const void *symbol, size_t count, size_t offset, int kind,
+                   cudaStream_t s, int async, int ptds);
+int fc_symbol_address(void **devPtr, const void *symbol);
+int fc_symbol_size(size_t *size, const void *symbol);
+
+#endif
