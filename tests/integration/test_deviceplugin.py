@@ -185,8 +185,9 @@ def test_register_list_allocate_and_health(setup, program, fc):
     holder = subprocess.Popen([str(program("ci_cluster")), str(release), "60"], env=env,
                               stdout=subprocess.PIPE, text=True)
     try:
-        lines = [holder.stdout.readline() for _ in range(2)]
-        assert lines == ["devices 2\n", "device 0 sms 132\n"], lines
+        lines = [holder.stdout.readline() for _ in range(4)]  # until both devices are open
+        assert lines == ["devices 2\n", "device 0 sms 132\n", "device 1 sms 132\n",
+                         "holding\n"], lines
         (t,) = query_status(a.address, TOKEN)["tenants"]
         assert t["identity"]["job"] == "k8s:n1"
         assert sorted(d["gpu"] for d in t["devices"].values()) == [0, 1]
