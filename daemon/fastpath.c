@@ -473,41 +473,40 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
         int err = 0;
         void *stream;
         if (h.op == FC_OP_LAUNCH) {
-            fc_LAUNCH m;
-            if (h.len < sizeof m) break;
-            memcpy(&m, body, sizeof m);
+            /* the message structs are packed (alignment 1): read in place, nothing copied */
+            const fc_LAUNCH *m = (const fc_LAUNCH *)body;
+            if (h.len < sizeof *m) break;
             /* a cooperative launch (or a flag this path does not know) goes to Python */
-            if (m.flags != 0 || m.kernel >= d->nkernels || !d->kernels[m.kernel].func) break;
-            size_t psize = h.len - sizeof m;
-            if (psize != d->kernels[m.kernel].param_size) break;
-            if (stream_of(d, h.vdev, m.stream, &stream) || make_current(d)) break;
-            void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, (void *)(body + sizeof m),
+            uint32_t kid = m->kernel;
+            if (m->flags != 0 || kid >= d->nkernels || !d->kernels[kid].func) break;
+            size_t psize = h.len - sizeof *m;
+            if (psize != d->kernels[kid].param_size) break;
+            if (stream_of(d, h.vdev, m->stream, &stream) || make_current(d)) break;
+            void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, (void *)(body + sizeof *m),
                               CU_LAUNCH_PARAM_BUFFER_SIZE, &psize, CU_LAUNCH_PARAM_END};
-            err = p_launch(d->kernels[m.kernel].func, m.grid[0], m.grid[1], m.grid[2],
-                           m.block[0], m.block[1], m.block[2], m.shmem, stream, NULL,
+            err = p_launch(d->kernels[kid].func, m->grid[0], m->grid[1], m->grid[2],
+                           m->block[0], m->block[1], m->block[2], m->shmem, stream, NULL,
                            psize ? extra : NULL);
-            note_launch(d, m.kernel);
+            note_launch(d, kid);
             res->launches++;
         } else if (h.op == FC_OP_EVENT_RECORD) {
-            fc_EVENT_RECORD m;
-            if (h.len != sizeof m) break;
-            memcpy(&m, body, sizeof m);
-            fp_handle *e = slot(&d->events, &d->cap_events, m.event, 0);
-            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m.stream, &stream) ||
+            const fc_EVENT_RECORD *m = (const fc_EVENT_RECORD *)body;
+            if (h.len != sizeof *m) break;
+            fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
+            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
-            err = p_record(e->handle, stream, m.flags);
+            err = p_record(e->handle, stream, m->flags);
             res->records++;
         } else if (h.op == FC_OP_STREAM_WAIT_EVENT) {
-            fc_STREAM_WAIT_EVENT m;
+            const fc_STREAM_WAIT_EVENT *m = (const fc_STREAM_WAIT_EVENT *)body;
             /* another device's event: the Python path */
-            if (h.len != sizeof m || fc_STREAM_WAIT_EVENT_event_vdev(&h) != h.vdev) break;
-            memcpy(&m, body, sizeof m);
-            fp_handle *e = slot(&d->events, &d->cap_events, m.event, 0);
-            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m.stream, &stream) ||
+            if (h.len != sizeof *m || fc_STREAM_WAIT_EVENT_event_vdev(&h) != h.vdev) break;
+            fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
+            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
-            err = p_wait(stream, e->handle, m.flags);
+            err = p_wait(stream, e->handle, m->flags);
             res->waits++;
         } else {
             break;
