@@ -31,7 +31,8 @@ def make_ffi(module: str = "farcuda.daemon._fastpath", libcuda: str | None = Non
     ffi.cdef(cdef())
     macros = [("FP_LIBCUDA", '"' + libcuda + '"')] if libcuda else []
     ffi.set_source(module, (HERE / "fastpath.c").read_text(), libraries=["dl"],
-                   include_dirs=[str(HERE), str(WIRE_C)], define_macros=macros, extra_compile_args=["-O2", "-Wall", *extra_args],
+                   include_dirs=[str(HERE), str(WIRE_C)], define_macros=macros,
+                   extra_compile_args=["-O2", "-Wall", *extra_args],
                    extra_link_args=list(extra_args))
     return ffi
 

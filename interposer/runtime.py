@@ -390,7 +390,7 @@ def module_load(mod: int, dev: int) -> int:
     _, data = call(dev, "MODULE_LOAD", {"module": mod, "nkernels": len(kernels),
                                         "nvars": len(variables)}, blob + names, bulk=True)
     reply = json.loads(data)
-    for (k, kname), info in zip(kernels, reply["kernels"]):
+    for (k, kname), info in zip(kernels, reply["kernels"], strict=False):
         if info is None:  # not in the image (device linking may drop unused kernels)
             continue
         flat = [x for pair in info["params"] for x in pair]
@@ -403,7 +403,7 @@ def module_load(mod: int, dev: int) -> int:
         # attributes the program set on another device apply to the kernel everywhere
         for attr, value in S.kernel_attrs.get(k, {}).items():
             call(dev, "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": value})
-    for (v, vname, vsz), info in zip(variables, reply["vars"]):
+    for (v, _name, vsz), info in zip(variables, reply["vars"], strict=False):
         if info is None:
             continue
         lib.fcx_set_var_addr(v, dev, info["addr"])

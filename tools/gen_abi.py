@@ -2,8 +2,9 @@
 
 Writes wire/abi.py (exports, error table, cudaDeviceProp layout, the sizes and field offsets
 of the structures farcuda handles by hand, a few enums) and csrc/gen/abi.h (the error table
-and the same sizes and offsets for the C side). Both are committed; tests/unit/test_table.py checks that they
-still match the toolkit when one is installed. Run: python tools/gen_abi.py [--cuda /usr/local/cuda]
+and the same sizes and offsets for the C side). Both are committed; tests/unit/test_table.py
+checks that they still match the toolkit when one is installed.
+Run: python tools/gen_abi.py [--cuda /usr/local/cuda]
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def errors(cuda: Path) -> list[tuple[int, str, str]]:
 
 def device_prop_layout(cuda: Path) -> tuple[int, list[tuple[str, int, str, int]]]:
     text = (cuda / "include/driver_types.h").read_text()
-    body = re.search(r"struct __device_builtin__ cudaDeviceProp\s*\{(.*?)\n\};", text, re.S).group(1)
+    found = re.search(r"struct __device_builtin__ cudaDeviceProp\s*\{(.*?)\n\};", text, re.S)
+    assert found, "cudaDeviceProp not found in driver_types.h"
+    body = found.group(1)
     body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
     fields = []
     for m in re.finditer(r"^\s*(unsigned int|size_t|int|char|cudaUUID_t)\s+(\w+)(?:\[(\d+)\])?;",
@@ -80,7 +83,8 @@ def device_prop_layout(cuda: Path) -> tuple[int, list[tuple[str, int, str, int]]
     size, offsets = nums[0], nums[1:]
     ctype = {"unsigned int": "u32", "size_t": "u64", "int": "i32", "char": "char",
              "cudaUUID_t": "uuid"}
-    return size, [(name, off, ctype[t], n) for (t, name, n), off in zip(fields, offsets)]
+    return size, [(name, off, ctype[t], n)
+                  for (t, name, n), off in zip(fields, offsets, strict=True)]
 
 
 def enum_values(cuda: Path, name: str) -> dict[str, int]:
@@ -99,7 +103,7 @@ def enum_values(cuda: Path, name: str) -> dict[str, int]:
         subprocess.run(["gcc", str(c), f"-I{cuda}/include", "-o", str(exe)], check=True)
         vals = [int(x) for x in subprocess.run([str(exe)], check=True, capture_output=True,
                                                text=True).stdout.split()]
-    return dict(zip(members, vals))
+    return dict(zip(members, vals, strict=True))
 
 
 # Structures whose layout farcuda reads or writes by hand: their sizes, and the offsets of the

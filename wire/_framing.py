@@ -56,7 +56,7 @@ class Frame:
         return struct.unpack(self.msg.fmt, self.fixed)
 
     def as_dict(self) -> dict:
-        return dict(zip(self.msg.names, self.values()))
+        return dict(zip(self.msg.names, self.values(), strict=True))
 
 
 def encode_header(op: int, length: int, rid: int = 0, vdev: int = 0, flags: int = 0,
@@ -92,7 +92,7 @@ def pack_fixed(msg: Message, values=None, reply: bool = False) -> bytes:
 def unpack_fixed(msg: Message, data: bytes | memoryview, reply: bool = False) -> dict:
     fmt = msg.reply_fmt if reply else msg.fmt
     names = msg.reply_names if reply else msg.names
-    return dict(zip(names, struct.unpack_from(fmt, data)))
+    return dict(zip(names, struct.unpack_from(fmt, data), strict=True))
 
 
 def encode(msg: Message, values: dict | None = None, tail: bytes | memoryview = b"",

@@ -240,7 +240,8 @@ ROWS: tuple[Call, ...] = (
        outs={"dst": "count"}),
     _r("cudaGetSymbolAddress", C, "void **devPtr, const void *symbol", "MODULE_LOAD",
        "fc_symbol_address(devPtr, symbol)"),
-    _r("cudaGetSymbolSize", C, "size_t *size, const void *symbol", impl="fc_symbol_size(size, symbol)"),
+    _r("cudaGetSymbolSize", C, "size_t *size, const void *symbol",
+       impl="fc_symbol_size(size, symbol)"),
 
     # --- stream-ordered allocation and pools ---
     _r("cudaMallocAsync", C, "void **devPtr, size_t size, cudaStream_t hStream", "MALLOC_ASYNC",

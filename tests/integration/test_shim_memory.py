@@ -47,7 +47,7 @@ def test_launch_marshalling(mode, program, shim, memory_daemon, fc):
         got = memory_daemon.launches()
     assert len(got) == len(launches)
     streams = set()
-    for want, have in zip(launches, got):
+    for want, have in zip(launches, got, strict=True):
         assert have["kernel"] == want["mangled"]
         assert list(want["grid"]) == have["grid"]
         assert list(want["block"]) == have["block"]
