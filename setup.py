@@ -52,7 +52,8 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
-        "farcuda.daemon": ["farcudad.service", "farcudad.toml"],
+        "farcuda.wire": ["py.typed"],
+        "farcuda.daemon": ["farcudad.service", "farcudad.toml", "py.typed"],
         "farcuda.pfm": ["*.cu", "*.h", "*.cuh", "Makefile", "data/*", "README.md"],
         "farcuda.cluster": ["README.md", "deploy/*", "deploy/*/*"],
         "farcuda.cluster.deviceplugin": ["api.proto"],

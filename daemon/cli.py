@@ -108,6 +108,7 @@ async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None,
         os.write(ready_fd, f"ready {addresses[0][0]} {addresses[0][1]}\n".encode())
         os.close(ready_fd)
     _notify_systemd("READY=1")
+    assert daemon.stopped is not None  # (daemon.start made it)
     await daemon.stopped
     return 0
 

@@ -126,7 +126,7 @@ class EnergyLedger:
         now = time.monotonic() if now is None else now
         dt = None if self._last_t is None else max(now - self._last_t, 1e-9)
         self._last_t = now
-        delta = {}
+        delta: dict = {}
         for s, by_gpu in busy.items():
             seen = self._busy.setdefault(s, {})
             self.session_j.setdefault(s, 0.0)

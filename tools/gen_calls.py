@@ -128,7 +128,8 @@ def _py_class(m, fields, cls: str, doc: str, aux) -> list[str]:
             args.append(f"self.{f.name}")
         else:
             args.append(f"*self.{f.name}")
-    out += ["", "    def pack(self) -> bytes:"]
+    # builtins.bytes: a field may be named bytes (OCCUPANCY_SMEM_REPLY)
+    out += ["", "    def pack(self) -> builtins.bytes:"]
     if not fields:
         out.append('        return b""')
     elif len(line := f"        return {S}.pack({', '.join(args)})") <= 100:
@@ -205,7 +206,7 @@ def messages_py(protocol) -> str:
            "something for a message it is the last field, named as the table names it.",
            "``DECODE[op](fixed, aux)`` makes the value of a frame's fixed part, ``pack()`` the",
            "bytes of one. The named values of fields are constants <MESSAGE>_<NAME>.",
-           '"""', "", "from __future__ import annotations", "", "import struct",
+           '"""', "", "from __future__ import annotations", "", "import builtins", "import struct",
            "from collections.abc import Callable", "from typing import Any, NamedTuple", "",
            "Buffer = bytes | bytearray | memoryview",
            "_new: Callable[..., Any] = tuple.__new__  # a NamedTuple without its __new__: faster",

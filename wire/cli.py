@@ -11,7 +11,7 @@ __all__ = ["OneLineParser", "version"]
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a mistake is one line (argparse prints the usage, then the error)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 

@@ -12,6 +12,7 @@ bytes of one. The named values of fields are constants <MESSAGE>_<NAME>.
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -36,7 +37,7 @@ class SERVER_HELLO(NamedTuple):
     flags: int
     nonce: bytes
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_SERVER_HELLO.pack(self.magic, self.version, self.flags, *self.nonce)
 
 
@@ -61,7 +62,7 @@ class HELLO(NamedTuple):
     pid: int
     mac: bytes
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_HELLO.pack(self.magic, self.version, self.flags, self.pid, *self.mac)
 
 
@@ -81,7 +82,7 @@ class HELLO_REPLY(NamedTuple):
     driver: int
     heartbeat_ms: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_HELLO_REPLY.pack(self.session, self.ngpus, self.driver, self.heartbeat_ms)
 
 
@@ -101,7 +102,7 @@ class PING(NamedTuple):
     """PING (0x0003): client keep-alive when idle"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -116,7 +117,7 @@ class BYE(NamedTuple):
     """BYE (0x0004): orderly end of a client; the daemon frees its resources"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -132,7 +133,7 @@ class GPU_INFO(NamedTuple):
 
     gpu: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GPU_INFO.pack(self.gpu)
 
 
@@ -148,7 +149,7 @@ class STATUS(NamedTuple):
     """STATUS (0x0006): server status for `farcuda status`"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -170,7 +171,7 @@ class DEVICE_OPEN(NamedTuple):
     window_base: int
     window_size: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_DEVICE_OPEN.pack(
             self.gpu, self.sm_budget, self.flags, self.window_base, self.window_size)
 
@@ -189,7 +190,7 @@ class DEVICE_OPEN_REPLY(NamedTuple):
     window_base: int
     sm_count: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_DEVICE_OPEN_REPLY.pack(self.window_base, self.sm_count, 0)
 
 
@@ -205,7 +206,7 @@ class DEVICE_SYNC(NamedTuple):
     """DEVICE_SYNC (0x0102)"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -220,7 +221,7 @@ class DEVICE_RESET(NamedTuple):
     """DEVICE_RESET (0x0103)"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -237,7 +238,7 @@ class SET_LIMIT(NamedTuple):
     limit: int
     value: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_SET_LIMIT.pack(self.limit, 0, self.value)
 
 
@@ -254,7 +255,7 @@ class GET_LIMIT(NamedTuple):
 
     limit: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GET_LIMIT.pack(self.limit)
 
 
@@ -271,7 +272,7 @@ class GET_LIMIT_REPLY(NamedTuple):
 
     value: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GET_LIMIT_REPLY.pack(self.value)
 
 
@@ -287,7 +288,7 @@ class MEM_GET_INFO(NamedTuple):
     """MEM_GET_INFO (0x0106)"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -304,7 +305,7 @@ class MEM_GET_INFO_REPLY(NamedTuple):
     free: int
     total: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEM_GET_INFO_REPLY.pack(self.free, self.total)
 
 
@@ -321,7 +322,7 @@ class SET_FLAGS(NamedTuple):
 
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_SET_FLAGS.pack(self.flags)
 
 
@@ -338,7 +339,7 @@ class SET_CACHE_CONFIG(NamedTuple):
 
     config: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_SET_CACHE_CONFIG.pack(self.config)
 
 
@@ -356,7 +357,7 @@ class MALLOC(NamedTuple):
     size: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MALLOC.pack(self.size, self.flags)
 
 
@@ -373,7 +374,7 @@ class MALLOC_REPLY(NamedTuple):
 
     ptr: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MALLOC_REPLY.pack(self.ptr)
 
 
@@ -390,7 +391,7 @@ class FREE(NamedTuple):
 
     ptr: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FREE.pack(self.ptr)
 
 
@@ -408,7 +409,7 @@ class MALLOC_PITCH(NamedTuple):
     width: int
     height: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MALLOC_PITCH.pack(self.width, self.height)
 
 
@@ -426,7 +427,7 @@ class MALLOC_PITCH_REPLY(NamedTuple):
     ptr: int
     pitch: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MALLOC_PITCH_REPLY.pack(self.ptr, self.pitch)
 
 
@@ -445,7 +446,7 @@ class MEMCPY_HTOD(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY_HTOD.pack(self.dst, self.stream, self.flags)
 
 
@@ -465,7 +466,7 @@ class MEMCPY_DTOH(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY_DTOH.pack(self.src, self.size, self.stream, self.flags)
 
 
@@ -491,7 +492,7 @@ class MEMCPY_DTOD(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY_DTOD.pack(self.dst, self.src, self.size, self.stream, self.flags)
 
 
@@ -512,7 +513,7 @@ class MEMSET(NamedTuple):
     stream: int
     elem: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMSET.pack(self.dst, self.size, self.value, self.stream, self.elem)
 
 
@@ -534,7 +535,7 @@ class MEMCPY2D_HTOD(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY2D_HTOD.pack(
             self.dst, self.dpitch, self.width, self.height, self.stream, self.flags)
 
@@ -557,7 +558,7 @@ class MEMCPY2D_DTOH(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY2D_DTOH.pack(
             self.src, self.spitch, self.width, self.height, self.stream, self.flags)
 
@@ -582,7 +583,7 @@ class MEMCPY2D_DTOD(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY2D_DTOD.pack(
             self.dst, self.dpitch, self.src, self.spitch, self.width, self.height, self.stream,
             self.flags)
@@ -606,7 +607,7 @@ class MEMSET2D(NamedTuple):
     value: int
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMSET2D.pack(
             self.dst, self.pitch, self.width, self.height, self.value, self.stream)
 
@@ -624,7 +625,7 @@ class POINTER_INFO(NamedTuple):
 
     ptr: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_POINTER_INFO.pack(self.ptr)
 
 
@@ -643,7 +644,7 @@ class POINTER_INFO_REPLY(NamedTuple):
     base: int
     size: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_POINTER_INFO_REPLY.pack(self.type, 0, self.base, self.size)
 
 
@@ -666,7 +667,7 @@ class MEMCPY_PEER(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MEMCPY_PEER.pack(
             self.dst, self.dst_vdev, self.src_vdev, self.src, self.size, self.stream, self.flags)
 
@@ -687,7 +688,7 @@ class MALLOC_ASYNC(NamedTuple):
     size: int
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MALLOC_ASYNC.pack(self.size, self.stream)
 
 
@@ -706,7 +707,7 @@ class MALLOC_ASYNC_REPLY(NamedTuple):
     used: int
     reserved: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MALLOC_ASYNC_REPLY.pack(self.ptr, self.used, self.reserved)
 
 
@@ -726,7 +727,7 @@ class FREE_ASYNC(NamedTuple):
     # the header's aux: the virtual device of the memory
     mem_vdev: int = 0
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FREE_ASYNC.pack(self.ptr, self.stream)
 
 
@@ -747,7 +748,7 @@ class MODULE_LOAD(NamedTuple):
     nkernels: int
     nvars: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_MODULE_LOAD.pack(self.module, self.nkernels, self.nvars)
 
 
@@ -764,7 +765,7 @@ class FUNC_ATTRS(NamedTuple):
 
     kernel: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FUNC_ATTRS.pack(self.kernel)
 
 
@@ -783,7 +784,7 @@ class FUNC_SET_ATTR(NamedTuple):
     attr: int
     value: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FUNC_SET_ATTR.pack(self.kernel, self.attr, self.value)
 
 
@@ -807,7 +808,7 @@ class OCCUPANCY(NamedTuple):
     shmem: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_OCCUPANCY.pack(self.kernel, self.block, self.shmem, self.flags)
 
 
@@ -824,7 +825,7 @@ class OCCUPANCY_REPLY(NamedTuple):
 
     blocks: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_OCCUPANCY_REPLY.pack(self.blocks)
 
 
@@ -843,7 +844,7 @@ class OCCUPANCY_SMEM(NamedTuple):
     blocks: int
     block: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_OCCUPANCY_SMEM.pack(self.kernel, self.blocks, self.block)
 
 
@@ -860,7 +861,7 @@ class OCCUPANCY_SMEM_REPLY(NamedTuple):
 
     bytes: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_OCCUPANCY_SMEM_REPLY.pack(self.bytes)
 
 
@@ -882,7 +883,7 @@ class OCCUPANCY_CLUSTERS(NamedTuple):
     nattrs: int
     what: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_OCCUPANCY_CLUSTERS.pack(
             self.kernel, *self.grid, *self.block, self.shmem, self.nattrs, self.what)
 
@@ -902,7 +903,7 @@ class OCCUPANCY_CLUSTERS_REPLY(NamedTuple):
 
     value: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_OCCUPANCY_CLUSTERS_REPLY.pack(self.value)
 
 
@@ -930,7 +931,7 @@ class LAUNCH(NamedTuple):
     shmem: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_LAUNCH.pack(
             self.kernel, self.stream, *self.grid, *self.block, self.shmem, self.flags)
 
@@ -958,7 +959,7 @@ class LAUNCH_EX(NamedTuple):
     shmem: int
     nattrs: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_LAUNCH_EX.pack(
             self.kernel, self.stream, *self.grid, *self.block, self.shmem, self.nattrs)
 
@@ -981,7 +982,7 @@ class FUNC_MAX_CLUSTER(NamedTuple):
     block: tuple[int, int, int]
     shmem: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FUNC_MAX_CLUSTER.pack(self.kernel, *self.grid, *self.block, self.shmem)
 
 
@@ -998,7 +999,7 @@ class FUNC_MAX_CLUSTER_REPLY(NamedTuple):
 
     clusters: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FUNC_MAX_CLUSTER_REPLY.pack(self.clusters)
 
 
@@ -1017,7 +1018,7 @@ class STREAM_CREATE(NamedTuple):
     flags: int
     priority: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_STREAM_CREATE.pack(self.stream, self.flags, self.priority)
 
 
@@ -1038,7 +1039,7 @@ class STREAM_DESTROY(NamedTuple):
 
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_STREAM_DESTROY.pack(self.stream)
 
 
@@ -1055,7 +1056,7 @@ class STREAM_SYNC(NamedTuple):
 
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_STREAM_SYNC.pack(self.stream)
 
 
@@ -1072,7 +1073,7 @@ class STREAM_QUERY(NamedTuple):
 
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_STREAM_QUERY.pack(self.stream)
 
 
@@ -1093,7 +1094,7 @@ class STREAM_WAIT_EVENT(NamedTuple):
     # the header's aux: the virtual device of the event (another one of this session's)
     event_vdev: int = 0
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_STREAM_WAIT_EVENT.pack(self.stream, self.event, self.flags)
 
 
@@ -1111,7 +1112,7 @@ class STREAM_SET_ATTR(NamedTuple):
     stream: int
     attr: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_STREAM_SET_ATTR.pack(self.stream, self.attr)
 
 
@@ -1129,7 +1130,7 @@ class EVENT_CREATE(NamedTuple):
     event: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_CREATE.pack(self.event, self.flags)
 
 
@@ -1146,7 +1147,7 @@ class EVENT_DESTROY(NamedTuple):
 
     event: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_DESTROY.pack(self.event)
 
 
@@ -1165,7 +1166,7 @@ class EVENT_RECORD(NamedTuple):
     stream: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_RECORD.pack(self.event, self.stream, self.flags)
 
 
@@ -1182,7 +1183,7 @@ class EVENT_SYNC(NamedTuple):
 
     event: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_SYNC.pack(self.event)
 
 
@@ -1199,7 +1200,7 @@ class EVENT_QUERY(NamedTuple):
 
     event: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_QUERY.pack(self.event)
 
 
@@ -1217,7 +1218,7 @@ class EVENT_ELAPSED(NamedTuple):
     start: int
     end: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_ELAPSED.pack(self.start, self.end)
 
 
@@ -1234,7 +1235,7 @@ class EVENT_ELAPSED_REPLY(NamedTuple):
 
     ms: float
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_EVENT_ELAPSED_REPLY.pack(self.ms)
 
 
@@ -1256,7 +1257,7 @@ class HOST_FUNC(NamedTuple):
     # the header's aux: 1: captured into a graph, the callback runs at every replay
     captured: int = 0
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_HOST_FUNC.pack(self.stream, self.callback)
 
 
@@ -1273,7 +1274,7 @@ class CALLBACK_DONE(NamedTuple):
 
     callback: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CALLBACK_DONE.pack(self.callback)
 
 
@@ -1291,7 +1292,7 @@ class CAPTURE_BEGIN(NamedTuple):
     stream: int
     mode: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CAPTURE_BEGIN.pack(self.stream, self.mode)
 
 
@@ -1309,7 +1310,7 @@ class CAPTURE_END(NamedTuple):
     stream: int
     graph: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CAPTURE_END.pack(self.stream, self.graph)
 
 
@@ -1326,7 +1327,7 @@ class CAPTURE_STATUS(NamedTuple):
 
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CAPTURE_STATUS.pack(self.stream)
 
 
@@ -1343,7 +1344,7 @@ class CAPTURE_STATUS_REPLY(NamedTuple):
 
     status: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CAPTURE_STATUS_REPLY.pack(self.status)
 
 
@@ -1362,7 +1363,7 @@ class GRAPH_INSTANTIATE(NamedTuple):
     exec: int
     flags: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GRAPH_INSTANTIATE.pack(self.graph, self.exec, self.flags)
 
 
@@ -1380,7 +1381,7 @@ class GRAPH_LAUNCH(NamedTuple):
     exec: int
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GRAPH_LAUNCH.pack(self.exec, self.stream)
 
 
@@ -1397,7 +1398,7 @@ class GRAPH_DESTROY(NamedTuple):
 
     graph: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GRAPH_DESTROY.pack(self.graph)
 
 
@@ -1414,7 +1415,7 @@ class GRAPH_EXEC_DESTROY(NamedTuple):
 
     exec: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GRAPH_EXEC_DESTROY.pack(self.exec)
 
 
@@ -1432,7 +1433,7 @@ class GRAPH_UPLOAD(NamedTuple):
     exec: int
     stream: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GRAPH_UPLOAD.pack(self.exec, self.stream)
 
 
@@ -1452,7 +1453,7 @@ class CAPTURE_HTOD(NamedTuple):
     stream: int
     node: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CAPTURE_HTOD.pack(self.dst, self.size, self.stream, self.node)
 
 
@@ -1472,7 +1473,7 @@ class CAPTURE_DTOH(NamedTuple):
     stream: int
     node: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CAPTURE_DTOH.pack(self.src, self.size, self.stream, self.node)
 
 
@@ -1490,7 +1491,7 @@ class HOST_DATA(NamedTuple):
     node: int
     offset: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_HOST_DATA.pack(self.node, 0, self.offset)
 
 
@@ -1507,7 +1508,7 @@ class PUSH_DONE(NamedTuple):
 
     node: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_PUSH_DONE.pack(self.node)
 
 
@@ -1527,7 +1528,7 @@ class REPLY(NamedTuple):
     status: int
     fixed_len: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_REPLY.pack(self.status, self.fixed_len)
 
 
@@ -1544,7 +1545,7 @@ class DATA(NamedTuple):
 
     offset: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_DATA.pack(self.offset)
 
 
@@ -1563,7 +1564,7 @@ class HEARTBEAT(NamedTuple):
 
     received: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_HEARTBEAT.pack(self.received)
 
 
@@ -1580,7 +1581,7 @@ class CALLBACK(NamedTuple):
 
     callback: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_CALLBACK.pack(self.callback)
 
 
@@ -1598,7 +1599,7 @@ class ASYNC_ERROR(NamedTuple):
     status: int
     op: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_ASYNC_ERROR.pack(self.status, self.op)
 
 
@@ -1614,7 +1615,7 @@ class STDOUT(NamedTuple):
     """STDOUT (0x8006): device printf output, in the tail"""
 
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return b""
 
 
@@ -1630,7 +1631,7 @@ class GOODBYE(NamedTuple):
 
     status: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_GOODBYE.pack(self.status)
 
 
@@ -1647,7 +1648,7 @@ class FETCH(NamedTuple):
 
     node: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FETCH.pack(self.node)
 
 
@@ -1668,7 +1669,7 @@ class PUSH(NamedTuple):
     last: int
     offset: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_PUSH.pack(self.node, self.last, self.offset)
 
 
@@ -1690,7 +1691,7 @@ class FAULT(NamedTuple):
     first: int
     last: int
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _S_FAULT.pack(self.status, 0, self.first, self.last)
 
 

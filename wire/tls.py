@@ -39,9 +39,10 @@ def client_context(cafile: str | None = None, certfile: str | None = None,
     return ctx
 
 
-def server_context(certfile: str, keyfile: str, client_ca: str | None = None) -> ssl.SSLContext:
-    """The daemon's side; with ``client_ca`` every client must present a certificate it
-    signed."""
+def server_context(certfile: str, keyfile: str | None,
+                   client_ca: str | None = None) -> ssl.SSLContext:
+    """The daemon's side (``keyfile`` None: the key is in ``certfile``); with ``client_ca``
+    every client must present a certificate it signed."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(certfile, keyfile)
@@ -83,8 +84,9 @@ async def pump(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
-            if on_error is not None and not t.cancelled() and t.exception() is not None:
-                on_error(t.exception())
+            exc = None if t.cancelled() else t.exception()
+            if on_error is not None and exc is not None:
+                on_error(exc)
                 break
     finally:
         for t in tasks:

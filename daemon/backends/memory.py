@@ -33,6 +33,15 @@ ATTRS_H100 = {  # a plausible sm_90 device; only used to answer queries in tests
 }
 
 
+def _completer(fut: asyncio.Future) -> Callable[[], None]:
+    """What completes a waiter's future when the stream or event gets there (unless the
+    waiter went away meanwhile)."""
+    def complete() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    return complete
+
+
 class _Stream:
     def __init__(self) -> None:
         self.queue: deque[Callable[[], None]] = deque()
@@ -91,6 +100,7 @@ class _DeferredCopy:
     def result(self) -> bytes:
         if self.error is not None:
             raise self.error
+        assert self.data is not None, "result() before the copy completed"
         return self.data
 
     def close(self) -> None:
@@ -307,7 +317,7 @@ class MemoryDevice:
             for entry in fb.entries:
                 if entry.is_elf and entry.compression in ("none", "lz4"):
                     glob.update(fatbin.cubin_globals(entry.data()))
-        kout = []
+        kout: list[dict | None] = []
         for name in kernels:
             info = layouts.get(name)
             if info is None:
@@ -412,7 +422,7 @@ class MemoryDevice:
         if not s.blocked and not s.queue:
             return None
         fut = asyncio.get_running_loop().create_future()
-        s.queue.append(lambda: fut.done() or fut.set_result(None))
+        s.queue.append(_completer(fut))
         return fut
 
     def marker_done(self, fut) -> bool:
@@ -477,7 +487,7 @@ class MemoryDevice:
         if ev.complete():
             return None
         fut = asyncio.get_running_loop().create_future()
-        ev.when_complete(lambda: fut.done() or fut.set_result(None))
+        ev.when_complete(_completer(fut))
         return fut
 
     def event_query(self, eid: int) -> bool:

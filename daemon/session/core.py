@@ -206,7 +206,9 @@ class Session(asyncio.BufferedProtocol):
         if header[1] != _HTOD_OP or tail_len < _SINK_MIN:
             return None
         d = self.devices.get(header[4])
-        taken = d.be.staging_take(tail_len) if d is not None else None
+        if d is None:
+            return None
+        taken = d.be.staging_take(tail_len)
         if taken is None:
             return None
         slot, view = taken

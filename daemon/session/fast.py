@@ -38,6 +38,7 @@ class CPath:
         # copies' data first); the C path still runs the async frames. The C path sends its
         # reply itself when the transport holds nothing that must go first.
         out = ffi.NULL if s.d2h else self.out
+        assert s.transport is not None  # (this runs in data_received)
         sock = s._sock_fd if not s.transport.get_write_buffer_size() else -1
         self.lib.fp_run(ffi.cast("const unsigned char *", ffi.from_buffer(buf)) + start,
                         end - start, out, OUT, sock, s._output_fd if s._may_print else -1, res)

@@ -47,7 +47,7 @@ def MODULE_LOAD(s: Session, f: Frame, m: msg.MODULE_LOAD):
             d.be.set_kernel(kid, info)
             d.kernels.add(kid)
             d.kernel_names[kid] = kname
-    vout = []
+    vout: list[dict | None] = []
     for (_vid, _name, size), info in zip(variables, vinfo, strict=True):
         if info is None:
             vout.append(None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+from typing import Any
 
 from ...errors import CudaError, E
 from .device import CudaDevice
@@ -29,12 +30,12 @@ class CudaBackend:
         if err != SUCCESS:
             raise RuntimeError(f"the CUDA driver did not initialize ({err.name}): no usable "
                                "GPU on this machine")
-        self.fastpath = None
+        self.fastpath: tuple[Any, Any] | None = None  # (ffi, lib) of daemon/fastpath.c
         if fast:
             try:
-                from ... import _fastpath
-                if _fastpath.lib.fp_init() == 0:
-                    self.fastpath = (_fastpath.ffi, _fastpath.lib)
+                from ..._fastpath import ffi, lib
+                if lib.fp_init() == 0:
+                    self.fastpath = (ffi, lib)
             except ImportError:
                 log.warning("the C fast path is not built: launches go through Python")
         self.pool = concurrent.futures.ThreadPoolExecutor(wait_threads, "farcudad-wait")

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farcuda.wire import messages as msg
 
@@ -59,9 +59,8 @@ class CudaDevice:
         self.gpu = gpu
         self.vdev = vdev
         fp = backend.fastpath
-        self._fp = fp[1] if fp is not None else None
-        self._ptr = (lambda h: fp[0].cast("void *", int(h) if h is not None else 0)) \
-            if fp is not None else None
+        self._ffi: Any = fp[0] if fp is not None else None
+        self._fp: Any = fp[1] if fp is not None else None
         self.cudev = check(cu.cuDeviceGet(gpu))
         self.green = None
         self._sm_lock = None
@@ -112,7 +111,7 @@ class CudaDevice:
         self.events: dict[int, object] = {}
         self.kernels: dict[int, dict] = {}
         self.libraries: list[tuple[object, bytes]] = []
-        self.graphs: dict[int, object] = {}
+        self.graphs: dict[int, Any] = {}  # cuda.bindings CUgraph
         self.execs: dict[int, object] = {}
         self.capturing: set[int] = set()
         self._event_pool: list = []
@@ -126,7 +125,12 @@ class CudaDevice:
         if self._fp is not None:
             self._fp.fp_set_small(vdev, self._ptr(self._small), SMALL)
 
+    def _ptr(self, h: Any) -> Any:
+        """A driver handle as the C path's void * (None: NULL); only with the C path."""
+        return self._ffi.cast("void *", int(h) if h is not None else 0)
+
     # ------------------------------------------------------------ context
+
     def cur(self) -> None:
         if self.backend._current is not self.ctx:
             check(cu.cuCtxSetCurrent(self.ctx))
@@ -268,7 +272,7 @@ class CudaDevice:
     def launch_window(self):
         if self._fp is None:
             return self._launches.window()
-        out = self.backend.fastpath[0].new("uint64_t[4]")
+        out = self._ffi.new("uint64_t[4]")
         self._fp.fp_launch_window(self.vdev, out)
         return ((int(out[0]), int(out[1])) if out[0] else None,
                 (int(out[2]), int(out[3])) if out[2] else None)
@@ -569,7 +573,7 @@ class CudaDevice:
         image = bytes(image)
         lib = check(cu.cuLibraryLoadData(image, None, None, 0, None, None, 0))
         self.libraries.append((lib, image))
-        kout = []
+        kout: list[dict | None] = []
         for name in kernels:
             res = cu.cuLibraryGetKernel(lib, name.encode())
             if res[0] != SUCCESS:
@@ -593,7 +597,7 @@ class CudaDevice:
                          "param_size": max((o + s for o, s in params), default=0),
                          "max_threads": max_threads, "max_dyn_smem": max_dyn, "func": func,
                          "name": name})
-        vout = []
+        vout: list[dict | None] = []
         for name in variables:
             res = cu.cuLibraryGetGlobal(lib, name.encode())
             if res[0] != SUCCESS:

@@ -58,7 +58,7 @@ def claim(cudev, gpu: int, budget: int):
     if path not in _SM_FILES:
         _SM_FILES[path] = (os.open(path, os.O_RDWR | os.O_CREAT, 0o666), set())
     fd, mine = _SM_FILES[path]
-    taken = []
+    taken: list[int] = []
     for i in range(len(groups)):
         if len(taken) == need:
             break
