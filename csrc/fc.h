@@ -107,6 +107,31 @@ _Static_assert(sizeof(struct fc_mem_access_desc) == FC_SIZEOF_cudaMemAccessDesc,
                "cudaMemAccessDesc");
 _Static_assert(sizeof(struct fc_mem_pool_props) == FC_SIZEOF_cudaMemPoolProps, "cudaMemPoolProps");
 
+/* cudaPitchedPtr, cudaPos, cudaExtent, cudaMemcpy3DParms: 3D copies of linear memory (for
+ * which x and width count bytes); the arrays are always NULL, as farcuda makes none */
+struct fc_pitched_ptr { void *ptr; size_t pitch; size_t xsize; size_t ysize; };
+struct fc_pos { size_t x; size_t y; size_t z; };
+struct fc_extent { size_t width; size_t height; size_t depth; };
+struct fc_memcpy3d_parms {
+    void *srcArray;
+    struct fc_pos srcPos;
+    struct fc_pitched_ptr srcPtr;
+    void *dstArray;
+    struct fc_pos dstPos;
+    struct fc_pitched_ptr dstPtr;
+    struct fc_extent extent;
+    int kind;
+};
+_Static_assert(sizeof(struct fc_pitched_ptr) == FC_SIZEOF_cudaPitchedPtr, "cudaPitchedPtr");
+_Static_assert(sizeof(struct fc_pos) == FC_SIZEOF_cudaPos, "cudaPos");
+_Static_assert(sizeof(struct fc_extent) == FC_SIZEOF_cudaExtent, "cudaExtent");
+_Static_assert(sizeof(struct fc_memcpy3d_parms) == FC_SIZEOF_cudaMemcpy3DParms,
+               "cudaMemcpy3DParms");
+_Static_assert(offsetof(struct fc_memcpy3d_parms, dstPtr) == FC_OFFSETOF_cudaMemcpy3DParms_dstPtr,
+               "cudaMemcpy3DParms.dstPtr");
+_Static_assert(offsetof(struct fc_memcpy3d_parms, kind) == FC_OFFSETOF_cudaMemcpy3DParms_kind,
+               "cudaMemcpy3DParms.kind");
+
 #define FC_STREAM_LEGACY ((cudaStream_t)0x1)
 #define FC_STREAM_PER_THREAD ((cudaStream_t)0x2)
 

@@ -252,6 +252,18 @@ int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height) {
     return cudaSuccess;
 }
 
+/* cudaMalloc3D: linear memory of depth slices of height rows, as cudaMallocPitch makes it */
+int fc_malloc3d(struct fc_pitched_ptr *out, struct fc_extent e) {
+    if (!out) return cudaErrorInvalidValue;
+    size_t rows, pitch = 0;
+    if (__builtin_mul_overflow(e.height, e.depth, &rows)) return cudaErrorMemoryAllocation;
+    void *ptr = NULL;
+    int st = fc_malloc_pitch(&ptr, &pitch, e.width, rows);
+    if (st) return st;
+    *out = (struct fc_pitched_ptr){ptr, pitch, e.width, e.height};
+    return cudaSuccess;
+}
+
 int fc_free(void *ptr) {
     int st = fc_ensure_init();
     if (st) return st;
@@ -672,6 +684,98 @@ int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t he
     fc_MEMSET2D m = {(uint64_t)(uintptr_t)dst, pitch, width, height, (uint32_t)(value & 0xff), sid};
     st = fc_post(fc_dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
+}
+
+/* ---------------- 3D copies and sets of linear memory ---------------- */
+
+/* The address of a position in a pitched allocation (x in bytes; slices ysize rows apart),
+ * or 0 when it does not fit in an address. */
+static uint64_t pitched_at(const struct fc_pitched_ptr *p, const struct fc_pos *pos) {
+    uint64_t row, off, at;
+    if (__builtin_mul_overflow((uint64_t)pos->z, (uint64_t)p->ysize, &row) ||
+        __builtin_add_overflow(row, (uint64_t)pos->y, &row) ||
+        __builtin_mul_overflow(row, (uint64_t)p->pitch, &off) ||
+        __builtin_add_overflow(off, (uint64_t)pos->x, &off) ||
+        __builtin_add_overflow((uint64_t)(uintptr_t)p->ptr, off, &at))
+        return 0;
+    return at;
+}
+
+/* The slices of a 3D operation lie back to back on a side when each is exactly as high as
+ * the operation: then the whole box is one 2D operation of height * depth rows. */
+static int slices_contiguous(const struct fc_pitched_ptr *p, const struct fc_extent *e) {
+    return e->depth == 1 || p->ysize == e->height;
+}
+
+static int array_notice;
+
+/* cudaMemcpy3D(Async) of linear memory: one 2D copy when the slices lie back to back on both
+ * sides, else one per slice, in the stream's order. CUDA arrays cannot be made with farcuda,
+ * so a copy that names one is refused. */
+int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int async,
+                     int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!p) return cudaErrorInvalidValue;
+    if ((p->srcArray && p->srcPtr.ptr) || (p->dstArray && p->dstPtr.ptr))
+        return cudaErrorInvalidValue; /* an array or a pointer, not both */
+    if (p->srcArray || p->dstArray) {
+        if (!__atomic_exchange_n(&array_notice, 1, __ATOMIC_ACQ_REL))
+            fc_log("cudaMemcpy3D: CUDA arrays are not supported by farcuda; copies of linear "
+                   "memory are (cudaErrorNotSupported)");
+        return cudaErrorNotSupported;
+    }
+    if (p->kind < cudaMemcpyHostToHost || p->kind > cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    const struct fc_extent *e = &p->extent;
+    if (e->width == 0 || e->height == 0 || e->depth == 0) return cudaSuccess;
+    if (e->width > p->srcPtr.pitch || e->width > p->dstPtr.pitch)
+        return cudaErrorInvalidPitchValue;
+    if (p->srcPos.x > p->srcPtr.pitch - e->width || p->dstPos.x > p->dstPtr.pitch - e->width)
+        return cudaErrorInvalidValue;
+    /* more than one slice: each row of the box lies inside its slice */
+    if (e->depth > 1 &&
+        (e->height > p->srcPtr.ysize || p->srcPos.y > p->srcPtr.ysize - e->height ||
+         e->height > p->dstPtr.ysize || p->dstPos.y > p->dstPtr.ysize - e->height))
+        return cudaErrorInvalidValue;
+    uint64_t d = pitched_at(&p->dstPtr, &p->dstPos), s = pitched_at(&p->srcPtr, &p->srcPos);
+    if (!d || !s) return cudaErrorInvalidValue;
+    size_t dp = p->dstPtr.pitch, sp = p->srcPtr.pitch;
+    if (slices_contiguous(&p->dstPtr, e) && slices_contiguous(&p->srcPtr, e)) {
+        size_t rows;
+        if (__builtin_mul_overflow(e->height, e->depth, &rows)) return cudaErrorInvalidValue;
+        return fc_memcpy2d_impl((void *)(uintptr_t)d, dp, (const void *)(uintptr_t)s, sp,
+                                e->width, rows, p->kind, stream, async, ptds);
+    }
+    uint64_t dslice = (uint64_t)p->dstPtr.ysize * dp, sslice = (uint64_t)p->srcPtr.ysize * sp;
+    for (size_t z = 0; z < e->depth; z++) {
+        st = fc_memcpy2d_impl((void *)(uintptr_t)(d + z * dslice), dp,
+                              (const void *)(uintptr_t)(s + z * sslice), sp, e->width, e->height,
+                              p->kind, stream, async, ptds);
+        if (st) return st;
+    }
+    return cudaSuccess;
+}
+
+/* cudaMemset3D(Async): as the 3D copies, one 2D set or one per slice. */
+int fc_memset3d_impl(struct fc_pitched_ptr p, int value, struct fc_extent e,
+                     cudaStream_t stream, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (e.width == 0 || e.height == 0 || e.depth == 0) return cudaSuccess;
+    if (e.depth > 1 && e.height > p.ysize) return cudaErrorInvalidValue;
+    if (slices_contiguous(&p, &e)) {
+        size_t rows;
+        if (__builtin_mul_overflow(e.height, e.depth, &rows)) return cudaErrorInvalidValue;
+        return fc_memset2d_impl(p.ptr, p.pitch, value, e.width, rows, stream, ptds);
+    }
+    uint64_t slice = (uint64_t)p.ysize * p.pitch;
+    for (size_t z = 0; z < e.depth; z++) {
+        st = fc_memset2d_impl((char *)p.ptr + z * slice, p.pitch, value, e.width, e.height,
+                              stream, ptds);
+        if (st) return st;
+    }
+    return cudaSuccess;
 }
 
 /* ---------------- exported copy and set calls ---------------- */

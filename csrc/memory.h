@@ -37,6 +37,11 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
 int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds);
 int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
                      cudaStream_t stream, int ptds);
+int fc_malloc3d(struct fc_pitched_ptr *out, struct fc_extent e);
+int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int async,
+                     int ptds);
+int fc_memset3d_impl(struct fc_pitched_ptr p, int value, struct fc_extent e,
+                     cudaStream_t stream, int ptds);
 int fc_memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
                    cudaStream_t stream, int async);
 int fc_to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,

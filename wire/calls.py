@@ -207,6 +207,23 @@ ROWS: tuple[Call, ...] = (
        "fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, stream, 1, ptds)",
        sync=False, ins={"src": "(height - 1) * spitch + width"},
        outs={"dst": "(height - 1) * dpitch + width"}),
+    # 3D: linear memory only (a pitched pointer; x and width in bytes), slice by slice where
+    # the slices do not lie back to back
+    _r("cudaMemcpy3D", C, "const struct fc_memcpy3d_parms *p", _COPY2D,
+       "fc_memcpy3d_impl(p, NULL, 0, ptds)", sync=True,
+       ins={"p": "FC_SIZEOF_cudaMemcpy3DParms"}),
+    _r("cudaMemcpy3DAsync", C, "const struct fc_memcpy3d_parms *p, cudaStream_t stream",
+       _COPY2D, "fc_memcpy3d_impl(p, stream, 1, ptds)", sync=False,
+       ins={"p": "FC_SIZEOF_cudaMemcpy3DParms"}),
+    _r("cudaMalloc3D", C, "struct fc_pitched_ptr *pitchedDevPtr, struct fc_extent extent",
+       "MALLOC_PITCH", "fc_malloc3d(pitchedDevPtr, extent)",
+       outs={"pitchedDevPtr": "FC_SIZEOF_cudaPitchedPtr"}),
+    _r("cudaMemset3D", C, "struct fc_pitched_ptr pitchedDevPtr, int value, "
+       "struct fc_extent extent", "MEMSET2D",
+       "fc_memset3d_impl(pitchedDevPtr, value, extent, NULL, ptds)"),
+    _r("cudaMemset3DAsync", C, "struct fc_pitched_ptr pitchedDevPtr, int value, "
+       "struct fc_extent extent, cudaStream_t stream", "MEMSET2D",
+       "fc_memset3d_impl(pitchedDevPtr, value, extent, stream, ptds)"),
     _r("cudaMemset", C, "void *devPtr, int value, size_t count", "MEMSET",
        "fc_memset_impl(devPtr, value, count, NULL, 0, ptds)"),
     _r("cudaMemsetAsync", C, "void *devPtr, int value, size_t count, cudaStream_t stream",
@@ -434,6 +451,8 @@ OUT_OF_SCOPE: dict[str, str] = {
     "cudaMallocMipmappedArray": "CUDA arrays are not supported by farcuda",
     "cudaImportExternal": "external memory is not supported by farcuda",
     "cudaDeviceGetTexture1DLinearMaxWidth": "textures are not supported by farcuda",
+    "cudaGetDriverEntryPoint": "the driver API is not served through the runtime by farcuda: "
+                               "call the runtime, or link the driver API itself",
 }
 
 

@@ -548,10 +548,10 @@ const char *const fc_sym_reasons[FC_NSYMS] = {
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
+    "the driver API is not served through the runtime by farcuda: call the runtime, or link the driver API itself",
+    "the driver API is not served through the runtime by farcuda: call the runtime, or link the driver API itself",
+    "the driver API is not served through the runtime by farcuda: call the runtime, or link the driver API itself",
+    "the driver API is not served through the runtime by farcuda: call the runtime, or link the driver API itself",
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
@@ -1039,7 +1039,6 @@ FC_EXPORT int cudaLogsDumpToFile(void) { return fc_unsupported(253); }
 FC_EXPORT int cudaLogsDumpToMemory(void) { return fc_unsupported(254); }
 FC_EXPORT int cudaLogsRegisterCallback(void) { return fc_unsupported(255); }
 FC_EXPORT int cudaLogsUnregisterCallback(void) { return fc_unsupported(256); }
-FC_EXPORT int cudaMalloc3D(void) { return fc_unsupported(258); }
 FC_EXPORT int cudaMalloc3DArray(void) { return fc_unsupported(259); }
 FC_EXPORT int cudaMallocArray(void) { return fc_unsupported(260); }
 FC_EXPORT int cudaMallocManaged(void) { return fc_unsupported(266); }
@@ -1069,16 +1068,12 @@ FC_EXPORT int cudaMemcpy2DToArray(void) { return fc_unsupported(305); }
 FC_EXPORT int cudaMemcpy2DToArrayAsync(void) { return fc_unsupported(306); }
 FC_EXPORT int cudaMemcpy2DToArrayAsync_ptsz(void) { return fc_unsupported(307); }
 FC_EXPORT int cudaMemcpy2DToArray_ptds(void) { return fc_unsupported(308); }
-FC_EXPORT int cudaMemcpy3D(void) { return fc_unsupported(310); }
-FC_EXPORT int cudaMemcpy3DAsync(void) { return fc_unsupported(311); }
-FC_EXPORT int cudaMemcpy3DAsync_ptsz(void) { return fc_unsupported(312); }
 FC_EXPORT int cudaMemcpy3DBatchAsync(void) { return fc_unsupported(313); }
 FC_EXPORT int cudaMemcpy3DBatchAsync_ptsz(void) { return fc_unsupported(314); }
 FC_EXPORT int cudaMemcpy3DPeer(void) { return fc_unsupported(315); }
 FC_EXPORT int cudaMemcpy3DPeerAsync(void) { return fc_unsupported(316); }
 FC_EXPORT int cudaMemcpy3DPeerAsync_ptsz(void) { return fc_unsupported(317); }
 FC_EXPORT int cudaMemcpy3DPeer_ptds(void) { return fc_unsupported(318); }
-FC_EXPORT int cudaMemcpy3D_ptds(void) { return fc_unsupported(319); }
 FC_EXPORT int cudaMemcpyArrayToArray(void) { return fc_unsupported(320); }
 FC_EXPORT int cudaMemcpyArrayToArray_ptds(void) { return fc_unsupported(321); }
 FC_EXPORT int cudaMemcpyBatchAsync(void) { return fc_unsupported(324); }
@@ -1091,10 +1086,6 @@ FC_EXPORT int cudaMemcpyToArray(void) { return fc_unsupported(336); }
 FC_EXPORT int cudaMemcpyToArrayAsync(void) { return fc_unsupported(337); }
 FC_EXPORT int cudaMemcpyToArrayAsync_ptsz(void) { return fc_unsupported(338); }
 FC_EXPORT int cudaMemcpyToArray_ptds(void) { return fc_unsupported(339); }
-FC_EXPORT int cudaMemset3D(void) { return fc_unsupported(350); }
-FC_EXPORT int cudaMemset3DAsync(void) { return fc_unsupported(351); }
-FC_EXPORT int cudaMemset3DAsync_ptsz(void) { return fc_unsupported(352); }
-FC_EXPORT int cudaMemset3D_ptds(void) { return fc_unsupported(353); }
 FC_EXPORT int cudaMipmappedArrayGetMemoryRequirements(void) { return fc_unsupported(357); }
 FC_EXPORT int cudaMipmappedArrayGetSparseProperties(void) { return fc_unsupported(358); }
 FC_EXPORT int cudaSignalExternalSemaphoresAsync(void) { return fc_unsupported(372); }
@@ -1388,6 +1379,42 @@ FC_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *sr
 
 FC_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height, int kind, cudaStream_t stream) {
     return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, stream, 1, 1));
+}
+
+FC_EXPORT cudaError_t cudaMemcpy3D(const struct fc_memcpy3d_parms *p) {
+    return fc_ret(fc_memcpy3d_impl(p, NULL, 0, 0));
+}
+
+FC_EXPORT cudaError_t cudaMemcpy3D_ptds(const struct fc_memcpy3d_parms *p) {
+    return fc_ret(fc_memcpy3d_impl(p, NULL, 0, 1));
+}
+
+FC_EXPORT cudaError_t cudaMemcpy3DAsync(const struct fc_memcpy3d_parms *p, cudaStream_t stream) {
+    return fc_ret(fc_memcpy3d_impl(p, stream, 1, 0));
+}
+
+FC_EXPORT cudaError_t cudaMemcpy3DAsync_ptsz(const struct fc_memcpy3d_parms *p, cudaStream_t stream) {
+    return fc_ret(fc_memcpy3d_impl(p, stream, 1, 1));
+}
+
+FC_EXPORT cudaError_t cudaMalloc3D(struct fc_pitched_ptr *pitchedDevPtr, struct fc_extent extent) {
+    return fc_ret(fc_malloc3d(pitchedDevPtr, extent));
+}
+
+FC_EXPORT cudaError_t cudaMemset3D(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent) {
+    return fc_ret(fc_memset3d_impl(pitchedDevPtr, value, extent, NULL, 0));
+}
+
+FC_EXPORT cudaError_t cudaMemset3D_ptds(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent) {
+    return fc_ret(fc_memset3d_impl(pitchedDevPtr, value, extent, NULL, 1));
+}
+
+FC_EXPORT cudaError_t cudaMemset3DAsync(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent, cudaStream_t stream) {
+    return fc_ret(fc_memset3d_impl(pitchedDevPtr, value, extent, stream, 0));
+}
+
+FC_EXPORT cudaError_t cudaMemset3DAsync_ptsz(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent, cudaStream_t stream) {
+    return fc_ret(fc_memset3d_impl(pitchedDevPtr, value, extent, stream, 1));
 }
 
 FC_EXPORT cudaError_t cudaMemset(void *devPtr, int value, size_t count) {

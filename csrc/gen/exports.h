@@ -77,6 +77,15 @@ FC_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, si
 FC_EXPORT cudaError_t cudaMemcpy2D_ptds(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height, int kind);
 FC_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height, int kind, cudaStream_t stream);
 FC_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height, int kind, cudaStream_t stream);
+FC_EXPORT cudaError_t cudaMemcpy3D(const struct fc_memcpy3d_parms *p);
+FC_EXPORT cudaError_t cudaMemcpy3D_ptds(const struct fc_memcpy3d_parms *p);
+FC_EXPORT cudaError_t cudaMemcpy3DAsync(const struct fc_memcpy3d_parms *p, cudaStream_t stream);
+FC_EXPORT cudaError_t cudaMemcpy3DAsync_ptsz(const struct fc_memcpy3d_parms *p, cudaStream_t stream);
+FC_EXPORT cudaError_t cudaMalloc3D(struct fc_pitched_ptr *pitchedDevPtr, struct fc_extent extent);
+FC_EXPORT cudaError_t cudaMemset3D(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent);
+FC_EXPORT cudaError_t cudaMemset3D_ptds(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent);
+FC_EXPORT cudaError_t cudaMemset3DAsync(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent, cudaStream_t stream);
+FC_EXPORT cudaError_t cudaMemset3DAsync_ptsz(struct fc_pitched_ptr pitchedDevPtr, int value, struct fc_extent extent, cudaStream_t stream);
 FC_EXPORT cudaError_t cudaMemset(void *devPtr, int value, size_t count);
 FC_EXPORT cudaError_t cudaMemset_ptds(void *devPtr, int value, size_t count);
 FC_EXPORT cudaError_t cudaMemsetAsync(void *devPtr, int value, size_t count, cudaStream_t stream);
