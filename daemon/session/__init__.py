@@ -9,6 +9,9 @@ pieces each keep their own state: ``device`` (a virtual device and its pointer c
 copies) and ``fast`` (the daemon's C path).
 """
 
+# The handler families register themselves in table.HANDLERS as they are imported: here,
+# before anything of the package is used (importing any of its modules runs this first).
+from . import devices, graphs, launch, memory, pools, streams  # noqa: F401
 from .busy import BusyClock
 from .core import Session
 from .device import DeviceState, Refusal

@@ -38,7 +38,6 @@ from farcuda.wire import messages as msg
 from ..backends.base import Backend
 from ..errors import CudaError, E
 from ..faults import STICKY, demangle, describe
-from . import devices, graphs, launch, memory, pools, streams  # noqa: F401  (the handlers)
 from .busy import BusyClock, BusyTime
 from .d2h import DeferredCopies
 from .device import DeviceState, Refusal

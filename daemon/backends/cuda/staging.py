@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import ctypes
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from ...errors import CudaError
 from .driver import NOT_READY, SUCCESS, check, cu
-
-if TYPE_CHECKING:
-    from .device import CudaDevice
 
 __all__ = ["SLOT", "SMALL", "Staging", "Chunks", "DeferredCopy"]
 
@@ -24,10 +22,24 @@ SLOT = 4 << 20
 SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
 
 
+class Owner(Protocol):
+    """What the staging memory needs of the device it belongs to (device.CudaDevice): its
+    pool of events, a thread to wait in, and where slots and chunks go back to."""
+
+    staging: Staging
+    _chunks: Chunks
+
+    def _get_event(self) -> Any: ...
+
+    def _put_event(self, ev: Any) -> None: ...
+
+    def _in_thread(self, fn: Any, *args: Any) -> Awaitable[Any]: ...
+
+
 class Staging:
     """Pinned host slots for copies; a slot is reusable once its event completed."""
 
-    def __init__(self, dev: CudaDevice, count: int = 8) -> None:
+    def __init__(self, dev: Owner, count: int = 8) -> None:
         self.dev = dev
         self.free: deque[int] = deque()
         self.busy: deque[tuple[int, object]] = deque()  # (slot, event) in issue order
@@ -117,7 +129,7 @@ class DeferredCopy:
 
     __slots__ = ("dev", "buf", "n", "ev", "chunk", "waiting", "closed")
 
-    def __init__(self, dev: CudaDevice, buf: int, n: int, ev, chunk: bool) -> None:
+    def __init__(self, dev: Owner, buf: int, n: int, ev, chunk: bool) -> None:
         self.dev, self.buf, self.n, self.ev, self.chunk = dev, buf, n, ev, chunk
         self.waiting = self.closed = False
 
