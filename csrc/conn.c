@@ -38,6 +38,7 @@
 #include "api.h"
 #include "conn.h"
 #include "gen/pycalls.h"
+#include "log.h"
 #include "pyhost.h"
 #include "runtime.h"
 
@@ -761,6 +762,35 @@ int fc_server_conn(int server, fc_conn **out) {
     return s->conn->dead ? s->conn->dead_status : cudaSuccess;
 }
 
+/* (see conn.h) */
+int fc_device_ready(int dev) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
+    fc_device *d = &fc_devices[dev];
+    if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE) == 1) {
+        fc_conn *c = fc_servers[d->server].conn;
+        if (c->dead) return c->dead_status;
+        return fc_device_status(dev);
+    }
+    pthread_mutex_lock(&d->mtx);
+    if (d->opened == 0) {
+        fc_conn *c;
+        st = fc_server_conn(d->server, &c);
+        if (!st) {
+            fc_python_ensure();
+            st = fcpy_device_open(dev);
+        }
+        if (st) d->opened = -st; /* remembered: every later call fails the same way */
+    }
+    st = d->opened < 0 ? -d->opened : cudaSuccess;
+    pthread_mutex_unlock(&d->mtx);
+    if (st) return st;
+    return fc_device_status(dev);
+}
+
+int fcx_device_ready(int dev) { return fc_device_ready(dev); }
+
 fc_conn *fc_dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
 
 int fc_post_dev(int dev, uint16_t op, const void *fixed, size_t flen) {
@@ -825,17 +855,4 @@ int fcx_post(int dev, int op, const void *fixed, size_t flen, const void *tail, 
     int st = fc_device_ready(dev);
     if (st) return st;
     return fc_post(fc_dev_conn(dev), (uint16_t)op, (uint16_t)dev, fixed, flen, tail, tlen);
-}
-
-void fcx_stats(uint64_t *out5) {
-    memset(out5, 0, 5 * sizeof(uint64_t));
-    for (int i = 0; i < fc_nservers; i++) {
-        fc_conn *c = fc_servers[i].conn;
-        if (!c) continue;
-        out5[0] += c->calls;
-        out5[1] += c->sync_calls;
-        out5[2] += c->bytes_out;
-        out5[3] += c->bytes_in;
-        out5[4] += c->wait_ns;
-    }
 }

@@ -9,6 +9,10 @@ fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms);
 void fc_conn_close(fc_conn *c);
 /* The connection of a server, made on first use (the Python half shakes hands). */
 int fc_server_conn(int server, fc_conn **out);
+/* Connect to the device's server and open the device on first use (the Python half asks the
+ * daemon); afterwards the device's sticky or pending error, or success. Every call that
+ * needs a device starts here. */
+int fc_device_ready(int dev);
 /* The connection of an opened virtual device. */
 fc_conn *fc_dev_conn(int dev);
 

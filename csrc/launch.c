@@ -20,8 +20,9 @@
 #include "gen/exports.h"
 #include "gen/pycalls.h"
 #include "launch.h"
-#include "memory.h"
+#include "log.h"
 #include "pyhost.h"
+#include "ranges.h"
 #include "runtime.h"
 #include "streams.h"
 

@@ -22,9 +22,9 @@
 
 #include "fc.h"
 #include "conn.h"
-#include "gen/exports.h"
-#include "memory.h"
+#include "log.h"
 #include "pools.h"
+#include "ranges.h"
 #include "runtime.h"
 #include "streams.h"
 

@@ -9,7 +9,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +18,9 @@
 #define FC_ABI_ERROR_TABLE
 #include "fc.h"
 #include "api.h"
-#include "conn.h"
 #include "gen/exports.h"
 #include "gen/pycalls.h"
-#include "launch.h"
-#include "memory.h"
-#include "pools.h"
+#include "log.h"
 #include "pyhost.h"
 #include "runtime.h"
 
@@ -38,7 +34,6 @@ int64_t fc_spin_ns = 200000;
 
 static __thread fc_tls tls = {.device = -1};
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
 
 fc_tls *fc_tls_get(void) { return &tls; }
 
@@ -47,20 +42,6 @@ int64_t fc_now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
-
-void fc_log(const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&log_mtx);
-    fprintf(stderr, "farcuda: %s\n", buf);
-    fflush(stderr);
-    pthread_mutex_unlock(&log_mtx);
-}
-
-void fcx_log(const char *msg) { fc_log("%s", msg); }
 
 static void init_run(void) {
     for (int i = 0; i < FC_MAX_SERVERS; i++) pthread_mutex_init(&fc_servers[i].mtx, NULL);
@@ -95,42 +76,6 @@ int fc_device_status(int dev) {
     if (d->sticky) return d->sticky;
     int p = __atomic_exchange_n(&d->pending, 0, __ATOMIC_ACQ_REL);
     return p;
-}
-
-/* Connect to the device's server and create its context on first use. */
-int fc_device_ready(int dev) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
-    fc_device *d = &fc_devices[dev];
-    if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE) == 1) {
-        fc_conn *c = fc_servers[d->server].conn;
-        if (c->dead) return c->dead_status;
-        return fc_device_status(dev);
-    }
-    pthread_mutex_lock(&d->mtx);
-    if (d->opened == 0) {
-        fc_conn *c;
-        st = fc_server_conn(d->server, &c);
-        if (!st) {
-            fc_python_ensure();
-            st = fcpy_device_open(dev);
-        }
-        if (st) d->opened = -st; /* remembered: every later call fails the same way */
-    }
-    st = d->opened < 0 ? -d->opened : cudaSuccess;
-    pthread_mutex_unlock(&d->mtx);
-    if (st) return st;
-    return fc_device_status(dev);
-}
-
-/* The unsupported-call answer: name the function once, then cudaErrorNotSupported. */
-static unsigned char unsupported_seen[1024];
-
-int fc_unsupported(int sym) {
-    if (!__atomic_exchange_n(&unsupported_seen[sym], 1, __ATOMIC_ACQ_REL))
-        fc_log("%s: %s (returns cudaErrorNotSupported)", fc_sym_names[sym], fc_sym_reasons[sym]);
-    return fc_ret(cudaErrorNotSupported);
 }
 
 /* ---------------- errors ---------------- */
@@ -176,45 +121,6 @@ FC_EXPORT const char *cudaGetErrorString(cudaError_t e) {
     return d ? d->text : "unrecognized error code";
 }
 
-/* ---------------- devices ---------------- */
-
-int fc_get_device_count(int *count) {
-    int st = fc_ensure_init();
-    if (!count) return cudaErrorInvalidValue;
-    if (st) {
-        *count = 0;
-        return st;
-    }
-    *count = fc_ndevices;
-    return cudaSuccess;
-}
-
-int fc_get_device(int *device) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (!device) return cudaErrorInvalidValue;
-    *device = fc_current_device();
-    return cudaSuccess;
-}
-
-int fc_set_device(int device) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (device < 0 || device >= fc_ndevices) return cudaErrorInvalidDevice;
-    tls.device = device;
-    /* CUDA 12+ initializes the device's context here; so do we (a bad server shows now). */
-    return fc_device_ready(device);
-}
-
-int fc_init_device(int device, unsigned int deviceFlags, unsigned int flags) {
-    (void)deviceFlags;
-    (void)flags;
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (device < 0 || device >= fc_ndevices) return cudaErrorInvalidDevice;
-    return fc_device_ready(device);
-}
-
 /* A status from a synchronizing call: errors of the context's class are sticky. */
 int fc_sync_status(int dev, int st) {
     switch (st) {
@@ -228,42 +134,6 @@ int fc_sync_status(int dev, int st) {
         break;
     }
     return st;
-}
-
-int fc_device_synchronize(void) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    int dev = fc_current_device();
-    st = fc_device_ready(dev);
-    if (!st) st = fc_call_dev(dev, FC_OP_DEVICE_SYNC, NULL, 0, NULL, 0);
-    return fc_sync_status(dev, st);
-}
-
-int fc_runtime_version(int *v) {
-    if (!v) return cudaErrorInvalidValue;
-    *v = 13000;
-    return cudaSuccess;
-}
-
-int fc_driver_version(int *v) {
-    if (!v) return cudaErrorInvalidValue;
-    *v = 0; /* as the real runtime answers with no driver */
-    if (fc_ensure_init() || fc_ndevices == 0) return cudaSuccess;
-    fc_server *s = &fc_servers[fc_devices[0].server];
-    if (!s->driver_version) {
-        fc_conn *c;
-        if (fc_server_conn(fc_devices[0].server, &c)) return cudaSuccess;
-    }
-    *v = s->driver_version;
-    return cudaSuccess;
-}
-
-int fc_device_attribute(int *value, int attr, int device) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (!value) return cudaErrorInvalidValue;
-    if (device < 0 || device >= fc_ndevices) return cudaErrorInvalidDevice;
-    return fcx_get_attr(device, attr, value);
 }
 
 FC_EXPORT struct cudaChannelFormatDesc cudaCreateChannelDesc(int x, int y, int z, int w, int f) {
@@ -362,17 +232,6 @@ int fcx_get_attr(int dev, int attr, int *value) {
 
 void fcx_device_opened(int dev, int opened) { fc_devices[dev].opened = opened; }
 
-int fcx_device_reset_local(int dev) {
-    fc_ranges_drop_device(dev);
-    fc_pools_reset_device(dev);
-    fc_modules_forget_device(dev);
-    fc_devices[dev].sticky = 0;
-    fc_devices[dev].pending = 0;
-    __atomic_add_fetch(&fc_devices[dev].generation, 1, __ATOMIC_ACQ_REL);
-    return cudaSuccess;
-}
-int fcx_device_ready(int dev) { return fc_device_ready(dev); }
-
 /* The daemon's FAULT notice: a kernel left the device's context unusable. Said once, as the
  * reply or notice that reports the error follows it (the program may never look). */
 void fc_note_fault(int dev, int status, const char *culprit) {
@@ -396,6 +255,21 @@ void fc_note_async_error(int dev, int status) {
 }
 
 /* FARCUDA_REPORT=1: one summary line on stderr when the program ends. */
+/* The connections' counters, summed (they count what they carry; read without their locks:
+ * figures for a report) */
+void fcx_stats(uint64_t *out5) {
+    memset(out5, 0, 5 * sizeof(uint64_t));
+    for (int i = 0; i < fc_nservers; i++) {
+        fc_conn *c = fc_servers[i].conn;
+        if (!c) continue;
+        out5[0] += c->calls;
+        out5[1] += c->sync_calls;
+        out5[2] += c->bytes_out;
+        out5[3] += c->bytes_in;
+        out5[4] += c->wait_ns;
+    }
+}
+
 void fc_report_at_exit(void) {
     /* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped */
     const char *maps = getenv("FARCUDA_MAPS_FILE");

@@ -1,4 +1,6 @@
-/* Process-wide and per-thread state (runtime.c): configuration, errors, devices. */
+/* Process-wide and per-thread state (runtime.c): the configuration (servers, devices), each
+ * thread's current device and last error, the devices' sticky and pending errors. The base of the C half: it calls only the Python half
+ * (to configure) and log.c. */
 #ifndef FARCUDA_RUNTIME_H
 #define FARCUDA_RUNTIME_H
 
@@ -14,7 +16,6 @@ extern int64_t fc_spin_ns;      /* FARCUDA_SPIN_US: how long waiters and readers
 
 fc_tls *fc_tls_get(void);
 int64_t fc_now_ns(void);
-void fc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Every exported entry point starts with fc_ensure_init (configuration, once) and ends
  * through fc_ret (the generated exports do it), which records a failure as the thread's last
@@ -24,22 +25,10 @@ int fc_ensure_init(void);
 int fc_ret(int status);
 int fc_ret_query(int status);
 int fc_current_device(void);
-int fc_device_ready(int dev);   /* connect and open the virtual device; returns a status */
 int fc_device_status(int dev);  /* sticky or pending error of the device, else success */
 int fc_sync_status(int dev, int st); /* a synchronizing call's status: faults stick */
 void fc_note_async_error(int dev, int status); /* an async operation failed */
 void fc_note_fault(int dev, int status, const char *culprit); /* the daemon's FAULT notice */
-int fc_unsupported(int sym);    /* the answer of every export without a row */
 void fc_report_at_exit(void);
-
-/* the exports of device management (the call table's C rows) */
-int fc_get_device_count(int *count);
-int fc_get_device(int *device);
-int fc_set_device(int device);
-int fc_init_device(int device, unsigned int deviceFlags, unsigned int flags);
-int fc_device_synchronize(void);
-int fc_runtime_version(int *v);
-int fc_driver_version(int *v);
-int fc_device_attribute(int *value, int attr, int device);
 
 #endif

@@ -15,7 +15,6 @@
 #include "fc.h"
 #include "api.h"
 #include "conn.h"
-#include "gen/exports.h"
 #include "runtime.h"
 #include "streams.h"
 

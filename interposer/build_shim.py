@@ -24,8 +24,10 @@ WIRE_C = HERE.parent / "wire" / "c"  # fc_wire.h, the wire's C header (generated
 TARGET = "libcudart.so.13"
 MODULE = "_farcuda_shim"
 
-SOURCES = ["runtime.c", "conn.c", "memory.c", "pools.c", "launch.c", "streams.c", "pyhost.c",
-           "gen/exports.c"]
+# from the base up: each file calls only those before it (and the Python half); the exports
+# (gen/exports.c) call all of them
+SOURCES = ["log.c", "pyhost.c", "runtime.c", "conn.c", "ranges.c", "streams.c", "launch.c",
+           "pools.c", "memory.c", "devices.c", "gen/exports.c"]
 
 INIT_CODE = """
 from _farcuda_shim import ffi, lib

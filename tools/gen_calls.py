@@ -307,10 +307,7 @@ def exports_h(calls, abi) -> str:
            " * call table gives it. The hand-written ones (MANUAL rows) are checked against",
            " * these prototypes where csrc/ defines them; the others are defined in exports.c. */",
            "#ifndef FARCUDA_GEN_EXPORTS_H", "#define FARCUDA_GEN_EXPORTS_H", "",
-           '#include "../fc.h"', "",
-           "/* every export's name, and why it is unsupported (indexed as fc_unsupported's) */",
-           "extern const char *const fc_sym_names[];",
-           "extern const char *const fc_sym_reasons[];", ""]
+           '#include "../fc.h"', ""]
     for row in calls.ROWS:
         for name, _ptds in _twins(calls, abi, row):
             out.append(_proto(row, name) + ";")
@@ -325,18 +322,26 @@ def exports_c(calls, protocol, abi) -> str:
            " * rows' calls into the embedded Python, and every other export, which answers",
            " * cudaErrorNotSupported and names itself once. */",
            '#include "../fc.h"', '#include "../runtime.h"', '#include "../conn.h"',
-           '#include "../memory.h"', '#include "../pools.h"', '#include "../launch.h"',
-           '#include "../streams.h"', '#include "../pyhost.h"', '#include "exports.h"',
-           '#include "pycalls.h"', "",
-           "/* Symbol indices, for the once-only unsupported notices. */"]
+           '#include "../devices.h"', '#include "../memory.h"', '#include "../pools.h"',
+           '#include "../launch.h"', '#include "../log.h"', '#include "../streams.h"',
+           '#include "../pyhost.h"', '#include "exports.h"', '#include "pycalls.h"', "",
+           "/* Every export's name and why it is unsupported, by symbol index. */"]
     names = list(abi.EXPORTS)
     out.append(f"#define FC_NSYMS {len(names)}")
-    out.append("const char *const fc_sym_names[FC_NSYMS] = {")
+    out.append("static const char *const sym_names[FC_NSYMS] = {")
     out += [f'    "{n}",' for n in names]
     out.append("};")
-    out.append("const char *const fc_sym_reasons[FC_NSYMS] = {")
+    out.append("static const char *const sym_reasons[FC_NSYMS] = {")
     out += [f'    "{calls.reason(n)}",' for n in names]
     out.append("};\n")
+    out += ["/* The answer of every export without a row: it names itself once on stderr, then",
+            " * cudaErrorNotSupported (the thread's last error, as any failure). */",
+            "static unsigned char unsupported_seen[FC_NSYMS];", "",
+            "static int fc_unsupported(int sym) {",
+            "    if (!__atomic_exchange_n(&unsupported_seen[sym], 1, __ATOMIC_ACQ_REL))",
+            '        fc_log("%s: %s (returns cudaErrorNotSupported)", sym_names[sym], '
+            "sym_reasons[sym]);",
+            "    return fc_ret(cudaErrorNotSupported);", "}", ""]
     for i, n in enumerate(names):
         row = calls.BY_EXPORT.get(n)
         if row is None:

@@ -7,17 +7,19 @@
 #include "../fc.h"
 #include "../runtime.h"
 #include "../conn.h"
+#include "../devices.h"
 #include "../memory.h"
 #include "../pools.h"
 #include "../launch.h"
+#include "../log.h"
 #include "../streams.h"
 #include "../pyhost.h"
 #include "exports.h"
 #include "pycalls.h"
 
-/* Symbol indices, for the once-only unsupported notices. */
+/* Every export's name and why it is unsupported, by symbol index. */
 #define FC_NSYMS 422
-const char *const fc_sym_names[FC_NSYMS] = {
+static const char *const sym_names[FC_NSYMS] = {
     "__cudaGetKernel",
     "__cudaGetProcAddress",
     "__cudaInitModule",
@@ -441,7 +443,7 @@ const char *const fc_sym_names[FC_NSYMS] = {
     "cudaWaitExternalSemaphoresAsync",
     "cudaWaitExternalSemaphoresAsync_ptsz",
 };
-const char *const fc_sym_reasons[FC_NSYMS] = {
+static const char *const sym_reasons[FC_NSYMS] = {
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
@@ -865,6 +867,16 @@ const char *const fc_sym_reasons[FC_NSYMS] = {
     "not implemented by farcuda",
     "not implemented by farcuda",
 };
+
+/* The answer of every export without a row: it names itself once on stderr, then
+ * cudaErrorNotSupported (the thread's last error, as any failure). */
+static unsigned char unsupported_seen[FC_NSYMS];
+
+static int fc_unsupported(int sym) {
+    if (!__atomic_exchange_n(&unsupported_seen[sym], 1, __ATOMIC_ACQ_REL))
+        fc_log("%s: %s (returns cudaErrorNotSupported)", sym_names[sym], sym_reasons[sym]);
+    return fc_ret(cudaErrorNotSupported);
+}
 
 FC_EXPORT int __cudaGetProcAddress(void) { return fc_unsupported(1); }
 FC_EXPORT int __cudaRegisterUnifiedTable(void) { return fc_unsupported(12); }

@@ -8,10 +8,6 @@
 
 #include "../fc.h"
 
-/* every export's name, and why it is unsupported (indexed as fc_unsupported's) */
-extern const char *const fc_sym_names[];
-extern const char *const fc_sym_reasons[];
-
 FC_EXPORT void ** __cudaRegisterFatBinary(void *fatCubin);
 FC_EXPORT void __cudaRegisterFatBinaryEnd(void **fatCubinHandle);
 FC_EXPORT void __cudaUnregisterFatBinary(void **fatCubinHandle);

@@ -1,5 +1,5 @@
 """The session's own requests and those of a virtual device as a whole (the client's
-csrc/runtime.c and the device calls of interposer/runtime.py): handshake-free session calls,
+csrc/devices.c and the device calls of interposer/runtime.py): handshake-free session calls,
 opening, synchronizing and resetting a device, limits, flags, memory figures."""
 
 from __future__ import annotations
