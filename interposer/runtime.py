@@ -474,30 +474,6 @@ def cudaGetDeviceProperties(prop, device):
     return SUCCESS
 
 
-def cudaDeviceGetLimit(pValue, limit):
-    dev = current()
-    ready(dev)
-    rep, _ = call(dev, "GET_LIMIT", {"limit": limit})
-    pValue[0] = rep["value"]
-    return SUCCESS
-
-
-def cudaDeviceSetLimit(limit, value):
-    dev = current()
-    ready(dev)
-    call(dev, "SET_LIMIT", {"limit": limit, "value": value})
-    return SUCCESS
-
-
-def cudaMemGetInfo(free, total):
-    dev = current()
-    ready(dev)
-    rep, _ = call(dev, "MEM_GET_INFO")
-    free[0] = rep["free"]
-    total[0] = rep["total"]
-    return SUCCESS
-
-
 def cudaSetDeviceFlags(flags):
     dev = current()
     d = check_device(dev)
@@ -587,14 +563,6 @@ def cudaOccupancyMaxActiveBlocksPerMultiprocessor(numBlocks, func, blockSize, dy
 def cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks, func, blockSize,
                                                            dynamicSMemSize, flags):
     return _occupancy(numBlocks, func, blockSize, dynamicSMemSize, flags)
-
-
-def cudaOccupancyAvailableDynamicSMemPerBlock(dynamicSmemSize, func, numBlocks, blockSize):
-    k = kernel_of(func)
-    rep, _ = call(current(), "OCCUPANCY_SMEM", {"kernel": k, "blocks": numBlocks,
-                                                "block": blockSize})
-    dynamicSmemSize[0] = rep["bytes"]
-    return SUCCESS
 
 
 # cudaLaunchConfig_t: gridDim, blockDim, dynamicSmemBytes, stream, attrs, numAttrs
