@@ -394,8 +394,9 @@ static int mapped_arguments(const fc_kernel *k, void **args) {
 /* What every launch checks first, in this order (the order decides which error a bad
  * launch gets): the stream is the current device's, the device is open, the kernel's module
  * is loaded there and its parameter layout known, no argument points into mapped memory. */
-static int launch_prologue(fc_kernel *k, cudaStream_t stream, int ptds, void **args, int *dev,
-                           uint32_t *sid) {
+static inline __attribute__((always_inline)) int
+launch_prologue(fc_kernel *k, cudaStream_t stream, int ptds, void **args, int *dev,
+                uint32_t *sid) {
     int st;
     *dev = fc_current_device();
     int sdev = *dev;

@@ -57,8 +57,15 @@ static void init_run(void) {
     atexit(fc_report_at_exit);
 }
 
-int fc_ensure_init(void) {
-    pthread_once(&init_once, init_run);
+int fc_init_done;
+
+static void init_then_done(void) {
+    init_run();
+    __atomic_store_n(&fc_init_done, 1, __ATOMIC_RELEASE);
+}
+
+int fc_ensure_init_slow(void) {
+    pthread_once(&init_once, init_then_done);
     return fc_init_status;
 }
 
@@ -70,13 +77,6 @@ int fc_ret(int status) {
 int fc_ret_query(int status) { return status == cudaErrorNotReady ? status : fc_ret(status); }
 
 int fc_current_device(void) { return tls.device < 0 ? 0 : tls.device; }
-
-int fc_device_status(int dev) {
-    fc_device *d = &fc_devices[dev];
-    if (d->sticky) return d->sticky;
-    int p = __atomic_exchange_n(&d->pending, 0, __ATOMIC_ACQ_REL);
-    return p;
-}
 
 /* ---------------- errors ---------------- */
 
