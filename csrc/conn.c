@@ -36,12 +36,21 @@
 
 #include "fc.h"
 #include "api.h"
+#include "conn.h"
+#include "gen/pycalls.h"
+#include "log.h"
+#include "pyhost.h"
+#include "runtime.h"
 
 #define Q_HIGH_WATER (64u << 20)
 #define ASYNC_MAX_N 256            /* async requests in flight per connection */
 #define ASYNC_MAX_BYTES (64u << 20) /* and the bytes their results may hold */
 
 static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+static const fc_conn_notices *notices;
+
+void fc_conn_set_notices(const fc_conn_notices *n) { notices = n; }
 
 /* ---------- writing ---------- */
 
@@ -321,7 +330,7 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
     size_t off = 0;
     int failed = 0;
     do {
-        size_t k = n - off < FC_CHUNK ? n - off : FC_CHUNK;
+        size_t k = n - off < FC_PIECE ? n - off : FC_PIECE;
         int last = off + k == n;
         uint64_t dst = dst0 + off;
         memcpy(fx + dst_off_field, &dst, 8);
@@ -439,7 +448,7 @@ static fc_req *req_find(fc_conn *c, uint32_t rid, int unlink) {
 static void req_complete(fc_conn *c, fc_req *r, int status) {
     if (r->async) {
         if (status == cudaSuccess && r->bulk_len != r->bulk_cap) status = cudaErrorUnknown;
-        if (status != cudaSuccess) fcx_note_async_error(r->vdev, status);
+        if (status != cudaSuccess) fc_note_async_error(r->vdev, status);
         pthread_mutex_lock(&c->rep_mtx);
         c->async_n--;
         c->async_bytes -= r->async_bytes;
@@ -561,7 +570,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            fcx_note_async_error(h.vdev, (int)m.status);
+            fc_note_async_error(h.vdev, (int)m.status);
             break;
         }
         case FC_OP_CALLBACK: {
@@ -570,7 +579,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            fcx_callback_reached(c, m.callback);
+            if (notices) notices->callback_reached(m.callback);
             break;
         }
         case FC_OP_FETCH: {
@@ -579,7 +588,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            fc_hostnode_fetch(c, m.node);
+            if (notices) notices->fetch(c, m.node);
             break;
         }
         case FC_OP_PUSH: {
@@ -588,9 +597,9 @@ static void *reader_main(void *arg) {
             int dev;
             if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
             size_t n = h.len - sizeof m;
-            if (fc_hostnode_target(m.node, m.offset, n, &dst, &dev) == 0) {
+            if (notices && notices->push_target(m.node, m.offset, n, &dst, &dev) == 0) {
                 rc = read_full(c, dst, n);
-                if (!rc && m.rsv) { /* the last piece: the graph may go on */
+                if (!rc && m.last) { /* the graph may go on */
                     fc_PUSH_DONE d = {m.node};
                     fc_post(c, FC_OP_PUSH_DONE, (uint16_t)dev, &d, sizeof d, NULL, 0);
                 }
@@ -728,4 +737,122 @@ void fc_conn_close(fc_conn *c) {
     pthread_join(c->sender, NULL);
     pthread_join(c->reader, NULL);
     close(c->fd);
+}
+
+/* ---------- connections of servers and devices ---------- */
+
+int fc_server_conn(int server, fc_conn **out) {
+    fc_server *s = &fc_servers[server];
+    fc_conn *c = __atomic_load_n(&s->conn, __ATOMIC_ACQUIRE);
+    if (c) {
+        *out = c;
+        return c->dead ? c->dead_status : cudaSuccess;
+    }
+    pthread_mutex_lock(&s->mtx);
+    int st = s->failed_status;
+    if (!st && !s->conn) {
+        fc_python_ensure();
+        st = fcpy_connect(server);
+        if (!st && !s->conn) st = cudaErrorDevicesUnavailable;
+        if (st) s->failed_status = st;
+    }
+    pthread_mutex_unlock(&s->mtx);
+    if (st) return st;
+    *out = s->conn;
+    return s->conn->dead ? s->conn->dead_status : cudaSuccess;
+}
+
+/* (see conn.h) */
+int fc_device_ready(int dev) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
+    fc_device *d = &fc_devices[dev];
+    if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE) == 1) {
+        fc_conn *c = fc_servers[d->server].conn;
+        if (c->dead) return c->dead_status;
+        return fc_device_status(dev);
+    }
+    pthread_mutex_lock(&d->mtx);
+    if (d->opened == 0) {
+        fc_conn *c;
+        st = fc_server_conn(d->server, &c);
+        if (!st) {
+            fc_python_ensure();
+            st = fcpy_device_open(dev);
+        }
+        if (st) d->opened = -st; /* remembered: every later call fails the same way */
+    }
+    st = d->opened < 0 ? -d->opened : cudaSuccess;
+    pthread_mutex_unlock(&d->mtx);
+    if (st) return st;
+    return fc_device_status(dev);
+}
+
+int fcx_device_ready(int dev) { return fc_device_ready(dev); }
+
+fc_conn *fc_dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
+
+int fc_post_dev(int dev, uint16_t op, const void *fixed, size_t flen) {
+    int st = fc_post(fc_dev_conn(dev), op, (uint16_t)dev, fixed, flen, NULL, 0);
+    return st ? st : fc_device_status(dev);
+}
+
+int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep, size_t cap) {
+    fc_req r;
+    fc_req_init(&r, rep, cap);
+    return fc_call(fc_dev_conn(dev), op, (uint16_t)dev, fixed, flen, NULL, 0, &r);
+}
+
+/* ---------- what the Python half asks of the transport (api.h) ---------- */
+
+int fcx_attach(int server, int fd, int heartbeat_ms) {
+    fc_conn *c = fc_conn_new(fd, server, heartbeat_ms);
+    if (!c) return cudaErrorMemoryAllocation;
+    __atomic_store_n(&fc_servers[server].conn, c, __ATOMIC_RELEASE);
+    return cudaSuccess;
+}
+
+int fcx_server_connected(int server) { return fc_servers[server].conn != NULL; }
+
+/* A request from Python: its reply's fixed fields in rep, a bulk result (if asked for)
+ * allocated here for Python to free with fcx_free. */
+static int call_for_python(fc_conn *c, int op, uint16_t vdev, const void *fixed, size_t flen,
+                           const void *tail, size_t tlen, void *rep, size_t rep_cap,
+                           void **bulk, size_t *bulk_len) {
+    fc_req r;
+    fc_req_init(&r, rep, rep_cap);
+    r.bulk_alloc = bulk != NULL;
+    int st = fc_call(c, (uint16_t)op, vdev, fixed, flen, tail, tlen, &r);
+    if (bulk) {
+        *bulk = r.bulk;
+        *bulk_len = r.bulk_len;
+    } else {
+        free(r.bulk);
+    }
+    return st;
+}
+
+int fcx_call(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen,
+             void *rep, size_t rep_cap, void **bulk, size_t *bulk_len) {
+    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
+    fc_conn *c;
+    int st = fc_server_conn(fc_devices[dev].server, &c);
+    if (st) return st;
+    return call_for_python(c, op, (uint16_t)dev, fixed, flen, tail, tlen, rep, rep_cap, bulk,
+                           bulk_len);
+}
+
+int fcx_call_server(int server, int op, const void *fixed, size_t flen, void *rep,
+                    size_t rep_cap, void **bulk, size_t *bulk_len) {
+    fc_conn *c;
+    int st = fc_server_conn(server, &c);
+    if (st) return st;
+    return call_for_python(c, op, 0, fixed, flen, NULL, 0, rep, rep_cap, bulk, bulk_len);
+}
+
+int fcx_post(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen) {
+    int st = fc_device_ready(dev);
+    if (st) return st;
+    return fc_post(fc_dev_conn(dev), (uint16_t)op, (uint16_t)dev, fixed, flen, tail, tlen);
 }
