@@ -19,26 +19,17 @@ ROOT = Path(__file__).resolve().parent
 class BuildWithShim(build_py):
     def run(self):
         super().run()
-        sys.path.insert(0, str(ROOT / "interposer"))
+        sys.path.insert(0, str(ROOT))  # the source tree: its folders are its packages
         try:
-            import build_shim  # interposer/build_shim.py
+            from daemon import build_fastpath
+            from interposer import build_driver, build_shim
         finally:
             sys.path.pop(0)
         out = Path(self.build_lib) / "farcuda" / "interposer" / "lib"
         path = build_shim.build(out, verbose=bool(self.verbose > 1))
         self.announce(f"built {path}", level=2)
-        sys.path.insert(0, str(ROOT / "interposer"))
-        try:
-            import build_driver  # interposer/build_driver.py
-        finally:
-            sys.path.pop(0)
         path = build_driver.build(out / "driver", verbose=bool(self.verbose > 1))
         self.announce(f"built {path}", level=2)
-        sys.path.insert(0, str(ROOT / "daemon"))
-        try:
-            import build_fastpath  # daemon/build_fastpath.py
-        finally:
-            sys.path.pop(0)
         self.announce(f"built {build_fastpath.build(self.build_lib)}", level=2)
 
 
@@ -50,10 +41,12 @@ class BinaryDistribution(Distribution):
 
 
 PACKAGES = {
+    "farcuda.wire": "wire",
     "farcuda.interposer": "interposer",
-    "farcuda.interposer.protocol": "interposer/protocol",
     "farcuda.daemon": "daemon",
     "farcuda.daemon.backends": "daemon/backends",
+    "farcuda.daemon.backends.cuda": "daemon/backends/cuda",
+    "farcuda.daemon.session": "daemon/session",
     "farcuda.pfm": "pfm_cuda",
     "farcuda.cluster": "cluster",
     "farcuda.cluster.deviceplugin": "cluster/deviceplugin",
@@ -63,7 +56,8 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
-        "farcuda.daemon": ["farcudad.service", "farcudad.toml"],
+        "farcuda.wire": ["py.typed"],
+        "farcuda.daemon": ["farcudad.service", "farcudad.toml", "py.typed"],
         "farcuda.pfm": ["*.cu", "*.h", "*.cuh", "Makefile", "data/*", "README.md"],
         "farcuda.cluster": ["README.md", "deploy/*", "deploy/*/*"],
         "farcuda.cluster.deviceplugin": ["api.proto"],

@@ -119,8 +119,8 @@ def main() -> int:
                   f"C ping-pong {c_pp['median_us']:.1f} us, bulk TCP {bulk['GBps']:.2f} GB/s")
         widths = [44, 10, 10, 46, 22, 5]
         lines = [header, "  ".join(h.ljust(w) for h, w in zip(
-            ("measure", "native", "farcuda", "ratio", "target", ""), widths))]
-        lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+            ("measure", "native", "farcuda", "ratio", "target", ""), widths, strict=True))]
+        lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows]
         text = "\n".join(lines)
         print(text)
         out = Path(args.out)

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farcuda.interposer.config import ConfigError, parse_hostport
+from farcuda.wire.addresses import ConfigError, parse_hostport
 
 __all__ = ["PoolError", "Unit", "Pool", "load", "from_dict", "survey", "gpu_rows",
            "render_table", "unit_health", "KINDS"]

@@ -1,5 +1,6 @@
-/* Functions of the C runtime that the embedded Python half calls (declared to cffi too), and
- * the Python entry points the C half calls. Plain C types only: this file is parsed by cffi.
+/* Functions of the C runtime that the embedded Python half calls (declared to cffi too; the
+ * Python entry points the C half calls are in gen/pycalls.h, generated from the call table).
+ * Plain C types only: this file is parsed by cffi.
  */
 #ifndef FARCUDA_API_H
 #define FARCUDA_API_H
@@ -66,10 +67,6 @@ int fcx_range_find(uint64_t p, int *dev, uint64_t *base, uint64_t *size, int *ki
 
 /* streams */
 int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigned int *flags);
-
-/* notifications from the reader thread */
-void fcx_note_async_error(int dev, int status);
-void fcx_callback_reached(void *conn, uint32_t callback);
 
 /* statistics: calls, sync calls, bytes out, bytes in, wait ns, summed over servers */
 void fcx_stats(uint64_t *out5);

@@ -36,12 +36,19 @@
 
 #include "fc.h"
 #include "api.h"
+#include "conn.h"
+#include "log.h"
+#include "runtime.h"
 
 #define Q_HIGH_WATER (64u << 20)
 #define ASYNC_MAX_N 256            /* async requests in flight per connection */
 #define ASYNC_MAX_BYTES (64u << 20) /* and the bytes their results may hold */
 
 static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+static const fc_conn_notices *notices;
+
+void fc_conn_set_notices(const fc_conn_notices *n) { notices = n; }
 
 /* ---------- writing ---------- */
 
@@ -321,7 +328,7 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
     size_t off = 0;
     int failed = 0;
     do {
-        size_t k = n - off < FC_CHUNK ? n - off : FC_CHUNK;
+        size_t k = n - off < FC_PIECE ? n - off : FC_PIECE;
         int last = off + k == n;
         uint64_t dst = dst0 + off;
         memcpy(fx + dst_off_field, &dst, 8);
@@ -439,7 +446,7 @@ static fc_req *req_find(fc_conn *c, uint32_t rid, int unlink) {
 static void req_complete(fc_conn *c, fc_req *r, int status) {
     if (r->async) {
         if (status == cudaSuccess && r->bulk_len != r->bulk_cap) status = cudaErrorUnknown;
-        if (status != cudaSuccess) fcx_note_async_error(r->vdev, status);
+        if (status != cudaSuccess) fc_note_async_error(r->vdev, status);
         pthread_mutex_lock(&c->rep_mtx);
         c->async_n--;
         c->async_bytes -= r->async_bytes;
@@ -561,7 +568,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            fcx_note_async_error(h.vdev, (int)m.status);
+            fc_note_async_error(h.vdev, (int)m.status);
             break;
         }
         case FC_OP_CALLBACK: {
@@ -570,7 +577,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            fcx_callback_reached(c, m.callback);
+            if (notices) notices->callback_reached(m.callback);
             break;
         }
         case FC_OP_FETCH: {
@@ -579,7 +586,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            fc_hostnode_fetch(c, m.node);
+            if (notices) notices->fetch(c, m.node);
             break;
         }
         case FC_OP_PUSH: {
@@ -588,9 +595,9 @@ static void *reader_main(void *arg) {
             int dev;
             if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
             size_t n = h.len - sizeof m;
-            if (fc_hostnode_target(m.node, m.offset, n, &dst, &dev) == 0) {
+            if (notices && notices->push_target(m.node, m.offset, n, &dst, &dev) == 0) {
                 rc = read_full(c, dst, n);
-                if (!rc && m.rsv) { /* the last piece: the graph may go on */
+                if (!rc && m.last) { /* the graph may go on */
                     fc_PUSH_DONE d = {m.node};
                     fc_post(c, FC_OP_PUSH_DONE, (uint16_t)dev, &d, sizeof d, NULL, 0);
                 }

@@ -1,14 +1,28 @@
-/* farcuda client runtime: the C half of the libcudart.so.13 shim.
+/* farcuda client runtime: the C half of the libcudart.so.13 shim, and the types it is made of.
  *
  * The C side owns everything on the hot path and everything shared between threads: the
  * per-thread CUDA state (last error, current device, launch configuration stack), the device
  * and allocation tables, the registered modules and kernels, and one ordered connection per
  * server. The embedded Python half (farcuda.interposer.runtime) handles configuration, the
  * handshake, module loading and the cold calls; it reaches this state through the functions
- * declared in csrc/api.h.
+ * declared in api.h.
+ *
+ * This header holds the types and limits; what each C file offers is declared in the header
+ * of its name (log.h, pyhost.h, runtime.h, conn.h for conn.c and connect.c, ranges.h,
+ * streams.h, launch.h, pools.h, memory.h, devices.h), and the exports themselves in
+ * gen/exports.h, generated from the call table (wire/calls.py). The files stand in layers,
+ * each calling only those below it (interposer/build_shim.py lists them in that order): log,
+ * pyhost (the embedded interpreter), runtime (process and thread state, errors), conn (the
+ * transport, which the driver layer's client core shares), connect (a server's connection and
+ * a device opened on first use), ranges (the client's tables of memory), the families of
+ * calls (streams, launch, pools, memory), devices (device management), and the generated
+ * exports above them all. The notices the transport receives reach the layers above it through
+ * functions they register (fc_conn_set_notices). What the Python half asks of the C half
+ * (api.h) is defined where the state it touches lives.
  *
  * No CUDA header is included: the shim builds on machines without CUDA. The few CUDA types
- * it needs are declared here with the CUDA 13 ABI.
+ * it needs are declared here with the CUDA 13 ABI (sizes checked against the ABI record,
+ * gen/abi.h).
  */
 #ifndef FARCUDA_FC_H
 #define FARCUDA_FC_H
@@ -17,7 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gen/proto.h"
+#include "fc_wire.h"
+#include "gen/abi.h"
 
 #define FC_EXPORT __attribute__((visibility("default")))
 
@@ -79,6 +94,49 @@ enum {
 enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
        cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4 };
 
+struct cudaChannelFormatDesc { int x, y, z, w, f; };
+/* cudaMemLocation, cudaMemAccessDesc, cudaMemPoolProps */
+struct fc_mem_location { int type; int id; };
+struct fc_mem_access_desc { struct fc_mem_location location; int flags; };
+struct fc_mem_pool_props {
+    int allocType;
+    int handleTypes;
+    struct fc_mem_location location;
+    void *win32SecurityAttributes;
+    size_t maxSize;
+    unsigned short usage;
+    unsigned char reserved[54];
+};
+_Static_assert(sizeof(struct fc_mem_location) == FC_SIZEOF_cudaMemLocation, "cudaMemLocation");
+_Static_assert(sizeof(struct fc_mem_access_desc) == FC_SIZEOF_cudaMemAccessDesc,
+               "cudaMemAccessDesc");
+_Static_assert(sizeof(struct fc_mem_pool_props) == FC_SIZEOF_cudaMemPoolProps, "cudaMemPoolProps");
+
+/* cudaPitchedPtr, cudaPos, cudaExtent, cudaMemcpy3DParms: 3D copies of linear memory (for
+ * which x and width count bytes); the arrays are always NULL, as farcuda makes none */
+struct fc_pitched_ptr { void *ptr; size_t pitch; size_t xsize; size_t ysize; };
+struct fc_pos { size_t x; size_t y; size_t z; };
+struct fc_extent { size_t width; size_t height; size_t depth; };
+struct fc_memcpy3d_parms {
+    void *srcArray;
+    struct fc_pos srcPos;
+    struct fc_pitched_ptr srcPtr;
+    void *dstArray;
+    struct fc_pos dstPos;
+    struct fc_pitched_ptr dstPtr;
+    struct fc_extent extent;
+    int kind;
+};
+_Static_assert(sizeof(struct fc_pitched_ptr) == FC_SIZEOF_cudaPitchedPtr, "cudaPitchedPtr");
+_Static_assert(sizeof(struct fc_pos) == FC_SIZEOF_cudaPos, "cudaPos");
+_Static_assert(sizeof(struct fc_extent) == FC_SIZEOF_cudaExtent, "cudaExtent");
+_Static_assert(sizeof(struct fc_memcpy3d_parms) == FC_SIZEOF_cudaMemcpy3DParms,
+               "cudaMemcpy3DParms");
+_Static_assert(offsetof(struct fc_memcpy3d_parms, dstPtr) == FC_OFFSETOF_cudaMemcpy3DParms_dstPtr,
+               "cudaMemcpy3DParms.dstPtr");
+_Static_assert(offsetof(struct fc_memcpy3d_parms, kind) == FC_OFFSETOF_cudaMemcpy3DParms_kind,
+               "cudaMemcpy3DParms.kind");
+
 #define FC_STREAM_LEGACY ((cudaStream_t)0x1)
 #define FC_STREAM_PER_THREAD ((cudaStream_t)0x2)
 
@@ -87,11 +145,6 @@ enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToH
 #define FC_MAX_SERVERS 64
 #define FC_MAX_ATTR 256
 #define FC_CONFIG_STACK 16
-/* Host-to-device payloads are cut into frames of this many bytes, so that the daemon can
- * copy one piece to the GPU while the next is still on the wire. */
-#define FC_CHUNK (4u << 20)
-/* MEMCPY_DTOH flags: the client does not wait for the reply (see dtoh_async in memory.c) */
-#define FC_DTOH_DEFERRED 1u
 
 /* ---- connections ---- */
 typedef struct fc_req fc_req;
@@ -269,62 +322,7 @@ typedef struct fc_tls {
     int ptds_gen[FC_MAX_DEVICES];
 } fc_tls;
 
-/* ---- globals (runtime.c) ---- */
-extern fc_server fc_servers[FC_MAX_SERVERS];
-extern int fc_nservers;
-extern fc_device fc_devices[FC_MAX_DEVICES];
-extern int fc_ndevices;
-extern int fc_init_status;      /* cudaSuccess once configured, else the error to report */
-extern int64_t fc_connect_timeout_ms, fc_liveness_timeout_ms;
-extern int64_t fc_spin_ns;      /* FARCUDA_SPIN_US: how long waiters and readers busy-poll */
-
-fc_tls *fc_tls_get(void);
-int64_t fc_now_ns(void);
-void fc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Every exported entry point starts with fc_enter (init once) and ends through fc_ret, which
- * records a failure as the thread's last error, as the CUDA runtime does. */
-int fc_ensure_init(void);
-int fc_ret(int status);
-int fc_current_device(void);
-int fc_device_ready(int dev);   /* connect and open the virtual device; returns a status */
-int fc_device_status(int dev);  /* sticky or pending error of the device, else success */
-void fc_note_fault(int dev, int status, const char *culprit); /* the daemon's FAULT notice */
-int fc_unsupported(int sym);
-int fc_sync_status(int dev, int st);
-void fc_python_ensure(void);
-int fc_python_status(void);
-
-/* ---- transport (conn.c) ---- */
-fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms);
-void fc_conn_close(fc_conn *c);
-int fc_server_conn(int server, fc_conn **out);
-/* Queue an async frame; the tail is copied. */
-int fc_post(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
-            const void *tail, size_t tlen);
-/* Reserve room for one async frame in the queue and fill it in place; returns a pointer to
- * the frame's fixed part (header written) with c->q_mtx held; fc_post_commit releases it. */
-void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length);
-void fc_post_commit(fc_conn *c);
-/* A synchronous request: flushes the queue, sends, waits for the reply. */
-int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
-            const void *tail, size_t tlen, fc_req *req);
-/* Send a host-to-device payload in frames of FC_CHUNK, the last one synchronous when
- * `sync` is set; returns the status. */
-int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
-                 size_t dst_off_field, const char *src, size_t n, int sync);
-void fc_req_init(fc_req *r, void *rep, size_t rep_cap);
-/* A request whose reply nobody waits for (a device-to-host copy into pinned memory): `r` is
- * heap-allocated and owned by the connection from here on; its bulk result lands in r->bulk
- * when the daemon sends it, which the daemon does before the reply to any later request that
- * covers it (a synchronization). Blocks while too many are in flight. */
-int fc_post_req(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
-                fc_req *r, size_t bytes);
-/* Wait until no async request of any connection is in flight (cudaFreeHost). */
-void fc_wait_async_all(void);
-void fc_conn_fail(fc_conn *c, int status, const char *why);
-
-/* ---- devices, memory (memory.c) ---- */
+/* ---- memory ranges the client knows (ranges.c) ---- */
 typedef struct fc_pool fc_pool;
 typedef struct fc_range {
     uint64_t base, size;
@@ -336,49 +334,8 @@ typedef struct fc_range {
     uint64_t used, reserved;    /* ... and what it counts there */
 } fc_range;
 enum { FC_RANGE_DEVICE = 1, FC_RANGE_SYMBOL = 2, FC_RANGE_HOST = 3, FC_RANGE_ASYNC = 4 };
-int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
-                 uint64_t devptr);
-int fc_range_insert(const fc_range *r);
-int fc_range_remove(uint64_t base, int kind, fc_range *out);
-int fc_range_find(uint64_t p, int want_device, fc_range *out);
-int fc_window_reserve(int dev, uint64_t size, uint64_t *base);
-int fc_window_adopt(int dev, uint64_t base, uint64_t size);
-int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t stream,
-                   int async, int ptds);
-int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
-                     size_t height, int kind, cudaStream_t stream, int async, int ptds);
-int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int async, int ptds);
-/* v lies in mapped (zero-copy) host memory of the app */
-int fc_mapped_pointer(uint64_t v);
 
-/* ---- memory pools (pools.c) ---- */
-void fc_pool_release(const fc_range *r);   /* an allocation of r->pool is gone */
-void fc_pools_reset_device(int dev);       /* cudaDeviceReset: the device's memory is gone */
-
-/* ---- streams (streams.c) ---- */
-/* Resolve an app stream handle for device `dev` (-1: the stream's own device). */
-int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
-int fc_event_resolve(cudaEvent_t e, fc_event **out);
-uint32_t fc_new_id(void);
-/* stream capture: the client keeps the captured graph's node list (what the app asks of
- * cudaGraphGetNodes), and host memory in captured copies is served at replay time */
+/* ---- stream capture: the kinds of node a captured graph lists (cudaGraphNodeType) ---- */
 enum { FC_NODE_KERNEL = 0, FC_NODE_MEMCPY = 1, FC_NODE_MEMSET = 2, FC_NODE_HOST = 3 };
-fc_capture *fc_capture_of(cudaStream_t s, int ptds, int dev);
-void fc_capture_node(fc_capture *c, int type);
-uint32_t fc_hostnode_add(int dev, void *host, size_t n, int to_device);
-void fc_hostnode_fetch(fc_conn *c, uint32_t node);
-int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev);
-void fc_wait_callbacks(int dev);
-
-/* ---- modules and launches (launch.c) ---- */
-fc_kernel *fc_kernel_by_host(const void *host_fun);
-fc_var *fc_var_by_host(const void *host_var);
-int fc_module_ready(fc_module *m, int dev);
-int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shmem,
-              cudaStream_t stream, int ptds, uint32_t flags);
-int fc_var_address(fc_var *v, int dev, uint64_t *addr);
-
-/* statistics */
-void fc_report_at_exit(void);
 
 #endif

@@ -9,15 +9,22 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "fc.h"
 #include "api.h"
-
-int fcpy_module_load(int mod, int dev);
-int fc_sync_status(int dev, int st);
+#include "conn.h"
+#include "gen/exports.h"
+#include "gen/pycalls.h"
+#include "launch.h"
+#include "log.h"
+#include "pyhost.h"
+#include "ranges.h"
+#include "runtime.h"
+#include "streams.h"
 
 #define FATBINC_MAGIC 0x466243B1
 #define FATBIN_MAGIC 0xBA55ED50u
@@ -384,54 +391,35 @@ static int mapped_arguments(const fc_kernel *k, void **args) {
     return cudaSuccess;
 }
 
-int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shmem,
-              cudaStream_t stream, int ptds, uint32_t flags) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (!k) return cudaErrorInvalidDeviceFunction;
-    int dev = fc_current_device();
-    int sdev = dev;
-    uint32_t sid;
-    if ((st = fc_stream_resolve(stream, ptds, &sdev, &sid))) return st;
-    if (sdev != dev) return cudaErrorInvalidResourceHandle;
-    if ((st = fc_device_ready(dev))) return st;
-    if ((st = fc_module_ready(k->module, dev))) return st;
+/* What every launch checks first, in this order (the order decides which error a bad
+ * launch gets): the stream is the current device's, the device is open, the kernel's module
+ * is loaded there and its parameter layout known, no argument points into mapped memory. */
+static inline __attribute__((always_inline)) int
+launch_prologue(fc_kernel *k, cudaStream_t stream, int ptds, void **args, int *dev,
+                uint32_t *sid) {
+    int st;
+    *dev = fc_current_device();
+    int sdev = *dev;
+    if ((st = fc_stream_resolve(stream, ptds, &sdev, sid))) return st;
+    if (sdev != *dev) return cudaErrorInvalidResourceHandle;
+    if ((st = fc_device_ready(*dev))) return st;
+    if ((st = fc_module_ready(k->module, *dev))) return st;
     if (!k->plan_ready) return cudaErrorInvalidDeviceFunction;
-    fc_device *d = &fc_devices[dev];
-    /* Configurations the driver would refuse go synchronously, so that the error comes back
-     * from this call, exactly as the driver words it. */
-    uint64_t threads = (uint64_t)block.x * block.y * block.z;
-    int doubtful = threads == 0 || threads > (uint64_t)d->max_threads ||
-                   grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-                   (int)block.x > d->max_block[0] || (int)block.y > d->max_block[1] ||
-                   (int)block.z > d->max_block[2] || grid.x > (unsigned)d->max_grid[0] ||
-                   (int)grid.y > d->max_grid[1] || (int)grid.z > d->max_grid[2] ||
-                   (k->max_threads > 0 && threads > (uint64_t)k->max_threads) ||
-                   shmem > d->shmem_optin || shmem > k->max_dyn_smem || (flags & 1);
-    if ((st = mapped_arguments(k, args))) return st;
-    fc_conn *c = fc_servers[d->server].conn;
-    size_t len = sizeof(fc_LAUNCH) + k->param_size;
-    if (doubtful) {
-        char *buf = malloc(len);
-        if (!buf) return cudaErrorMemoryAllocation;
-        fc_LAUNCH *m = (fc_LAUNCH *)buf;
-        *m = (fc_LAUNCH){k->id, sid, {grid.x, grid.y, grid.z}, {block.x, block.y, block.z},
-                         (uint32_t)shmem, flags};
-        char *pb = buf + sizeof *m;
-        memset(pb, 0, k->param_size);
-        for (uint32_t i = 0; i < k->nparams; i++)
-            memcpy(pb + k->params[i].offset, args[i], k->params[i].size);
-        fc_req r;
-        fc_req_init(&r, NULL, 0);
-        st = fc_call(c, FC_OP_LAUNCH, (uint16_t)dev, buf, len, NULL, 0, &r);
-        free(buf);
-        if (!st) fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_KERNEL);
-        return fc_sync_status(dev, st);
-    }
-    fc_capture *cap = fc_capture_of(stream, ptds, dev);
-    if (cap) fc_capture_node(cap, FC_NODE_KERNEL);
-    char *p = fc_post_begin(c, FC_OP_LAUNCH, (uint16_t)dev, len);
-    if (!p) return c->dead ? c->dead_status : cudaErrorMemoryAllocation;
+    return mapped_arguments(k, args);
+}
+
+/* The argument bytes at the offsets of the kernel's layout, the gaps zeroed: the bytes are
+ * the driver's parameter buffer as they are, the daemon copies nothing. */
+static inline void pack_params(const fc_kernel *k, void **args, char *pb) {
+    memset(pb, 0, k->param_size);
+    for (uint32_t i = 0; i < k->nparams; i++)
+        memcpy(pb + k->params[i].offset, args[i], k->params[i].size);
+}
+
+/* A LAUNCH frame's fixed part and arguments, written where `p` points (the queue, on the
+ * async path: field by field, no temporary). */
+static inline void pack_launch(char *p, const fc_kernel *k, uint32_t sid, fc_dim3 grid,
+                               fc_dim3 block, size_t shmem, uint32_t flags, void **args) {
     fc_LAUNCH *m = (fc_LAUNCH *)p;
     m->kernel = k->id;
     m->stream = sid;
@@ -443,26 +431,54 @@ int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shm
     m->block[2] = block.z;
     m->shmem = (uint32_t)shmem;
     m->flags = flags;
-    char *pb = p + sizeof *m;
-    memset(pb, 0, k->param_size);
-    for (uint32_t i = 0; i < k->nparams; i++)
-        memcpy(pb + k->params[i].offset, args[i], k->params[i].size);
+    pack_params(k, args, p + sizeof *m);
+}
+
+int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shmem,
+              cudaStream_t stream, int ptds, uint32_t flags) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!k) return cudaErrorInvalidDeviceFunction;
+    int dev;
+    uint32_t sid;
+    if ((st = launch_prologue(k, stream, ptds, args, &dev, &sid))) return st;
+    fc_device *d = &fc_devices[dev];
+    /* Configurations the driver would refuse go synchronously, so that the error comes back
+     * from this call, exactly as the driver words it. */
+    uint64_t threads = (uint64_t)block.x * block.y * block.z;
+    int doubtful = threads == 0 || threads > (uint64_t)d->max_threads ||
+                   grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+                   (int)block.x > d->max_block[0] || (int)block.y > d->max_block[1] ||
+                   (int)block.z > d->max_block[2] || grid.x > (unsigned)d->max_grid[0] ||
+                   (int)grid.y > d->max_grid[1] || (int)grid.z > d->max_grid[2] ||
+                   (k->max_threads > 0 && threads > (uint64_t)k->max_threads) ||
+                   shmem > d->shmem_optin || shmem > k->max_dyn_smem ||
+                   (flags & FC_LAUNCH_COOPERATIVE);
+    fc_conn *c = fc_servers[d->server].conn;
+    size_t len = sizeof(fc_LAUNCH) + k->param_size;
+    if (doubtful) {
+        char *buf = malloc(len);
+        if (!buf) return cudaErrorMemoryAllocation;
+        pack_launch(buf, k, sid, grid, block, shmem, flags, args);
+        fc_req r;
+        fc_req_init(&r, NULL, 0);
+        st = fc_call(c, FC_OP_LAUNCH, (uint16_t)dev, buf, len, NULL, 0, &r);
+        free(buf);
+        if (!st) fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_KERNEL);
+        return fc_sync_status(dev, st);
+    }
+    fc_capture *cap = fc_capture_of(stream, ptds, dev);
+    if (cap) fc_capture_node(cap, FC_NODE_KERNEL);
+    char *p = fc_post_begin(c, FC_OP_LAUNCH, (uint16_t)dev, len);
+    if (!p) return c->dead ? c->dead_status : cudaErrorMemoryAllocation;
+    pack_launch(p, k, sid, grid, block, shmem, flags, args);
     fc_post_commit(c);
     if (c->dead) return c->dead_status;
     return fc_device_status(dev);
 }
 
-FC_EXPORT cudaError_t __cudaLaunchKernel(void *handle, fc_dim3 grid, fc_dim3 block, void **args,
-                                         size_t shmem, cudaStream_t stream) {
-    return fc_ret(fc_launch(handle, grid, block, args, shmem, stream, 0, 0));
-}
-
-FC_EXPORT cudaError_t __cudaLaunchKernel_ptsz(void *handle, fc_dim3 grid, fc_dim3 block,
-                                              void **args, size_t shmem, cudaStream_t stream) {
-    return fc_ret(fc_launch(handle, grid, block, args, shmem, stream, 1, 0));
-}
-
-/* cudaLaunchConfig_t and cudaLaunchAttribute of CUDA 13 */
+/* cudaLaunchConfig_t of CUDA 13; its attributes travel as they are (FC_LAUNCH_ATTR_SIZE
+ * bytes each) and the daemon reads them */
 typedef struct {
     fc_dim3 gridDim;
     fc_dim3 blockDim;
@@ -471,13 +487,14 @@ typedef struct {
     void *attrs;
     unsigned int numAttrs;
 } fc_launch_config;
-#define FC_LAUNCH_ATTR_SIZE 72
-#define FC_ATTR_COOPERATIVE 2
+_Static_assert(sizeof(fc_launch_config) == FC_SIZEOF_cudaLaunchConfig_t, "cudaLaunchConfig_t");
+_Static_assert(offsetof(fc_launch_config, numAttrs) == FC_OFFSETOF_cudaLaunchConfig_t_numAttrs,
+               "cudaLaunchConfig_t.numAttrs");
 
 /* cudaLaunchKernel of something that is not a registered kernel: CUDA 13 answers
  * cudaErrorInvalidResourceHandle. */
-static int launch_host_fun(const void *func, fc_dim3 grid, fc_dim3 block, void **args,
-                           size_t shmem, cudaStream_t stream, int ptds, uint32_t flags) {
+int fc_launch_host_fun(const void *func, fc_dim3 grid, fc_dim3 block, void **args,
+                       size_t shmem, cudaStream_t stream, int ptds, uint32_t flags) {
     fc_kernel *k = fc_kernel_by_host(func);
     if (!k) {
         int st = fc_ensure_init();
@@ -486,80 +503,40 @@ static int launch_host_fun(const void *func, fc_dim3 grid, fc_dim3 block, void *
     return fc_launch(k, grid, block, args, shmem, stream, ptds, flags);
 }
 
-static int launch_ex(const fc_launch_config *cfg, const void *func, void **args, int ptds) {
+int fc_launch_ex(const void *config, const void *func, void **args, int ptds) {
+    const fc_launch_config *cfg = config;
     if (!cfg) return cudaErrorInvalidValue;
-    fc_kernel *k = fc_kernel_by_host(func);
     if (cfg->numAttrs == 0)
-        return launch_host_fun(func, cfg->gridDim, cfg->blockDim, args, cfg->dynamicSmemBytes,
-                               cfg->stream, ptds, 0);
+        return fc_launch_host_fun(func, cfg->gridDim, cfg->blockDim, args,
+                                  cfg->dynamicSmemBytes, cfg->stream, ptds, 0);
+    fc_kernel *k = fc_kernel_by_host(func);
     int st = fc_ensure_init();
     if (st) return st;
     if (!k) return cudaErrorInvalidResourceHandle;
-    int dev = fc_current_device(), sdev = dev;
+    int dev;
     uint32_t sid;
-    if ((st = fc_stream_resolve(cfg->stream, ptds, &sdev, &sid))) return st;
-    if (sdev != dev) return cudaErrorInvalidResourceHandle;
-    if ((st = fc_device_ready(dev))) return st;
-    if ((st = fc_module_ready(k->module, dev))) return st;
-    if (!k->plan_ready) return cudaErrorInvalidDeviceFunction;
-    if ((st = mapped_arguments(k, args))) return st;
+    if ((st = launch_prologue(k, cfg->stream, ptds, args, &dev, &sid))) return st;
     size_t alen = (size_t)cfg->numAttrs * FC_LAUNCH_ATTR_SIZE;
     size_t len = sizeof(fc_LAUNCH_EX) + alen + k->param_size;
-    char *buf = calloc(1, len);
+    char *buf = malloc(len);
     if (!buf) return cudaErrorMemoryAllocation;
     fc_LAUNCH_EX *m = (fc_LAUNCH_EX *)buf;
     *m = (fc_LAUNCH_EX){k->id, sid, {cfg->gridDim.x, cfg->gridDim.y, cfg->gridDim.z},
                         {cfg->blockDim.x, cfg->blockDim.y, cfg->blockDim.z},
                         (uint32_t)cfg->dynamicSmemBytes, cfg->numAttrs};
     memcpy(buf + sizeof *m, cfg->attrs, alen);
-    char *pb = buf + sizeof *m + alen;
-    for (uint32_t i = 0; i < k->nparams; i++)
-        memcpy(pb + k->params[i].offset, args[i], k->params[i].size);
+    pack_params(k, args, buf + sizeof *m + alen);
     /* with attributes the driver's checks are subtle: always synchronous */
-    fc_req r;
-    fc_req_init(&r, NULL, 0);
-    st = fc_call(fc_servers[fc_devices[dev].server].conn, FC_OP_LAUNCH_EX, (uint16_t)dev, buf,
-                 len, NULL, 0, &r);
+    st = fc_call_dev(dev, FC_OP_LAUNCH_EX, buf, len, NULL, 0);
     free(buf);
     if (!st) fc_capture_node(fc_capture_of(cfg->stream, ptds, dev), FC_NODE_KERNEL);
     return fc_sync_status(dev, st);
 }
 
-FC_EXPORT cudaError_t cudaLaunchKernel(const void *func, fc_dim3 grid, fc_dim3 block,
-                                       void **args, size_t shmem, cudaStream_t stream) {
-    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 0, 0));
-}
-
-FC_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void *func, fc_dim3 grid, fc_dim3 block,
-                                            void **args, size_t shmem, cudaStream_t stream) {
-    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 1, 0));
-}
-
-FC_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void *func, fc_dim3 grid, fc_dim3 block,
-                                                  void **args, size_t shmem,
-                                                  cudaStream_t stream) {
-    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 0, 1));
-}
-
-FC_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(const void *func, fc_dim3 grid,
-                                                       fc_dim3 block, void **args, size_t shmem,
-                                                       cudaStream_t stream) {
-    return fc_ret(launch_host_fun(func, grid, block, args, shmem, stream, 1, 1));
-}
-
-FC_EXPORT cudaError_t cudaLaunchKernelExC(const void *config, const void *func, void **args) {
-    return fc_ret(launch_ex(config, func, args, 0));
-}
-
-FC_EXPORT cudaError_t cudaLaunchKernelExC_ptsz(const void *config, const void *func,
-                                               void **args) {
-    return fc_ret(launch_ex(config, func, args, 1));
-}
-
-FC_EXPORT cudaError_t cudaFuncGetName(const char **name, const void *func) {
-    if (!name) return fc_ret(cudaErrorInvalidValue);
+int fc_func_get_name(const char **name, const void *func) {
+    if (!name) return cudaErrorInvalidValue;
     fc_kernel *k = fc_kernel_by_host(func);
-    if (!k) return fc_ret(cudaErrorInvalidDeviceFunction);
+    if (!k) return cudaErrorInvalidDeviceFunction;
     *name = k->name;
     return cudaSuccess;
 }

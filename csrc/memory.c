@@ -1,9 +1,8 @@
-/* Memory: the client's tables of device and host ranges, and the copy and set calls.
+/* Memory: allocation, host memory, and the copy and set calls.
  *
- * Device pointers are the daemon's real device addresses. Each virtual device allocates inside
- * its own address window, which the client reserves in its own address space with PROT_NONE
- * (no host allocation can ever land there) and the daemon maps at the same addresses, so a
- * pointer says by itself whether it is device memory and of which virtual device.
+ * Device pointers are the daemon's real device addresses, inside the address window of their
+ * virtual device (ranges.c), so a pointer says by itself whether it is device memory and of
+ * which virtual device: the direction of a copy comes from its pointers.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -16,176 +15,16 @@
 
 #include "fc.h"
 #include "api.h"
-
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
-
-int fc_sync_status(int dev, int st);
-
-/* ---------------- range tables ---------------- */
-
-typedef struct {
-    fc_range *v;
-    size_t n, cap;
-} range_table;
-
-static range_table dev_ranges, host_ranges;
-static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
-
-static range_table *table_for(int kind) {
-    return kind == FC_RANGE_HOST ? &host_ranges : &dev_ranges;
-}
-
-/* index of the last range with base <= p, or -1 */
-static ptrdiff_t lower(const range_table *t, uint64_t p) {
-    ptrdiff_t lo = 0, hi = (ptrdiff_t)t->n - 1, ans = -1;
-    while (lo <= hi) {
-        ptrdiff_t mid = (lo + hi) / 2;
-        if (t->v[mid].base <= p) {
-            ans = mid;
-            lo = mid + 1;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    return ans;
-}
-
-int fc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags,
-                 uint64_t devptr) {
-    fc_range r = {base, size, dev, kind, flags, devptr, NULL, 0, 0};
-    return fc_range_insert(&r);
-}
-
-int fc_range_insert(const fc_range *r) {
-    uint64_t base = r->base, size = r->size;
-    int kind = r->kind;
-    range_table *t = table_for(kind);
-    pthread_rwlock_wrlock(&ranges_lock);
-    ptrdiff_t i = lower(t, base);
-    /* overlap with the neighbours means a stale or duplicate entry */
-    if ((i >= 0 && t->v[i].base + t->v[i].size > base) ||
-        ((size_t)(i + 1) < t->n && t->v[i + 1].base < base + (size ? size : 1))) {
-        if (i >= 0 && t->v[i].base == base && kind == FC_RANGE_SYMBOL &&
-            t->v[i].kind == FC_RANGE_SYMBOL) {
-            pthread_rwlock_unlock(&ranges_lock);
-            return 0; /* a symbol seen again (another module load): fine */
-        }
-        pthread_rwlock_unlock(&ranges_lock);
-        return -1;
-    }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        fc_range *v = realloc(t->v, cap * sizeof *v);
-        if (!v) {
-            pthread_rwlock_unlock(&ranges_lock);
-            return -2;
-        }
-        t->v = v;
-        t->cap = cap;
-    }
-    memmove(&t->v[i + 2], &t->v[i + 1], (t->n - (size_t)(i + 1)) * sizeof *t->v);
-    t->v[i + 1] = *r;
-    t->n++;
-    pthread_rwlock_unlock(&ranges_lock);
-    return 0;
-}
-
-int fc_range_remove(uint64_t base, int kind, fc_range *out) {
-    range_table *t = table_for(kind);
-    pthread_rwlock_wrlock(&ranges_lock);
-    ptrdiff_t i = lower(t, base);
-    if (i < 0 || t->v[i].base != base || (kind != FC_RANGE_HOST && t->v[i].kind != kind)) {
-        pthread_rwlock_unlock(&ranges_lock);
-        return -1;
-    }
-    if (out) *out = t->v[i];
-    memmove(&t->v[i], &t->v[i + 1], (t->n - (size_t)i - 1) * sizeof *t->v);
-    t->n--;
-    pthread_rwlock_unlock(&ranges_lock);
-    return 0;
-}
-
-/* Find the range holding p: device ranges when want_device, else host ranges. */
-int fc_range_find(uint64_t p, int want_device, fc_range *out) {
-    range_table *t = want_device ? &dev_ranges : &host_ranges;
-    pthread_rwlock_rdlock(&ranges_lock);
-    ptrdiff_t i = lower(t, p);
-    int found = i >= 0 && p < t->v[i].base + (t->v[i].size ? t->v[i].size : 1);
-    if (found && out) *out = t->v[i];
-    pthread_rwlock_unlock(&ranges_lock);
-    return found ? 0 : -1;
-}
-
-int fcx_range_add(uint64_t base, uint64_t size, int dev, int kind) {
-    return fc_range_add(base, size, dev, kind, 0, 0);
-}
-
-int fcx_range_find(uint64_t p, int *dev, uint64_t *base, uint64_t *size, int *kind,
-                   unsigned int *flags, uint64_t *devptr) {
-    fc_range r;
-    if (fc_range_find(p, 1, &r) && fc_range_find(p, 0, &r)) return -1;
-    *dev = r.dev;
-    *base = r.base;
-    *size = r.size;
-    *kind = r.kind;
-    *flags = r.flags;
-    *devptr = r.devptr;
-    return 0;
-}
-
-/* ---------------- address windows ---------------- */
-
-#define WINDOW_FIRST 0x200000000000ULL /* 32 TiB: far from the heap, the binary and mmap */
-#define WINDOW_STRIDE 0x4000000000ULL  /* 256 GiB per slot */
-
-int fc_window_reserve(int dev, uint64_t size, uint64_t *base) {
-    if (size > WINDOW_STRIDE) size = WINDOW_STRIDE;
-    for (int slot = 0; slot < 256; slot++) {
-        uint64_t want = WINDOW_FIRST + (uint64_t)slot * WINDOW_STRIDE;
-        void *p = mmap((void *)want, size, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-        if (p == MAP_FAILED) continue;
-        if ((uint64_t)p != want) { /* old kernels ignore MAP_FIXED_NOREPLACE: treat as taken */
-            munmap(p, size);
-            continue;
-        }
-        fc_devices[dev].win_base = want;
-        fc_devices[dev].win_size = size;
-        *base = want;
-        return 0;
-    }
-    return -1;
-}
-
-/* The daemon could not map at our window and chose another base: reserve that one instead. */
-int fc_window_adopt(int dev, uint64_t base, uint64_t size) {
-    fc_device *d = &fc_devices[dev];
-    if (d->win_base == base && d->win_size == size) return 0;
-    if (d->win_size) munmap((void *)d->win_base, d->win_size);
-    d->win_base = d->win_size = 0;
-    void *p = mmap((void *)base, size, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-    if (p == MAP_FAILED || (uint64_t)p != base) {
-        if (p != MAP_FAILED) munmap(p, size);
-        return -1;
-    }
-    d->win_base = base;
-    d->win_size = size;
-    return 0;
-}
-
-int fcx_window_reserve(int dev, uint64_t size, uint64_t *base) {
-    return fc_window_reserve(dev, size, base);
-}
-int fcx_window_adopt(int dev, uint64_t base, uint64_t size) {
-    return fc_window_adopt(dev, base, size);
-}
+#include "conn.h"
+#include "launch.h"
+#include "log.h"
+#include "memory.h"
+#include "pools.h"
+#include "ranges.h"
+#include "runtime.h"
+#include "streams.h"
 
 /* ---------------- helpers ---------------- */
-
-static fc_conn *dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
 
 /* Where a pointer lives: its virtual device, or -1 for host memory. */
 static int locate(const void *p, size_t n, int *dev, int *bad) {
@@ -202,39 +41,37 @@ static int locate(const void *p, size_t n, int *dev, int *bad) {
 
 /* ---------------- allocation ---------------- */
 
-FC_EXPORT cudaError_t cudaMalloc(void **ptr, size_t size) {
+int fc_malloc(void **ptr, size_t size) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ptr) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ptr) return cudaErrorInvalidValue;
     int dev = fc_current_device();
     st = fc_device_ready(dev);
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (size == 0) {
         *ptr = NULL;
         return cudaSuccess;
     }
     fc_MALLOC m = {size, 0};
     fc_MALLOC_reply rep = {0};
-    fc_req r;
-    fc_req_init(&r, &rep, sizeof rep);
-    st = fc_call(dev_conn(dev), FC_OP_MALLOC, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
-    if (st) return fc_ret(fc_sync_status(dev, st));
+    st = fc_call_dev(dev, FC_OP_MALLOC, &m, sizeof m, &rep, sizeof rep);
+    if (st) return fc_sync_status(dev, st);
     if (fc_range_add(rep.ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
         fc_log("cudaMalloc: the server returned 0x%llx, which overlaps memory already known; "
                "refusing it", (unsigned long long)rep.ptr);
-        return fc_ret(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
     }
     *ptr = (void *)(uintptr_t)rep.ptr;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaMallocPitch(void **ptr, size_t *pitch, size_t width, size_t height) {
+int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ptr || !pitch) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ptr || !pitch) return cudaErrorInvalidValue;
     int dev = fc_current_device();
     st = fc_device_ready(dev);
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (width == 0 || height == 0) {
         *ptr = NULL;
         *pitch = 0;
@@ -242,62 +79,59 @@ FC_EXPORT cudaError_t cudaMallocPitch(void **ptr, size_t *pitch, size_t width, s
     }
     fc_MALLOC_PITCH m = {width, height};
     fc_MALLOC_PITCH_reply rep = {0};
-    fc_req r;
-    fc_req_init(&r, &rep, sizeof rep);
-    st = fc_call(dev_conn(dev), FC_OP_MALLOC_PITCH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
-    if (st) return fc_ret(fc_sync_status(dev, st));
+    st = fc_call_dev(dev, FC_OP_MALLOC_PITCH, &m, sizeof m, &rep, sizeof rep);
+    if (st) return fc_sync_status(dev, st);
     if (fc_range_add(rep.ptr, rep.pitch * height, dev, FC_RANGE_DEVICE, 0, 0))
-        return fc_ret(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
     *ptr = (void *)(uintptr_t)rep.ptr;
     *pitch = rep.pitch;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaFree(void *ptr) {
+/* cudaMalloc3D: linear memory of depth slices of height rows, as cudaMallocPitch makes it */
+int fc_malloc3d(struct fc_pitched_ptr *out, struct fc_extent e) {
+    if (!out) return cudaErrorInvalidValue;
+    size_t rows, pitch = 0;
+    if (__builtin_mul_overflow(e.height, e.depth, &rows)) return cudaErrorMemoryAllocation;
+    void *ptr = NULL;
+    int st = fc_malloc_pitch(&ptr, &pitch, e.width, rows);
+    if (st) return st;
+    *out = (struct fc_pitched_ptr){ptr, pitch, e.width, e.height};
+    return cudaSuccess;
+}
+
+int fc_free(void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     int dev = fc_current_device();
     if (ptr == NULL) /* the classic way to create the context */
-        return fc_ret(fc_device_ready(dev));
+        return fc_device_ready(dev);
     /* cudaMalloc'd memory, or a stream-ordered allocation (freed with the device idle: CUDA
      * leaves it to the program to have finished with it; farcuda makes sure of it) */
     fc_range rg;
     if (fc_range_find((uint64_t)(uintptr_t)ptr, 1, &rg) || rg.base != (uint64_t)(uintptr_t)ptr ||
         (rg.kind != FC_RANGE_DEVICE && rg.kind != FC_RANGE_ASYNC))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     dev = rg.dev;
     st = fc_device_ready(dev);
-    if (st) return fc_ret(st);
+    if (st) return st;
     /* Forget the range first: once the daemon frees it, another thread's cudaMalloc may get
      * the same address back. */
-    if (fc_range_remove(rg.base, rg.kind, NULL)) return fc_ret(cudaErrorInvalidValue);
+    if (fc_range_remove(rg.base, rg.kind, NULL)) return cudaErrorInvalidValue;
     fc_FREE m = {rg.base};
-    fc_req r;
-    fc_req_init(&r, NULL, 0);
-    st = fc_call(dev_conn(dev), FC_OP_FREE, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call_dev(dev, FC_OP_FREE, &m, sizeof m, NULL, 0);
     if (st != cudaSuccess && st != cudaErrorInvalidValue)
         fc_range_insert(&rg);
     else
         fc_pool_release(&rg);
-    return fc_ret(fc_sync_status(dev, st));
+    return fc_sync_status(dev, st);
 }
 
 /* ---------------- host memory ---------------- */
 
-enum { HOST_PORTABLE = 1, HOST_MAPPED = 2, HOST_WRITECOMBINED = 4, HOST_OWNED = 0x100 };
+enum { HOST_PORTABLE = 1, HOST_MAPPED = FC_HOST_MAPPED, HOST_WRITECOMBINED = 4, HOST_OWNED = 0x100 };
 
-/* Mapped (zero-copy) host memory the app holds: while there is any, launches look for it in
- * their pointer arguments (with unified addressing a program may pass such a host pointer to
- * a kernel directly, which a remote GPU could only fault on). */
-static int mapped_count;
-
-int fc_mapped_pointer(uint64_t v) {
-    if (!__atomic_load_n(&mapped_count, __ATOMIC_ACQUIRE)) return 0;
-    fc_range r;
-    return fc_range_find(v, 0, &r) == 0 && (r.flags & HOST_MAPPED);
-}
-
-static int host_alloc(void **ptr, size_t size, unsigned int flags) {
+int fc_host_alloc(void **ptr, size_t size, unsigned int flags) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!ptr) return cudaErrorInvalidValue;
@@ -315,86 +149,72 @@ static int host_alloc(void **ptr, size_t size, unsigned int flags) {
         munmap(p, len);
         return cudaErrorMemoryAllocation;
     }
-    if (flags & HOST_MAPPED) __atomic_add_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     *ptr = p;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaMallocHost(void **ptr, size_t size) {
-    return fc_ret(host_alloc(ptr, size, 0));
-}
-
-FC_EXPORT cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags) {
-    return fc_ret(host_alloc(ptr, size, flags));
-}
-
-FC_EXPORT cudaError_t cudaFreeHost(void *ptr) {
+int fc_free_host(void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (!ptr) return cudaSuccess;
     fc_range r;
     if (fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) || r.base != (uint64_t)(uintptr_t)ptr ||
         !(r.flags & HOST_OWNED))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     fc_wait_async_all(); /* copies into it still on their way (CUDA synchronizes here too) */
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
-    if (r.flags & HOST_MAPPED) __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     munmap(ptr, (r.size + page - 1) / page * page);
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaHostRegister(void *ptr, size_t size, unsigned int flags) {
+int fc_host_register(void *ptr, size_t size, unsigned int flags) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ptr || size == 0 || (flags & ~0xfu)) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ptr || size == 0 || (flags & ~0xfu)) return cudaErrorInvalidValue;
     if (fc_range_add((uint64_t)(uintptr_t)ptr, size, fc_current_device(), FC_RANGE_HOST,
                      flags & 0x3u, 0))
-        return fc_ret(cudaErrorHostMemoryAlreadyRegistered);
-    if (flags & HOST_MAPPED) __atomic_add_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
+        return cudaErrorHostMemoryAlreadyRegistered;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaHostUnregister(void *ptr) {
+int fc_host_unregister(void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_range r;
     if (!ptr || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) ||
         r.base != (uint64_t)(uintptr_t)ptr || (r.flags & HOST_OWNED))
-        return fc_ret(cudaErrorHostMemoryNotRegistered);
+        return cudaErrorHostMemoryNotRegistered;
     fc_wait_async_all();
     fc_range_remove(r.base, FC_RANGE_HOST, NULL);
-    if (r.flags & HOST_MAPPED) __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaHostGetFlags(unsigned int *flags, void *ptr) {
+int fc_host_get_flags(unsigned int *flags, void *ptr) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_range r;
     if (!flags || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     *flags = r.flags & 0xffu;
     return cudaSuccess;
 }
 
 static int mapped_notice;
-FC_EXPORT cudaError_t cudaHostGetDevicePointer(void **pDevice, void *pHost, unsigned int flags) {
+int fc_host_get_device_pointer(void **pDevice, void *pHost, unsigned int flags) {
     (void)flags;
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (!pDevice || fc_range_find((uint64_t)(uintptr_t)pHost, 0, NULL))
-        return fc_ret(cudaErrorInvalidValue);
+        return cudaErrorInvalidValue;
     /* Zero-copy access of client memory from a remote GPU cannot be coherent: refuse it. */
     if (!__atomic_exchange_n(&mapped_notice, 1, __ATOMIC_ACQ_REL))
         fc_log("cudaHostGetDevicePointer: mapped (zero-copy) host memory is not supported by "
                "farcuda (returns cudaErrorNotSupported)");
-    return fc_ret(cudaErrorNotSupported);
+    return cudaErrorNotSupported;
 }
 
 /* ---------------- copies ---------------- */
-
-int fc_stream_resolve(cudaStream_t s, int ptds, int *dev, uint32_t *id);
 
 /* The stream and device a copy runs on: the stream's, checked against the memory's device. */
 static int copy_stream(cudaStream_t stream, int ptds, int mem_dev, uint32_t *sid) {
@@ -409,7 +229,7 @@ static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, 
     if (st) return st;
     if (fc_range_find((uint64_t)(uintptr_t)src, 0, NULL) == 0) fc_wait_callbacks(dev);
     fc_MEMCPY_HTOD m = {dst, sid, 0};
-    st = fc_send_htod(dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
+    st = fc_send_htod(fc_dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
                       !async);
     if (async) return st ? st : fc_device_status(dev);
     return fc_sync_status(dev, st);
@@ -423,7 +243,7 @@ static int dtoh(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
     fc_req_init(&r, NULL, 0);
     r.bulk = dst;
     r.bulk_cap = n;
-    st = fc_call(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call(fc_dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
     if (st == cudaSuccess && r.bulk_len != n) st = cudaErrorUnknown;
     return fc_sync_status(dev, st);
 }
@@ -440,8 +260,8 @@ static int dtoh_async(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) 
     if (!r) return cudaErrorMemoryAllocation;
     r->bulk = dst;
     r->bulk_cap = n;
-    fc_MEMCPY_DTOH m = {src, n, sid, FC_DTOH_DEFERRED};
-    st = fc_post_req(dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
+    fc_MEMCPY_DTOH m = {src, n, sid, FC_MEMCPY_DTOH_DEFERRED};
+    st = fc_post_req(fc_dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
     return st ? st : fc_device_status(dev);
 }
 
@@ -455,7 +275,7 @@ static int dtod(int dev, uint64_t dst, uint64_t src, size_t n, uint32_t sid) {
     int st = fc_device_ready(dev);
     if (st) return st;
     fc_MEMCPY_DTOD m = {dst, src, n, sid, 0};
-    st = fc_post(dev_conn(dev), FC_OP_MEMCPY_DTOD, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    st = fc_post(fc_dev_conn(dev), FC_OP_MEMCPY_DTOD, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
 }
 
@@ -469,13 +289,10 @@ static int peer_copy(int ddev, uint64_t dst, int sdev, uint64_t src, size_t n, u
     if (fc_devices[ddev].server == fc_devices[sdev].server) {
         fc_MEMCPY_PEER m = {dst, (uint32_t)ddev, (uint32_t)sdev, src, n, sid, 0};
         if (async) {
-            st = fc_post(dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0);
+            st = fc_post(fc_dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0);
             return st ? st : fc_device_status(sdev);
         }
-        fc_req r;
-        fc_req_init(&r, NULL, 0);
-        st = fc_call(dev_conn(sdev), FC_OP_MEMCPY_PEER, (uint16_t)sdev, &m, sizeof m, NULL, 0,
-                     &r);
+        st = fc_call_dev(sdev, FC_OP_MEMCPY_PEER, &m, sizeof m, NULL, 0);
         return fc_sync_status(sdev, st);
     }
     size_t chunk = n < (64u << 20) ? n : (64u << 20);
@@ -523,11 +340,11 @@ static int captured_copy(fc_capture *cap, void *dst, const void *src, size_t n, 
         fc_req_init(&r, NULL, 0);
         if (d_is_dev) {
             fc_CAPTURE_HTOD m = {(uint64_t)(uintptr_t)dst, n, sid, node};
-            st = fc_call(dev_conn(dev), FC_OP_CAPTURE_HTOD, (uint16_t)dev, &m, sizeof m, NULL, 0,
+            st = fc_call(fc_dev_conn(dev), FC_OP_CAPTURE_HTOD, (uint16_t)dev, &m, sizeof m, NULL, 0,
                          &r);
         } else {
             fc_CAPTURE_DTOH m = {(uint64_t)(uintptr_t)src, n, sid, node};
-            st = fc_call(dev_conn(dev), FC_OP_CAPTURE_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0,
+            st = fc_call(fc_dev_conn(dev), FC_OP_CAPTURE_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0,
                          &r);
         }
     } else {
@@ -560,7 +377,7 @@ int fc_memcpy_impl(void *dst, const void *src, size_t n, int kind, cudaStream_t 
     }
     if (d_is_dev) return htod(ddev, (uint64_t)(uintptr_t)dst, src, n, sid, async);
     if (s_is_dev) {
-        if (async && n <= FC_CHUNK && pinned(dst, n))
+        if (async && n <= FC_PIECE && pinned(dst, n))
             return dtoh_async(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
         return dtoh(sdev, dst, (uint64_t)(uintptr_t)src, n, sid);
     }
@@ -603,13 +420,13 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
         }
         if ((st = fc_device_ready(ddev))) return st;
         fc_MEMCPY2D_DTOD m = {d, dpitch, s, spitch, width, height, sid, 0};
-        st = fc_post(dev_conn(ddev), FC_OP_MEMCPY2D_DTOD, (uint16_t)ddev, &m, sizeof m, NULL, 0);
+        st = fc_post(fc_dev_conn(ddev), FC_OP_MEMCPY2D_DTOD, (uint16_t)ddev, &m, sizeof m, NULL, 0);
         return st ? st : fc_device_status(ddev);
     }
     if (d_is_dev) {
         if ((st = fc_device_ready(ddev))) return st;
         /* whole rows per frame, packed tightly */
-        size_t rows = FC_CHUNK / width ? FC_CHUNK / width : 1;
+        size_t rows = FC_PIECE / width ? FC_PIECE / width : 1;
         char *tmp = spitch == width ? NULL : malloc(rows * width);
         if (spitch != width && !tmp) return cudaErrorMemoryAllocation;
         for (size_t y = 0; y < height && !st; y += rows) {
@@ -624,11 +441,11 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
             if (last && !async) {
                 fc_req r;
                 fc_req_init(&r, NULL, 0);
-                st = fc_call(dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
+                st = fc_call(fc_dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
                              rowsrc, k * width, &r);
                 st = fc_sync_status(ddev, st);
             } else {
-                st = fc_post(dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
+                st = fc_post(fc_dev_conn(ddev), FC_OP_MEMCPY2D_HTOD, (uint16_t)ddev, &m, sizeof m,
                              rowsrc, k * width);
             }
         }
@@ -644,7 +461,7 @@ int fc_memcpy2d_impl(void *dst, size_t dpitch, const void *src, size_t spitch, s
         r.bulk_cap = width * height;
         r.row_width = width;
         r.row_pitch = dpitch;
-        st = fc_call(dev_conn(sdev), FC_OP_MEMCPY2D_DTOH, (uint16_t)sdev, &m, sizeof m, NULL, 0,
+        st = fc_call(fc_dev_conn(sdev), FC_OP_MEMCPY2D_DTOH, (uint16_t)sdev, &m, sizeof m, NULL, 0,
                      &r);
         if (st == cudaSuccess && r.bulk_len != width * height) st = cudaErrorUnknown;
         return fc_sync_status(sdev, st);
@@ -667,12 +484,12 @@ int fc_memset_impl(void *dst, int value, size_t n, cudaStream_t stream, int asyn
     if ((st = fc_device_ready(dev))) return st;
     fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_MEMSET);
     fc_MEMSET m = {(uint64_t)(uintptr_t)dst, n, (uint32_t)(value & 0xff), sid, 1};
-    st = fc_post(dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    st = fc_post(fc_dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
 }
 
-static int memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
-                         cudaStream_t stream, int ptds) {
+int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t height,
+                     cudaStream_t stream, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     if (width == 0 || height == 0) return cudaSuccess;
@@ -686,73 +503,106 @@ static int memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_
     if ((st = fc_device_ready(dev))) return st;
     fc_capture_node(fc_capture_of(stream, ptds, dev), FC_NODE_MEMSET);
     fc_MEMSET2D m = {(uint64_t)(uintptr_t)dst, pitch, width, height, (uint32_t)(value & 0xff), sid};
-    st = fc_post(dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    st = fc_post(fc_dev_conn(dev), FC_OP_MEMSET2D, (uint16_t)dev, &m, sizeof m, NULL, 0);
     return st ? st : fc_device_status(dev);
+}
+
+/* ---------------- 3D copies and sets of linear memory ---------------- */
+
+/* The address of a position in a pitched allocation (x in bytes; slices ysize rows apart),
+ * or 0 when it does not fit in an address. */
+static uint64_t pitched_at(const struct fc_pitched_ptr *p, const struct fc_pos *pos) {
+    uint64_t row, off, at;
+    if (__builtin_mul_overflow((uint64_t)pos->z, (uint64_t)p->ysize, &row) ||
+        __builtin_add_overflow(row, (uint64_t)pos->y, &row) ||
+        __builtin_mul_overflow(row, (uint64_t)p->pitch, &off) ||
+        __builtin_add_overflow(off, (uint64_t)pos->x, &off) ||
+        __builtin_add_overflow((uint64_t)(uintptr_t)p->ptr, off, &at))
+        return 0;
+    return at;
+}
+
+/* The slices of a 3D operation lie back to back on a side when each is exactly as high as
+ * the operation: then the whole box is one 2D operation of height * depth rows. */
+static int slices_contiguous(const struct fc_pitched_ptr *p, const struct fc_extent *e) {
+    return e->depth == 1 || p->ysize == e->height;
+}
+
+static int array_notice;
+
+/* cudaMemcpy3D(Async) of linear memory: one 2D copy when the slices lie back to back on both
+ * sides, else one per slice, in the stream's order. CUDA arrays cannot be made with farcuda,
+ * so a copy that names one is refused. */
+int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int async,
+                     int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!p) return cudaErrorInvalidValue;
+    if ((p->srcArray && p->srcPtr.ptr) || (p->dstArray && p->dstPtr.ptr))
+        return cudaErrorInvalidValue; /* an array or a pointer, not both */
+    if (p->srcArray || p->dstArray) {
+        if (!__atomic_exchange_n(&array_notice, 1, __ATOMIC_ACQ_REL))
+            fc_log("cudaMemcpy3D: CUDA arrays are not supported by farcuda; copies of linear "
+                   "memory are (cudaErrorNotSupported)");
+        return cudaErrorNotSupported;
+    }
+    if (p->kind < cudaMemcpyHostToHost || p->kind > cudaMemcpyDefault)
+        return cudaErrorInvalidMemcpyDirection;
+    const struct fc_extent *e = &p->extent;
+    if (e->width == 0 || e->height == 0 || e->depth == 0) return cudaSuccess;
+    if (e->width > p->srcPtr.pitch || e->width > p->dstPtr.pitch)
+        return cudaErrorInvalidPitchValue;
+    if (p->srcPos.x > p->srcPtr.pitch - e->width || p->dstPos.x > p->dstPtr.pitch - e->width)
+        return cudaErrorInvalidValue;
+    /* more than one slice: each row of the box lies inside its slice */
+    if (e->depth > 1 &&
+        (e->height > p->srcPtr.ysize || p->srcPos.y > p->srcPtr.ysize - e->height ||
+         e->height > p->dstPtr.ysize || p->dstPos.y > p->dstPtr.ysize - e->height))
+        return cudaErrorInvalidValue;
+    uint64_t d = pitched_at(&p->dstPtr, &p->dstPos), s = pitched_at(&p->srcPtr, &p->srcPos);
+    if (!d || !s) return cudaErrorInvalidValue;
+    size_t dp = p->dstPtr.pitch, sp = p->srcPtr.pitch;
+    if (slices_contiguous(&p->dstPtr, e) && slices_contiguous(&p->srcPtr, e)) {
+        size_t rows;
+        if (__builtin_mul_overflow(e->height, e->depth, &rows)) return cudaErrorInvalidValue;
+        return fc_memcpy2d_impl((void *)(uintptr_t)d, dp, (const void *)(uintptr_t)s, sp,
+                                e->width, rows, p->kind, stream, async, ptds);
+    }
+    uint64_t dslice = (uint64_t)p->dstPtr.ysize * dp, sslice = (uint64_t)p->srcPtr.ysize * sp;
+    for (size_t z = 0; z < e->depth; z++) {
+        st = fc_memcpy2d_impl((void *)(uintptr_t)(d + z * dslice), dp,
+                              (const void *)(uintptr_t)(s + z * sslice), sp, e->width, e->height,
+                              p->kind, stream, async, ptds);
+        if (st) return st;
+    }
+    return cudaSuccess;
+}
+
+/* cudaMemset3D(Async): as the 3D copies, one 2D set or one per slice. */
+int fc_memset3d_impl(struct fc_pitched_ptr p, int value, struct fc_extent e,
+                     cudaStream_t stream, int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (e.width == 0 || e.height == 0 || e.depth == 0) return cudaSuccess;
+    if (e.depth > 1 && e.height > p.ysize) return cudaErrorInvalidValue;
+    if (slices_contiguous(&p, &e)) {
+        size_t rows;
+        if (__builtin_mul_overflow(e.height, e.depth, &rows)) return cudaErrorInvalidValue;
+        return fc_memset2d_impl(p.ptr, p.pitch, value, e.width, rows, stream, ptds);
+    }
+    uint64_t slice = (uint64_t)p.ysize * p.pitch;
+    for (size_t z = 0; z < e.depth; z++) {
+        st = fc_memset2d_impl((char *)p.ptr + z * slice, p.pitch, value, e.width, e.height,
+                              stream, ptds);
+        if (st) return st;
+    }
+    return cudaSuccess;
 }
 
 /* ---------------- exported copy and set calls ---------------- */
 
-FC_EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, int kind) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpy_ptds(void *dst, const void *src, size_t n, int kind) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, int kind,
-                                      cudaStream_t s) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyAsync_ptsz(void *dst, const void *src, size_t n, int kind,
-                                           cudaStream_t s) {
-    return fc_ret(fc_memcpy_impl(dst, src, n, kind, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch,
-                                   size_t width, size_t height, int kind) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpy2D_ptds(void *dst, size_t dpitch, const void *src,
-                                        size_t spitch, size_t width, size_t height, int kind) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src,
-                                        size_t spitch, size_t width, size_t height, int kind,
-                                        cudaStream_t s) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpy2DAsync_ptsz(void *dst, size_t dpitch, const void *src,
-                                             size_t spitch, size_t width, size_t height,
-                                             int kind, cudaStream_t s) {
-    return fc_ret(fc_memcpy2d_impl(dst, dpitch, src, spitch, width, height, kind, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemset(void *dst, int value, size_t n) {
-    return fc_ret(fc_memset_impl(dst, value, n, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemset_ptds(void *dst, int value, size_t n) {
-    return fc_ret(fc_memset_impl(dst, value, n, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
-    return fc_ret(fc_memset_impl(dst, value, n, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemsetAsync_ptsz(void *dst, int value, size_t n, cudaStream_t s) {
-    return fc_ret(fc_memset_impl(dst, value, n, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemset2D(void *dst, size_t pitch, int value, size_t w, size_t h) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, NULL, 0));
-}
-FC_EXPORT cudaError_t cudaMemset2D_ptds(void *dst, size_t pitch, int value, size_t w, size_t h) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, NULL, 1));
-}
-FC_EXPORT cudaError_t cudaMemset2DAsync(void *dst, size_t pitch, int value, size_t w, size_t h,
-                                        cudaStream_t s) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, s, 0));
-}
-FC_EXPORT cudaError_t cudaMemset2DAsync_ptsz(void *dst, size_t pitch, int value, size_t w,
-                                             size_t h, cudaStream_t s) {
-    return fc_ret(memset2d_impl(dst, pitch, value, w, h, s, 1));
-}
-
-static int memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
-                       cudaStream_t stream, int async) {
+int fc_memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
+                   cudaStream_t stream, int async) {
     int st = fc_ensure_init();
     if (st) return st;
     if (ddev < 0 || ddev >= fc_ndevices || sdev < 0 || sdev >= fc_ndevices)
@@ -770,14 +620,6 @@ static int memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
                      async);
 }
 
-FC_EXPORT cudaError_t cudaMemcpyPeer(void *dst, int ddev, const void *src, int sdev, size_t n) {
-    return fc_ret(memcpy_peer(dst, ddev, src, sdev, n, NULL, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyPeerAsync(void *dst, int ddev, const void *src, int sdev,
-                                          size_t n, cudaStream_t s) {
-    return fc_ret(memcpy_peer(dst, ddev, src, sdev, n, s, 1));
-}
-
 /* ---------------- symbols ---------------- */
 
 static int symbol_target(const void *symbol, size_t count, size_t offset, uint64_t *addr) {
@@ -793,8 +635,8 @@ static int symbol_target(const void *symbol, size_t count, size_t offset, uint64
     return cudaSuccess;
 }
 
-static int to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,
-                     cudaStream_t s, int async, int ptds) {
+int fc_to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,
+                 cudaStream_t s, int async, int ptds) {
     uint64_t a;
     int st = symbol_target(symbol, count, offset, &a);
     if (st) return st;
@@ -804,8 +646,8 @@ static int to_symbol(const void *symbol, const void *src, size_t count, size_t o
     return fc_memcpy_impl((void *)(uintptr_t)a, src, count, kind, s, async, ptds);
 }
 
-static int from_symbol(void *dst, const void *symbol, size_t count, size_t offset, int kind,
-                       cudaStream_t s, int async, int ptds) {
+int fc_from_symbol(void *dst, const void *symbol, size_t count, size_t offset, int kind,
+                   cudaStream_t s, int async, int ptds) {
     uint64_t a;
     int st = symbol_target(symbol, count, offset, &a);
     if (st) return st;
@@ -815,66 +657,21 @@ static int from_symbol(void *dst, const void *symbol, size_t count, size_t offse
     return fc_memcpy_impl(dst, (void *)(uintptr_t)a, count, kind, s, async, ptds);
 }
 
-FC_EXPORT cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t count,
-                                         size_t offset, int kind) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyToSymbol_ptds(const void *symbol, const void *src, size_t count,
-                                              size_t offset, int kind) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbol(void *dst, const void *symbol, size_t count,
-                                           size_t offset, int kind) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, NULL, 0, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbol_ptds(void *dst, const void *symbol, size_t count,
-                                                size_t offset, int kind) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, NULL, 0, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyToSymbolAsync(const void *symbol, const void *src, size_t count,
-                                              size_t offset, int kind, cudaStream_t s) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyToSymbolAsync_ptsz(const void *symbol, const void *src,
-                                                   size_t count, size_t offset, int kind,
-                                                   cudaStream_t s) {
-    return fc_ret(to_symbol(symbol, src, count, offset, kind, s, 1, 1));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbolAsync(void *dst, const void *symbol, size_t count,
-                                                size_t offset, int kind, cudaStream_t s) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, s, 1, 0));
-}
-FC_EXPORT cudaError_t cudaMemcpyFromSymbolAsync_ptsz(void *dst, const void *symbol,
-                                                     size_t count, size_t offset, int kind,
-                                                     cudaStream_t s) {
-    return fc_ret(from_symbol(dst, symbol, count, offset, kind, s, 1, 1));
-}
-
-FC_EXPORT cudaError_t cudaGetSymbolAddress(void **devPtr, const void *symbol) {
-    if (!devPtr) return fc_ret(cudaErrorInvalidValue);
+int fc_symbol_address(void **devPtr, const void *symbol) {
+    if (!devPtr) return cudaErrorInvalidValue;
     uint64_t a;
     int st = symbol_target(symbol, 0, 0, &a);
-    if (st) return fc_ret(st);
+    if (st) return st;
     *devPtr = (void *)(uintptr_t)a;
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaGetSymbolSize(size_t *size, const void *symbol) {
+int fc_symbol_size(size_t *size, const void *symbol) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!size) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!size) return cudaErrorInvalidValue;
     fc_var *v = fc_var_by_host(symbol);
-    if (!v) return fc_ret(cudaErrorInvalidSymbol);
+    if (!v) return cudaErrorInvalidSymbol;
     *size = v->size;
     return cudaSuccess;
-}
-
-/* cudaDeviceReset: the daemon made the device's context anew; forget its memory here. */
-void fc_ranges_drop_device(int dev) {
-    pthread_rwlock_wrlock(&ranges_lock);
-    size_t j = 0;
-    for (size_t i = 0; i < dev_ranges.n; i++)
-        if (dev_ranges.v[i].dev != dev) dev_ranges.v[j++] = dev_ranges.v[i];
-    dev_ranges.n = j;
-    pthread_rwlock_unlock(&ranges_lock);
 }

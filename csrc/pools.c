@@ -21,7 +21,12 @@
 #include <string.h>
 
 #include "fc.h"
-#include "api.h"
+#include "conn.h"
+#include "log.h"
+#include "pools.h"
+#include "ranges.h"
+#include "runtime.h"
+#include "streams.h"
 
 #define FC_POOL_MAGIC 0x4c4f4f50U
 #define FC_POOL_DEAD 0xdeadb001U
@@ -34,19 +39,6 @@ enum { LOC_DEVICE = 1, LOC_HOST = 2, LOC_HOST_NUMA = 3, LOC_HOST_NUMA_CURRENT = 
 enum { ALLOC_PINNED = 1, ALLOC_MANAGED = 2 };
 enum { ACCESS_NONE = 0, ACCESS_READ = 1, ACCESS_READ_WRITE = 3 };
 #define USAGE_HW_DECOMPRESS 0x2
-
-struct fc_mem_location { int type; int id; };
-struct fc_mem_access_desc { struct fc_mem_location location; int flags; };
-struct fc_mem_pool_props {
-    int allocType;
-    int handleTypes;
-    struct fc_mem_location location;
-    void *win32SecurityAttributes;
-    size_t maxSize;
-    unsigned short usage;
-    unsigned char reserved[54];
-};
-_Static_assert(sizeof(struct fc_mem_pool_props) == 88, "cudaMemPoolProps is 88 bytes");
 
 struct fc_pool {
     uint32_t magic;
@@ -64,8 +56,6 @@ static fc_pool default_pools[FC_MAX_DEVICES];
 static fc_pool *current_pools[FC_MAX_DEVICES]; /* NULL: the default pool */
 static fc_pool **created;
 static size_t ncreated, cap_created;
-
-static fc_conn *dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
 
 static void pool_init(fc_pool *p, int dev, int is_default) {
     memset(p, 0, sizeof *p);
@@ -153,8 +143,8 @@ static int refuse_capture(const char *fn) {
 
 /* ---------------- stream-ordered allocation ---------------- */
 
-static int malloc_async(void **ptr, size_t size, const void *pool_handle, int from_pool,
-                        cudaStream_t stream, int ptds) {
+int fc_malloc_async(void **ptr, size_t size, const void *pool_handle, int from_pool,
+                    cudaStream_t stream, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!ptr) return cudaErrorInvalidValue;
@@ -190,9 +180,7 @@ static int malloc_async(void **ptr, size_t size, const void *pool_handle, int fr
      * it before this call returns); the stream travels for the record. */
     fc_MALLOC_ASYNC m = {size, dev == sdev ? sid : 0};
     fc_MALLOC_ASYNC_reply rep = {0};
-    fc_req r;
-    fc_req_init(&r, &rep, sizeof rep);
-    st = fc_call(dev_conn(dev), FC_OP_MALLOC_ASYNC, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call_dev(dev, FC_OP_MALLOC_ASYNC, &m, sizeof m, &rep, sizeof rep);
     if (st) return fc_sync_status(dev, st);
     fc_range rg = {rep.ptr, size, dev, FC_RANGE_ASYNC, 0, 0, pool, rep.used, rep.reserved};
     if (fc_range_insert(&rg)) {
@@ -210,7 +198,7 @@ static int malloc_async(void **ptr, size_t size, const void *pool_handle, int fr
 /* Free in the stream's order, without waiting: the daemon frees when the stream gets there,
  * so work queued before it still sees the memory; errors surface at a later call. Memory
  * from cudaMalloc may be freed this way too, as in CUDA. */
-static int free_async(void *ptr, cudaStream_t stream, int ptds) {
+int fc_free_async(void *ptr, cudaStream_t stream, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     uint64_t p = (uint64_t)(uintptr_t)ptr;
@@ -232,48 +220,24 @@ static int free_async(void *ptr, cudaStream_t stream, int ptds) {
         /* The stream lives on another server, whose order the memory's server cannot see:
          * wait for the stream here, then free in the order of the memory's device. */
         fc_STREAM_SYNC w = {sid};
-        fc_req r;
-        fc_req_init(&r, NULL, 0);
-        st = fc_sync_status(sdev, fc_call(dev_conn(sdev), FC_OP_STREAM_SYNC, (uint16_t)sdev, &w,
-                                          sizeof w, NULL, 0, &r));
+        st = fc_sync_status(sdev, fc_call_dev(sdev, FC_OP_STREAM_SYNC, &w, sizeof w, NULL, 0));
         fdev = rg.dev;
         sid = 0;
     }
     fc_FREE_ASYNC m = {p, sid};
-    fc_conn *c = dev_conn(fdev);
+    fc_conn *c = fc_dev_conn(fdev);
     if (c->dead) return c->dead_status;
     char *q = fc_post_begin(c, FC_OP_FREE_ASYNC, (uint16_t)fdev, sizeof m);
     if (!q) return cudaErrorMemoryAllocation;
-    ((fc_hdr *)q)[-1].aux = (uint16_t)rg.dev; /* the memory's device */
+    fc_FREE_ASYNC_set_mem_vdev((fc_hdr *)q - 1, (uint16_t)rg.dev);
     memcpy(q, &m, sizeof m);
     fc_post_commit(c);
     return st ? st : fc_device_status(fdev);
 }
 
-FC_EXPORT cudaError_t cudaMallocAsync(void **ptr, size_t size, cudaStream_t s) {
-    return fc_ret(malloc_async(ptr, size, NULL, 0, s, 0));
-}
-FC_EXPORT cudaError_t cudaMallocAsync_ptsz(void **ptr, size_t size, cudaStream_t s) {
-    return fc_ret(malloc_async(ptr, size, NULL, 0, s, 1));
-}
-FC_EXPORT cudaError_t cudaMallocFromPoolAsync(void **ptr, size_t size, void *pool,
-                                              cudaStream_t s) {
-    return fc_ret(malloc_async(ptr, size, pool, 1, s, 0));
-}
-FC_EXPORT cudaError_t cudaMallocFromPoolAsync_ptsz(void **ptr, size_t size, void *pool,
-                                                   cudaStream_t s) {
-    return fc_ret(malloc_async(ptr, size, pool, 1, s, 1));
-}
-FC_EXPORT cudaError_t cudaFreeAsync(void *ptr, cudaStream_t s) {
-    return fc_ret(free_async(ptr, s, 0));
-}
-FC_EXPORT cudaError_t cudaFreeAsync_ptsz(void *ptr, cudaStream_t s) {
-    return fc_ret(free_async(ptr, s, 1));
-}
-
 /* ---------------- pools of a device ---------------- */
 
-static int device_pool(void **out, int dev, int current) {
+int fc_device_pool(void **out, int dev, int current) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!out) return cudaErrorInvalidValue;
@@ -284,7 +248,7 @@ static int device_pool(void **out, int dev, int current) {
     return cudaSuccess;
 }
 
-static int set_device_pool(int dev, void *handle) {
+int fc_set_device_pool(int dev, void *handle) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!valid_device(dev)) return cudaErrorInvalidDevice;
@@ -293,16 +257,6 @@ static int set_device_pool(int dev, void *handle) {
     if (p && p->dev == dev) current_pools[dev] = p->is_default ? NULL : p;
     pthread_mutex_unlock(&pool_mtx);
     return p && p->dev == dev ? cudaSuccess : cudaErrorInvalidValue; /* a pool of this device */
-}
-
-FC_EXPORT cudaError_t cudaDeviceGetDefaultMemPool(void **pool, int device) {
-    return fc_ret(device_pool(pool, device, 0));
-}
-FC_EXPORT cudaError_t cudaDeviceGetMemPool(void **pool, int device) {
-    return fc_ret(device_pool(pool, device, 1));
-}
-FC_EXPORT cudaError_t cudaDeviceSetMemPool(int device, void *pool) {
-    return fc_ret(set_device_pool(device, pool));
 }
 
 /* The device a (location, allocation type) of the cudaMem*MemPool calls names. */
@@ -322,35 +276,27 @@ static int location_device(const struct fc_mem_location *loc, int type, int *dev
     return cudaSuccess;
 }
 
-static int mem_get_pool(void **out, const struct fc_mem_location *loc, int type, int current,
-                        const char *fn) {
+int fc_mem_get_pool(void **out, const struct fc_mem_location *loc, int type, int current,
+                    const char *fn) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!out) return cudaErrorInvalidValue;
     int dev;
     if ((st = location_device(loc, type, &dev, fn))) return st;
-    return device_pool(out, dev, current);
+    return fc_device_pool(out, dev, current);
 }
 
-FC_EXPORT cudaError_t cudaMemGetDefaultMemPool(void **pool, struct fc_mem_location *location,
-                                               int type) {
-    return fc_ret(mem_get_pool(pool, location, type, 0, "cudaMemGetDefaultMemPool"));
-}
-FC_EXPORT cudaError_t cudaMemGetMemPool(void **pool, struct fc_mem_location *location,
-                                        int type) {
-    return fc_ret(mem_get_pool(pool, location, type, 1, "cudaMemGetMemPool"));
-}
-FC_EXPORT cudaError_t cudaMemSetMemPool(struct fc_mem_location *location, int type, void *pool) {
+int fc_mem_set_pool(struct fc_mem_location *location, int type, void *pool) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     int dev;
-    if ((st = location_device(location, type, &dev, "cudaMemSetMemPool"))) return fc_ret(st);
-    return fc_ret(set_device_pool(dev, pool));
+    if ((st = location_device(location, type, &dev, "cudaMemSetMemPool"))) return st;
+    return fc_set_device_pool(dev, pool);
 }
 
 /* ---------------- creating and destroying pools ---------------- */
 
-static int pool_create(void **out, const struct fc_mem_pool_props *props) {
+int fc_pool_create(void **out, const struct fc_mem_pool_props *props) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!out || !props) return cudaErrorInvalidValue;
@@ -389,15 +335,11 @@ static int pool_create(void **out, const struct fc_mem_pool_props *props) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaMemPoolCreate(void **pool, const struct fc_mem_pool_props *props) {
-    return fc_ret(pool_create(pool, props));
-}
-
 /* Allocations still out keep their pool's record (the struct is never freed) and are freed as
  * usual; the device's current pool falls back to its default one, as in CUDA. */
-FC_EXPORT cudaError_t cudaMemPoolDestroy(void *pool) {
+int fc_pool_destroy(void *pool) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     pthread_mutex_lock(&pool_mtx);
     fc_pool *p = pool_lookup(pool);
     if (p && !p->is_default) {
@@ -406,23 +348,23 @@ FC_EXPORT cudaError_t cudaMemPoolDestroy(void *pool) {
     }
     pthread_mutex_unlock(&pool_mtx);
     /* a default pool cannot be destroyed */
-    return fc_ret(p && !p->is_default ? cudaSuccess : cudaErrorInvalidValue);
+    return p && !p->is_default ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 /* The daemon gives freed memory back at once: there is never anything cached to trim. */
-FC_EXPORT cudaError_t cudaMemPoolTrimTo(void *pool, size_t minBytesToKeep) {
+int fc_pool_trim(void *pool, size_t minBytesToKeep) {
     (void)minBytesToKeep;
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     pthread_mutex_lock(&pool_mtx);
     fc_pool *p = pool_lookup(pool);
     pthread_mutex_unlock(&pool_mtx);
-    return fc_ret(p ? cudaSuccess : cudaErrorInvalidValue);
+    return p ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 /* ---------------- attributes ---------------- */
 
-static int pool_set_attr(void *pool, int attr, const void *value) {
+int fc_pool_set_attr(void *pool, int attr, const void *value) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!value) return cudaErrorInvalidValue;
@@ -455,7 +397,7 @@ static int pool_set_attr(void *pool, int attr, const void *value) {
     return st;
 }
 
-static int pool_get_attr(void *pool, int attr, void *value) {
+int fc_pool_get_attr(void *pool, int attr, void *value) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!value) return cudaErrorInvalidValue;
@@ -479,13 +421,6 @@ static int pool_get_attr(void *pool, int attr, void *value) {
     return st;
 }
 
-FC_EXPORT cudaError_t cudaMemPoolSetAttribute(void *pool, int attr, void *value) {
-    return fc_ret(pool_set_attr(pool, attr, value));
-}
-FC_EXPORT cudaError_t cudaMemPoolGetAttribute(void *pool, int attr, void *value) {
-    return fc_ret(pool_get_attr(pool, attr, value));
-}
-
 /* ---------------- access from other devices ---------------- */
 
 /* The owning device always has read/write access. Another virtual device can reach a pool's
@@ -495,7 +430,7 @@ static int same_gpu(int a, int b) {
     return fc_devices[a].server == fc_devices[b].server && fc_devices[a].gpu == fc_devices[b].gpu;
 }
 
-static int pool_set_access(void *pool, const struct fc_mem_access_desc *descs, size_t count) {
+int fc_pool_set_access(void *pool, const struct fc_mem_access_desc *descs, size_t count) {
     int st = fc_ensure_init();
     if (st) return st;
     if (count && !descs) return cudaErrorInvalidValue;
@@ -526,7 +461,7 @@ static int pool_set_access(void *pool, const struct fc_mem_access_desc *descs, s
     return cudaSuccess;
 }
 
-static int pool_get_access(int *flags, void *pool, const struct fc_mem_location *loc) {
+int fc_pool_get_access(int *flags, void *pool, const struct fc_mem_location *loc) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!flags || !loc) return cudaErrorInvalidValue;
@@ -542,11 +477,3 @@ static int pool_get_access(int *flags, void *pool, const struct fc_mem_location 
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaMemPoolSetAccess(void *pool, const struct fc_mem_access_desc *descs,
-                                           size_t count) {
-    return fc_ret(pool_set_access(pool, descs, count));
-}
-FC_EXPORT cudaError_t cudaMemPoolGetAccess(int *flags, void *pool,
-                                           struct fc_mem_location *location) {
-    return fc_ret(pool_get_access(flags, pool, location));
-}

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "fc.h"
+#include "log.h"
+#include "pyhost.h"
 
 #ifndef FC_PYTHON_HOME
 #define FC_PYTHON_HOME ""

@@ -9,17 +9,20 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#define FC_ABI_ERROR_TABLE
 #include "fc.h"
 #include "api.h"
-#include "gen/abi.h"
+#include "gen/exports.h"
 #include "gen/pycalls.h"
+#include "log.h"
+#include "pyhost.h"
+#include "runtime.h"
 
 fc_server fc_servers[FC_MAX_SERVERS];
 int fc_nservers;
@@ -31,13 +34,6 @@ int64_t fc_spin_ns = 200000;
 
 static __thread fc_tls tls = {.device = -1};
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
-
-/* provided by the Python half (cffi extern "Python+C") */
-int fcpy_init(void);
-int fcpy_device_open(int dev);
-int fcpy_device_describe(int dev);
-int fcpy_connect(int server);
 
 fc_tls *fc_tls_get(void) { return &tls; }
 
@@ -46,20 +42,6 @@ int64_t fc_now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
-
-void fc_log(const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&log_mtx);
-    fprintf(stderr, "farcuda: %s\n", buf);
-    fflush(stderr);
-    pthread_mutex_unlock(&log_mtx);
-}
-
-void fcx_log(const char *msg) { fc_log("%s", msg); }
 
 static void init_run(void) {
     for (int i = 0; i < FC_MAX_SERVERS; i++) pthread_mutex_init(&fc_servers[i].mtx, NULL);
@@ -75,8 +57,15 @@ static void init_run(void) {
     atexit(fc_report_at_exit);
 }
 
-int fc_ensure_init(void) {
-    pthread_once(&init_once, init_run);
+int fc_init_done;
+
+static void init_then_done(void) {
+    init_run();
+    __atomic_store_n(&fc_init_done, 1, __ATOMIC_RELEASE);
+}
+
+int fc_ensure_init_slow(void) {
+    pthread_once(&init_once, init_then_done);
     return fc_init_status;
 }
 
@@ -85,73 +74,9 @@ int fc_ret(int status) {
     return status;
 }
 
+int fc_ret_query(int status) { return status == cudaErrorNotReady ? status : fc_ret(status); }
+
 int fc_current_device(void) { return tls.device < 0 ? 0 : tls.device; }
-
-int fc_device_status(int dev) {
-    fc_device *d = &fc_devices[dev];
-    if (d->sticky) return d->sticky;
-    int p = __atomic_exchange_n(&d->pending, 0, __ATOMIC_ACQ_REL);
-    return p;
-}
-
-int fc_server_conn(int server, fc_conn **out) {
-    fc_server *s = &fc_servers[server];
-    fc_conn *c = __atomic_load_n(&s->conn, __ATOMIC_ACQUIRE);
-    if (c) {
-        *out = c;
-        return c->dead ? c->dead_status : cudaSuccess;
-    }
-    pthread_mutex_lock(&s->mtx);
-    int st = s->failed_status;
-    if (!st && !s->conn) {
-        fc_python_ensure();
-        st = fcpy_connect(server);
-        if (!st && !s->conn) st = cudaErrorDevicesUnavailable;
-        if (st) s->failed_status = st;
-    }
-    pthread_mutex_unlock(&s->mtx);
-    if (st) return st;
-    *out = s->conn;
-    return s->conn->dead ? s->conn->dead_status : cudaSuccess;
-}
-
-/* Connect to the device's server and create its context on first use. */
-int fc_device_ready(int dev) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
-    fc_device *d = &fc_devices[dev];
-    if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE) == 1) {
-        fc_conn *c = fc_servers[d->server].conn;
-        if (c->dead) return c->dead_status;
-        return fc_device_status(dev);
-    }
-    pthread_mutex_lock(&d->mtx);
-    if (d->opened == 0) {
-        fc_conn *c;
-        st = fc_server_conn(d->server, &c);
-        if (!st) {
-            fc_python_ensure();
-            st = fcpy_device_open(dev);
-        }
-        if (st) d->opened = -st; /* remembered: every later call fails the same way */
-    }
-    st = d->opened < 0 ? -d->opened : cudaSuccess;
-    pthread_mutex_unlock(&d->mtx);
-    if (st) return st;
-    return fc_device_status(dev);
-}
-
-/* The unsupported-call answer: name the function once, then cudaErrorNotSupported. */
-extern const char *const fc_sym_names[];
-extern const char *const fc_sym_reasons[];
-static unsigned char unsupported_seen[1024];
-
-int fc_unsupported(int sym) {
-    if (!__atomic_exchange_n(&unsupported_seen[sym], 1, __ATOMIC_ACQ_REL))
-        fc_log("%s: %s (returns cudaErrorNotSupported)", fc_sym_names[sym], fc_sym_reasons[sym]);
-    return fc_ret(cudaErrorNotSupported);
-}
 
 /* ---------------- errors ---------------- */
 
@@ -196,56 +121,6 @@ FC_EXPORT const char *cudaGetErrorString(cudaError_t e) {
     return d ? d->text : "unrecognized error code";
 }
 
-/* ---------------- devices ---------------- */
-
-FC_EXPORT cudaError_t cudaGetDeviceCount(int *count) {
-    int st = fc_ensure_init();
-    if (!count) return fc_ret(cudaErrorInvalidValue);
-    if (st) {
-        *count = 0;
-        return fc_ret(st);
-    }
-    *count = fc_ndevices;
-    return cudaSuccess;
-}
-
-FC_EXPORT cudaError_t cudaGetDevice(int *device) {
-    int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!device) return fc_ret(cudaErrorInvalidValue);
-    *device = fc_current_device();
-    return cudaSuccess;
-}
-
-FC_EXPORT cudaError_t cudaSetDevice(int device) {
-    int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (device < 0 || device >= fc_ndevices) return fc_ret(cudaErrorInvalidDevice);
-    tls.device = device;
-    /* CUDA 12+ initializes the device's context here; so do we (a bad server shows now). */
-    return fc_ret(fc_device_ready(device));
-}
-
-FC_EXPORT cudaError_t cudaInitDevice(int device, unsigned int deviceFlags, unsigned int flags) {
-    (void)deviceFlags;
-    (void)flags;
-    int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (device < 0 || device >= fc_ndevices) return fc_ret(cudaErrorInvalidDevice);
-    return fc_ret(fc_device_ready(device));
-}
-
-static int device_call(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
-                       size_t rep_cap) {
-    int st = fc_device_ready(dev);
-    if (st) return st;
-    fc_conn *c = fc_servers[fc_devices[dev].server].conn;
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    st = fc_call(c, op, (uint16_t)dev, fixed, flen, NULL, 0, &r);
-    return st;
-}
-
 /* A status from a synchronizing call: errors of the context's class are sticky. */
 int fc_sync_status(int dev, int st) {
     switch (st) {
@@ -261,45 +136,6 @@ int fc_sync_status(int dev, int st) {
     return st;
 }
 
-FC_EXPORT cudaError_t cudaDeviceSynchronize(void) {
-    int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    int dev = fc_current_device();
-    st = device_call(dev, FC_OP_DEVICE_SYNC, NULL, 0, NULL, 0);
-    return fc_ret(fc_sync_status(dev, st));
-}
-
-FC_EXPORT cudaError_t cudaRuntimeGetVersion(int *v) {
-    if (!v) return fc_ret(cudaErrorInvalidValue);
-    *v = 13000;
-    return cudaSuccess;
-}
-
-FC_EXPORT cudaError_t cudaDriverGetVersion(int *v) {
-    if (!v) return fc_ret(cudaErrorInvalidValue);
-    *v = 0; /* as the real runtime answers with no driver */
-    if (fc_ensure_init() || fc_ndevices == 0) return cudaSuccess;
-    fc_server *s = &fc_servers[fc_devices[0].server];
-    if (!s->driver_version) {
-        fc_conn *c;
-        if (fc_server_conn(fc_devices[0].server, &c)) return cudaSuccess;
-    }
-    *v = s->driver_version;
-    return cudaSuccess;
-}
-
-FC_EXPORT cudaError_t cudaDeviceGetAttribute(int *value, int attr, int device) {
-    int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!value) return fc_ret(cudaErrorInvalidValue);
-    if (device < 0 || device >= fc_ndevices) return fc_ret(cudaErrorInvalidDevice);
-    return fc_ret(fcx_get_attr(device, attr, value));
-}
-
-FC_EXPORT cudaError_t cudaProfilerStart(void) { return cudaSuccess; }
-FC_EXPORT cudaError_t cudaProfilerStop(void) { return cudaSuccess; }
-
-struct cudaChannelFormatDesc { int x, y, z, w, f; };
 FC_EXPORT struct cudaChannelFormatDesc cudaCreateChannelDesc(int x, int y, int z, int w, int f) {
     struct cudaChannelFormatDesc d = {x, y, z, w, f};
     return d;
@@ -355,61 +191,6 @@ int fcx_server_failed(int server, int status) {
     return status;
 }
 
-int fcx_attach(int server, int fd, int heartbeat_ms) {
-    fc_conn *c = fc_conn_new(fd, server, heartbeat_ms);
-    if (!c) return cudaErrorMemoryAllocation;
-    __atomic_store_n(&fc_servers[server].conn, c, __ATOMIC_RELEASE);
-    return cudaSuccess;
-}
-
-int fcx_server_connected(int server) { return fc_servers[server].conn != NULL; }
-
-int fcx_call(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen,
-             void *rep, size_t rep_cap, void **bulk, size_t *bulk_len) {
-    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
-    fc_conn *c;
-    int st = fc_server_conn(fc_devices[dev].server, &c);
-    if (st) return st;
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    if (bulk) {
-        r.bulk_alloc = 1;
-    }
-    st = fc_call(c, (uint16_t)op, (uint16_t)dev, fixed, flen, tail, tlen, &r);
-    if (bulk) {
-        *bulk = r.bulk;
-        *bulk_len = r.bulk_len;
-    } else {
-        free(r.bulk);
-    }
-    return st;
-}
-
-int fcx_call_server(int server, int op, const void *fixed, size_t flen, void *rep,
-                    size_t rep_cap, void **bulk, size_t *bulk_len) {
-    fc_conn *c;
-    int st = fc_server_conn(server, &c);
-    if (st) return st;
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    if (bulk) r.bulk_alloc = 1;
-    st = fc_call(c, (uint16_t)op, 0, fixed, flen, NULL, 0, &r);
-    if (bulk) {
-        *bulk = r.bulk;
-        *bulk_len = r.bulk_len;
-    } else {
-        free(r.bulk);
-    }
-    return st;
-}
-
-int fcx_post(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen) {
-    int st = fc_device_ready(dev);
-    if (st) return st;
-    return fc_post(fc_servers[fc_devices[dev].server].conn, (uint16_t)op, (uint16_t)dev, fixed,
-                   flen, tail, tlen);
-}
-
 void fcx_free(void *p) { free(p); }
 
 int fcx_current_device(void) { return fc_current_device(); }
@@ -451,20 +232,6 @@ int fcx_get_attr(int dev, int attr, int *value) {
 
 void fcx_device_opened(int dev, int opened) { fc_devices[dev].opened = opened; }
 
-void fc_ranges_drop_device(int dev);
-void fc_modules_forget_device(int dev);
-
-int fcx_device_reset_local(int dev) {
-    fc_ranges_drop_device(dev);
-    fc_pools_reset_device(dev);
-    fc_modules_forget_device(dev);
-    fc_devices[dev].sticky = 0;
-    fc_devices[dev].pending = 0;
-    __atomic_add_fetch(&fc_devices[dev].generation, 1, __ATOMIC_ACQ_REL);
-    return cudaSuccess;
-}
-int fcx_device_ready(int dev) { return fc_device_ready(dev); }
-
 /* The daemon's FAULT notice: a kernel left the device's context unusable. Said once, as the
  * reply or notice that reports the error follows it (the program may never look). */
 void fc_note_fault(int dev, int status, const char *culprit) {
@@ -477,7 +244,7 @@ void fc_note_fault(int dev, int status, const char *culprit) {
     d->sticky = status;
 }
 
-void fcx_note_async_error(int dev, int status) {
+void fc_note_async_error(int dev, int status) {
     if (dev < 0 || dev >= fc_ndevices || status == cudaSuccess) return;
     fc_sync_status(dev, status);
     if (!fc_devices[dev].sticky) {
@@ -487,6 +254,9 @@ void fcx_note_async_error(int dev, int status) {
     }
 }
 
+/* FARCUDA_REPORT=1: one summary line on stderr when the program ends. */
+/* The connections' counters, summed (they count what they carry; read without their locks:
+ * figures for a report) */
 void fcx_stats(uint64_t *out5) {
     memset(out5, 0, 5 * sizeof(uint64_t));
     for (int i = 0; i < fc_nservers; i++) {
@@ -500,8 +270,6 @@ void fcx_stats(uint64_t *out5) {
     }
 }
 
-/* FARCUDA_REPORT=1: one summary line on stderr when the program ends. */
-int fcpy_report(void);
 void fc_report_at_exit(void) {
     /* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped */
     const char *maps = getenv("FARCUDA_MAPS_FILE");

@@ -14,6 +14,9 @@
 
 #include "fc.h"
 #include "api.h"
+#include "conn.h"
+#include "runtime.h"
+#include "streams.h"
 
 #define FC_STREAM_DEAD 0xdeadbeefU
 #define FC_GRAPH_MAGIC 0x47524150U
@@ -26,19 +29,6 @@ static void capture_join(fc_capture *c, fc_stream *fs);
 static uint32_t next_id = 1;
 uint32_t fc_new_id(void) { return __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED); }
 
-static fc_conn *dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
-
-static int post_dev(int dev, uint16_t op, const void *m, size_t n) {
-    int st = fc_post(dev_conn(dev), op, (uint16_t)dev, m, n, NULL, 0);
-    return st ? st : fc_device_status(dev);
-}
-
-static int call_dev(int dev, uint16_t op, const void *m, size_t n, void *rep, size_t cap) {
-    fc_req r;
-    fc_req_init(&r, rep, cap);
-    return fc_call(dev_conn(dev), op, (uint16_t)dev, m, n, NULL, 0, &r);
-}
-
 /* ---------------- streams ---------------- */
 
 static int per_thread_stream(int dev, uint32_t *id) {
@@ -50,7 +40,7 @@ static int per_thread_stream(int dev, uint32_t *id) {
         if (!s) return cudaErrorMemoryAllocation;
         *s = (fc_stream){FC_STREAM_MAGIC, fc_new_id(), dev, 0, 0, 1, 0};
         fc_STREAM_CREATE m = {s->id, 0, 0};
-        st = post_dev(dev, FC_OP_STREAM_CREATE, &m, sizeof m);
+        st = fc_post_dev(dev, FC_OP_STREAM_CREATE, &m, sizeof m);
         if (st) {
             free(s);
             return st;
@@ -89,7 +79,7 @@ static fc_stream *stream_of(cudaStream_t s, int ptds, int *st_out) {
     return s;
 }
 
-static int stream_create(cudaStream_t *out, unsigned int flags, int priority) {
+int fc_stream_create(cudaStream_t *out, unsigned int flags, int priority) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!out || (flags & ~1u)) return cudaErrorInvalidValue;
@@ -103,7 +93,7 @@ static int stream_create(cudaStream_t *out, unsigned int flags, int priority) {
     if (!s) return cudaErrorMemoryAllocation;
     *s = (fc_stream){FC_STREAM_MAGIC, fc_new_id(), dev, flags, priority, 0, 0};
     fc_STREAM_CREATE m = {s->id, flags, priority};
-    st = post_dev(dev, FC_OP_STREAM_CREATE, &m, sizeof m);
+    st = fc_post_dev(dev, FC_OP_STREAM_CREATE, &m, sizeof m);
     if (st) {
         free(s);
         return st;
@@ -112,28 +102,19 @@ static int stream_create(cudaStream_t *out, unsigned int flags, int priority) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaStreamCreate(cudaStream_t *s) { return fc_ret(stream_create(s, 0, 0)); }
-FC_EXPORT cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
-    return fc_ret(stream_create(s, flags, 0));
-}
-FC_EXPORT cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned int flags,
-                                                   int priority) {
-    return fc_ret(stream_create(s, flags, priority));
-}
-
-FC_EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) {
+int fc_stream_destroy(cudaStream_t s) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     if (s == NULL || s == FC_STREAM_LEGACY || s == FC_STREAM_PER_THREAD)
-        return fc_ret(cudaErrorInvalidResourceHandle);
+        return cudaErrorInvalidResourceHandle;
     fc_stream *fs = s;
-    if (fs->magic != FC_STREAM_MAGIC) return fc_ret(cudaErrorInvalidResourceHandle);
+    if (fs->magic != FC_STREAM_MAGIC) return cudaErrorInvalidResourceHandle;
     fs->magic = FC_STREAM_DEAD;
     fc_STREAM_DESTROY m = {fs->id};
-    return fc_ret(post_dev(fs->dev, FC_OP_STREAM_DESTROY, &m, sizeof m));
+    return fc_post_dev(fs->dev, FC_OP_STREAM_DESTROY, &m, sizeof m);
 }
 
-static int stream_sync(cudaStream_t s, int ptds, uint16_t op) {
+int fc_stream_sync(cudaStream_t s, int ptds, uint16_t op) {
     int st = fc_ensure_init();
     if (st) return st;
     int dev = fc_current_device();
@@ -141,26 +122,9 @@ static int stream_sync(cudaStream_t s, int ptds, uint16_t op) {
     if ((st = fc_stream_resolve(s, ptds, &dev, &id))) return st;
     if ((st = fc_device_ready(dev))) return st;
     fc_STREAM_SYNC m = {id};
-    st = call_dev(dev, op, &m, sizeof m, NULL, 0);
+    st = fc_call_dev(dev, op, &m, sizeof m, NULL, 0);
     if (op == FC_OP_STREAM_QUERY && st == cudaErrorNotReady) return st;
     return fc_sync_status(dev, st);
-}
-
-FC_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    return fc_ret(stream_sync(s, 0, FC_OP_STREAM_SYNC));
-}
-FC_EXPORT cudaError_t cudaStreamSynchronize_ptsz(cudaStream_t s) {
-    return fc_ret(stream_sync(s, 1, FC_OP_STREAM_SYNC));
-}
-/* A query's cudaErrorNotReady is an answer, not an error: the runtime does not record it as
- * the thread's last error. */
-static int query_ret(int st) { return st == cudaErrorNotReady ? st : fc_ret(st); }
-
-FC_EXPORT cudaError_t cudaStreamQuery(cudaStream_t s) {
-    return query_ret(stream_sync(s, 0, FC_OP_STREAM_QUERY));
-}
-FC_EXPORT cudaError_t cudaStreamQuery_ptsz(cudaStream_t s) {
-    return query_ret(stream_sync(s, 1, FC_OP_STREAM_QUERY));
 }
 
 int fc_event_resolve(cudaEvent_t e, fc_event **out) {
@@ -170,7 +134,7 @@ int fc_event_resolve(cudaEvent_t e, fc_event **out) {
     return cudaSuccess;
 }
 
-static int stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, int ptds) {
+int fc_stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_event *ev;
@@ -182,7 +146,7 @@ static int stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, 
     if (fc_devices[ev->dev].server != fc_devices[dev].server) {
         /* different servers cannot wait on each other's events: wait here instead */
         fc_EVENT_SYNC m = {ev->id};
-        st = call_dev(ev->dev, FC_OP_EVENT_SYNC, &m, sizeof m, NULL, 0);
+        st = fc_call_dev(ev->dev, FC_OP_EVENT_SYNC, &m, sizeof m, NULL, 0);
         return fc_sync_status(ev->dev, st);
     }
     fc_STREAM_WAIT_EVENT m = {id, ev->id, flags};
@@ -192,25 +156,16 @@ static int stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, 
         capture_join(ev->capture, fs);
         pthread_mutex_unlock(&capture_mtx);
     }
-    /* aux carries the event's device when it differs from the stream's */
-    fc_conn *c = dev_conn(dev);
+    fc_conn *c = fc_dev_conn(dev);
     char *p = fc_post_begin(c, FC_OP_STREAM_WAIT_EVENT, (uint16_t)dev, sizeof m);
     if (!p) return c->dead ? c->dead_status : cudaErrorMemoryAllocation;
-    ((fc_hdr *)p)[-1].aux = (uint16_t)ev->dev;
+    fc_STREAM_WAIT_EVENT_set_event_vdev((fc_hdr *)p - 1, (uint16_t)ev->dev);
     memcpy(p, &m, sizeof m);
     fc_post_commit(c);
     return fc_device_status(dev);
 }
 
-FC_EXPORT cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
-    return fc_ret(stream_wait_event(s, e, flags, 0));
-}
-FC_EXPORT cudaError_t cudaStreamWaitEvent_ptsz(cudaStream_t s, cudaEvent_t e,
-                                               unsigned int flags) {
-    return fc_ret(stream_wait_event(s, e, flags, 1));
-}
-
-static int stream_field(cudaStream_t s, int ptds, int which, void *out) {
+int fc_stream_field(cudaStream_t s, int ptds, int which, void *out) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!out) return cudaErrorInvalidValue;
@@ -234,31 +189,6 @@ static int stream_field(cudaStream_t s, int ptds, int which, void *out) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaStreamGetFlags(cudaStream_t s, unsigned int *f) {
-    return fc_ret(stream_field(s, 0, 0, f));
-}
-FC_EXPORT cudaError_t cudaStreamGetFlags_ptsz(cudaStream_t s, unsigned int *f) {
-    return fc_ret(stream_field(s, 1, 0, f));
-}
-FC_EXPORT cudaError_t cudaStreamGetPriority(cudaStream_t s, int *p) {
-    return fc_ret(stream_field(s, 0, 1, p));
-}
-FC_EXPORT cudaError_t cudaStreamGetPriority_ptsz(cudaStream_t s, int *p) {
-    return fc_ret(stream_field(s, 1, 1, p));
-}
-FC_EXPORT cudaError_t cudaStreamGetDevice(cudaStream_t s, int *d) {
-    return fc_ret(stream_field(s, 0, 2, d));
-}
-FC_EXPORT cudaError_t cudaStreamGetDevice_ptsz(cudaStream_t s, int *d) {
-    return fc_ret(stream_field(s, 1, 2, d));
-}
-FC_EXPORT cudaError_t cudaStreamGetId(cudaStream_t s, unsigned long long *id) {
-    return fc_ret(stream_field(s, 0, 3, id));
-}
-FC_EXPORT cudaError_t cudaStreamGetId_ptsz(cudaStream_t s, unsigned long long *id) {
-    return fc_ret(stream_field(s, 1, 3, id));
-}
-
 int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigned int *flags) {
     int d = fc_current_device();
     uint32_t i;
@@ -275,7 +205,7 @@ int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigne
 
 /* ---------------- events ---------------- */
 
-static int event_create(cudaEvent_t *out, unsigned int flags) {
+int fc_event_create(cudaEvent_t *out, unsigned int flags) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!out || (flags & ~0xfu)) return cudaErrorInvalidValue;
@@ -285,7 +215,7 @@ static int event_create(cudaEvent_t *out, unsigned int flags) {
     if (!e) return cudaErrorMemoryAllocation;
     *e = (fc_event){FC_EVENT_MAGIC, fc_new_id(), dev, flags, 0};
     fc_EVENT_CREATE m = {e->id, flags};
-    st = post_dev(dev, FC_OP_EVENT_CREATE, &m, sizeof m);
+    st = fc_post_dev(dev, FC_OP_EVENT_CREATE, &m, sizeof m);
     if (st) {
         free(e);
         return st;
@@ -294,12 +224,7 @@ static int event_create(cudaEvent_t *out, unsigned int flags) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaEventCreate(cudaEvent_t *e) { return fc_ret(event_create(e, 0)); }
-FC_EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
-    return fc_ret(event_create(e, flags));
-}
-
-static int event_record(cudaEvent_t e, cudaStream_t s, unsigned int flags, int ptds) {
+int fc_event_record(cudaEvent_t e, cudaStream_t s, unsigned int flags, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_event *ev;
@@ -312,66 +237,44 @@ static int event_record(cudaEvent_t e, cudaStream_t s, unsigned int flags, int p
     fc_EVENT_RECORD m = {ev->id, id, flags};
     ev->recorded = 1;
     ev->capture = fc_capture_of(s, ptds, dev);
-    return post_dev(dev, FC_OP_EVENT_RECORD, &m, sizeof m);
+    return fc_post_dev(dev, FC_OP_EVENT_RECORD, &m, sizeof m);
 }
 
-FC_EXPORT cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    return fc_ret(event_record(e, s, 0, 0));
-}
-FC_EXPORT cudaError_t cudaEventRecord_ptsz(cudaEvent_t e, cudaStream_t s) {
-    return fc_ret(event_record(e, s, 0, 1));
-}
-FC_EXPORT cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s,
-                                               unsigned int flags) {
-    return fc_ret(event_record(e, s, flags, 0));
-}
-FC_EXPORT cudaError_t cudaEventRecordWithFlags_ptsz(cudaEvent_t e, cudaStream_t s,
-                                                    unsigned int flags) {
-    return fc_ret(event_record(e, s, flags, 1));
-}
-
-static int event_call(cudaEvent_t e, uint16_t op) {
+int fc_event_call(cudaEvent_t e, uint16_t op) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_event *ev;
     if ((st = fc_event_resolve(e, &ev))) return st;
     if ((st = fc_device_ready(ev->dev))) return st;
     fc_EVENT_SYNC m = {ev->id};
-    st = call_dev(ev->dev, op, &m, sizeof m, NULL, 0);
+    st = fc_call_dev(ev->dev, op, &m, sizeof m, NULL, 0);
     if (op == FC_OP_EVENT_QUERY && st == cudaErrorNotReady) return st;
     return fc_sync_status(ev->dev, st);
 }
 
-FC_EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    return fc_ret(event_call(e, FC_OP_EVENT_SYNC));
-}
-FC_EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) {
-    return query_ret(event_call(e, FC_OP_EVENT_QUERY));
-}
-
-FC_EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+int fc_event_elapsed(float *ms, cudaEvent_t start, cudaEvent_t end) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!ms) return fc_ret(cudaErrorInvalidValue);
+    if (st) return st;
+    if (!ms) return cudaErrorInvalidValue;
     fc_event *a, *b;
-    if ((st = fc_event_resolve(start, &a)) || (st = fc_event_resolve(end, &b))) return fc_ret(st);
-    if (a->dev != b->dev) return fc_ret(cudaErrorInvalidResourceHandle);
-    if ((st = fc_device_ready(a->dev))) return fc_ret(st);
+    if ((st = fc_event_resolve(start, &a)) || (st = fc_event_resolve(end, &b))) return st;
+    if (a->dev != b->dev) return cudaErrorInvalidResourceHandle;
+    if ((st = fc_device_ready(a->dev))) return st;
     fc_EVENT_ELAPSED m = {a->id, b->id};
     fc_EVENT_ELAPSED_reply rep = {0};
-    st = call_dev(a->dev, FC_OP_EVENT_ELAPSED, &m, sizeof m, &rep, sizeof rep);
+    st = fc_call_dev(a->dev, FC_OP_EVENT_ELAPSED, &m, sizeof m, &rep, sizeof rep);
     if (st == cudaSuccess) *ms = rep.ms;
-    return fc_ret(st);
+    return st;
 }
 
-FC_EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
+int fc_event_destroy(cudaEvent_t e) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_event *ev;
-    if ((st = fc_event_resolve(e, &ev))) return fc_ret(st);
+    if ((st = fc_event_resolve(e, &ev))) return st;
     ev->magic = FC_STREAM_DEAD;
     fc_EVENT_DESTROY m = {ev->id};
-    return fc_ret(post_dev(ev->dev, FC_OP_EVENT_DESTROY, &m, sizeof m));
+    return fc_post_dev(ev->dev, FC_OP_EVENT_DESTROY, &m, sizeof m);
 }
 
 /* ---------------- host callbacks ---------------- */
@@ -431,7 +334,7 @@ static void *cb_main(void *arg) {
         if (c->kind == 0) c->fn(c->data);
         else c->cb(c->stream, cudaSuccess, c->data);
         fc_CALLBACK_DONE m = {c->id};
-        fc_post(dev_conn(c->dev), FC_OP_CALLBACK_DONE, (uint16_t)c->dev, &m, sizeof m, NULL, 0);
+        fc_post(fc_dev_conn(c->dev), FC_OP_CALLBACK_DONE, (uint16_t)c->dev, &m, sizeof m, NULL, 0);
         pthread_mutex_lock(&cb_mtx);
         cb_running = NULL;
         if (c->persistent) { /* back to waiting for the next replay */
@@ -445,8 +348,8 @@ static void *cb_main(void *arg) {
     return NULL;
 }
 
-void fcx_callback_reached(void *conn, uint32_t id) {
-    (void)conn;
+/* reader thread: a stream reached a host function (CALLBACK) */
+static void callback_reached(uint32_t id) {
     pthread_mutex_lock(&cb_mtx);
     fc_callback **pp = &cb_registered, *c;
     while ((c = *pp) && c->id != id) pp = &c->next;
@@ -461,8 +364,8 @@ void fcx_callback_reached(void *conn, uint32_t id) {
     pthread_mutex_unlock(&cb_mtx);
 }
 
-static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
-                        void (*cb)(cudaStream_t, int, void *), void *data) {
+int fc_add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
+                    void (*cb)(cudaStream_t, int, void *), void *data) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!fn && !cb) return cudaErrorInvalidValue;
@@ -489,33 +392,14 @@ static int add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
     cb_registered = c;
     pthread_mutex_unlock(&cb_mtx);
     fc_HOST_FUNC m = {sid, c->id};
-    fc_conn *conn = dev_conn(dev);
+    fc_conn *conn = fc_dev_conn(dev);
     char *p = fc_post_begin(conn, FC_OP_HOST_FUNC, (uint16_t)dev, sizeof m);
     if (!p) return conn->dead ? conn->dead_status : cudaErrorMemoryAllocation;
-    ((fc_hdr *)p)[-1].aux = cap != NULL; /* 1: captured, the daemon re-arms it per replay */
+    fc_HOST_FUNC_set_captured((fc_hdr *)p - 1, cap != NULL);
     memcpy(p, &m, sizeof m);
     fc_post_commit(conn);
     fc_capture_node(cap, FC_NODE_HOST);
     return fc_device_status(dev);
-}
-
-FC_EXPORT cudaError_t cudaLaunchHostFunc(cudaStream_t s, void (*fn)(void *), void *data) {
-    return fc_ret(add_callback(s, 0, 0, fn, NULL, data));
-}
-FC_EXPORT cudaError_t cudaLaunchHostFunc_ptsz(cudaStream_t s, void (*fn)(void *), void *data) {
-    return fc_ret(add_callback(s, 1, 0, fn, NULL, data));
-}
-FC_EXPORT cudaError_t cudaStreamAddCallback(cudaStream_t s,
-                                            void (*cb)(cudaStream_t, int, void *), void *data,
-                                            unsigned int flags) {
-    if (flags) return fc_ret(cudaErrorInvalidValue);
-    return fc_ret(add_callback(s, 0, 1, NULL, cb, data));
-}
-FC_EXPORT cudaError_t cudaStreamAddCallback_ptsz(cudaStream_t s,
-                                                 void (*cb)(cudaStream_t, int, void *),
-                                                 void *data, unsigned int flags) {
-    if (flags) return fc_ret(cudaErrorInvalidValue);
-    return fc_ret(add_callback(s, 1, 1, NULL, cb, data));
 }
 
 /* ---------------- stream capture and graphs ---------------- */
@@ -612,18 +496,18 @@ static int hostnode_get(uint32_t id, fc_hostnode *out) {
 }
 
 /* reader thread: a replay reached a captured host-to-device copy */
-void fc_hostnode_fetch(fc_conn *c, uint32_t node) {
+static void hostnode_fetch(fc_conn *c, uint32_t node) {
     fc_hostnode h;
     if (hostnode_get(node, &h) || !h.to_device) return;
-    for (size_t off = 0; off < h.n; off += FC_CHUNK) {
-        size_t k = h.n - off < FC_CHUNK ? h.n - off : FC_CHUNK;
+    for (size_t off = 0; off < h.n; off += FC_PIECE) {
+        size_t k = h.n - off < FC_PIECE ? h.n - off : FC_PIECE;
         fc_HOST_DATA m = {node, 0, off};
         fc_post(c, FC_OP_HOST_DATA, (uint16_t)h.dev, &m, sizeof m, (char *)h.host + off, k);
     }
 }
 
 /* reader thread: where the bytes of a PUSH go (a registered device-to-host range only) */
-int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
+static int hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
     fc_hostnode h;
     if (hostnode_get(node, &h) || h.to_device || offset > h.n || n > h.n - offset) return -1;
     *dst = (char *)h.host + offset;
@@ -631,9 +515,14 @@ int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int
     return 0;
 }
 
+/* What the reader thread hands over of what the daemon tells unasked (conn.h). */
+static const fc_conn_notices notices = {callback_reached, hostnode_fetch, hostnode_target};
+
+__attribute__((constructor)) static void streams_notices(void) { fc_conn_set_notices(&notices); }
+
 static __thread int capture_mode_tls; /* cudaStreamCaptureModeGlobal = 0 */
 
-static int begin_capture(cudaStream_t s, int mode, int ptds) {
+int fc_begin_capture(cudaStream_t s, int mode, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     int dev = fc_current_device();
@@ -644,7 +533,7 @@ static int begin_capture(cudaStream_t s, int mode, int ptds) {
     fc_stream *fs = stream_struct(s, ptds, dev);
     if (!fs) return cudaErrorStreamCaptureUnsupported;
     fc_CAPTURE_BEGIN m = {id, (uint32_t)mode};
-    st = call_dev(dev, FC_OP_CAPTURE_BEGIN, &m, sizeof m, NULL, 0);
+    st = fc_call_dev(dev, FC_OP_CAPTURE_BEGIN, &m, sizeof m, NULL, 0);
     if (st) return st;
     fc_capture *c = calloc(1, sizeof *c);
     fc_graph *g = calloc(1, sizeof *g);
@@ -657,14 +546,7 @@ static int begin_capture(cudaStream_t s, int mode, int ptds) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaStreamBeginCapture(cudaStream_t s, int mode) {
-    return fc_ret(begin_capture(s, mode, 0));
-}
-FC_EXPORT cudaError_t cudaStreamBeginCapture_ptsz(cudaStream_t s, int mode) {
-    return fc_ret(begin_capture(s, mode, 1));
-}
-
-static int end_capture(cudaStream_t s, void **graph, int ptds) {
+int fc_end_capture(cudaStream_t s, void **graph, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!graph) return cudaErrorInvalidValue;
@@ -676,7 +558,7 @@ static int end_capture(cudaStream_t s, void **graph, int ptds) {
     fc_capture *c = fs ? fs->capture : NULL;
     fc_graph *g = c ? c->graph : NULL;
     fc_CAPTURE_END m = {id, g ? g->id : fc_new_id()};
-    st = call_dev(dev, FC_OP_CAPTURE_END, &m, sizeof m, NULL, 0);
+    st = fc_call_dev(dev, FC_OP_CAPTURE_END, &m, sizeof m, NULL, 0);
     if (c) { /* the capture is over for every stream that joined it */
         pthread_mutex_lock(&capture_mtx);
         for (size_t i = 0; i < c->nmembers; i++) c->members[i]->capture = NULL;
@@ -692,14 +574,7 @@ static int end_capture(cudaStream_t s, void **graph, int ptds) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaStreamEndCapture(cudaStream_t s, void **graph) {
-    return fc_ret(end_capture(s, graph, 0));
-}
-FC_EXPORT cudaError_t cudaStreamEndCapture_ptsz(cudaStream_t s, void **graph) {
-    return fc_ret(end_capture(s, graph, 1));
-}
-
-static int capture_status(cudaStream_t s, int *status, int ptds) {
+int fc_capture_status(cudaStream_t s, int *status, int ptds) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!status) return cudaErrorInvalidValue;
@@ -709,21 +584,14 @@ static int capture_status(cudaStream_t s, int *status, int ptds) {
     if ((st = fc_device_ready(dev))) return st;
     fc_CAPTURE_STATUS m = {id};
     fc_CAPTURE_STATUS_reply rep = {0};
-    st = call_dev(dev, FC_OP_CAPTURE_STATUS, &m, sizeof m, &rep, sizeof rep);
+    st = fc_call_dev(dev, FC_OP_CAPTURE_STATUS, &m, sizeof m, &rep, sizeof rep);
     if (!st) *status = (int)rep.status;
     return st;
 }
 
-FC_EXPORT cudaError_t cudaStreamIsCapturing(cudaStream_t s, int *status) {
-    return fc_ret(capture_status(s, status, 0));
-}
-FC_EXPORT cudaError_t cudaStreamIsCapturing_ptsz(cudaStream_t s, int *status) {
-    return fc_ret(capture_status(s, status, 1));
-}
-
-static int capture_info(cudaStream_t s, int *status, unsigned long long *id_out, void **graph,
-                        const void **deps, const void **edges, size_t *ndeps, int ptds) {
-    int st = capture_status(s, status, ptds);
+int fc_capture_info(cudaStream_t s, int *status, unsigned long long *id_out, void **graph,
+                    const void **deps, const void **edges, size_t *ndeps, int ptds) {
+    int st = fc_capture_status(s, status, ptds);
     if (st) return st;
     if (id_out) *id_out = 0;
     if (graph) *graph = NULL;
@@ -733,28 +601,15 @@ static int capture_info(cudaStream_t s, int *status, unsigned long long *id_out,
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaStreamGetCaptureInfo(cudaStream_t s, int *status,
-                                               unsigned long long *id, void **graph,
-                                               const void **deps, const void **edges,
-                                               size_t *ndeps) {
-    return fc_ret(capture_info(s, status, id, graph, deps, edges, ndeps, 0));
-}
-FC_EXPORT cudaError_t cudaStreamGetCaptureInfo_ptsz(cudaStream_t s, int *status,
-                                                    unsigned long long *id, void **graph,
-                                                    const void **deps, const void **edges,
-                                                    size_t *ndeps) {
-    return fc_ret(capture_info(s, status, id, graph, deps, edges, ndeps, 1));
-}
-
-FC_EXPORT cudaError_t cudaThreadExchangeStreamCaptureMode(int *mode) {
-    if (!mode) return fc_ret(cudaErrorInvalidValue);
+int fc_exchange_capture_mode(int *mode) {
+    if (!mode) return cudaErrorInvalidValue;
     int old = capture_mode_tls;
     capture_mode_tls = *mode;
     *mode = old;
     return cudaSuccess;
 }
 
-static int graph_nodes(void *graph, void **nodes, size_t *num) {
+int fc_graph_nodes(void *graph, void **nodes, size_t *num) {
     fc_graph *g = graph;
     if (!g || g->magic != FC_GRAPH_MAGIC || !num) return cudaErrorInvalidValue;
     if (nodes) {
@@ -768,18 +623,14 @@ static int graph_nodes(void *graph, void **nodes, size_t *num) {
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaGraphGetNodes(void *graph, void **nodes, size_t *num) {
-    return fc_ret(graph_nodes(graph, nodes, num));
-}
-
-FC_EXPORT cudaError_t cudaGraphNodeGetType(void *node, int *type) {
+int fc_graph_node_type(void *node, int *type) {
     fc_gnode *nd = node;
-    if (!nd || nd->magic != FC_NODE_MAGIC || !type) return fc_ret(cudaErrorInvalidValue);
+    if (!nd || nd->magic != FC_NODE_MAGIC || !type) return cudaErrorInvalidValue;
     *type = nd->type;
     return cudaSuccess;
 }
 
-static int graph_instantiate(void **exec, void *graph, unsigned long long flags) {
+int fc_graph_instantiate(void **exec, void *graph, unsigned long long flags) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_graph *g = graph;
@@ -788,7 +639,7 @@ static int graph_instantiate(void **exec, void *graph, unsigned long long flags)
     if (!x) return cudaErrorMemoryAllocation;
     *x = (fc_graph){FC_EXEC_MAGIC, fc_new_id(), g->dev, NULL, 0, 0};
     fc_GRAPH_INSTANTIATE m = {g->id, x->id, flags};
-    st = call_dev(g->dev, FC_OP_GRAPH_INSTANTIATE, &m, sizeof m, NULL, 0);
+    st = fc_call_dev(g->dev, FC_OP_GRAPH_INSTANTIATE, &m, sizeof m, NULL, 0);
     if (st) {
         free(x);
         return st;
@@ -797,15 +648,7 @@ static int graph_instantiate(void **exec, void *graph, unsigned long long flags)
     return cudaSuccess;
 }
 
-FC_EXPORT cudaError_t cudaGraphInstantiate(void **exec, void *graph, unsigned long long flags) {
-    return fc_ret(graph_instantiate(exec, graph, flags));
-}
-FC_EXPORT cudaError_t cudaGraphInstantiateWithFlags(void **exec, void *graph,
-                                                    unsigned long long flags) {
-    return fc_ret(graph_instantiate(exec, graph, flags));
-}
-
-static int graph_exec_op(void *exec, cudaStream_t s, int ptds, uint16_t op) {
+int fc_graph_exec_op(void *exec, cudaStream_t s, int ptds, uint16_t op) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_graph *x = exec;
@@ -815,38 +658,25 @@ static int graph_exec_op(void *exec, cudaStream_t s, int ptds, uint16_t op) {
     if ((st = fc_stream_resolve(s, ptds, &dev, &sid))) return st;
     if (dev != x->dev) return cudaErrorInvalidValue;
     fc_GRAPH_LAUNCH m = {x->id, sid};
-    return post_dev(dev, op, &m, sizeof m);
+    return fc_post_dev(dev, op, &m, sizeof m);
 }
 
-FC_EXPORT cudaError_t cudaGraphLaunch(void *exec, cudaStream_t s) {
-    return fc_ret(graph_exec_op(exec, s, 0, FC_OP_GRAPH_LAUNCH));
-}
-FC_EXPORT cudaError_t cudaGraphLaunch_ptsz(void *exec, cudaStream_t s) {
-    return fc_ret(graph_exec_op(exec, s, 1, FC_OP_GRAPH_LAUNCH));
-}
-FC_EXPORT cudaError_t cudaGraphUpload(void *exec, cudaStream_t s) {
-    return fc_ret(graph_exec_op(exec, s, 0, FC_OP_GRAPH_UPLOAD));
-}
-FC_EXPORT cudaError_t cudaGraphUpload_ptsz(void *exec, cudaStream_t s) {
-    return fc_ret(graph_exec_op(exec, s, 1, FC_OP_GRAPH_UPLOAD));
-}
-
-FC_EXPORT cudaError_t cudaGraphDestroy(void *graph) {
+int fc_graph_destroy(void *graph) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_graph *g = graph;
-    if (!g || g->magic != FC_GRAPH_MAGIC) return fc_ret(cudaErrorInvalidValue);
+    if (!g || g->magic != FC_GRAPH_MAGIC) return cudaErrorInvalidValue;
     g->magic = FC_STREAM_DEAD;
     fc_GRAPH_DESTROY m = {g->id};
-    return fc_ret(post_dev(g->dev, FC_OP_GRAPH_DESTROY, &m, sizeof m));
+    return fc_post_dev(g->dev, FC_OP_GRAPH_DESTROY, &m, sizeof m);
 }
 
-FC_EXPORT cudaError_t cudaGraphExecDestroy(void *exec) {
+int fc_graph_exec_destroy(void *exec) {
     int st = fc_ensure_init();
-    if (st) return fc_ret(st);
+    if (st) return st;
     fc_graph *x = exec;
-    if (!x || x->magic != FC_EXEC_MAGIC) return fc_ret(cudaErrorInvalidValue);
+    if (!x || x->magic != FC_EXEC_MAGIC) return cudaErrorInvalidValue;
     x->magic = FC_STREAM_DEAD;
     fc_GRAPH_EXEC_DESTROY m = {x->id};
-    return fc_ret(post_dev(x->dev, FC_OP_GRAPH_EXEC_DESTROY, &m, sizeof m));
+    return fc_post_dev(x->dev, FC_OP_GRAPH_EXEC_DESTROY, &m, sizeof m);
 }

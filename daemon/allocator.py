@@ -289,6 +289,10 @@ class WindowAllocator:
             self._drop_extent(ext)
         return size
 
+    def owns(self, ptr: int) -> bool:
+        """ptr is the start of an allocation."""
+        return ptr in self._blocks
+
     def find(self, ptr: int) -> tuple[int, int] | None:
         """The allocation (base, size) holding ptr, or None."""
         i = bisect.bisect_right(self._keys, ptr) - 1

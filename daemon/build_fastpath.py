@@ -1,46 +1,39 @@
-"""Build farcuda.daemon._fastpath (cffi, API mode) from daemon/fastpath.c; used by setup.py."""
+"""Build farcuda.daemon._fastpath (cffi, API mode) from daemon/fastpath.c; used by setup.py.
+
+The C path declares what it offers in fastpath.h (cffi reads the same declarations) and reads
+frames with the layouts of the wire's generated header, wire/c/fc_wire.h.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cffi
 
 HERE = Path(__file__).resolve().parent
 
-CDEF = """
-typedef struct {
-    uint64_t consumed; uint32_t launches; uint32_t records; uint32_t waits;
-    int32_t error; uint32_t error_op; uint32_t error_vdev;
-    uint64_t out_len; uint64_t out_sent; uint32_t sync_op; uint32_t sync_vdev; uint64_t sync_ns;
-    int32_t sync_status;
-} fp_result;
-int fp_init(void);
-void fp_note_current(void *ctx);
-int fp_set_context(uint32_t vdev, void *ctx);
-int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size);
-int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream, uint32_t flags);
-int fp_set_event(uint32_t vdev, uint32_t eid, void *event);
-int fp_set_small(uint32_t vdev, void *buf, uint64_t size);
-int fp_range_add(uint32_t vdev, uint64_t base, uint64_t size);
-void fp_range_remove(uint32_t vdev, uint64_t base);
-void fp_range_clear(uint32_t vdev);
-void fp_drop_stream(uint32_t vdev, uint32_t sid);
-void fp_drop_event(uint32_t vdev, uint32_t eid);
-void fp_drop_device(uint32_t vdev);
-void fp_note_launch(uint32_t vdev, uint32_t kid);
-void fp_note_synced(uint32_t vdev);
-void fp_launch_window(uint32_t vdev, uint64_t out[4]);
-void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t out_cap,
-            int sock, int pipe_fd, fp_result *res);
-"""
+WIRE_C = HERE.parent / "wire" / "c"  # fc_wire.h, the wire's C header (generated)
 
 
-def make_ffi() -> cffi.FFI:
+def cdef() -> str:
+    """fastpath.h's declarations, for cffi: without its preprocessor lines and comments."""
+    text = (HERE / "fastpath.h").read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+
+
+def make_ffi(module: str = "farcuda.daemon._fastpath", libcuda: str | None = None,
+             extra_args: tuple[str, ...] = ()) -> cffi.FFI:
+    """The extension module; ``libcuda`` replaces the driver it opens (the tests' recording
+    stand-in), ``extra_args`` go to the compiler and the linker (sanitizers)."""
     ffi = cffi.FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source("farcuda.daemon._fastpath", (HERE / "fastpath.c").read_text(),
-                   libraries=["dl"], extra_compile_args=["-O2", "-Wall"])
+    ffi.cdef(cdef())
+    macros = [("FP_LIBCUDA", '"' + libcuda + '"')] if libcuda else []
+    ffi.set_source(module, (HERE / "fastpath.c").read_text(), libraries=["dl"],
+                   include_dirs=[str(HERE), str(WIRE_C)], define_macros=macros,
+                   extra_compile_args=["-O2", "-Wall", *extra_args],
+                   extra_link_args=list(extra_args))
     return ffi
 
 

@@ -21,8 +21,8 @@ import os
 import signal
 import sys
 
-from farcuda.interposer.cli import OneLineParser, version
-from farcuda.interposer.config import ConfigError, parse_hostport
+from farcuda.wire.addresses import ConfigError, parse_hostport
+from farcuda.wire.cli import OneLineParser, version
 
 from . import SERVER_EXTRA, missing_dependencies
 from . import config as configmod
@@ -108,6 +108,7 @@ async def run(cfg: configmod.DaemonConfig, ready_fd: int | None = None,
         os.write(ready_fd, f"ready {addresses[0][0]} {addresses[0][1]}\n".encode())
         os.close(ready_fd)
     _notify_systemd("READY=1")
+    assert daemon.stopped is not None  # (daemon.start made it)
     await daemon.stopped
     return 0
 

@@ -42,7 +42,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farcuda.interposer.config import DEFAULT_PORT, ConfigError, parse_hostport
+from farcuda.wire.addresses import DEFAULT_PORT, ConfigError, parse_hostport
 
 __all__ = ["DaemonConfig", "load", "parse_size", "ConfigError", "DEFAULT_PORT"]
 

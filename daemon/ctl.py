@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 __all__ = ["CtlLink", "LINE_LIMIT"]
 
@@ -104,7 +105,7 @@ class CtlLink:
             log.exception("%s: handling %s", self.name, msg.get("op"))
             answer = {"error": "internal error"}
         if "id" in msg:
-            self.send(dict(answer or {}, re=msg["id"]))
+            self.send(dict(cast("dict | None", answer) or {}, re=msg["id"]))
 
     def close(self) -> None:
         for fut in self._waiting.values():

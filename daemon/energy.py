@@ -9,7 +9,7 @@ samples).
 Attribution: over a sampling interval of ``dt`` seconds, GPU g consumed dE_g joules, and
 session s was busy on it for db_sg seconds (the session's busy clock: the union of the times a
 call of s was executing for g and of the times a request of s was waiting for its work on g to
-complete, see daemon/session.py ``BusyClock``). Session s is attributed
+complete, see daemon/session/busy.py ``BusyClock``). Session s is attributed
 
     dE_g * db_sg / max(dt, sum over sessions of db_g)
 
@@ -126,7 +126,7 @@ class EnergyLedger:
         now = time.monotonic() if now is None else now
         dt = None if self._last_t is None else max(now - self._last_t, 1e-9)
         self._last_t = now
-        delta = {}
+        delta: dict = {}
         for s, by_gpu in busy.items():
             seen = self._busy.setdefault(s, {})
             self.session_j.setdefault(s, 0.0)

@@ -3,7 +3,7 @@ values coincide with them for every error the daemon reports)."""
 
 from __future__ import annotations
 
-from farcuda.interposer._abi import ERRORS
+from farcuda.wire.abi import ERRORS
 
 __all__ = ["CudaError", "E", "name_of"]
 

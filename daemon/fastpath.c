@@ -14,7 +14,9 @@
  * sends it (after any device printf output the synchronization flushed) before it looks at
  * the next frame. Anything that would wait goes to Python, which waits off the event loop.
  *
- * libcuda.so.1 is opened at run time, so this builds on machines without CUDA.
+ * libcuda.so.1 is opened at run time, so this builds on machines without CUDA. The tests build
+ * it against a recording stand-in of the driver instead (FP_LIBCUDA names it): the parsing and
+ * the checks here run in CI, and what they would have executed is compared with the frames.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -25,7 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fastpath.h"
+#include "fc_wire.h" /* the frames: opcodes, the header, message layouts (generated) */
+
 #define FP_MAX_VDEV 64
+
+#ifndef FP_LIBCUDA
+#define FP_LIBCUDA "libcuda.so.1"
+#endif
 
 typedef int (*launch_fn)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                          unsigned, void *, void **, void **);
@@ -71,7 +80,7 @@ static void *current_ctx;
 
 int fp_init(void) {
     if (p_launch) return 0;
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    void *h = dlopen(FP_LIBCUDA, RTLD_NOW | RTLD_GLOBAL);
     if (!h) return -1;
     p_launch = (launch_fn)dlsym(h, "cuLaunchKernel");
     p_set_current = (ctx_fn)dlsym(h, "cuCtxSetCurrent");
@@ -297,52 +306,11 @@ void fp_launch_window(uint32_t vdev, uint64_t out[4]) {
     out[3] = d->last_kid;
 }
 
-/* Frame layouts (see interposer/protocol/_messages.py; little-endian, packed). */
-#define OP_DEVICE_SYNC 0x0102
-#define OP_MEMCPY_DTOH 0x0211
-#define OP_LAUNCH 0x0310
-#define OP_STREAM_SYNC 0x0403
-#define OP_STREAM_WAIT_EVENT 0x0405
-#define OP_EVENT_RECORD 0x0412
-#define OP_EVENT_SYNC 0x0413
-#define OP_REPLY 0x8001
-#define HDR 16
-#define LAUNCH_FIXED 40
 #define CU_SUCCESS 0
-
-typedef struct {
-    uint64_t consumed;   /* bytes of buf executed */
-    uint32_t launches;   /* frames of each kind executed */
-    uint32_t records;
-    uint32_t waits;
-    int32_t error;       /* a CUDA error of the frame at `consumed` (it was consumed), or 0 */
-    uint32_t error_op;
-    uint32_t error_vdev;
-    uint64_t out_len;    /* bytes of the reply written to `out` (0: the run ended without one) */
-    uint64_t out_sent;   /* of which already sent on the socket */
-    uint32_t sync_op;    /* the answered request's opcode */
-    uint32_t sync_vdev;
-    uint64_t sync_ns;    /* time spent executing it */
-    int32_t sync_status; /* the status its reply carries */
-} fp_result;
-
-static inline uint32_t rd32(const unsigned char *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static inline uint16_t rd16(const unsigned char *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-
-static inline uint64_t rd64(const unsigned char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
+/* cuLaunchKernel's `extra`: the packed parameter buffer as it came in the frame */
+#define CU_LAUNCH_PARAM_END ((void *)0)
+#define CU_LAUNCH_PARAM_BUFFER_POINTER ((void *)1)
+#define CU_LAUNCH_PARAM_BUFFER_SIZE ((void *)2)
 
 static int make_current(fp_dev *d) {
     if (current_ctx != d->ctx) {
@@ -362,11 +330,12 @@ static int idle_for(fp_dev *d, uint32_t sid, void *stream) {
     if (!stream_idle(stream)) return 0;
     if (sid != 0) {
         fp_handle *s = slot(&d->streams, &d->cap_streams, sid, 0);
-        return (s->flags & 1) ? 1 : stream_idle(NULL);
+        return (s->flags & FC_STREAM_CREATE_NON_BLOCKING) ? 1 : stream_idle(NULL);
     }
     for (uint32_t i = 0; i < d->cap_streams; i++) {
         fp_handle *s = &d->streams[i];
-        if (s->id && s->handle != (void *)-1 && !(s->flags & 1) && !stream_idle(s->handle))
+        if (s->id && s->handle != (void *)-1 && !(s->flags & FC_STREAM_CREATE_NON_BLOCKING) &&
+            !stream_idle(s->handle))
             return 0;
     }
     return 1;
@@ -382,20 +351,17 @@ static int device_idle(fp_dev *d) {
     return 1;
 }
 
+/* A REPLY with no fixed fields and `tail` bytes behind it; returns where the tail goes. */
 static unsigned char *reply_header(unsigned char *out, uint32_t rid, uint16_t vdev,
                                    uint32_t status, uint32_t tail) {
-    uint32_t len = 8 + tail, zero = 0;
-    uint16_t op = OP_REPLY, z16 = 0;
-    memcpy(out, &len, 4);
-    memcpy(out + 4, &op, 2);
-    memcpy(out + 6, &z16, 2);
-    memcpy(out + 8, &rid, 4);
-    memcpy(out + 12, &vdev, 2);
-    memcpy(out + 14, &z16, 2);
-    memcpy(out + 16, &status, 4);
-    memcpy(out + 20, &zero, 4); /* no fixed reply fields */
-    return out + 24;
+    fc_hdr h = {(uint32_t)sizeof(fc_REPLY) + tail, FC_OP_REPLY, 0, rid, vdev, 0};
+    fc_REPLY r = {status, 0};
+    memcpy(out, &h, sizeof h);
+    memcpy(out + sizeof h, &r, sizeof r);
+    return out + sizeof h + sizeof r;
 }
+
+#define REPLY_HEAD (sizeof(fc_hdr) + sizeof(fc_REPLY))
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -405,47 +371,56 @@ static uint64_t now_ns(void) {
 
 /* A synchronous request that need not wait: answer it into `out` (capacity `cap`).
  * Returns 1 if answered, 0 if Python must handle it. */
-static int run_sync(fp_dev *d, uint16_t op, uint32_t rid, uint16_t vdev, const unsigned char *m,
-                    uint32_t flen, unsigned char *out, uint64_t cap, fp_result *res) {
+static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsigned char *out,
+                    uint64_t cap, fp_result *res) {
     void *stream;
     int err;
     uint32_t tail = 0;
-    if (op == OP_MEMCPY_DTOH) {
-        if (flen != 24 || rd32(m + 20) != 0) return 0;
-        uint64_t src = rd64(m), n = rd64(m + 8);
-        uint32_t sid = rd32(m + 16);
-        if (n == 0 || n > d->small_size || 24 + n > cap || !range_holds(d, src, n)) return 0;
-        if (stream_of(d, vdev, sid, &stream) || make_current(d) || !idle_for(d, sid, stream))
+    uint16_t vdev = h->vdev;
+    if (h->op == FC_OP_MEMCPY_DTOH) {
+        fc_MEMCPY_DTOH m;
+        if (h->len != sizeof m) return 0;
+        memcpy(&m, body, sizeof m);
+        if (m.flags != 0) return 0; /* a deferred copy: the session keeps those in order */
+        uint64_t n = m.size;
+        if (n == 0 || n > d->small_size || REPLY_HEAD + n > cap || !range_holds(d, m.src, n))
             return 0;
-        err = p_dtoh(d->small, src, n, stream);
+        if (stream_of(d, vdev, m.stream, &stream) || make_current(d) ||
+            !idle_for(d, m.stream, stream))
+            return 0;
+        err = p_dtoh(d->small, m.src, n, stream);
         if (err == CU_SUCCESS) err = p_ssync(stream);
         if (err == CU_SUCCESS) {
-            memcpy(out + 24, d->small, n);
+            memcpy(out + REPLY_HEAD, d->small, n);
             tail = (uint32_t)n;
         }
-    } else if (op == OP_STREAM_SYNC) {
-        if (flen != 4) return 0;
-        uint32_t sid = rd32(m);
-        if (stream_of(d, vdev, sid, &stream) || make_current(d) || !idle_for(d, sid, stream))
+    } else if (h->op == FC_OP_STREAM_SYNC) {
+        fc_STREAM_SYNC m;
+        if (h->len != sizeof m) return 0;
+        memcpy(&m, body, sizeof m);
+        if (stream_of(d, vdev, m.stream, &stream) || make_current(d) ||
+            !idle_for(d, m.stream, stream))
             return 0;
         err = p_ssync(stream); /* returns at once; flushes device printf, reports faults */
-    } else if (op == OP_EVENT_SYNC) {
-        if (flen != 4) return 0;
-        fp_handle *e = slot(&d->events, &d->cap_events, rd32(m), 0);
+    } else if (h->op == FC_OP_EVENT_SYNC) {
+        fc_EVENT_SYNC m;
+        if (h->len != sizeof m) return 0;
+        memcpy(&m, body, sizeof m);
+        fp_handle *e = slot(&d->events, &d->cap_events, m.event, 0);
         if (!e || e->handle == (void *)-1 || make_current(d) || p_equery(e->handle) != CU_SUCCESS)
             return 0;
         err = p_esync(e->handle);
-    } else if (op == OP_DEVICE_SYNC) {
-        if (flen != 0 || make_current(d) || !device_idle(d)) return 0;
+    } else if (h->op == FC_OP_DEVICE_SYNC) {
+        if (h->len != 0 || make_current(d) || !device_idle(d)) return 0;
         err = p_ctxsync();
     } else {
         return 0;
     }
     if (err == CU_SUCCESS) d->first_n = 0; /* every launch before it got through */
-    reply_header(out, rid, vdev, (uint32_t)err, tail);
+    reply_header(out, h->rid, vdev, (uint32_t)err, tail);
     res->sync_status = err;
-    res->out_len = 24 + tail;
-    res->sync_op = op;
+    res->out_len = REPLY_HEAD + tail;
+    res->sync_op = h->op;
     res->sync_vdev = vdev;
     return 1;
 }
@@ -480,66 +455,67 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             int sock, int pipe_fd, fp_result *res) {
     memset(res, 0, sizeof *res);
     uint64_t off = 0;
-    while (len - off >= HDR) {
-        const unsigned char *h = buf + off;
-        uint32_t flen = rd32(h);
-        uint16_t op = rd16(h + 4);
-        uint32_t rid = rd32(h + 8);
-        uint16_t vdev = rd16(h + 12);
-        uint16_t aux = rd16(h + 14);
-        if (vdev >= FP_MAX_VDEV || len - off - HDR < flen) break;
-        fp_dev *d = &devs[vdev];
+    while (len - off >= sizeof(fc_hdr)) {
+        fc_hdr h;
+        memcpy(&h, buf + off, sizeof h);
+        if (h.vdev >= FP_MAX_VDEV || len - off - sizeof h < h.len) break;
+        fp_dev *d = &devs[h.vdev];
         if (!d->ctx) break;
-        const unsigned char *m = h + HDR;
-        if (rid != 0) {
+        const unsigned char *body = buf + off + sizeof h;
+        if (h.rid != 0) {
             uint64_t t0 = now_ns();
-            if (!out || !run_sync(d, op, rid, vdev, m, flen, out, out_cap, res)) break;
+            if (!out || !run_sync(d, &h, body, out, out_cap, res)) break;
             res->sync_ns = now_ns() - t0;
             send_reply(out, res, sock, pipe_fd);
-            off += HDR + flen;
+            off += sizeof h + h.len;
             break;
         }
         int err = 0;
-        if (op == OP_LAUNCH) {
-            if (flen < LAUNCH_FIXED) break;
-            uint32_t kid = rd32(m), sid = rd32(m + 4), flags = rd32(m + 36);
-            if (flags != 0 || kid >= d->nkernels || !d->kernels[kid].func) break;
-            if (flen - LAUNCH_FIXED != d->kernels[kid].param_size) break;
-            void *stream;
-            if (stream_of(d, vdev, sid, &stream) || make_current(d)) break;
-            size_t psize = flen - LAUNCH_FIXED;
-            void *extra[5] = {(void *)1, (void *)(m + LAUNCH_FIXED), (void *)2, &psize, NULL};
-            err = p_launch(d->kernels[kid].func, rd32(m + 8), rd32(m + 12), rd32(m + 16),
-                           rd32(m + 20), rd32(m + 24), rd32(m + 28), rd32(m + 32), stream, NULL,
+        void *stream;
+        if (h.op == FC_OP_LAUNCH) {
+            /* the message structs are packed (alignment 1): read in place, nothing copied */
+            const fc_LAUNCH *m = (const fc_LAUNCH *)body;
+            if (h.len < sizeof *m) break;
+            /* a cooperative launch (or a flag this path does not know) goes to Python */
+            uint32_t kid = m->kernel;
+            if (m->flags != 0 || kid >= d->nkernels || !d->kernels[kid].func) break;
+            size_t psize = h.len - sizeof *m;
+            if (psize != d->kernels[kid].param_size) break;
+            if (stream_of(d, h.vdev, m->stream, &stream) || make_current(d)) break;
+            void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, (void *)(body + sizeof *m),
+                              CU_LAUNCH_PARAM_BUFFER_SIZE, &psize, CU_LAUNCH_PARAM_END};
+            err = p_launch(d->kernels[kid].func, m->grid[0], m->grid[1], m->grid[2],
+                           m->block[0], m->block[1], m->block[2], m->shmem, stream, NULL,
                            psize ? extra : NULL);
             note_launch(d, kid);
             res->launches++;
-        } else if (op == OP_EVENT_RECORD) {
-            if (flen != 12) break;
-            fp_handle *e = slot(&d->events, &d->cap_events, rd32(m), 0);
-            void *stream;
-            if (!e || e->handle == (void *)-1 || stream_of(d, vdev, rd32(m + 4), &stream) ||
+        } else if (h.op == FC_OP_EVENT_RECORD) {
+            const fc_EVENT_RECORD *m = (const fc_EVENT_RECORD *)body;
+            if (h.len != sizeof *m) break;
+            fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
+            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
-            err = p_record(e->handle, stream, rd32(m + 8));
+            err = p_record(e->handle, stream, m->flags);
             res->records++;
-        } else if (op == OP_STREAM_WAIT_EVENT) {
-            if (flen != 12 || aux != vdev) break; /* another device's event: the Python path */
-            fp_handle *e = slot(&d->events, &d->cap_events, rd32(m + 4), 0);
-            void *stream;
-            if (!e || e->handle == (void *)-1 || stream_of(d, vdev, rd32(m), &stream) ||
+        } else if (h.op == FC_OP_STREAM_WAIT_EVENT) {
+            const fc_STREAM_WAIT_EVENT *m = (const fc_STREAM_WAIT_EVENT *)body;
+            /* another device's event: the Python path */
+            if (h.len != sizeof *m || fc_STREAM_WAIT_EVENT_event_vdev(&h) != h.vdev) break;
+            fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
+            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
-            err = p_wait(stream, e->handle, rd32(m + 8));
+            err = p_wait(stream, e->handle, m->flags);
             res->waits++;
         } else {
             break;
         }
-        off += HDR + flen;
+        off += sizeof h + h.len;
         if (err) {
             res->error = err;
-            res->error_op = op;
-            res->error_vdev = vdev;
+            res->error_op = h.op;
+            res->error_vdev = h.vdev;
             break;
         }
     }

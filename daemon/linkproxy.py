@@ -338,7 +338,8 @@ class LinkProxy:
                  half_close_after_bytes: int | None = None,
                  half_close_direction: str = "c2s", max_inflight: int | None = None,
                  spin: float = 0.0015) -> None:
-        self.target = _split_hostport(target) if isinstance(target, str) else tuple(target)
+        self.target: tuple[str, int] = (_split_hostport(target) if isinstance(target, str)
+                                        else (target[0], target[1]))
         self.listen = _split_hostport(listen)
         if delay < 0 or (rate is not None and rate <= 0):
             raise ValueError("delay must be >= 0 and rate > 0")

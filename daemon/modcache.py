@@ -34,6 +34,7 @@ class ModuleCache:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, digest: bytes) -> Path:
+        assert self.folder is not None
         return self.folder / (digest.hex() + ".img")
 
     def get(self, digest: bytes) -> bytes | None:
@@ -73,6 +74,8 @@ class ModuleCache:
         return digest
 
     def _evict(self) -> None:
+        if self.folder is None:
+            return
         try:
             files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.folder.glob("*.img")]
         except OSError:

@@ -14,7 +14,7 @@ accounting lives here, in one thread, so it is exact under concurrency, and a wo
 
 With [tls] configured, the front terminates TLS: the handshake runs inside it, and the worker
 gets one end of a socketpair that the front pumps to and from the client's TLS stream
-(interposer/tls.py), so workers only ever see plain descriptors.
+(wire/tls.py), so workers only ever see plain descriptors.
 
 Before any of that, admission (daemon/admission.py): a peer's new connections per second and
 handshakes at once are bounded, and every handshake must end within ``handshake_timeout``;
@@ -44,8 +44,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from farcuda.interposer import tls as tlsmod
-from farcuda.interposer.protocol import BY_NAME, HEADER, HEADER_SIZE, VERSION, handshake
+from farcuda.wire import BY_NAME, HEADER, HEADER_SIZE, VERSION, handshake
+from farcuda.wire import tls as tlsmod
 
 from .admission import Admission, LogThrottle, peer_key
 from .config import DaemonConfig
@@ -200,7 +200,7 @@ class Daemon:
         self.energy = EnergyLedger(0)
         self._energy_lock = asyncio.Lock()
         self._tls = (tlsmod.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
-                     if config.tls else None)
+                     if config.tls_cert is not None else None)  # (config.tls)
         self._own_cache: str | None = None  # the module cache folder made for this daemon
 
     # ------------------------------------------------------------ workers
@@ -616,6 +616,7 @@ class Daemon:
         if relay is None:
             conn.close()
         else:
+            assert isinstance(io, _TlsIO)  # only a TLS client is relayed
             self._task(tlsmod.pump((io.reader, io.writer), relay))
         # Registered before any await, so that a shutdown starting now sees (and ends) it.
         self.ledger.join(session, tenant)
@@ -719,7 +720,7 @@ class Daemon:
                     w.last = dict(a)
             self.energy.update(samples, busy)
             for w in workers:
-                if w.session in busy:
+                if w.session in busy and w.link is not None:
                     w.link.notify("energy", joules=self.energy.of(w.session))
             return samples
 
@@ -730,6 +731,8 @@ class Daemon:
 
     # ------------------------------------------------------------ status
     async def _ask(self, w: Worker, op: str) -> dict | None:
+        if w.link is None:  # (not serving yet)
+            return None
         try:
             return await w.link.request(op, timeout=CTL_TIMEOUT)
         except (ConnectionError, TimeoutError):
@@ -799,9 +802,8 @@ class Daemon:
             by_session = {t["session"]: t for t in st["tenants"]}
             # A session that did not answer (ending, its worker gone) counts with its last
             # figures until _watch hands them to the ended ones: never in neither place.
-            live = [(w.label, by_session.get(w.session, w.last))
-                    for w in list(self.workers.values())
-                    if w.session in by_session or w.last is not None]
+            live = [(w.label, t) for w in list(self.workers.values())
+                    if (t := by_session.get(w.session, w.last)) is not None]
             front = {"version": st["version"], "limits": st["limits"],
                      "sessions_started": self.sessions_started, "refused": self.refused,
                      "handshake_failures": self.handshake_failures,

@@ -22,7 +22,7 @@ import sysconfig
 from importlib import resources
 from pathlib import Path
 
-from farcuda.interposer.cli import OneLineParser
+from farcuda.wire.cli import OneLineParser
 
 __all__ = ["render_unit", "farcudad_path", "main"]
 

@@ -31,6 +31,7 @@ import signal
 import socket
 import struct
 import sys
+from typing import Any
 
 from .backends import load_backend
 from .ctl import CtlLink
@@ -154,7 +155,7 @@ def _fill(sock: socket.socket, data: bytearray, n: int) -> bool:
 
 async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     loop = asyncio.get_running_loop()
-    ready = {"ready": True, "pid": os.getpid()}
+    ready: dict[str, Any] = {"ready": True, "pid": os.getpid()}
     try:
         ready.update(gpus=backend.gpu_count(), driver=backend.driver_version(),
                      gpu_info=[backend.gpu_info(g) for g in range(backend.gpu_count())])
@@ -177,6 +178,7 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     session: Session | None = None
 
     def on_front(req: dict):
+        assert session is not None  # made before the front can ask anything
         op = req.get("op")
         if op == "status":
             return _status(session)
@@ -223,7 +225,7 @@ def _status(session: Session) -> dict:
 
 
 def _stdout_frame(data: bytes) -> bytes:
-    from farcuda.interposer.protocol import BY_NAME, encode
+    from farcuda.wire import BY_NAME, encode
     return encode(BY_NAME["STDOUT"], None, data)
 
 
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             return asyncio.run(serve(ctl, backend, out_fd))
     finally:
-        if prof is not None:
+        if prof is not None and profile_dir:
             prof.disable()
             prof.dump_stats(os.path.join(profile_dir, f"worker-{os.getpid()}.prof"))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
+WIRE_C = HERE.parent / "wire" / "c"  # fc_wire.h, the wire's C header (generated)
 
 CORE_SOURCES = ["core/config.c", "core/sha256.c", "core/md2.c", "core/json.c", "core/session.c",
                 "core/ranges.c", "core/pools.c", "core/tls.c", "conn.c"]
@@ -66,8 +67,8 @@ def _link(out: Path, soname: str, sources: list[Path], tmp: Path, extra: list[st
     objs = []
     for src in sources:
         obj = tmp / (src.parent.name + "_" + src.stem + ".o")
-        _run([cc, *CFLAGS, *cflags, "-I", str(src.parent), "-c", str(src), "-o", str(obj)],
-             verbose)
+        _run([cc, *CFLAGS, *cflags, "-I", str(src.parent), "-I", str(WIRE_C), "-c", str(src),
+              "-o", str(obj)], verbose)
         objs.append(str(obj))
     part = out.with_name(out.name + ".tmp")
     _run([cc, "-shared", "-pthread", "-o", str(part), *objs, f"-Wl,-soname,{soname}",

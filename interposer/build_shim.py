@@ -20,28 +20,20 @@ import cffi
 
 HERE = Path(__file__).resolve().parent
 CSRC_CANDIDATES = (HERE.parent / "csrc", HERE / "csrc")
+WIRE_C = HERE.parent / "wire" / "c"  # fc_wire.h, the wire's C header (generated)
 TARGET = "libcudart.so.13"
 MODULE = "_farcuda_shim"
 
-SOURCES = ["runtime.c", "conn.c", "memory.c", "pools.c", "launch.c", "streams.c", "pyhost.c",
-           "gen/exports.c"]
+# from the base up: each file calls only those before it (and the Python half); the exports
+# (gen/exports.c) call all of them
+SOURCES = ["log.c", "pyhost.c", "runtime.c", "conn.c", "connect.c", "ranges.c", "streams.c",
+           "launch.c", "pools.c", "memory.c", "devices.c", "gen/exports.c"]
 
 INIT_CODE = """
 from _farcuda_shim import ffi, lib
 from farcuda.interposer import runtime
 runtime.install(ffi, lib)
 """
-
-# entry points the C half calls into Python, besides the generated ones for cold calls
-INTERNAL = """
-extern "Python+C" int fcpy_init(void);
-extern "Python+C" int fcpy_connect(int server);
-extern "Python+C" int fcpy_device_describe(int dev);
-extern "Python+C" int fcpy_device_open(int dev);
-extern "Python+C" int fcpy_module_load(int mod, int dev);
-extern "Python+C" int fcpy_report(void);
-"""
-
 
 def csrc_dir() -> Path:
     for c in CSRC_CANDIDATES:
@@ -58,23 +50,12 @@ def _cdef_from_api(text: str) -> str:
     return body
 
 
-def _py_cdef() -> str:
-    """cffi declarations of the Python-implemented entry points, from calls.py (loaded from
-    this folder: at build time the package is not installed yet)."""
-    import importlib.util
-    import types
-
-    pkg = types.ModuleType("_fc_build")
-    pkg.__path__ = [str(HERE)]
-    sys.modules["_fc_build"] = pkg
-    for sub in ("_abi", "calls"):
-        spec = importlib.util.spec_from_file_location(f"_fc_build.{sub}", HERE / f"{sub}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[f"_fc_build.{sub}"] = mod
-        spec.loader.exec_module(mod)
-    calls = sys.modules["_fc_build.calls"]
-    return "\n".join(f'extern "Python+C" int fcpy_{n}({sig});'
-                     for n, sig in sorted(calls.PY_CALLS.items()))
+def _py_cdef(text: str) -> str:
+    """cffi declarations of the entry points the C half calls into Python (the shim's own and
+    the call table's Python rows), from the prototypes tools/gen_calls.py wrote into
+    csrc/gen/pycalls.h."""
+    return "\n".join(f'extern "Python+C" {ln.strip()}' for ln in text.splitlines()
+                     if ln.startswith("int fcpy_"))
 
 
 def python_paths() -> list[str]:
@@ -100,8 +81,7 @@ def make_ffi() -> cffi.FFI:
     csrc = csrc_dir()
     ffi = cffi.FFI()
     ffi.cdef(_cdef_from_api((csrc / "api.h").read_text()))
-    ffi.cdef(INTERNAL)
-    ffi.cdef(_py_cdef())
+    ffi.cdef(_py_cdef((csrc / "gen" / "pycalls.h").read_text()))
     ffi.embedding_init_code(INIT_CODE)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
@@ -120,7 +100,7 @@ def make_ffi() -> cffi.FFI:
         MODULE,
         '#include "fc.h"\n#include "api.h"\n',
         sources=[str(csrc / s) for s in SOURCES],
-        include_dirs=[str(csrc)],
+        include_dirs=[str(csrc), str(WIRE_C)],
         define_macros=[("FC_PYTHON_HOME", q(sys.base_prefix)),
                        ("FC_PYTHON_PATHS", q(":".join(python_paths()))),
                        ("FC_LIBPYTHON", q(libpython)),

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from farcuda.wire.cli import OneLineParser, version
+
 from . import config as configmod
 
 SHIM_NAME = "libcudart.so.13"
@@ -37,21 +39,6 @@ DAEMON_LOG_LEVELS = ("debug", "info", "warning", "error")
 # FARCUDA_SERVER_ORIGIN: what set the application's FARCUDA_SERVER, named in the shim's
 # messages (interposer/config.py); only `farcuda run` sets it.
 ORIGIN = "FARCUDA_SERVER_ORIGIN"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line (argparse prints the usage, then the error)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
-        return dist_version("farcuda")
-    except Exception:  # run from a source tree that is not installed
-        return "unknown"
 
 
 def shim_path() -> Path:
@@ -240,12 +227,12 @@ def cmd_run(args) -> int:
 def query_status(server: str, token: str | None, timeout: float = 5.0,
                  tls_config: configmod.ClientConfig | None = None) -> dict:
     """The server's status (daemon/server.py ``Daemon.status``); TLS when ``tls_config.tls``."""
-    from .protocol import FrameReader, ProtocolError, handshake
+    from farcuda.wire import FrameReader, ProtocolError, handshake
     host, port = configmod.parse_hostport(server, "--server")
     raw = socket.create_connection((host, port), timeout=timeout)
     if tls_config is not None and tls_config.tls:
-        from . import tls
-        ctx = tls.client_context(tls_config.tls_ca, tls_config.tls_cert, tls_config.tls_key)
+        from farcuda.wire.tls import client_context
+        ctx = client_context(tls_config.tls_ca, tls_config.tls_cert, tls_config.tls_key)
         try:
             raw = ctx.wrap_socket(raw, server_hostname=host)
         except BaseException:

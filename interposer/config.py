@@ -12,20 +12,16 @@ without FARCUDA_TLS=1 is an error, never a silent plain-text connection.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from farcuda.wire.addresses import DEFAULT_PORT, ConfigError, parse_hostport
 
 __all__ = ["DEFAULT_PORT", "ConfigError", "DeviceEntry", "ClientConfig", "parse_hostport",
            "parse_device", "parse_devices", "from_env", "ENV_HELP"]
 
-DEFAULT_PORT = 7420
 ENV_HELP = ("set FARCUDA_SERVER=host[:port], or FARCUDA_DEVICES=host:port/gpu,..., or run the "
             "program with `farcuda run -- PROGRAM`")
-
-
-class ConfigError(ValueError):
-    """A configuration variable is malformed; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -35,26 +31,6 @@ class DeviceEntry:
     gpu: int
     sm: int = 0  # SM budget, 0: the whole GPU
     text: str = ""
-
-
-_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/@\[\]]+))(?::(?P<port>[^/@]*))?$")
-
-
-def parse_hostport(text: str, what: str, allow_zero: bool = False) -> tuple[str, int]:
-    """'host', 'host:port', '[v6]:port' -> (host, port); port 0 (any free port) only for a
-    listening address."""
-    m = _HOSTPORT.match(text.strip())
-    if not m:
-        raise ConfigError(f"{what}: {text!r} is not host[:port]")
-    host = m.group("v6") or m.group("host")
-    port_text = m.group("port")
-    if port_text is None or port_text == "":
-        if port_text == "":
-            raise ConfigError(f"{what}: {text!r} has an empty port")
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not (0 if allow_zero else 1) <= int(port_text) < 65536:
-        raise ConfigError(f"{what}: {text!r} has a bad port {port_text!r}")
-    return host, int(port_text)
 
 
 def parse_device(text: str, what: str) -> DeviceEntry:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from ._abi import DEVICE_PROP_FIELDS, DEVICE_PROP_SIZE, cudaDeviceAttr
+from farcuda.wire.abi import DEVICE_PROP_FIELDS, DEVICE_PROP_SIZE, cudaDeviceAttr
 
 __all__ = ["FIELD_ATTRS", "fill_device_prop", "attr_number"]
 

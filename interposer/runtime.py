@@ -22,11 +22,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from farcuda.wire import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
+from farcuda.wire import messages as msg
+from farcuda.wire.abi import ERRORS, STRUCTS, cudaDeviceAttr, cudaFuncAttribute
+from farcuda.wire.calls import PY_CALLS
+
 from . import config as configmod
-from ._abi import ERRORS, cudaDeviceAttr, cudaFuncAttribute
-from .calls import PY_CALLS
 from .devprops import attr_number, fill_device_prop
-from .protocol import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
 
 E = {name: code for code, (name, _text) in ERRORS.items()}
 SUCCESS = 0
@@ -36,8 +38,8 @@ ffi: Any = None
 lib: Any = None
 
 
-def log(msg: str) -> None:
-    lib.fcx_log(msg.encode(errors="replace"))
+def log(text: str) -> None:
+    lib.fcx_log(text.encode(errors="replace"))
 
 
 @dataclass
@@ -78,17 +80,17 @@ class CudaError(Exception):
 def call(dev: int, name: str, values: dict | None = None, tail: bytes = b"",
          bulk: bool = False, server: int | None = None) -> tuple[dict, bytes | None]:
     """A synchronous request on a virtual device (or to a server); raises CudaError."""
-    msg = BY_NAME[name]
-    fixed = pack_fixed(msg, values)
-    rep_size = max(msg.reply_size, 1)
+    m = BY_NAME[name]
+    fixed = pack_fixed(m, values)
+    rep_size = max(m.reply_size, 1)
     rep = ffi.new("char[]", rep_size)
     pbulk = ffi.new("void **") if bulk else ffi.NULL
     plen = ffi.new("size_t *") if bulk else ffi.NULL
     if server is not None:
-        st = lib.fcx_call_server(server, msg.op, fixed, len(fixed), rep, msg.reply_size, pbulk,
+        st = lib.fcx_call_server(server, m.op, fixed, len(fixed), rep, m.reply_size, pbulk,
                                  plen)
     else:
-        st = lib.fcx_call(dev, msg.op, fixed, len(fixed), tail, len(tail), rep, msg.reply_size,
+        st = lib.fcx_call(dev, m.op, fixed, len(fixed), tail, len(tail), rep, m.reply_size,
                           pbulk, plen)
     data = None
     if bulk and pbulk[0] != ffi.NULL:
@@ -96,14 +98,14 @@ def call(dev: int, name: str, values: dict | None = None, tail: bytes = b"",
         lib.fcx_free(pbulk[0])
     if st != SUCCESS:
         raise CudaError(st, reason=data.decode(errors="replace") if data else None)
-    reply = unpack_fixed(msg, ffi.buffer(rep, rep_size), reply=True) if msg.reply_size else {}
+    reply = unpack_fixed(m, ffi.buffer(rep, rep_size), reply=True) if m.reply_size else {}
     return reply, data
 
 
 def post(dev: int, name: str, values: dict | None = None, tail: bytes = b"") -> int:
-    msg = BY_NAME[name]
-    fixed = pack_fixed(msg, values)
-    return lib.fcx_post(dev, msg.op, fixed, len(fixed), tail, len(tail))
+    m = BY_NAME[name]
+    fixed = pack_fixed(m, values)
+    return lib.fcx_post(dev, m.op, fixed, len(fixed), tail, len(tail))
 
 
 def ready(dev: int) -> None:
@@ -204,9 +206,11 @@ def _open_tls(host: str, port: int, cfg) -> socket.socket:
     """The local end of a TLS relay to host:port (interposer/tls.py)."""
     import ssl
 
+    from farcuda.wire.tls import client_context
+
     from . import tls
     try:
-        ctx = tls.client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+        ctx = client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise _TlsSetupError(f"FARCUDA_TLS_CA/CERT/KEY: {exc}") from None
     sock = tls.client_relay().connect(host, port, ctx, cfg.connect_timeout)
@@ -386,7 +390,7 @@ def module_load(mod: int, dev: int) -> int:
     _, data = call(dev, "MODULE_LOAD", {"module": mod, "nkernels": len(kernels),
                                         "nvars": len(variables)}, blob + names, bulk=True)
     reply = json.loads(data)
-    for (k, kname), info in zip(kernels, reply["kernels"]):
+    for (k, kname), info in zip(kernels, reply["kernels"], strict=False):
         if info is None:  # not in the image (device linking may drop unused kernels)
             continue
         flat = [x for pair in info["params"] for x in pair]
@@ -399,7 +403,7 @@ def module_load(mod: int, dev: int) -> int:
         # attributes the program set on another device apply to the kernel everywhere
         for attr, value in S.kernel_attrs.get(k, {}).items():
             call(dev, "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": value})
-    for (v, vname, vsz), info in zip(variables, reply["vars"]):
+    for (v, _name, vsz), info in zip(variables, reply["vars"], strict=False):
         if info is None:
             continue
         lib.fcx_set_var_addr(v, dev, info["addr"])
@@ -470,30 +474,6 @@ def cudaGetDeviceProperties(prop, device):
     return SUCCESS
 
 
-def cudaDeviceGetLimit(pValue, limit):
-    dev = current()
-    ready(dev)
-    rep, _ = call(dev, "GET_LIMIT", {"limit": limit})
-    pValue[0] = rep["value"]
-    return SUCCESS
-
-
-def cudaDeviceSetLimit(limit, value):
-    dev = current()
-    ready(dev)
-    call(dev, "SET_LIMIT", {"limit": limit, "value": value})
-    return SUCCESS
-
-
-def cudaMemGetInfo(free, total):
-    dev = current()
-    ready(dev)
-    rep, _ = call(dev, "MEM_GET_INFO")
-    free[0] = rep["free"]
-    total[0] = rep["total"]
-    return SUCCESS
-
-
 def cudaSetDeviceFlags(flags):
     dev = current()
     d = check_device(dev)
@@ -556,8 +536,9 @@ def cudaFuncSetAttribute(func, attr, value):
 
 def cudaFuncSetCacheConfig(func, cacheConfig):
     k = kernel_of(func)
-    call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": 1000, "value": cacheConfig})
-    S.kernel_attrs.setdefault(k, {})[1000] = cacheConfig
+    attr = msg.FUNC_SET_ATTR_CACHE_CONFIG
+    call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": cacheConfig})
+    S.kernel_attrs.setdefault(k, {})[attr] = cacheConfig
     return SUCCESS
 
 
@@ -584,21 +565,19 @@ def cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks, func, bloc
     return _occupancy(numBlocks, func, blockSize, dynamicSMemSize, flags)
 
 
-def cudaOccupancyAvailableDynamicSMemPerBlock(dynamicSmemSize, func, numBlocks, blockSize):
-    k = kernel_of(func)
-    rep, _ = call(current(), "OCCUPANCY_SMEM", {"kernel": k, "blocks": numBlocks,
-                                                "block": blockSize})
-    dynamicSmemSize[0] = rep["bytes"]
-    return SUCCESS
+# cudaLaunchConfig_t: gridDim, blockDim, dynamicSmemBytes, stream, attrs, numAttrs
+_LAUNCH_CONFIG = struct.Struct("<6I3QI4x")
+assert _LAUNCH_CONFIG.size == STRUCTS["cudaLaunchConfig_t"][0]
 
 
 def _clusters(out, func, config, what: int) -> int:
     if out == ffi.NULL or config == ffi.NULL:
         return E["cudaErrorInvalidValue"]
     k = kernel_of(func)
-    raw = bytes(ffi.buffer(ffi.cast("char *", config), 56))
-    gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = struct.unpack("<6I3QI4x", raw)
-    tail = bytes(ffi.buffer(ffi.cast("char *", attrs), 72 * nattrs)) if nattrs else b""
+    raw = bytes(ffi.buffer(ffi.cast("char *", config), _LAUNCH_CONFIG.size))
+    gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = _LAUNCH_CONFIG.unpack(raw)
+    size = msg.LAUNCH_ATTR_SIZE * nattrs
+    tail = bytes(ffi.buffer(ffi.cast("char *", attrs), size)) if nattrs else b""
     rep, _ = call(current(), "OCCUPANCY_CLUSTERS", {
         "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
         "nattrs": nattrs, "what": what}, tail)
@@ -607,11 +586,11 @@ def _clusters(out, func, config, what: int) -> int:
 
 
 def cudaOccupancyMaxActiveClusters(numClusters, func, launchConfig):
-    return _clusters(numClusters, func, launchConfig, 0)
+    return _clusters(numClusters, func, launchConfig, msg.OCCUPANCY_CLUSTERS_MAX_ACTIVE)
 
 
 def cudaOccupancyMaxPotentialClusterSize(clusterSize, func, launchConfig):
-    return _clusters(clusterSize, func, launchConfig, 1)
+    return _clusters(clusterSize, func, launchConfig, msg.OCCUPANCY_CLUSTERS_MAX_SIZE)
 
 
 def cudaPointerGetAttributes(attributes, ptr):
@@ -750,7 +729,7 @@ def cudaDeviceGetP2PAttribute(value, attr, srcDevice, dstDevice):
     return SUCCESS if attr in (1, 2, 3, 4) else E["cudaErrorInvalidValue"]
 
 
-_STREAM_ATTR_SIZE = 64
+_STREAM_ATTR_SIZE = msg.STREAM_ATTR_SIZE
 
 
 def _stream_key(hStream) -> tuple:

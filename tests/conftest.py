@@ -1,4 +1,5 @@
-"""Shared fixtures: the installed shim, nvcc-built test programs, and real daemons on port 0.
+"""Shared fixtures: the installed shim, nvcc-built test programs, real daemons on port 0, and
+the daemon's C path built against a recording stand-in of the CUDA driver.
 
 Tests marked ``gpu`` run only where the CUDA driver initializes (checked in a subprocess, so
 the test process itself never touches CUDA); elsewhere they are skipped with the reason.
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,163 @@ def run_driver(exe: Path, driver: Path, server: str | None, args=(), env: dict |
 
 
 _Helpers.run_driver = staticmethod(run_driver)
+
+
+# ---------------------------------------------------------------- the daemon's C path
+
+FAKES_DIR = ROOT / "tests" / "fakes"
+# the recording driver's kinds of call (tests/fakes/libcuda_recording.c)
+REC = {name: i + 1 for i, name in enumerate(
+    ("launch", "set_current", "record", "wait", "dtoh", "stream_query", "stream_sync",
+     "event_query", "event_sync", "ctx_sync"))}
+_REC_CDEF = """
+typedef struct { int32_t fn; int32_t bad_extra; uint64_t a[10]; uint64_t params_off;
+                 uint64_t params_len; } rec_call;
+void rec_reset(void);
+int rec_count(void);
+const rec_call *rec_get(int i);
+const unsigned char *rec_arena(void);
+void rec_busy(void *handle, int busy);
+void rec_fail(int fn, int err);
+unsigned char rec_byte_at(uint64_t addr);
+"""
+
+
+def _source_module(name: str):
+    """A module of the source tree (build helpers are not installed)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def build_recording_driver(out: Path, sanitize: tuple[str, ...] = ()) -> Path:
+    so = out / "libcuda-recording.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", *sanitize, "-o", str(so),
+                    str(FAKES_DIR / "libcuda_recording.c")], check=True)
+    return so
+
+
+@dataclass
+class FastPath:
+    """daemon/fastpath.c, loaded in this process, calling the recording driver.
+
+    Handles are made-up addresses that say what they stand for (``stream_h``, ``event_h``,
+    ``func_h``, ``CTX``), so a recorded call shows which handle the C path looked up."""
+
+    ffi: object
+    lib: object  # fp_* of daemon/build_fastpath.py's CDEF
+    rffi: object
+    rec: object  # the recording driver's rec_*
+    driver: Path
+    small: dict = field(default_factory=dict)  # vdev -> the bounce buffer registered
+
+    CTX = {v: 0xC000 + 0x100 * v for v in range(64)}
+    OUT_CAP = 24 + (64 << 10)  # the session's reply buffer (Session._FAST_OUT)
+    SMALL = 64 << 10
+
+    @staticmethod
+    def stream_h(vdev: int, sid: int) -> int:
+        return 0 if sid == 0 else 0x50000 + vdev * 0x1000 + sid
+
+    @staticmethod
+    def event_h(vdev: int, eid: int) -> int:
+        return 0x60000 + vdev * 0x1000 + eid
+
+    @staticmethod
+    def func_h(vdev: int, kid: int) -> int:
+        return 0x900000 + vdev * 0x10000 + kid
+
+    def ptr(self, value: int):
+        return self.ffi.cast("void *", value)
+
+    def reset(self) -> None:
+        for vdev in range(64):
+            self.lib.fp_drop_device(vdev)
+        self.lib.fp_note_current(self.ffi.NULL)
+        self.rec.rec_reset()
+
+    def device(self, vdev: int = 0, kernels: dict | None = None, streams: dict | None = None,
+               events=(), ranges=()) -> None:
+        """Register a virtual device as CudaDevice does: its context and bounce buffer,
+        kernels (id -> parameter bytes), streams (id -> creation flags), events, memory."""
+        lib = self.lib
+        assert lib.fp_set_context(vdev, self.ptr(self.CTX[vdev])) == 0
+        buf = self.small.setdefault(vdev, self.ffi.new("unsigned char[]", self.SMALL))
+        lib.fp_set_small(vdev, buf, self.SMALL)
+        for kid, size in (kernels or {}).items():
+            assert lib.fp_set_kernel(vdev, kid, self.ptr(self.func_h(vdev, kid)), size) == 0
+        for sid, flags in (streams or {}).items():
+            assert lib.fp_set_stream(vdev, sid, self.ptr(self.stream_h(vdev, sid)), flags) == 0
+        for eid in events:
+            assert lib.fp_set_event(vdev, eid, self.ptr(self.event_h(vdev, eid))) == 0
+        for base, size in ranges:
+            assert lib.fp_range_add(vdev, base, size) == 0
+
+    def run(self, data: bytes, out: bool = True, out_cap: int | None = None, sock: int = -1,
+            pipe: int = -1):
+        """One fp_run over data, as Session._run_fast calls it: (result, reply bytes)."""
+        ffi = self.ffi
+        cap = self.OUT_CAP if out_cap is None else out_cap
+        res = ffi.new("fp_result *")
+        buf = ffi.new("unsigned char[]", max(1, len(data)))
+        ffi.memmove(buf, data, len(data))
+        outbuf = ffi.new("unsigned char[]", cap) if out else ffi.NULL
+        self.lib.fp_run(buf, len(data), outbuf, cap, sock, pipe, res)
+        reply = bytes(ffi.buffer(outbuf, res.out_len)) if out and res.out_len else b""
+        return res, reply
+
+    @staticmethod
+    def sanitized_replay(out: Path) -> Path:
+        """tests/fakes/fastpath_replay.c with daemon/fastpath.c and the recording driver, all
+        built with AddressSanitizer and UndefinedBehaviorSanitizer."""
+        flags = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                 "-fno-omit-frame-pointer", "-g")
+        lib = build_recording_driver(out, flags)
+        exe = out / "fastpath_replay"
+        subprocess.run(["gcc", "-O1", "-Wall", *flags, f'-DFP_LIBCUDA="{lib}"',
+                        f"-I{ROOT / 'daemon'}", f"-I{ROOT / 'wire' / 'c'}", "-o", str(exe),
+                        str(ROOT / "daemon" / "fastpath.c"), str(FAKES_DIR / "fastpath_replay.c"),
+                        "-ldl"], check=True)
+        return exe
+
+    def calls(self) -> list[tuple]:
+        """Every driver call since the last reset: (kind, args..., [parameter bytes])."""
+        kinds = {v: k for k, v in REC.items()}
+        arena = self.rec.rec_arena()
+        out = []
+        for i in range(self.rec.rec_count()):
+            c = self.rec.rec_get(i)
+            kind = kinds[c.fn]
+            if kind == "launch":
+                assert not c.bad_extra, "a launch passed malformed extra arguments"
+                params = bytes(self.rffi.buffer(arena + c.params_off, c.params_len))
+                out.append((kind, *[int(c.a[k]) for k in range(9)], params))
+            else:
+                n = {"record": 3, "wait": 3, "dtoh": 4, "ctx_sync": 0}.get(kind, 1)
+                out.append((kind, *[int(c.a[k]) for k in range(n)]))
+        return out
+
+
+@pytest.fixture(scope="session")
+def fastpath(tmp_path_factory) -> FastPath:
+    """The daemon's C path (daemon/fastpath.c as build_fastpath.py builds it), opening the
+    recording stand-in of libcuda.so.1 instead of the driver."""
+    import cffi
+    out = tmp_path_factory.mktemp("fastpath")
+    driver = build_recording_driver(out)
+    build = _source_module("daemon.build_fastpath")
+    build.make_ffi("_fastpath_under_test", libcuda=str(driver)).compile(tmpdir=str(out))
+    sys.path.insert(0, str(out))
+    try:
+        module = importlib.import_module("_fastpath_under_test")
+    finally:
+        sys.path.pop(0)
+    rffi = cffi.FFI()
+    rffi.cdef(_REC_CDEF)
+    rec = rffi.dlopen(str(driver))
+    assert module.lib.fp_init() == 0
+    fp = FastPath(module.ffi, module.lib, rffi, rec, driver)
+    fp.reset()
+    return fp

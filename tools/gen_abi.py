@@ -1,8 +1,10 @@
 """Generate farcuda's record of the CUDA 13 runtime ABI from an installed CUDA toolkit.
 
-Writes interposer/_abi.py (exports, error table, cudaDeviceProp layout) and csrc/gen/abi.h
-(the error table for the C side). Both are committed; tests/unit/test_abi.py checks that they
-still match the toolkit when one is installed. Run: python tools/gen_abi.py [--cuda /usr/local/cuda]
+Writes wire/abi.py (exports, error table, cudaDeviceProp layout, the sizes and field offsets
+of the structures farcuda handles by hand, a few enums) and csrc/gen/abi.h (the error table
+and the same sizes and offsets for the C side). Both are committed; tests/unit/test_table.py
+checks that they still match the toolkit when one is installed.
+Run: python tools/gen_abi.py [--cuda /usr/local/cuda]
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def errors(cuda: Path) -> list[tuple[int, str, str]]:
 
 def device_prop_layout(cuda: Path) -> tuple[int, list[tuple[str, int, str, int]]]:
     text = (cuda / "include/driver_types.h").read_text()
-    body = re.search(r"struct __device_builtin__ cudaDeviceProp\s*\{(.*?)\n\};", text, re.S).group(1)
+    found = re.search(r"struct __device_builtin__ cudaDeviceProp\s*\{(.*?)\n\};", text, re.S)
+    assert found, "cudaDeviceProp not found in driver_types.h"
+    body = found.group(1)
     body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
     fields = []
     for m in re.finditer(r"^\s*(unsigned int|size_t|int|char|cudaUUID_t)\s+(\w+)(?:\[(\d+)\])?;",
@@ -79,7 +83,8 @@ def device_prop_layout(cuda: Path) -> tuple[int, list[tuple[str, int, str, int]]
     size, offsets = nums[0], nums[1:]
     ctype = {"unsigned int": "u32", "size_t": "u64", "int": "i32", "char": "char",
              "cudaUUID_t": "uuid"}
-    return size, [(name, off, ctype[t], n) for (t, name, n), off in zip(fields, offsets)]
+    return size, [(name, off, ctype[t], n)
+                  for (t, name, n), off in zip(fields, offsets, strict=True)]
 
 
 def enum_values(cuda: Path, name: str) -> dict[str, int]:
@@ -98,7 +103,50 @@ def enum_values(cuda: Path, name: str) -> dict[str, int]:
         subprocess.run(["gcc", str(c), f"-I{cuda}/include", "-o", str(exe)], check=True)
         vals = [int(x) for x in subprocess.run([str(exe)], check=True, capture_output=True,
                                                text=True).stdout.split()]
-    return dict(zip(members, vals))
+    return dict(zip(members, vals, strict=True))
+
+
+# Structures whose layout farcuda reads or writes by hand: their sizes, and the offsets of the
+# fields named (what crosses the wire inside a tail, or what the shim fills in).
+STRUCTS: dict[str, tuple[str, ...]] = {
+    "cudaLaunchAttribute": ("id", "val"),
+    "cudaLaunchAttributeValue": (),
+    "cudaLaunchConfig_t": ("gridDim", "blockDim", "dynamicSmemBytes", "stream", "attrs",
+                           "numAttrs"),
+    "cudaPointerAttributes": ("type", "device", "devicePointer", "hostPointer"),
+    "cudaMemPoolProps": ("allocType", "handleTypes", "location", "win32SecurityAttributes",
+                         "maxSize", "usage"),
+    "cudaMemLocation": ("type", "id"),
+    "cudaMemAccessDesc": ("location", "flags"),
+    "cudaPitchedPtr": ("ptr", "pitch", "xsize", "ysize"),
+    "cudaPos": ("x", "y", "z"),
+    "cudaExtent": ("width", "height", "depth"),
+    "cudaMemcpy3DParms": ("srcArray", "srcPos", "srcPtr", "dstArray", "dstPos", "dstPtr",
+                          "extent", "kind"),
+}
+
+
+TYPEDEFS = {"cudaLaunchAttribute", "cudaLaunchAttributeValue", "cudaLaunchConfig_t"}  # in C
+
+
+def struct_layouts(cuda: Path) -> dict[str, tuple[int, dict[str, int]]]:
+    """name -> (sizeof, {field: offsetof}), from the toolkit's headers."""
+    prog = ["#include <cuda_runtime_api.h>", "#include <stdio.h>", "#include <stddef.h>",
+            "int main(void){"]
+    for name, fields in STRUCTS.items():
+        t = name if name in TYPEDEFS else f"struct {name}"
+        prog.append(f'printf("%zu\\n", sizeof({t}));')
+        prog += [f'printf("%zu\\n", offsetof({t}, {f}));' for f in fields]
+    prog.append("return 0;}")
+    with tempfile.TemporaryDirectory() as td:
+        c = Path(td) / "s.c"
+        c.write_text("\n".join(prog))
+        exe = Path(td) / "s"
+        subprocess.run(["gcc", str(c), f"-I{cuda}/include", "-o", str(exe)], check=True)
+        nums = iter(int(x) for x in subprocess.run([str(exe)], check=True, capture_output=True,
+                                                   text=True).stdout.split())
+    return {name: (next(nums), {f: next(nums) for f in fields})
+            for name, fields in STRUCTS.items()}
 
 
 def c_string(s: str) -> str:
@@ -127,20 +175,31 @@ def main() -> None:
     py.append("DEVICE_PROP_FIELDS: tuple[tuple[str, int, str, int], ...] = (")
     py += [f"    ({n!r}, {o}, {t!r}, {k})," for n, o, t, k in layout]
     py.append(")\n")
+    layouts = struct_layouts(args.cuda)
+    py.append("# Sizes of the structures farcuda reads or writes by hand, and offsets of their")
+    py.append("# fields: name -> (sizeof, {field: offsetof})")
+    py.append("STRUCTS: dict[str, tuple[int, dict[str, int]]] = {")
+    py += [f"    {n!r}: ({size}, {offs!r})," for n, (size, offs) in layouts.items()]
+    py.append("}\n")
     for enum in ("cudaDeviceAttr", "cudaLimit", "cudaFuncAttribute", "cudaMemoryType"):
         vals = enum_values(args.cuda, enum)
         py.append(f"# enum {enum}")
         py.append(f"{enum}: dict[str, int] = {{")
         py += [f"    {k!r}: {v}," for k, v in vals.items()]
         py.append("}\n")
-    (ROOT / "interposer/_abi.py").write_text("\n".join(py) + "\n")
+    (ROOT / "wire/abi.py").write_text("\n".join(py) + "\n")
 
     h = ["/* GENERATED by tools/gen_abi.py from the CUDA 13.0 toolkit. DO NOT EDIT. */",
          "#ifndef FARCUDA_GEN_ABI_H", "#define FARCUDA_GEN_ABI_H", "",
          "typedef struct { int code; const char *name; const char *text; } fc_error_desc;",
+         "#ifdef FC_ABI_ERROR_TABLE /* in the one file that answers cudaGetErrorName/String */",
          "static const fc_error_desc fc_error_table[] = {"]
     h += [f"    {{{c}, {c_string(n)}, {c_string(t)}}}," for c, n, t in errs]
-    h += ["};", f"#define FC_DEVICE_PROP_SIZE {size}", "", "#endif", ""]
+    h += ["};", "#endif", f"#define FC_DEVICE_PROP_SIZE {size}", ""]
+    for n, (sz, offs) in layouts.items():
+        h.append(f"#define FC_SIZEOF_{n} {sz}")
+        h += [f"#define FC_OFFSETOF_{n}_{f} {o}" for f, o in offs.items()]
+    h += ["", "#endif", ""]
     (ROOT / "csrc/gen/abi.h").write_text("\n".join(h))
     print(f"{len(ex)} exports, {len(errs)} error codes, cudaDeviceProp {size} bytes")
 

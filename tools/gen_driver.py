@@ -7,7 +7,7 @@ Inputs, all committed:
   (``PFN_<name>_v<version>[_ptds|_ptsz]`` in cudaTypedefs.h and its GL/EGL/VDPAU/profiler
   siblings), extracted with ``--extract``;
 - tests/data/cuda-13.0-curesult.txt: the CUresult codes of cuda.h (``--extract``), whose
-  texts for cuGetErrorString are the runtime's for the same code (interposer/_abi.py: the two
+  texts for cuGetErrorString are the runtime's for the same code (wire/abi.py: the two
   enumerations share their numbers), except where the runtime has no such code;
 - interposer/driver_calls.py: which exports farcuda implements by hand (csrc/driver/).
 
@@ -77,7 +77,7 @@ _DRIVER_ONLY_TEXT = {202: "context already current", 916: "key rotation failed"}
 
 
 def read_curesult() -> list[tuple[int, str, str]]:
-    spec = importlib.util.spec_from_file_location("_fc_abi", ROOT / "interposer" / "_abi.py")
+    spec = importlib.util.spec_from_file_location("_fc_abi", ROOT / "wire" / "abi.py")
     abi = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(abi)
     out = []

@@ -6,8 +6,8 @@
  * server whichever stand-in it came through: one connection per server, one device open per
  * virtual device, one table of device memory.
  *
- * What it owns is the state of csrc/fc.h (fc_servers, fc_devices, the connections of conn.c);
- * what it exports (version node FARCUDA_CORE_1) is the fcc_* API below. Statuses are the
+ * What it owns is the state runtime.h declares (fc_servers, fc_devices, the connections of
+ * conn.c); what it exports (version node FARCUDA_CORE_1) is the fcc_* API below. Statuses are the
  * daemon's, that is cudaError_t numbers; each layer maps them to its own API's codes.
  */
 #ifndef FARCUDA_CORE_H
@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 #include "../fc.h"
+#include "../conn.h"     /* the transport, shared with the shim */
+#include "../runtime.h"  /* the state the core defines (fc_servers, fc_devices, ...) */
 
 #define FCC_API __attribute__((visibility("default")))
 

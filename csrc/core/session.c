@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FC_ABI_ERROR_TABLE /* error names and texts for the lines on stderr */
 #include "core.h"
 #include "../api.h"
 #include "../gen/abi.h"
@@ -114,7 +115,7 @@ void fc_note_fault(int dev, int status, const char *culprit) {
     d->sticky = status;
 }
 
-void fcx_note_async_error(int dev, int status) {
+void fc_note_async_error(int dev, int status) {
     if (dev < 0 || dev >= fc_ndevices || status == cudaSuccess) return;
     fcc_sync_status(dev, status);
     if (!fc_devices[dev].sticky) {
@@ -164,18 +165,18 @@ static int hostnode_get(uint32_t id, hostnode *out) {
 }
 
 /* the reader thread: a replay reached a captured host-to-device copy */
-void fc_hostnode_fetch(fc_conn *c, uint32_t node) {
+static void hostnode_fetch(fc_conn *c, uint32_t node) {
     hostnode h;
     if (hostnode_get(node, &h) || !h.to_device) return;
-    for (size_t off = 0; off < h.n; off += FC_CHUNK) {
-        size_t k = h.n - off < FC_CHUNK ? h.n - off : FC_CHUNK;
+    for (size_t off = 0; off < h.n; off += FC_PIECE) {
+        size_t k = h.n - off < FC_PIECE ? h.n - off : FC_PIECE;
         fc_HOST_DATA m = {node, 0, off};
         fc_post(c, FC_OP_HOST_DATA, (uint16_t)h.dev, &m, sizeof m, (char *)h.host + off, k);
     }
 }
 
 /* the reader thread: where the bytes of a PUSH go (a registered device-to-host range only) */
-int fc_hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
+static int hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
     hostnode h;
     if (hostnode_get(node, &h) || h.to_device || offset > h.n || n > h.n - offset) return -1;
     *dst = (char *)h.host + offset;
@@ -217,8 +218,7 @@ static void *hf_main(void *arg) {
     return NULL;
 }
 
-void fcx_callback_reached(void *conn, uint32_t id) {
-    (void)conn;
+static void callback_reached(uint32_t id) {
     pthread_mutex_lock(&hf_mtx);
     host_fn **pp = &hf_waiting, *h;
     while ((h = *pp) && h->id != id) pp = &h->next;
@@ -669,7 +669,11 @@ static void child_after_fork(void) {
     hf_ready_tail = &hf_ready;
 }
 
+/* what the transport's reader hands over (conn.c): host functions, captured host memory */
+static const fc_conn_notices notices = {callback_reached, hostnode_fetch, hostnode_target};
+
 static void init_run(void) {
+    fc_conn_set_notices(&notices);
     for (int i = 0; i < FC_MAX_SERVERS; i++) pthread_mutex_init(&fc_servers[i].mtx, NULL);
     for (int i = 0; i < FC_MAX_DEVICES; i++) pthread_mutex_init(&fc_devices[i].mtx, NULL);
     pthread_atfork(NULL, NULL, child_after_fork);

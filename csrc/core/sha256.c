@@ -1,6 +1,6 @@
 /* SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), for the session handshake: the client
  * proves FARCUDA_TOKEN with HMAC-SHA256(token, "farcuda-hello-v1" | challenge | identity),
- * exactly as interposer/protocol/_handshake.py computes it. Written here rather than taken
+ * exactly as wire/_handshake.py computes it. Written here rather than taken
  * from libcrypto so that the core has no dependency a client machine may lack. */
 #include <string.h>
 

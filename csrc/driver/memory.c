@@ -361,7 +361,7 @@ static CUresult dtoh_async(int dev, void *dst, CUdeviceptr src, size_t n, uint32
     if (!r) return CUDA_ERROR_OUT_OF_MEMORY;
     r->bulk = dst;
     r->bulk_cap = n;
-    fc_MEMCPY_DTOH m = {src, n, sid, FC_DTOH_DEFERRED};
+    fc_MEMCPY_DTOH m = {src, n, sid, FC_MEMCPY_DTOH_DEFERRED};
     int e = fc_post_req(conn_of(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, r, n);
     return fcd_status(e ? e : fcc_device_status(dev));
 }
@@ -438,7 +438,7 @@ static CUresult copy(CUdeviceptr dst, CUdeviceptr src, size_t n, int want_dst, i
     if (d_dev) return htod(ddev, dst, (const void *)(uintptr_t)src, n, sid, async);
     if (s_dev) {
         void *h = (void *)(uintptr_t)dst;
-        if (async && n <= FC_CHUNK && pinned(h, n)) return dtoh_async(sdev, h, src, n, sid);
+        if (async && n <= FC_PIECE && pinned(h, n)) return dtoh_async(sdev, h, src, n, sid);
         return dtoh(sdev, h, src, n, sid);
     }
     memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
@@ -568,7 +568,7 @@ static CUresult copy2d(const CUDA_MEMCPY2D *p, CUstream stream, int ptds, int as
     }
     if (d_dev && !s_dev) {
         if ((st = fcd_status(fcc_device_ready(ddev)))) return st;
-        size_t rows = FC_CHUNK / w ? FC_CHUNK / w : 1;
+        size_t rows = FC_PIECE / w ? FC_PIECE / w : 1;
         char *tmp = malloc(rows * w);
         if (!tmp) return CUDA_ERROR_OUT_OF_MEMORY;
         for (size_t y = 0; y < h && !st; y += rows) {

@@ -3,6 +3,7 @@
 #define FARCUDA_GEN_ABI_H
 
 typedef struct { int code; const char *name; const char *text; } fc_error_desc;
+#ifdef FC_ABI_ERROR_TABLE /* in the one file that answers cudaGetErrorName/String */
 static const fc_error_desc fc_error_table[] = {
     {0, "cudaSuccess", "no error"},
     {1, "cudaErrorInvalidValue", "invalid argument"},
@@ -138,6 +139,59 @@ static const fc_error_desc fc_error_table[] = {
     {915, "cudaErrorInvalidResourceConfiguration", "one or more resources are insufficient or non-applicable for the operation"},
     {999, "cudaErrorUnknown", "unknown error"},
 };
+#endif
 #define FC_DEVICE_PROP_SIZE 1008
+
+#define FC_SIZEOF_cudaLaunchAttribute 72
+#define FC_OFFSETOF_cudaLaunchAttribute_id 0
+#define FC_OFFSETOF_cudaLaunchAttribute_val 8
+#define FC_SIZEOF_cudaLaunchAttributeValue 64
+#define FC_SIZEOF_cudaLaunchConfig_t 56
+#define FC_OFFSETOF_cudaLaunchConfig_t_gridDim 0
+#define FC_OFFSETOF_cudaLaunchConfig_t_blockDim 12
+#define FC_OFFSETOF_cudaLaunchConfig_t_dynamicSmemBytes 24
+#define FC_OFFSETOF_cudaLaunchConfig_t_stream 32
+#define FC_OFFSETOF_cudaLaunchConfig_t_attrs 40
+#define FC_OFFSETOF_cudaLaunchConfig_t_numAttrs 48
+#define FC_SIZEOF_cudaPointerAttributes 88
+#define FC_OFFSETOF_cudaPointerAttributes_type 0
+#define FC_OFFSETOF_cudaPointerAttributes_device 4
+#define FC_OFFSETOF_cudaPointerAttributes_devicePointer 8
+#define FC_OFFSETOF_cudaPointerAttributes_hostPointer 16
+#define FC_SIZEOF_cudaMemPoolProps 88
+#define FC_OFFSETOF_cudaMemPoolProps_allocType 0
+#define FC_OFFSETOF_cudaMemPoolProps_handleTypes 4
+#define FC_OFFSETOF_cudaMemPoolProps_location 8
+#define FC_OFFSETOF_cudaMemPoolProps_win32SecurityAttributes 16
+#define FC_OFFSETOF_cudaMemPoolProps_maxSize 24
+#define FC_OFFSETOF_cudaMemPoolProps_usage 32
+#define FC_SIZEOF_cudaMemLocation 8
+#define FC_OFFSETOF_cudaMemLocation_type 0
+#define FC_OFFSETOF_cudaMemLocation_id 4
+#define FC_SIZEOF_cudaMemAccessDesc 12
+#define FC_OFFSETOF_cudaMemAccessDesc_location 0
+#define FC_OFFSETOF_cudaMemAccessDesc_flags 8
+#define FC_SIZEOF_cudaPitchedPtr 32
+#define FC_OFFSETOF_cudaPitchedPtr_ptr 0
+#define FC_OFFSETOF_cudaPitchedPtr_pitch 8
+#define FC_OFFSETOF_cudaPitchedPtr_xsize 16
+#define FC_OFFSETOF_cudaPitchedPtr_ysize 24
+#define FC_SIZEOF_cudaPos 24
+#define FC_OFFSETOF_cudaPos_x 0
+#define FC_OFFSETOF_cudaPos_y 8
+#define FC_OFFSETOF_cudaPos_z 16
+#define FC_SIZEOF_cudaExtent 24
+#define FC_OFFSETOF_cudaExtent_width 0
+#define FC_OFFSETOF_cudaExtent_height 8
+#define FC_OFFSETOF_cudaExtent_depth 16
+#define FC_SIZEOF_cudaMemcpy3DParms 160
+#define FC_OFFSETOF_cudaMemcpy3DParms_srcArray 0
+#define FC_OFFSETOF_cudaMemcpy3DParms_srcPos 8
+#define FC_OFFSETOF_cudaMemcpy3DParms_srcPtr 32
+#define FC_OFFSETOF_cudaMemcpy3DParms_dstArray 64
+#define FC_OFFSETOF_cudaMemcpy3DParms_dstPos 72
+#define FC_OFFSETOF_cudaMemcpy3DParms_dstPtr 96
+#define FC_OFFSETOF_cudaMemcpy3DParms_extent 128
+#define FC_OFFSETOF_cudaMemcpy3DParms_kind 152
 
 #endif

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from farcuda.interposer import fatbin
+from farcuda.wire import fatbin
 
 from ..errors import CudaError, E
 from ..faults import LaunchLog, demangle
@@ -31,6 +31,15 @@ ATTRS_H100 = {  # a plausible sm_90 device; only used to answer queries in tests
     33: 0, 34: 0, 37: 5120, 38: 52428800, 39: 2048, 40: 5, 41: 1, 50: 0, 51: 32, 75: 9, 76: 0,
     78: 1, 81: 233472, 82: 65536, 95: 1, 97: 232448, 106: 32, 111: 1024,
 }
+
+
+def _completer(fut: asyncio.Future) -> Callable[[], None]:
+    """What completes a waiter's future when the stream or event gets there (unless the
+    waiter went away meanwhile)."""
+    def complete() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    return complete
 
 
 class _Stream:
@@ -91,6 +100,7 @@ class _DeferredCopy:
     def result(self) -> bytes:
         if self.error is not None:
             raise self.error
+        assert self.data is not None, "result() before the copy completed"
         return self.data
 
     def close(self) -> None:
@@ -98,6 +108,8 @@ class _DeferredCopy:
 
 
 class MemoryDevice:
+    granule = 2 << 20
+
     def __init__(self, backend: MemoryBackend, gpu: int, window_base: int) -> None:
         self.backend = backend
         self.gpu = gpu
@@ -139,6 +151,16 @@ class MemoryDevice:
         raise AssertionError("the in-memory backend maps no aprons")
 
     unmap_apron = map_apron
+
+    # The C path is not used here: nothing keeps a copy of the session's memory.
+    def track(self, base: int, size: int) -> None:
+        pass
+
+    def untrack(self, base: int) -> None:
+        pass
+
+    def untrack_all(self) -> None:
+        pass
 
     def _view(self, ptr: int, n: int) -> memoryview:
         i = bisect.bisect_right(self._extents, ptr) - 1
@@ -203,6 +225,19 @@ class MemoryDevice:
     def memcpy_htod(self, dst: int, data, stream: int) -> None:
         data = bytes(data)
         self._run(stream, lambda: self._view(dst, len(data)).__setitem__(slice(None), data))
+
+    # No pinned staging: payloads stay in the reader's buffers, results go out whole.
+    def staging_take(self, n: int) -> None:
+        return None
+
+    def staging_release(self, slot: int) -> None:
+        raise AssertionError("the in-memory backend lends no staging slots")
+
+    def memcpy_htod_slot(self, dst: int, slot: int, n: int, stream: int) -> None:
+        raise AssertionError("the in-memory backend lends no staging slots")
+
+    def memcpy_dtoh_pieces(self, src: int, n: int, stream: int) -> None:
+        return None
 
     def memcpy_dtoh(self, src: int, n: int, stream: int):
         self._view(src, n)  # faults now, as the copy would
@@ -286,7 +321,7 @@ class MemoryDevice:
             for entry in fb.entries:
                 if entry.is_elf and entry.compression in ("none", "lz4"):
                     glob.update(fatbin.cubin_globals(entry.data()))
-        kout = []
+        kout: list[dict | None] = []
         for name in kernels:
             info = layouts.get(name)
             if info is None:
@@ -417,7 +452,7 @@ class MemoryDevice:
         if not s.blocked and not s.queue:
             return None
         fut = asyncio.get_running_loop().create_future()
-        s.queue.append(lambda: fut.done() or fut.set_result(None))
+        s.queue.append(_completer(fut))
         return fut
 
     def marker_done(self, fut) -> bool:
@@ -482,7 +517,7 @@ class MemoryDevice:
         if ev.complete():
             return None
         fut = asyncio.get_running_loop().create_future()
-        ev.when_complete(lambda: fut.done() or fut.set_result(None))
+        ev.when_complete(_completer(fut))
         return fut
 
     def event_query(self, eid: int) -> bool:
@@ -625,6 +660,7 @@ class MemoryDevice:
 
 class MemoryBackend:
     name = "memory"
+    fastpath = None  # the daemon's C path calls the CUDA driver: not here
 
     def __init__(self, gpus: int = 1, capacity: int = 8 << 30, record_path: str | None = None,
                  driver_version: int = 13000, fault_kernels: dict[str, str] | None = None
@@ -659,6 +695,9 @@ class MemoryBackend:
         if sm_budget:
             dev.sm_count = min(132, -(-sm_budget // 8) * 8)
         return dev
+
+    def context_unknown(self) -> None:
+        pass
 
     def record(self, rec: dict) -> None:
         self.launches += 1

@@ -6,12 +6,13 @@
    host) for 60 s, all started together, through one `cuda` daemon, on GPU 0. Their device
    maps (tests/integration/load_helpers.py ``device_maps``): 4 clients have a device of 8 SMs
    plus an unbudgeted one, 14 have two unbudgeted devices, 14 have one: 50 virtual devices.
-   SM budgets are claimed per host as disjoint groups of 8 SMs (daemon/backends/cuda.py, file
-   locks): an H200's 132 SMs make 16 groups, so 32 budgeted devices cannot all exist at once;
-   the other devices share the whole GPU. All 32 must exit 0 with their checks passed, no
-   request may be lost (each client's calls against what its session served), and within 2 s
-   of the last exit the daemon holds no session and the GPU's used memory is back to what it
-   was before (nvidia-smi, 64 MiB of tolerance as in test_service_gpu.py).
+   SM budgets are claimed per host as disjoint groups of 8 SMs
+   (daemon/backends/cuda/partitions.py, file locks): an H200's 132 SMs make 16 groups, so 32
+   budgeted devices cannot all exist at once; the other devices share the whole GPU. All 32 must
+   exit 0 with their checks passed, no request may be lost (each client's calls against what its
+   session served), and within 2 s of the last exit the daemon holds no session and the GPU's
+   used memory is back to what it was before (nvidia-smi, 64 MiB of tolerance as in
+   test_service_gpu.py).
 2. 8 well-behaved clients alone for 15 s (the baseline), then the same 8 with a tenant that
    floods the GPU with tiny launches and never synchronizes (killed at the end) and one whose
    kernel faults (cudaErrorIllegalAddress at the next synchronization and from every later

@@ -35,6 +35,7 @@ PROGRAMS = [
     "multi_device",
     "threads",
     "ci_memory",
+    "ci_memcpy3d",
     "ci_launch",
     "ci_graph",
     "ci_devices",

@@ -43,9 +43,10 @@ class Tenant:
 def device_maps(address: str, n: int, budgeted: int = 0, sm: int = 8) -> list[str]:
     """Device maps of ``n`` tenants on GPU 0 of one daemon. The first ``budgeted`` get a device
     of ``sm`` SMs (a green context made of SM groups that no other budgeted device of the host
-    holds: daemon/backends/cuda.py claims them with file locks, so only as many budgets as the
-    GPU has groups can be held at once) and an unbudgeted one; of the others every second one
-    gets two virtual devices, the rest one. Unbudgeted devices share the whole GPU."""
+    holds: daemon/backends/cuda/partitions.py claims them with file locks, so only as many
+    budgets as the GPU has groups can be held at once) and an unbudgeted one; of the others
+    every second one gets two virtual devices, the rest one. Unbudgeted devices share the
+    whole GPU."""
     maps = []
     for i in range(n):
         if i < budgeted:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from farcuda.interposer.cli import query_status
-from farcuda.interposer.protocol import BY_NAME, FrameReader, handshake
+from farcuda.wire import BY_NAME, FrameReader, handshake
 
 _spec = importlib.util.spec_from_file_location(
     "farcuda_test_service_helpers", Path(__file__).with_name("service_helpers.py"))
@@ -175,7 +175,7 @@ def test_tls_handshake_on_loopback(tls_daemon, pki):
     runs inside: the SERVER_HELLO arrives encrypted."""
     import ssl
 
-    from farcuda.interposer import tls
+    from farcuda.wire import tls
     ctx = tls.client_context(str(pki / "ca.crt"))
     with socket.create_connection((tls_daemon.host, tls_daemon.port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:

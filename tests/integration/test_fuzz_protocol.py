@@ -20,6 +20,12 @@ Three layers, each with its own invariants:
     before and after the handshake, truncated and oversized frames, hostile identities,
     abrupt closes and resets. Afterwards the daemon is alive, no session or memory is left
     behind, no traceback was logged, and the nvcc-built ``ci_memory`` runs through the shim.
+(d) The daemon's C path (daemon/fastpath.c, built against the recording stand-in of the
+    driver) fed the same hostile streams, and frames of its own opcodes with random handles,
+    sizes and lengths, as the session feeds it: it takes only whole frames of the kinds it
+    knows, executes each exactly as the frame says (the driver calls are checked against the
+    frames), and never reads outside what it was given: the same corpus is replayed by a
+    build with AddressSanitizer and UndefinedBehaviorSanitizer.
 
 The default budget keeps the file well under a minute on a 2-core runner with a fixed seed
 (deterministic). ``FARCUDA_FUZZ_EXAMPLES=N`` runs N examples of (a) and (b) and N connections
@@ -44,8 +50,7 @@ from dataclasses import dataclass, field
 import pytest
 from farcuda.daemon.backends.memory import MemoryBackend
 from farcuda.daemon.session import Session
-from farcuda.interposer._abi import ERRORS
-from farcuda.interposer.protocol import (
+from farcuda.wire import (
     BY_NAME,
     BY_OP,
     HEADER_SIZE,
@@ -59,6 +64,7 @@ from farcuda.interposer.protocol import (
     encode_header,
     handshake,
 )
+from farcuda.wire.abi import ERRORS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -504,7 +510,7 @@ def scripted(draw, rid: int) -> list[Op]:
 def _real_module(tmp_path_factory, fc) -> tuple[int, bytes] | None:
     """(kernel count, MODULE_LOAD tail) for ci_launch's kernels, numbered 1..n as the shim
     numbers them, plus one variable the module does not have; None where nvcc is missing."""
-    from farcuda.interposer import fatbin
+    from farcuda.wire import fatbin
     try:
         exe = fc.programs_build.build("ci_launch", tmp_path_factory.mktemp("fuzzmod"))
     except (OSError, subprocess.CalledProcessError):
@@ -958,3 +964,192 @@ def test_daemon_survives_hostile_connections(tmp_path, fc, program, shim, capsys
            f"{len(plan)} connections ({workers} past the handshake) in {took:.1f} s, "
            f"seed {seed}; ends: " + json.dumps(dict(sorted(ends.items())))
            + "; daemon alive, no session left, ci_memory PASSED afterwards")
+
+
+# =========================================================================== (d) the C path
+
+FP_WINDOW = WINDOW
+FP_KERNELS = {1: 16, 2: 0, 3: 56, 4: 1032}  # kernel id -> parameter bytes (both devices)
+FP_STREAMS = {1: 0, 2: 1, 3: 0}  # stream id -> creation flags
+FP_EVENTS = (1, 2)
+FP_RANGES = ((FP_WINDOW, 1 << 20), (FP_WINDOW + (4 << 20), 4096))
+FP_FAST = {BY_NAME[n].op for n in ("LAUNCH", "EVENT_RECORD", "STREAM_WAIT_EVENT")}
+FP_SYNC = {BY_NAME[n].op for n in ("MEMCPY_DTOH", "STREAM_SYNC", "EVENT_SYNC", "DEVICE_SYNC")}
+
+
+@st.composite
+def fast_frame(draw) -> bytes:
+    """A frame of an opcode the C path takes, with handles, sizes and lengths that are
+    sometimes right and sometimes not."""
+    vdev = draw(st.sampled_from([0, 0, 0, 0, 1, 1, 2, 63, 64, 0xFFFF]))
+    rid = 0
+    name = draw(st.sampled_from(["LAUNCH", "LAUNCH", "LAUNCH", "EVENT_RECORD",
+                                 "STREAM_WAIT_EVENT", "MEMCPY_DTOH", "STREAM_SYNC",
+                                 "EVENT_SYNC", "DEVICE_SYNC"]))
+    msg = BY_NAME[name]
+    known = st.sampled_from([1, 2, 3, 4, 1, 0])  # hypothesis starts from the first
+    handle = st.one_of(known, known, known, st.integers(0, (1 << 32) - 1))
+    aux = vdev
+    tail = b""
+    if name == "LAUNCH" and draw(st.integers(0, 3)):  # one the C path should take
+        vdev = draw(st.sampled_from([0, 1]))
+        kid = draw(st.sampled_from(sorted(FP_KERNELS)))
+        tail = draw(st.binary(min_size=FP_KERNELS[kid], max_size=FP_KERNELS[kid]))
+        values = [kid, draw(st.sampled_from([0, *FP_STREAMS])), *[draw(dims) for _ in range(6)],
+                  draw(st.integers(0, 1 << 16)), 0]
+    elif name == "LAUNCH":
+        kid = draw(handle)
+        psize = FP_KERNELS.get(kid, draw(st.integers(0, 64)))
+        psize = max(0, psize + draw(st.sampled_from([0] * 8 + [-1, 1, 4096])))
+        tail = draw(st.binary(min_size=psize, max_size=psize))
+        values = [kid, draw(handle), *[draw(dims) for _ in range(6)],
+                  draw(st.sampled_from([0, 48, 1 << 16, (1 << 32) - 1])),
+                  draw(st.sampled_from([0] * 6 + [1, 2, (1 << 32) - 1]))]
+        rid = draw(st.sampled_from([0] * 9 + [3]))
+    elif name == "EVENT_RECORD":
+        values = [draw(handle), draw(handle), draw(st.sampled_from([0, 1, 7]))]
+    elif name == "STREAM_WAIT_EVENT":
+        values = [draw(handle), draw(handle), draw(st.sampled_from([0, 1]))]
+        aux = draw(st.sampled_from([vdev, vdev, 0, 1, 0xFFFF]))
+    elif name == "MEMCPY_DTOH":
+        values = [draw(pointers), draw(sizes), draw(handle),
+                  draw(st.sampled_from([0, 0, 1, 2]))]
+        if draw(st.booleans()):  # in the session's memory, from a small size up
+            base, size = draw(st.sampled_from(FP_RANGES))
+            values[0] = base + draw(st.integers(0, size))
+            values[1] = draw(st.integers(0, (64 << 10) + 1))
+        rid = draw(st.integers(1, 0xFFFFFFFF))
+    else:
+        values = [draw(handle)] if msg.fields else []
+        rid = draw(st.integers(1, 0xFFFFFFFF))
+    length = None
+    if draw(st.integers(0, 14)) == 0:  # a header that lies about the length
+        length = draw(st.sampled_from([0, 3, msg.size - 1, msg.size + 1, (1 << 32) - 1]))
+        length = max(0, length)
+    return frame(msg, [_fit(x, _type_of(msg, i)) for i, x in enumerate(values)], tail, rid,
+                 vdev, aux, length)
+
+
+def _fp_setup(fp) -> bytes:
+    """Register the fuzzer's handles with the C path; the same, as replay records."""
+    rec = bytearray()
+    for v in (0, 1):
+        fp.device(v, FP_KERNELS, FP_STREAMS, FP_EVENTS, FP_RANGES)
+        rec += b"C" + struct.pack("<I", v)
+        for kid, size in FP_KERNELS.items():
+            rec += b"K" + struct.pack("<III", v, kid, size)
+        for sid, flags in FP_STREAMS.items():
+            rec += b"S" + struct.pack("<III", v, sid, flags)
+        for eid in FP_EVENTS:
+            rec += b"E" + struct.pack("<II", v, eid)
+        for base, size in FP_RANGES:
+            rec += b"R" + struct.pack("<IQQ", v, base, size)
+    return bytes(rec)
+
+
+def _frames_in(data: bytes) -> list[tuple[int, int, int, int, int, bytes]]:
+    """(op, rid, vdev, aux, flags, tail) of whole frames at the start of data, by their
+    headers alone."""
+    out, off = [], 0
+    while len(data) - off >= HEADER_SIZE:
+        length, op, _fl, rid, vdev, aux = struct.unpack_from("<IHHIHH", data, off)
+        if len(data) - off - HEADER_SIZE < length:
+            break
+        body = data[off + HEADER_SIZE:off + HEADER_SIZE + length]
+        out.append((op, rid, vdev, aux, len(body), body))
+        off += HEADER_SIZE + length
+    return out
+
+
+def _fp_feed(fp, data: bytes, tally: Counter) -> None:
+    """Feed ``data`` as the session does, checking each run against the frames it took."""
+    launch = BY_NAME["LAUNCH"]
+    off = 0
+    while off < len(data):
+        before = fp.rec.rec_count()
+        res, reply = fp.run(data[off:])
+        taken = res.consumed
+        assert taken <= len(data) - off
+        frames, walked = [], 0
+        for fr in _frames_in(data[off:]):
+            if walked == taken:
+                break
+            frames.append(fr)
+            walked += HEADER_SIZE + fr[4]
+        assert walked == taken, "the C path stopped inside a frame"
+        for i, (op, rid, vdev, _aux, _n, _body) in enumerate(frames):
+            last = i == len(frames) - 1
+            assert vdev < 64
+            if rid:
+                assert last and op in FP_SYNC and res.out_len, "a request it cannot answer"
+            else:
+                assert op in FP_FAST, f"took opcode 0x{op:04x}"
+        calls = fp.calls()[before:]
+        assert [c[0] for c in calls].count("launch") == res.launches
+        assert [c[0] for c in calls].count("record") == res.records
+        assert [c[0] for c in calls].count("wait") == res.waits
+        launched = [c for c in calls if c[0] == "launch"]
+        for (_op, _rid, vdev, _aux, n, body), call in zip(
+                [f for f in frames if f[0] == launch.op], launched, strict=True):
+            v = struct.unpack_from(launch.fmt, body)
+            assert v[9] == 0 and FP_KERNELS.get(v[0]) == n - launch.size
+            assert call[1:] == (fp.func_h(vdev, v[0]), *v[2:9], fp.stream_h(vdev, v[1]),
+                                body[launch.size:])
+        if res.out_len:
+            f = FrameReader("s2c").feed(reply)[0]
+            assert f.msg.name == "REPLY" and f.rid == frames[-1][1]
+            tally["replies"] += 1
+        tally["launches"] += res.launches
+        tally["event operations"] += res.records + res.waits
+        tally["errors"] += bool(res.error)
+        off += taken
+        if taken:
+            continue
+        rest = _frames_in(data[off:])  # a frame for Python: skip it, as Python takes it
+        if not rest:
+            break
+        off += HEADER_SIZE + rest[0][4]
+        tally["left to Python"] += 1
+
+
+def test_fastpath_hostile_frames(fastpath, tmp_path, capsys):
+    fastpath.reset()
+    setup = _fp_setup(fastpath)
+    corpus = bytearray(setup)
+    tally: Counter = Counter()
+
+    @fuzz_settings(1500)
+    @given(parts=st.lists(st.one_of(fast_frame(), fast_frame(), c2s_frame(), hostile_piece()),
+                          min_size=1, max_size=12),
+           busy=st.lists(st.sampled_from([0, 1, 2, 3]), max_size=2),
+           fail=st.sampled_from([0, 0, 0, 1, 4, 7]))
+    def run(parts, busy, fail):
+        TRIED["fastpath streams"] += 1
+        data = b"".join(parts)
+        fastpath.rec.rec_reset()
+        for v in (0, 1):
+            for sid in busy:
+                fastpath.rec.rec_busy(fastpath.ptr(fastpath.stream_h(v, sid)), 1)
+        _fp_feed(fastpath, data, tally)
+        if fail:  # a driver call fails now and then: the run ends, the session goes on
+            fastpath.rec.rec_fail(fail, 700)
+            _fp_feed(fastpath, data, tally)
+        corpus.extend(b"B" + struct.pack("<Q", len(data)) + data)
+    try:
+        run()
+    finally:
+        fastpath.reset()
+    assert tally["launches"] and tally["replies"] and tally["left to Python"]
+
+    # the same corpus under the sanitizers: nothing read or written out of bounds
+    driver = fastpath.sanitized_replay(tmp_path)
+    path = tmp_path / "corpus.bin"
+    path.write_bytes(bytes(corpus))
+    r = subprocess.run([str(driver), str(path)], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+                                UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"))
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stdout + r.stderr[-5000:]
+    report(capsys, "fastpath hostile frames",
+           f"{TRIED['fastpath streams']} streams; " + ", ".join(
+               f"{k} {v}" for k, v in sorted(tally.items()))
+           + f"; replayed under ASan/UBSan: {r.stdout.strip()}")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from farcuda.interposer.protocol import FrameReader, handshake
+from farcuda.wire import FrameReader, handshake
 
 _spec = importlib.util.spec_from_file_location(
     "farcuda_test_service_helpers", Path(__file__).with_name("service_helpers.py"))

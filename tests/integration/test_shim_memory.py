@@ -25,6 +25,92 @@ def test_memory_round_trips(mode, program, shim, memory_daemon, fc):
     assert "equal: no" not in r.stdout
 
 
+@pytest.mark.parametrize("mode", ["preload", "dropin"])
+def test_ci_memcpy3d(mode, program, shim, memory_daemon, fc):
+    """3D copies and sets of linear memory (tests/programs/ci_memcpy3d.cu): whole volumes in
+    one 2D operation, boxes slice by slice, checked against a model on the host."""
+    r = fc.run_remote(program("ci_memcpy3d"), shim, memory_daemon.address, mode=mode)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "malloc3d: pitched volumes", "memset3d: whole volume equal",
+        "memcpy3d: host to device and back equal", "memcpy3d: box device to device equal",
+        "memcpy3d async: pinned box equal", "memset3d async: box equal",
+        "memcpy3d default: equal", "memcpy3d(NULL): cudaErrorInvalidValue", "PASSED"]
+    assert "farcuda:" not in r.stderr, r.stderr  # nothing refused or unsupported on the way
+
+
+_REFUSALS_3D = r"""
+#include <stdio.h>
+#include <cuda_runtime_api.h>
+#include <driver_functions.h>
+static void say(const char *what, cudaError_t e) { printf("%s: %s\n", what, cudaGetErrorName(e)); }
+int main(void) {
+    void *dev;
+    size_t pitch;
+    if (cudaMallocPitch(&dev, &pitch, 64, 8)) return 1;
+    static char host[64 * 8];
+    struct cudaMemcpy3DParms p = {0};
+    p.srcPtr = make_cudaPitchedPtr(host, 64, 64, 8);
+    p.dstPtr = make_cudaPitchedPtr(dev, pitch, 64, 8);
+    p.extent = make_cudaExtent(64, 8, 1);
+    p.kind = cudaMemcpyHostToDevice;
+    say("linear", cudaMemcpy3D(&p));
+    struct cudaMemcpy3DParms q = p;
+    q.extent = make_cudaExtent(0, 8, 1);
+    say("empty", cudaMemcpy3D(&q));
+    q = p;
+    q.extent = make_cudaExtent(65, 8, 1);
+    say("wider than the pitch", cudaMemcpy3D(&q));
+    q = p;
+    q.srcPos = make_cudaPos(1, 0, 0);
+    say("past the row", cudaMemcpy3D(&q));
+    q = p;
+    q.extent = make_cudaExtent(64, 8, 2);
+    say("past the allocation", cudaMemcpy3D(&q));
+    q = p;
+    q.extent = make_cudaExtent(64, 9, 2);
+    say("slices taller than ysize", cudaMemcpy3D(&q));
+    q = p;
+    q.srcArray = (cudaArray_t)0x1000;
+    say("array and pointer", cudaMemcpy3D(&q));
+    q.srcPtr.ptr = NULL;
+    say("array", cudaMemcpy3D(&q));
+    say("array again", cudaMemcpy3DAsync(&q, 0));
+    void *fn = (void *)1;
+    say("driver entry point", cudaGetDriverEntryPoint("cuInit", &fn, 0, NULL));
+    return 0;
+}
+"""
+
+
+def test_memcpy3d_refusals(shim, memory_daemon, fc, tmp_path, has_tool):
+    """What a 3D copy refuses, with the error CUDA gives, and the reasons said once on
+    stderr: arrays (farcuda makes none) and the driver API's entry points."""
+    include = Path("/usr/local/cuda/include")
+    if not (include / "cuda_runtime_api.h").exists() or not has_tool("gcc"):
+        pytest.skip("needs the CUDA 13 headers and gcc")
+    src = tmp_path / "refusals.c"
+    src.write_text(_REFUSALS_3D)
+    exe = tmp_path / "refusals"
+    subprocess.run(["gcc", "-Wno-deprecated-declarations", "-o", str(exe), str(src),
+                    f"-I{include}", str(shim)], check=True)
+    r = fc.run_remote(exe, shim, memory_daemon.address, mode="dropin")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "linear: cudaSuccess", "empty: cudaSuccess",
+        "wider than the pitch: cudaErrorInvalidPitchValue",
+        "past the row: cudaErrorInvalidValue",
+        "past the allocation: cudaErrorInvalidValue",
+        "slices taller than ysize: cudaErrorInvalidValue",
+        "array and pointer: cudaErrorInvalidValue",
+        "array: cudaErrorNotSupported", "array again: cudaErrorNotSupported",
+        "driver entry point: cudaErrorNotSupported"]
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("farcuda:")]
+    assert len(said) == 2, r.stderr
+    assert "CUDA arrays are not supported" in said[0]
+    assert "cudaGetDriverEntryPoint" in said[1] and "driver API" in said[1]
+
+
 def _match_hex(expected: str, got: str) -> None:
     assert len(expected) == len(got), (expected, got)
     for i in range(0, len(expected), 2):
@@ -47,7 +133,7 @@ def test_launch_marshalling(mode, program, shim, memory_daemon, fc):
         got = memory_daemon.launches()
     assert len(got) == len(launches)
     streams = set()
-    for want, have in zip(launches, got):
+    for want, have in zip(launches, got, strict=True):
         assert have["kernel"] == want["mangled"]
         assert list(want["grid"]) == have["grid"]
         assert list(want["block"]) == have["block"]

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from farcuda.interposer.protocol import BY_NAME, FrameReader, encode, handshake
+from farcuda.wire import BY_NAME, FrameReader, encode, handshake
 
 _spec = importlib.util.spec_from_file_location(
     "farcuda_test_service_helpers", Path(__file__).with_name("service_helpers.py"))

@@ -30,9 +30,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "build"

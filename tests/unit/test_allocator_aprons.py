@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from farcuda.daemon.allocator import WindowAllocator, pow2_pieces
 
 MB = 1 << 20

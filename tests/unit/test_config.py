@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from farcuda.interposer.config import ConfigError, DeviceEntry, from_env, parse_devices
 
 

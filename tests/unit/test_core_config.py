@@ -135,8 +135,8 @@ def test_hmac_and_sha256_match_python(core):
 
 def test_handshake_mac(core):
     """The proof the C client sends is the one the daemon checks
-    (interposer/protocol/_handshake.py)."""
-    from farcuda.interposer.protocol import handshake
+    (wire/_handshake.py)."""
+    from farcuda.wire import handshake
     challenge = bytes(range(32))
     identity = b'{"exe": "prog", "host": "edge", "pid": 1, "user": "u"}'
     msg = b"farcuda-hello-v1" + challenge + identity

@@ -1,4 +1,4 @@
-"""farcuda.interposer.fatbin against what nvcc really writes.
+"""farcuda.wire.fatbin against what nvcc really writes.
 
 The nvcc tests compile one small CUDA program in several ways (once per module, in parallel)
 and check the parser against facts that do not come from the parser: the C ABI layout of
@@ -26,11 +26,11 @@ import pytest
 
 def _load_fatbin():
     try:
-        return importlib.import_module("farcuda.interposer.fatbin")
+        return importlib.import_module("farcuda.wire.fatbin")
     except ImportError:
         # A checkout that is not installed: load the module from its file (it has no imports
         # from the package).
-        path = Path(__file__).resolve().parents[2] / "interposer" / "fatbin.py"
+        path = Path(__file__).resolve().parents[2] / "wire" / "fatbin.py"
         spec = importlib.util.spec_from_file_location("_farcuda_fatbin_under_test", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

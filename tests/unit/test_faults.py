@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-from farcuda.daemon.allocator import WindowAllocator
 from farcuda.daemon.faults import STICKY, LaunchLog, describe
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from farcuda.daemon.modcache import ModuleCache
-from farcuda.interposer import fatbin
+from farcuda.wire import fatbin
 
 KERNELS = Path(__file__).resolve().parents[1] / "programs" / "driver" / "kernels.cu"
 

@@ -6,7 +6,7 @@ import random
 import struct
 
 import pytest
-from farcuda.interposer.protocol import (
+from farcuda.wire import (
     BY_NAME,
     HEADER,
     FrameReader,

@@ -11,7 +11,7 @@ import asyncio
 
 from farcuda.daemon.backends.memory import MemoryBackend
 from farcuda.daemon.session import Session
-from farcuda.interposer.protocol import BY_NAME, FrameReader, encode
+from farcuda.wire import BY_NAME, FrameReader, encode
 
 HOUR_MS = 3_600_000  # a period whose timer never fires in a test: ticks are called by hand
 PING = encode(BY_NAME["PING"])

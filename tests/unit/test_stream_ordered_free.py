@@ -15,7 +15,7 @@ import pytest
 from farcuda.daemon.backends.memory import MemoryBackend
 from farcuda.daemon.errors import E
 from farcuda.daemon.session import Session
-from farcuda.interposer.protocol import BY_NAME, FrameReader, encode_header, pack_fixed
+from farcuda.wire import BY_NAME, FrameReader, encode_header, pack_fixed
 
 MiB = 1 << 20
 WINDOW = 0x200000000000

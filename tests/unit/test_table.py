@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farcuda.interposer import _abi, calls
-from farcuda.interposer.protocol import BY_NAME, MESSAGES
+from farcuda.wire import BY_NAME, MESSAGES, abi, calls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,12 +42,12 @@ def test_opcodes_unique_and_stable():
 
 
 def test_every_export_is_covered():
-    assert len(_abi.EXPORTS) == 422
+    assert len(abi.EXPORTS) == 422
     kinds = {calls.C: [], calls.PY: [], calls.UNSUPPORTED: []}
-    for name in _abi.EXPORTS:
+    for name in abi.EXPORTS:
         kinds[calls.CALLS[name]].append(name)
     implemented = len(kinds[calls.C]) + len(kinds[calls.PY])
-    print(f"\nexports: {len(_abi.EXPORTS)}; implemented {implemented} "
+    print(f"\nexports: {len(abi.EXPORTS)}; implemented {implemented} "
           f"(C {len(kinds[calls.C])}, Python {len(kinds[calls.PY])}); "
           f"unsupported {len(kinds[calls.UNSUPPORTED])}")
     missing = [n for n in CORE if calls.CALLS[n] == calls.UNSUPPORTED]
@@ -68,7 +67,7 @@ def test_generated_files_are_current():
 
 
 def test_abi_record_matches_toolkit():
-    """_abi.py was generated from the CUDA 13.0 toolkit installed here, if one is."""
+    """abi.py was generated from the CUDA 13.0 toolkit installed here, if one is."""
     lib = Path("/usr/local/cuda/lib64/libcudart.so.13")
     if not lib.exists():
         import pytest
@@ -77,11 +76,37 @@ def test_abi_record_matches_toolkit():
                          text=True, check=True).stdout
     names = sorted({ln.split()[2].split("@")[0] for ln in out.splitlines()
                     if ln.split()[1] == "T"})
-    assert names == list(_abi.EXPORTS)
+    assert names == list(abi.EXPORTS)
+
+
+def test_rows_name_what_exists():
+    """Every row's messages, fields, reply fields and parameters exist; a STUB row fills
+    every field of its message but the reserved ones; twins are exported by the real library."""
+    for row in calls.ROWS:
+        names = {n for _, n in calls.params(row.sig)}
+        for m in row.msgs:  # requests, and the notices the daemon sends back for them
+            assert m in BY_NAME, (row.name, m)
+        assert not row.msgs or BY_NAME[row.msgs[0]].direction == "c2s", row.name
+        msg = BY_NAME[row.msgs[0]] if row.msgs else None
+        for f in row.fields:
+            assert msg and f in {x.name for x in msg.fields}, (row.name, f)
+        for p, f in row.reply.items():
+            assert p in names, (row.name, p)
+            assert msg and f in {x.name for x in msg.reply}, (row.name, f)
+        for p in (*row.ins, *row.outs):
+            assert p in names, (row.name, p)
+        assert row.how in (calls.MANUAL, calls.C, calls.STUB, calls.PY), row.name
+        assert (row.how == calls.C) == bool(row.impl), row.name
+        if row.how == calls.STUB:
+            wanted = {x.name for x in msg.fields if not x.name.startswith("rsv")} if msg else None
+            assert set(row.fields) == wanted, row.name  # reserved fields go as zeros
+        assert row.errors in ("last", "query"), row.name
+    for name, row in calls.BY_EXPORT.items():
+        assert name in abi.EXPORTS and calls.base_of(name) == row.name, name
 
 
 def test_c_calls_defined_by_hand():
-    """Every export marked C is defined in csrc/ (not by the generated stubs)."""
+    """Every export marked MANUAL is defined in csrc/ (not by the generated stubs)."""
     text = "\n".join(p.read_text() for p in (ROOT / "csrc").glob("*.c"))
     for name in calls.C_CALLS:
         assert re.search(r"[ *]" + re.escape(name) + r"\(", text), name
@@ -96,7 +121,7 @@ def test_shim_exports_exactly_the_runtime(shim):
         if len(parts) == 3:
             syms[parts[2]] = parts[1]
     versioned = sorted(n.split("@")[0] for n, t in syms.items() if t == "T")
-    assert versioned == list(_abi.EXPORTS)
+    assert versioned == list(abi.EXPORTS)
     assert all(n.endswith("@@libcudart.so.13") for n, t in syms.items() if t == "T")
     dyn = subprocess.run(["readelf", "-d", str(shim)], capture_output=True, text=True).stdout
     assert "Library soname: [libcudart.so.13]" in dyn
@@ -105,7 +130,7 @@ def test_shim_exports_exactly_the_runtime(shim):
 def test_wire_table_drives_the_daemon():
     spec = importlib.util.find_spec("farcuda.daemon.session")
     assert spec is not None
-    from farcuda.daemon.session import Session
+    from farcuda.daemon.session import HANDLERS
     for m in MESSAGES:
         if m.direction == "c2s" and m.name != "HELLO":
-            assert hasattr(Session, "op_" + m.name), m.name
+            assert m.op in HANDLERS and HANDLERS[m.op][1].__name__ == m.name, m.name

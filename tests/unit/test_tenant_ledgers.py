@@ -1,5 +1,5 @@
 """The front's books: tenant limits (daemon/tenants.py), energy attribution
-(daemon/energy.py) and a session's busy clock (daemon/session.py), without a daemon."""
+(daemon/energy.py) and a session's busy clock (daemon/session/busy.py), without a daemon."""
 
 from __future__ import annotations
 

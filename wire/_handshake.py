@@ -25,7 +25,13 @@ from ._messages import BY_NAME
 __all__ = ["FLAG_AUTH", "new_challenge", "server_hello", "parse_server_hello", "hello_mac",
            "client_hello", "parse_client_hello", "check_mac", "welcome", "refusal"]
 
-FLAG_AUTH = 1
+
+def _const(message: str, name: str) -> int:
+    return next(c.value for c in BY_NAME[message].consts if c.name == name)
+
+
+FLAG_AUTH = _const("SERVER_HELLO", "AUTH")  # the daemon requires a token
+HELLO_TOKEN = _const("HELLO", "TOKEN")  # the client proves one
 _LABEL = b"farcuda-hello-v1"
 
 
@@ -56,7 +62,8 @@ def client_hello(challenge: bytes, identity: dict, token: str | None, rid: int =
     ident = json.dumps(identity, sort_keys=True).encode()
     mac = hello_mac(token, challenge, ident) if token else bytes(32)
     return encode(BY_NAME["HELLO"], {"magic": MAGIC, "version": VERSION,
-                                     "flags": 1 if token else 0, "pid": identity.get("pid", 0),
+                                     "flags": HELLO_TOKEN if token else 0,
+                                     "pid": identity.get("pid", 0),
                                      "mac": tuple(mac)}, ident, rid=rid)
 
 

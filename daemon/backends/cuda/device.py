@@ -1,4 +1,5 @@
-"""The CUDA driver backend: each virtual device is a context of its own in this worker.
+"""A virtual device on the CUDA driver: a context of its own in this worker (a green context
+when it has an SM budget).
 
 Device memory is mapped with the driver's virtual memory API inside the address window the
 client reserved (cuMemAddressReserve at the window's address, cuMemCreate/cuMemMap/
@@ -14,246 +15,39 @@ straight to libcuda through ctypes with the client's packed parameter buffer.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import ctypes
 import logging
-import re
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
-try:
-    from cuda.bindings import driver as cu
-except ImportError as exc:
-    raise RuntimeError(f"cuda-bindings is not installed ({exc})") from None
+from farcuda.wire import messages as msg
 
-from ..allocator import pow2_pieces
-from ..errors import CudaError, E
-from ..faults import LaunchLog
+from ...allocator import pow2_pieces
+from ...errors import CudaError, E
+from ...faults import LaunchLog
+from . import driver as drv
+from . import partitions
+from .driver import NOT_READY, SUCCESS, check, cu
+from .staging import SLOT, SMALL, Chunks, DeferredCopy, Staging
+
+if TYPE_CHECKING:
+    from . import CudaBackend
+
+__all__ = ["CudaDevice"]
 
 log = logging.getLogger("farcudad.cuda")
 
-SUCCESS = cu.CUresult.CUDA_SUCCESS
-NOT_READY = cu.CUresult.CUDA_ERROR_NOT_READY
-SLOT = 4 << 20
-SMALL = 64 << 10  # device-to-host copies up to this size may take the synchronous shortcut
-GRANULE = 8  # SMs per partition group (the H100's granularity for green contexts)
 # Mapped address space around the allocations (see daemon/allocator.py), as far as reads
 # outside cudaMalloc'd memory succeed natively (measured on an H100, driver 580: at least
 # 256 MiB before the first allocation, 64 MiB past small ones)
 APRON = 64 << 20
 APRON_FLOOR = 256 << 20
-_SM_FILES: dict[str, tuple[int, set]] = {}  # lock file -> (descriptor, groups held here)
 SPIN_S = 60e-6
-
-
-def check(res):
-    """Unwrap a cuda-bindings result tuple, raising CudaError on failure."""
-    if isinstance(res, tuple):
-        err = res[0]
-        if err != SUCCESS:
-            raise CudaError(int(err))
-        if len(res) == 1:
-            return None
-        return res[1] if len(res) == 2 else res[1:]
-    if res != SUCCESS:
-        raise CudaError(int(res))
-    return None
-
-
-try:
-    _libcuda = ctypes.CDLL("libcuda.so.1")
-except OSError:
-    raise RuntimeError("no CUDA driver on this machine (libcuda.so.1 not found)") from None
-_launch = _libcuda.cuLaunchKernel
-_launch.restype = ctypes.c_int
-_launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
-_coop = _libcuda.cuLaunchCooperativeKernel
-_coop.restype = ctypes.c_int
-_coop.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 2
-_launch_ex = _libcuda.cuLaunchKernelEx
-_launch_ex.restype = ctypes.c_int
-_launch_ex.argtypes = [ctypes.c_void_p] * 4
-_stream_set_attr = _libcuda.cuStreamSetAttribute
-_stream_set_attr.restype = ctypes.c_int
-_stream_set_attr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-_occ_clusters = _libcuda.cuOccupancyMaxActiveClusters
-_occ_cluster_size = _libcuda.cuOccupancyMaxPotentialClusterSize
-for _f in (_occ_clusters, _occ_cluster_size):
-    _f.restype = ctypes.c_int
-    _f.argtypes = [ctypes.c_void_p] * 3
-_graph_inst = _libcuda.cuGraphInstantiateWithFlags
-_graph_inst.restype = ctypes.c_int
-_graph_inst.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_ulonglong]
-_graph_launch = _libcuda.cuGraphLaunch
-_graph_launch.restype = ctypes.c_int
-_graph_launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_graph_exec_destroy = _libcuda.cuGraphExecDestroy
-_graph_exec_destroy.restype = ctypes.c_int
-_graph_exec_destroy.argtypes = [ctypes.c_void_p]
-_HOSTFN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_launch_host = _libcuda.cuLaunchHostFunc
-_launch_host.restype = ctypes.c_int
-_launch_host.argtypes = [ctypes.c_void_p, _HOSTFN, ctypes.c_void_p]
-
-
-class _LaunchConfig(ctypes.Structure):
-    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint),
-                ("gridDimZ", ctypes.c_uint), ("blockDimX", ctypes.c_uint),
-                ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
-                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
-                ("attrs", ctypes.c_void_p), ("numAttrs", ctypes.c_uint)]
-
-
 # launch attributes whose values hold handles of the client: not translated, refused
 _HANDLE_ATTRS = {6, 12, 13}
 _CAPTURE_REFUSED = "host<->device copies cannot be captured into a graph through farcuda"
-
-
-def _param_array(buf, params) -> ctypes.Array:
-    base = ctypes.addressof(buf)
-    arr = (ctypes.c_void_p * max(1, len(params)))()
-    for i, (off, _size) in enumerate(params):
-        arr[i] = base + off
-    return arr
-
-
-def _cbuf(data) -> ctypes.Array:
-    n = len(data)
-    if n == 0:
-        return (ctypes.c_char * 1)()
-    if isinstance(data, memoryview) and not data.readonly:
-        return (ctypes.c_char * n).from_buffer(data)
-    return (ctypes.c_char * n).from_buffer_copy(data)
-
-
-class _Staging:
-    """Pinned host slots for copies; a slot is reusable once its event completed."""
-
-    def __init__(self, dev: CudaDevice, count: int = 8) -> None:
-        self.dev = dev
-        self.free: deque[int] = deque()
-        self.busy: deque[tuple[int, object]] = deque()  # (slot, event) in issue order
-        self.bases: list[int] = []
-        for _ in range(count):
-            p = check(cu.cuMemHostAlloc(SLOT, 0))
-            self.bases.append(int(p))
-            self.free.append(int(p))
-
-    def view(self, slot: int, n: int) -> memoryview:
-        return memoryview((ctypes.c_char * n).from_address(slot)).cast("B")
-
-    MAX_SLOTS = 32  # beyond this many (128 MiB), wait for the oldest copy instead of adding
-
-    def acquire(self) -> int:
-        if not self.free and self.busy:
-            self._reap(block=False)
-        while not self.free:
-            # Every slot is lent out (to the socket) or waits for a copy that may sit behind a
-            # long kernel: add one rather than block the event loop, up to MAX_SLOTS.
-            if not self.busy or len(self.bases) < self.MAX_SLOTS:
-                p = int(check(cu.cuMemHostAlloc(SLOT, 0)))
-                self.bases.append(p)
-                return p
-            self._reap(block=True)
-        return self.free.popleft()
-
-    def _reap(self, block: bool) -> None:
-        while self.busy:
-            slot, ev = self.busy[0]
-            err = cu.cuEventQuery(ev)[0]
-            if err == NOT_READY:
-                if not block:
-                    return
-                cu.cuEventSynchronize(ev)  # a copy of at most one slot: short
-                continue
-            self.busy.popleft()
-            self.dev._put_event(ev)
-            self.free.append(slot)
-            block = False
-
-    def release_after(self, slot: int, stream) -> None:
-        ev = self.dev._get_event()
-        check(cu.cuEventRecord(ev, stream))
-        self.busy.append((slot, ev))
-        self._reap(block=False)
-
-    def release(self, slot: int) -> None:
-        self.free.append(slot)
-
-    def close(self) -> None:
-        for p in self.bases:
-            cu.cuMemFreeHost(p)
-        self.bases.clear()
-
-
-class _Chunks:
-    """Pinned buffers of SMALL bytes for pending device-to-host results, carved from blocks
-    of 16 and kept for reuse (the client bounds how many are pending at once)."""
-
-    PER_BLOCK = 16
-
-    def __init__(self) -> None:
-        self.free: list[int] = []
-        self.blocks: list[int] = []
-
-    def take(self) -> int:
-        if not self.free:
-            base = int(check(cu.cuMemHostAlloc(SMALL * self.PER_BLOCK, 0)))
-            self.blocks.append(base)
-            self.free += [base + i * SMALL for i in range(self.PER_BLOCK)]
-        return self.free.pop()
-
-    def give(self, p: int) -> None:
-        self.free.append(p)
-
-    def close(self) -> None:
-        for b in self.blocks:
-            cu.cuMemFreeHost(b)
-        self.blocks.clear()
-        self.free.clear()
-
-
-class _DeferredCopy:
-    """A device-to-host copy the client does not wait for: queued on its stream into pinned
-    memory, with an event behind it; the session sends the bytes once ready()."""
-
-    __slots__ = ("dev", "buf", "n", "ev", "chunk", "waiting", "closed")
-
-    def __init__(self, dev: CudaDevice, buf: int, n: int, ev, chunk: bool) -> None:
-        self.dev, self.buf, self.n, self.ev, self.chunk = dev, buf, n, ev, chunk
-        self.waiting = self.closed = False
-
-    def ready(self) -> bool:
-        return cu.cuEventQuery(self.ev)[0] != NOT_READY
-
-    async def wait(self) -> None:
-        self.waiting = True
-        try:
-            err = (await self.dev._in_thread(cu.cuEventSynchronize, self.ev))[0]
-        finally:
-            self.waiting = False
-            if self.closed:  # sent meanwhile: the event can go back now that nobody waits on it
-                self.dev._put_event(self.ev)
-        if err != SUCCESS:
-            raise CudaError(int(err))
-
-    def result(self) -> memoryview:
-        err = cu.cuEventQuery(self.ev)[0]
-        if err != SUCCESS:
-            raise CudaError(int(err))
-        return self.dev.staging.view(self.buf, self.n)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.chunk:
-            self.dev._chunks.give(self.buf)
-        else:
-            self.dev.staging.release(self.buf)
-        if not self.waiting:
-            self.dev._put_event(self.ev)
 
 
 class CudaDevice:
@@ -265,14 +59,15 @@ class CudaDevice:
         self.gpu = gpu
         self.vdev = vdev
         fp = backend.fastpath
-        self._fp = fp[1] if fp is not None else None
-        self._ptr = (lambda h: fp[0].cast("void *", int(h) if h is not None else 0)) \
-            if fp is not None else None
+        self._ffi: Any = fp[0] if fp is not None else None
+        self._fp: Any = fp[1] if fp is not None else None
         self.cudev = check(cu.cuDeviceGet(gpu))
         self.green = None
         self._sm_lock = None
         if sm_budget:
-            self.ctx, self.sm_count = self._green_context(gpu, sm_budget)
+            self.green, self.ctx, self.sm_count, self._sm_lock = partitions.claim(
+                self.cudev, gpu, sm_budget)
+            self.sm_groups = self._sm_lock[1]
         else:
             self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
         if self._fp is not None:
@@ -317,91 +112,25 @@ class CudaDevice:
         self.kernels: dict[int, dict] = {}
         self.libraries: list[tuple[object, bytes]] = []
         self.images: dict[int, tuple[object, bytes]] = {}  # module -> (library, image)
-        self.graphs: dict[int, object] = {}
+        self.graphs: dict[int, Any] = {}  # cuda.bindings CUgraph
         self.execs: dict[int, object] = {}
         self.capturing: set[int] = set()
         self._event_pool: list = []
         self._host_fns: dict[int, tuple] = {}
         self._capture_nodes: dict[int, dict] = {}
         self._hostfn_ids = 0
-        self.staging = _Staging(self)
-        self._chunks = _Chunks()
+        self.staging = Staging(self)
+        self._chunks = Chunks()
         self._small = int(check(cu.cuMemHostAlloc(SMALL, 0)))
         self._small_view = memoryview((ctypes.c_char * SMALL).from_address(self._small)).cast("B")
         if self._fp is not None:
             self._fp.fp_set_small(vdev, self._ptr(self._small), SMALL)
 
+    def _ptr(self, h: Any) -> Any:
+        """A driver handle as the C path's void * (None: NULL); only with the C path."""
+        return self._ffi.cast("void *", int(h) if h is not None else 0)
+
     # ------------------------------------------------------------ context
-    def _green_context(self, gpu: int, budget: int):
-        """A context limited to `budget` SMs (rounded up to the partition granularity) made of
-        SM groups no other budgeted device on this host holds.
-
-        The GPU's SMs are split into groups of the granularity (8 on an H100); a budget takes
-        as many groups as it needs, and each group is claimed with a byte-range lock on a
-        per-GPU file, so claims are disjoint across all workers and daemons of the host and a
-        dead worker's groups are free again at once (the kernel drops its locks)."""
-        import fcntl
-        import os
-        whole = check(cu.cuDeviceGetDevResource(
-            self.cudev, cu.CUdevResourceType.CU_DEV_RESOURCE_TYPE_SM))
-        res = cu.cuDevSmResourceSplitByCount(0, whole, 0, GRANULE)
-        check(res[0])
-        # (err, groups, nbGroups, remaining): ask for all groups the split can give
-        ngroups = int(res[2]) if len(res) > 2 else 0
-        res = cu.cuDevSmResourceSplitByCount(ngroups, whole, 0, GRANULE)
-        check(res[0])
-        groups = list(res[1])[:int(res[2])]
-        if not groups:
-            raise CudaError(E["cudaErrorNotSupported"], "this GPU cannot be partitioned")
-        per = groups[0].sm.smCount
-        need = -(-budget // per)
-        if need > len(groups):
-            raise CudaError(E["cudaErrorInvalidValue"],
-                            f"an SM budget of {budget} exceeds the GPU's {per * len(groups)}")
-        uuid = check(cu.cuDeviceGetUuid(self.cudev))
-        tag = bytes(uuid.bytes if hasattr(uuid, "bytes") else b"").hex() or str(gpu)
-        path = os.path.join(os.environ.get("FARCUDA_RUN_DIR", "/dev/shm"),
-                            f"farcuda-sm-{tag}.lock")
-        # POSIX record locks belong to the process (and all go when any descriptor of the
-        # file is closed): one descriptor per file per process, and a set of the groups this
-        # process's own devices hold
-        if path not in _SM_FILES:
-            _SM_FILES[path] = (os.open(path, os.O_RDWR | os.O_CREAT, 0o666), set())
-        fd, mine = _SM_FILES[path]
-        taken = []
-        for i in range(len(groups)):
-            if len(taken) == need:
-                break
-            if i in mine:
-                continue
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, i)
-            except OSError:
-                continue
-            taken.append(i)
-            mine.add(i)
-        if len(taken) < need:
-            self._release_groups(path, taken)
-            raise CudaError(E["cudaErrorDevicesUnavailable"],
-                            f"only {len(taken)} free groups of {per} SMs on GPU {gpu}, "
-                            f"{need} needed")
-        self._sm_lock = (path, taken)
-        chosen = [groups[i] for i in taken]
-        desc = check(cu.cuDevResourceGenerateDesc(chosen, len(chosen)))
-        self.green = check(cu.cuGreenCtxCreate(
-            desc, self.cudev, cu.CUgreenCtxCreate_flags.CU_GREEN_CTX_DEFAULT_STREAM))
-        ctx = check(cu.cuCtxFromGreenCtx(self.green))
-        self.sm_groups = taken
-        log.info("gpu %d: green context of %d SMs (groups %s)", gpu, need * per, taken)
-        return ctx, need * per
-
-    @staticmethod
-    def _release_groups(path: str, groups: list[int]) -> None:
-        import fcntl
-        fd, mine = _SM_FILES[path]
-        for i in groups:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, i)
-            mine.discard(i)
 
     def cur(self) -> None:
         if self.backend._current is not self.ctx:
@@ -544,7 +273,7 @@ class CudaDevice:
     def launch_window(self):
         if self._fp is None:
             return self._launches.window()
-        out = self.backend.fastpath[0].new("uint64_t[4]")
+        out = self._ffi.new("uint64_t[4]")
         self._fp.fp_launch_window(self.vdev, out)
         return ((int(out[0]), int(out[1])) if out[0] else None,
                 (int(out[2]), int(out[3])) if out[2] else None)
@@ -573,7 +302,7 @@ class CudaDevice:
         blocking stream for the legacy one)."""
         if cu.cuStreamQuery(self._s(sid))[0] != SUCCESS:
             return False
-        if self.stream_flags.get(sid, 0) & 1:  # non-blocking
+        if self.stream_flags.get(sid, 0) & msg.STREAM_CREATE_NON_BLOCKING:
             return True
         others = self.blocking if sid == 0 else (0,)
         return all(cu.cuStreamQuery(self.streams[o])[0] == SUCCESS for o in others
@@ -678,7 +407,7 @@ class CudaDevice:
             for slot, *_ in inflight:
                 self.staging.release(slot)
 
-    def dtoh_deferred(self, src: int, n: int, stream: int) -> _DeferredCopy:
+    def dtoh_deferred(self, src: int, n: int, stream: int) -> DeferredCopy:
         """Queue a copy of n <= SLOT bytes whose result the session sends when it is ready."""
         self.cur()
         s = self._q(stream)
@@ -694,7 +423,7 @@ class CudaDevice:
             else:
                 self.staging.release(buf)
             raise
-        return _DeferredCopy(self, buf, n, ev, chunk)
+        return DeferredCopy(self, buf, n, ev, chunk)
 
     def memcpy_dtoh(self, src: int, n: int, stream: int):
         self.cur()
@@ -851,7 +580,7 @@ class CudaDevice:
         lib = check(cu.cuLibraryLoadData(image, None, None, 0, None, None, 0))
         self.libraries.append((lib, image))
         kout = [self._kernel_info(lib, name) for name in kernels]
-        vout = []
+        vout: list[dict | None] = []
         for name in variables:
             res = cu.cuLibraryGetGlobal(lib, name.encode())
             if res[0] != SUCCESS:
@@ -930,16 +659,16 @@ class CudaDevice:
         s = self._q(stream)
         if len(params) != k["param_size"]:
             raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
-        buf = _cbuf(params)
-        if flags & 1:
-            arr = _param_array(buf, k["params"])
-            err = _coop(int(k["func"]), grid[0], grid[1], grid[2], block[0], block[1], block[2],
-                        shmem, int(s), arr)
+        buf = drv.cbuf(params)
+        if flags & msg.LAUNCH_COOPERATIVE:
+            arr = drv.param_array(buf, k["params"])
+            err = drv.launch_cooperative(int(k["func"]), grid[0], grid[1], grid[2], block[0],
+                                         block[1], block[2], shmem, int(s), arr)
         else:
             size = ctypes.c_size_t(len(params))
             extra = (ctypes.c_void_p * 5)(1, ctypes.addressof(buf), 2, ctypes.addressof(size), 0)
-            err = _launch(int(k["func"]), grid[0], grid[1], grid[2], block[0], block[1],
-                          block[2], shmem, int(s), None, extra)
+            err = drv.launch_kernel(int(k["func"]), grid[0], grid[1], grid[2], block[0],
+                                    block[1], block[2], shmem, int(s), None, extra)
         if err:
             raise CudaError(err)
 
@@ -947,18 +676,19 @@ class CudaDevice:
         self.cur()
         k = self._k(kid)
         s = self._q(stream)
-        n = len(attrs) // 72
+        size = msg.LAUNCH_ATTR_SIZE
+        n = len(attrs) // size
         for i in range(n):
-            aid = int.from_bytes(attrs[i * 72:i * 72 + 4], "little")
+            aid = int.from_bytes(attrs[i * size:i * size + 4], "little")
             if aid in _HANDLE_ATTRS:
                 raise CudaError(E["cudaErrorNotSupported"],
                                 f"launch attribute {aid} carries a handle")
-        abuf = _cbuf(attrs)
-        cfg = _LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
-                            int(s), ctypes.addressof(abuf) if n else None, n)
-        buf = _cbuf(params)
-        arr = _param_array(buf, k["params"])
-        err = _launch_ex(ctypes.addressof(cfg), int(k["func"]), arr, None)
+        abuf = drv.cbuf(attrs)
+        cfg = drv.LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
+                               int(s), ctypes.addressof(abuf) if n else None, n)
+        buf = drv.cbuf(params)
+        arr = drv.param_array(buf, k["params"])
+        err = drv.launch_ex(ctypes.addressof(cfg), int(k["func"]), arr, None)
         if err:
             raise CudaError(err)
 
@@ -982,7 +712,7 @@ class CudaDevice:
     def func_set_attr(self, kid: int, attr: int, value: int) -> None:
         self.cur()
         func = self._k(kid)["func"]
-        if attr == 1000:
+        if attr == msg.FUNC_SET_ATTR_CACHE_CONFIG:
             check(cu.cuFuncSetCacheConfig(func, cu.CUfunc_cache(value)))
             return
         try:
@@ -999,12 +729,13 @@ class CudaDevice:
     def occupancy_clusters(self, kid, grid, block, shmem, attrs: bytes, what: int) -> int:
         self.cur()
         func = self._k(kid)["func"]
-        n = len(attrs) // 72
-        abuf = _cbuf(attrs)
-        cfg = _LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
-                            None, ctypes.addressof(abuf) if n else None, n)
+        n = len(attrs) // msg.LAUNCH_ATTR_SIZE
+        abuf = drv.cbuf(attrs)
+        cfg = drv.LaunchConfig(grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem,
+                               None, ctypes.addressof(abuf) if n else None, n)
         out = ctypes.c_int(0)
-        fn = _occ_clusters if what == 0 else _occ_cluster_size
+        fn = (drv.occupancy_max_active_clusters if what == msg.OCCUPANCY_CLUSTERS_MAX_ACTIVE
+              else drv.occupancy_max_cluster_size)
         err = fn(ctypes.byref(out), int(func), ctypes.addressof(cfg))
         if err:
             raise CudaError(err)
@@ -1020,12 +751,13 @@ class CudaDevice:
         self.cur()
         if sid == 0 or sid in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags & 1, priority))
-        self.stream_flags[sid] = flags & 1
-        if not flags & 1:
+        flags &= msg.STREAM_CREATE_NON_BLOCKING  # the only creation flag there is
+        self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags, priority))
+        self.stream_flags[sid] = flags
+        if not flags:
             self.blocking.add(sid)
         if self._fp is not None:
-            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]), flags & 1)
+            self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]), flags)
 
     def stream_destroy(self, sid: int) -> None:
         self.cur()
@@ -1092,8 +824,8 @@ class CudaDevice:
         self.cur()
         if attr in _HANDLE_ATTRS:
             raise CudaError(E["cudaErrorNotSupported"])
-        buf = _cbuf(raw.ljust(64, b"\0"))
-        err = _stream_set_attr(int(self._s(sid)), attr, ctypes.addressof(buf))
+        buf = drv.cbuf(raw.ljust(64, b"\0"))
+        err = drv.stream_set_attribute(int(self._s(sid)), attr, ctypes.addressof(buf))
         if err:
             raise CudaError(err)
 
@@ -1155,9 +887,9 @@ class CudaDevice:
             gate.clear()
             if not persistent:
                 self._host_fns.pop(key, None)
-        cfn = _HOSTFN(fn)
+        cfn = drv.HOSTFN(fn)
         self._host_fns[key] = (cfn, gate)
-        err = _launch_host(int(s), cfn, None)
+        err = drv.launch_host_func(int(s), cfn, None)
         if err:
             self._host_fns.pop(key, None)
             raise CudaError(err)
@@ -1187,8 +919,8 @@ class CudaDevice:
             loop.call_soon_threadsafe(on_reach)
             rec["gate"].wait()
             rec["gate"].clear()
-        rec["fn"] = _HOSTFN(fn)
-        err = _launch_host(int(s), rec["fn"], None)
+        rec["fn"] = drv.HOSTFN(fn)
+        err = drv.launch_host_func(int(s), rec["fn"], None)
         if err:
             raise CudaError(err)
 
@@ -1249,7 +981,7 @@ class CudaDevice:
         if g is None:
             raise CudaError(E["cudaErrorInvalidValue"])
         out = ctypes.c_void_p()
-        err = _graph_inst(ctypes.byref(out), int(g), flags)
+        err = drv.graph_instantiate(ctypes.byref(out), int(g), flags)
         if err:
             raise CudaError(err)
         self.execs[xid] = out.value
@@ -1261,7 +993,7 @@ class CudaDevice:
     def graph_launch(self, xid: int, sid: int) -> None:
         self.cur()
         self.graph_check(xid)
-        err = _graph_launch(self.execs[xid], int(self._q(sid)))
+        err = drv.graph_launch(self.execs[xid], int(self._q(sid)))
         if err:
             raise CudaError(err)
 
@@ -1275,7 +1007,7 @@ class CudaDevice:
         self.cur()
         x = self.execs.pop(xid, None)
         if x is not None:
-            err = _graph_exec_destroy(x)
+            err = drv.graph_exec_destroy(x)
             if err:
                 raise CudaError(err)
 
@@ -1335,7 +1067,7 @@ class CudaDevice:
                 gate.set()
             for rec in self._capture_nodes.values():  # release driver threads held in them
                 rec["gate"].set()
-            for base, h in list(self._handles.items()):
+            for h in list(self._handles.values()):
                 cu.cuMemRelease(h)
             self._handles.clear()
             for g in self._guards.values():
@@ -1353,84 +1085,7 @@ class CudaDevice:
             else:
                 cu.cuCtxDestroy(self.ctx)
             if self._sm_lock is not None:
-                self._release_groups(*self._sm_lock)
+                partitions.release(*self._sm_lock)
                 self._sm_lock = None
             if self.backend._current is self.ctx:
                 self.backend._current = None
-
-
-def _kernel_module_version() -> str | None:
-    """The NVIDIA kernel module's version ("580.95.05"), from /proc, or None."""
-    try:
-        with open("/proc/driver/nvidia/version") as f:
-            text = f.read()
-    except OSError:
-        return None
-    m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
-    return m.group(1) if m else None
-
-
-class CudaBackend:
-    name = "cuda"
-
-    def __init__(self, wait_threads: int = 16, fast: bool = True) -> None:
-        err = cu.cuInit(0)[0]
-        if err != SUCCESS:
-            raise RuntimeError(f"the CUDA driver did not initialize ({err.name}): no usable "
-                               "GPU on this machine")
-        self.fastpath = None
-        if fast:
-            try:
-                from .. import _fastpath
-                if _fastpath.lib.fp_init() == 0:
-                    self.fastpath = (_fastpath.ffi, _fastpath.lib)
-            except ImportError:
-                log.warning("the C fast path is not built: launches go through Python")
-        self.pool = concurrent.futures.ThreadPoolExecutor(wait_threads, "farcudad-wait")
-        self._current = None
-        self._count = check(cu.cuDeviceGetCount())
-        self._driver = check(cu.cuDriverGetVersion())
-
-    def gpu_count(self) -> int:
-        return self._count
-
-    def driver_version(self) -> int:
-        return self._driver
-
-    def gpu_info(self, gpu: int) -> dict:
-        if not 0 <= gpu < self._count:
-            return {"error": f"no GPU {gpu} (this server has {self._count})"}
-        dev = check(cu.cuDeviceGet(gpu))
-        name = check(cu.cuDeviceGetName(256, dev))
-        name = bytes(name).split(b"\0")[0].decode(errors="replace")
-        uuid = check(cu.cuDeviceGetUuid(dev))
-        raw = uuid.bytes if hasattr(uuid, "bytes") else b""
-        raw = bytes(raw if not isinstance(raw, str) else raw.encode("latin-1"))[:16]
-        attrs = {}
-        for a in range(1, 256):
-            try:
-                attr = cu.CUdevice_attribute(a)
-            except ValueError:
-                continue
-            r = cu.cuDeviceGetAttribute(attr, dev)
-            if r[0] == SUCCESS:
-                attrs[str(a)] = int(r[1])
-        info = {"name": name, "uuid": raw.hex(),
-                "total_mem": int(check(cu.cuDeviceTotalMem(dev))), "attrs": attrs}
-        version = _kernel_module_version()
-        if version:  # what NVML's nvmlSystemGetDriverVersion says, for the client's NVML
-            info["driver_version"] = version
-        return info
-
-    def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
-                    window_size: int, vdev: int = 0) -> CudaDevice:
-        if not 0 <= gpu < self._count:
-            raise CudaError(E["cudaErrorInvalidDevice"])
-        return CudaDevice(self, gpu, sm_budget, flags, window_base, window_size, vdev)
-
-    def context_unknown(self) -> None:
-        """The C path may have switched contexts: make the next call set its own."""
-        self._current = None
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)

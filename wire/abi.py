@@ -663,6 +663,22 @@ DEVICE_PROP_FIELDS: tuple[tuple[str, int, str, int], ...] = (
     ('reserved', 784, 'i32', 56),
 )
 
+# Sizes of the structures farcuda reads or writes by hand, and offsets of their
+# fields: name -> (sizeof, {field: offsetof})
+STRUCTS: dict[str, tuple[int, dict[str, int]]] = {
+    'cudaLaunchAttribute': (72, {'id': 0, 'val': 8}),
+    'cudaLaunchAttributeValue': (64, {}),
+    'cudaLaunchConfig_t': (56, {'gridDim': 0, 'blockDim': 12, 'dynamicSmemBytes': 24, 'stream': 32, 'attrs': 40, 'numAttrs': 48}),
+    'cudaPointerAttributes': (88, {'type': 0, 'device': 4, 'devicePointer': 8, 'hostPointer': 16}),
+    'cudaMemPoolProps': (88, {'allocType': 0, 'handleTypes': 4, 'location': 8, 'win32SecurityAttributes': 16, 'maxSize': 24, 'usage': 32}),
+    'cudaMemLocation': (8, {'type': 0, 'id': 4}),
+    'cudaMemAccessDesc': (12, {'location': 0, 'flags': 8}),
+    'cudaPitchedPtr': (32, {'ptr': 0, 'pitch': 8, 'xsize': 16, 'ysize': 24}),
+    'cudaPos': (24, {'x': 0, 'y': 8, 'z': 16}),
+    'cudaExtent': (24, {'width': 0, 'height': 8, 'depth': 16}),
+    'cudaMemcpy3DParms': (160, {'srcArray': 0, 'srcPos': 8, 'srcPtr': 32, 'dstArray': 64, 'dstPos': 72, 'dstPtr': 96, 'extent': 128, 'kind': 152}),
+}
+
 # enum cudaDeviceAttr
 cudaDeviceAttr: dict[str, int] = {
     'cudaDevAttrMaxThreadsPerBlock': 1,

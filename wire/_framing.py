@@ -12,12 +12,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._messages import BY_OP, Message
+from ._messages import BY_NAME, BY_OP, Message
 
 __all__ = [
     "HEADER", "HEADER_SIZE", "MAGIC", "VERSION", "MAX_TAIL", "INLINE_TAIL", "Frame",
     "FrameReader", "ProtocolError", "encode", "encode_header", "pack_fixed", "unpack_fixed",
-    "encode_reply",
+    "encode_reply", "encode_value",
 ]
 
 HEADER = struct.Struct("<IHHIHH")
@@ -56,7 +56,7 @@ class Frame:
         return struct.unpack(self.msg.fmt, self.fixed)
 
     def as_dict(self) -> dict:
-        return dict(zip(self.msg.names, self.values()))
+        return dict(zip(self.msg.names, self.values(), strict=True))
 
 
 def encode_header(op: int, length: int, rid: int = 0, vdev: int = 0, flags: int = 0,
@@ -64,7 +64,12 @@ def encode_header(op: int, length: int, rid: int = 0, vdev: int = 0, flags: int 
     return HEADER.pack(length, op, flags, rid, vdev, aux)
 
 
-def pack_fixed(msg: Message, values: dict | None = None, reply: bool = False) -> bytes:
+def pack_fixed(msg: Message, values=None, reply: bool = False) -> bytes:
+    """The fixed part of ``msg`` (or of its reply): from a typed value (wire/messages.py), or
+    from a dict of field names (arrays by their name, or element by element: grid0 ...),
+    missing fields zero."""
+    if hasattr(values, "pack"):
+        return values.pack()
     names = msg.reply_names if reply else msg.names
     fmt = msg.reply_fmt if reply else msg.fmt
     values = values or {}
@@ -87,7 +92,7 @@ def pack_fixed(msg: Message, values: dict | None = None, reply: bool = False) ->
 def unpack_fixed(msg: Message, data: bytes | memoryview, reply: bool = False) -> dict:
     fmt = msg.reply_fmt if reply else msg.fmt
     names = msg.reply_names if reply else msg.names
-    return dict(zip(names, struct.unpack_from(fmt, data)))
+    return dict(zip(names, struct.unpack_from(fmt, data), strict=True))
 
 
 def encode(msg: Message, values: dict | None = None, tail: bytes | memoryview = b"",
@@ -97,10 +102,21 @@ def encode(msg: Message, values: dict | None = None, tail: bytes | memoryview = 
         tail)
 
 
+def encode_value(value, tail: bytes | memoryview = b"", rid: int = 0, vdev: int = 0,
+                 flags: int = 0) -> bytes:
+    """A frame of a typed message (wire/messages.py): the message is the value's class, and
+    the header's aux what the value's aux field holds, for the messages that have one."""
+    msg = BY_NAME[type(value).__name__]
+    fixed = value.pack()
+    aux = getattr(value, msg.aux[0]) if msg.aux else 0
+    return encode_header(msg.op, len(fixed) + len(tail), rid, vdev, flags, aux) + fixed + bytes(
+        tail)
+
+
 _REPLY = BY_OP[0x8001]
 
 
-def encode_reply(rid: int, status: int, msg: Message | None = None, values: dict | None = None,
+def encode_reply(rid: int, status: int, msg: Message | None = None, values=None,
                  tail: bytes | memoryview = b"", vdev: int = 0) -> bytes:
     """A REPLY frame: status, the answered message's reply fields, then the tail."""
     fixed = pack_fixed(msg, values, reply=True) if msg is not None and msg.reply else b""

@@ -1,12 +1,17 @@
 """The wire messages: one declarative table, fixed opcodes, shared by client and daemon.
 
-Everything that crosses the wire is described here and nowhere else: the C side of the shim
-gets packed structs and opcode constants generated from this table (csrc/gen/proto.h, checked
-fresh by tests/unit/test_table.py) and the daemon's dispatch is keyed by these names.
+Everything that crosses the wire is described here and nowhere else (h11's rule for its state
+machine): the opcode, the direction, the fixed fields, what a tail holds, the named values of
+fields that carry flags or choices (``consts``), and what the header's ``aux`` field carries for
+the few messages that use it (``aux``). tools/gen_calls.py turns this table into the C header
+both C sides include (wire/c/fc_wire.h: opcodes, the header, packed layouts, constants) and into
+one typed class per message for Python (wire/messages.py); tests/unit/test_table.py checks that
+both are current.
 
-A message has a fixed part (little-endian, no padding, laid out by ``fields``) and, when
-``bulk`` is set, a variable-length tail (payload bytes, packed kernel parameters, JSON on cold
-paths). Opcodes are never reused: retire a message by moving it to ``RETIRED``.
+A message has a fixed part (little-endian, no padding, laid out by ``fields``; a field named
+``rsv`` is padding, zero on the wire) and, when ``bulk`` is set, a variable-length tail
+(payload bytes, packed kernel parameters, JSON on cold paths). Opcodes are never reused:
+retire a message by moving it to ``RETIRED``.
 
 Requests (client -> daemon) are *async* (no reply; errors surface at the next synchronizing
 call) or *sync* (the frame carries a nonzero request id and the daemon answers with one REPLY
@@ -18,7 +23,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["Field", "Message", "MESSAGES", "BY_NAME", "BY_OP", "RETIRED", "FTYPES"]
+from .abi import STRUCTS
+
+__all__ = ["Field", "Const", "Message", "MESSAGES", "BY_NAME", "BY_OP", "RETIRED", "FTYPES",
+           "CONSTANTS"]
 
 # field type -> (struct code, C type)
 FTYPES: dict[str, tuple[str, str]] = {
@@ -32,12 +40,34 @@ FTYPES: dict[str, tuple[str, str]] = {
     "f64": ("d", "double"),
 }
 
+# Sizes both sides cut or count by: name -> (value, meaning). C: FC_<name>; Python: the name.
+CONSTANTS: dict[str, tuple[int, str]] = {
+    "PIECE": (4 << 20, "bulk data travels in frames of at most this many bytes, so that a "
+                       "receiver copies one piece while the next is on the wire; a deferred "
+                       "device-to-host copy is one piece"),
+    "LAUNCH_ATTR_SIZE": (STRUCTS["cudaLaunchAttribute"][0],
+                         "bytes of one launch attribute in a tail (sizeof cudaLaunchAttribute)"),
+    "STREAM_ATTR_SIZE": (STRUCTS["cudaLaunchAttributeValue"][0],
+                         "bytes of a stream attribute's value (sizeof "
+                         "cudaLaunchAttributeValue)"),
+}
+
 
 @dataclass(frozen=True)
 class Field:
     name: str
     type: str
     count: int = 1
+
+
+@dataclass(frozen=True)
+class Const:
+    """A named value of a field: a flag bit, or one of the field's choices."""
+
+    field: str
+    name: str
+    value: int
+    doc: str
 
 
 def _fields(spec: str) -> tuple[Field, ...]:
@@ -52,6 +82,17 @@ def _fields(spec: str) -> tuple[Field, ...]:
     return tuple(out)
 
 
+def _consts(specs: tuple[str, ...]) -> tuple[Const, ...]:
+    """Parse 'flags COOPERATIVE=1: what it means' into constants."""
+    out = []
+    for spec in specs:
+        head, _, doc = spec.partition(":")
+        fname, _, assign = head.strip().partition(" ")
+        name, _, value = assign.partition("=")
+        out.append(Const(fname, name.strip(), int(value, 0), doc.strip()))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Message:
     name: str
@@ -63,12 +104,18 @@ class Message:
     bulk: str = ""  # what the request's tail holds, "" when none
     reply_bulk: str = ""  # what the reply's tail holds (sent as DATA frames + REPLY tail)
     doc: str = ""
+    consts: tuple[Const, ...] = ()
+    aux: tuple[str, str] | None = None  # (name, meaning) of what the header's aux carries
     fmt: str = field(init=False, repr=False)
     reply_fmt: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fmt", _fmt(self.fields))
         object.__setattr__(self, "reply_fmt", _fmt(self.reply))
+        names = {f.name for f in self.fields}
+        for c in self.consts:
+            if c.field not in names:
+                raise ValueError(f"{self.name}: a constant of no field {c.field!r}")
 
     @property
     def size(self) -> int:
@@ -100,9 +147,10 @@ def _names(fields: tuple[Field, ...]) -> tuple[str, ...]:
 
 
 def _m(name: str, op: int, mode: str, fields: str = "", reply: str = "", bulk: str = "",
-       reply_bulk: str = "", doc: str = "", direction: str = "c2s") -> Message:
+       reply_bulk: str = "", doc: str = "", direction: str = "c2s",
+       consts: tuple[str, ...] = (), aux: tuple[str, str] | None = None) -> Message:
     return Message(name, op, direction, mode, _fields(fields), _fields(reply), bulk, reply_bulk,
-                   doc)
+                   doc, _consts(consts), aux)
 
 
 # Stream ids on the wire: 0 is the legacy default stream; the client numbers its own streams
@@ -111,10 +159,12 @@ def _m(name: str, op: int, mode: str, fields: str = "", reply: str = "", bulk: s
 MESSAGES: tuple[Message, ...] = (
     # --- session (0x00xx): handshake frames are exchanged with the daemon's front process ---
     _m("SERVER_HELLO", 0x0001, "notify", "magic:u32 version:u16 flags:u16 nonce:u8*32",
-       direction="s2c", doc="first frame from the daemon: protocol version, auth challenge"),
+       direction="s2c", doc="first frame from the daemon: protocol version, auth challenge",
+       consts=("flags AUTH=1: the client must prove a token",)),
     _m("HELLO", 0x0002, "sync", "magic:u32 version:u16 flags:u16 pid:u32 mac:u8*32",
        reply="session:u64 ngpus:u32 driver:u32 heartbeat_ms:u32", bulk="json identity",
-       doc="client identity and auth answer; the reply welcomes it"),
+       doc="client identity and auth answer; the reply welcomes it",
+       consts=("flags TOKEN=1: mac proves a token",)),
     _m("PING", 0x0003, "async", doc="client keep-alive when idle"),
     _m("BYE", 0x0004, "async", doc="orderly end of a client; the daemon frees its resources"),
     _m("GPU_INFO", 0x0005, "sync", "gpu:u32", reply_bulk="json",
@@ -124,7 +174,8 @@ MESSAGES: tuple[Message, ...] = (
     _m("DEVICE_OPEN", 0x0101, "sync",
        "gpu:u32 sm_budget:u32 flags:u32 window_base:u64 window_size:u64",
        reply="window_base:u64 sm_count:u32 rsv:u32", reply_bulk="json",
-       doc="create the context of a virtual device; its allocations land in the window"),
+       doc="create the context of a virtual device (flags: cudaSetDeviceFlags'); its "
+           "allocations land in the window"),
     _m("DEVICE_SYNC", 0x0102, "sync"),
     _m("DEVICE_RESET", 0x0103, "sync"),
     _m("SET_LIMIT", 0x0104, "sync", "limit:u32 rsv:u32 value:u64"),
@@ -139,7 +190,10 @@ MESSAGES: tuple[Message, ...] = (
     _m("MEMCPY_HTOD", 0x0210, "either", "dst:u64 stream:u32 flags:u32", bulk="bytes",
        doc="host data in the tail; large copies are sent as several frames"),
     _m("MEMCPY_DTOH", 0x0211, "sync", "src:u64 size:u64 stream:u32 flags:u32",
-       reply_bulk="bytes", doc="the daemon streams the bytes back as DATA frames"),
+       reply_bulk="bytes", doc="the daemon streams the bytes back as DATA frames",
+       consts=("flags DEFERRED=1: the client does not wait (into pinned memory, one PIECE at "
+               "most): the daemon answers once the copy completed, and before the answer to "
+               "anything that covers it",)),
     _m("MEMCPY_DTOD", 0x0212, "either", "dst:u64 src:u64 size:u64 stream:u32 flags:u32"),
     _m("MEMSET", 0x0213, "either", "dst:u64 size:u64 value:u32 stream:u32 elem:u32"),
     _m("MEMCPY2D_HTOD", 0x0214, "either",
@@ -151,7 +205,8 @@ MESSAGES: tuple[Message, ...] = (
        "dst:u64 dpitch:u64 src:u64 spitch:u64 width:u64 height:u64 stream:u32 flags:u32"),
     _m("MEMSET2D", 0x0217, "either",
        "dst:u64 pitch:u64 width:u64 height:u64 value:u32 stream:u32"),
-    _m("POINTER_INFO", 0x0218, "sync", "ptr:u64", reply="type:u32 rsv:u32 base:u64 size:u64"),
+    _m("POINTER_INFO", 0x0218, "sync", "ptr:u64", reply="type:u32 rsv:u32 base:u64 size:u64",
+       doc="reply type: a cudaMemoryType"),
     _m("MEMCPY_PEER", 0x0219, "either",
        "dst:u64 dst_vdev:u32 src_vdev:u32 src:u64 size:u64 stream:u32 flags:u32",
        doc="copy between two virtual devices served by the same daemon session"),
@@ -160,8 +215,8 @@ MESSAGES: tuple[Message, ...] = (
        doc="cudaMallocAsync: the bytes the allocation uses and the bytes mapped for it, for "
            "the client's pool statistics"),
     _m("FREE_ASYNC", 0x021B, "either", "ptr:u64 stream:u32",
-       doc="free in the order of the stream (of the frame's virtual device); aux: the virtual "
-           "device of the memory"),
+       doc="free in the order of the stream (of the frame's virtual device)",
+       aux=("mem_vdev", "the virtual device of the memory")),
     # --- modules and kernels (0x03xx) ---
     _m("MODULE_LOAD", 0x0301, "sync", "module:u32 nkernels:u32 nvars:u32",
        bulk="fat binary, then JSON {kernels: [[id, name]], vars: [[id, name, size]]}",
@@ -170,30 +225,38 @@ MESSAGES: tuple[Message, ...] = (
     _m("FUNC_ATTRS", 0x0302, "sync", "kernel:u32", reply_bulk="json",
        doc="cudaFuncAttributes of a kernel in this device's context"),
     _m("FUNC_SET_ATTR", 0x0303, "sync", "kernel:u32 attr:u32 value:i32",
-       doc="attr: a cudaFuncAttribute, or 1000 for the cache configuration"),
+       doc="attr: a cudaFuncAttribute, or CACHE_CONFIG",
+       consts=("attr CACHE_CONFIG=1000: value is a cudaFuncCache (cudaFuncSetCacheConfig)",)),
     _m("OCCUPANCY", 0x0304, "sync", "kernel:u32 block:u32 shmem:u64 flags:u32",
        reply="blocks:i32"),
     _m("OCCUPANCY_SMEM", 0x0305, "sync", "kernel:u32 blocks:u32 block:u32",
        reply="bytes:u64", doc="cudaOccupancyAvailableDynamicSMemPerBlock"),
     _m("OCCUPANCY_CLUSTERS", 0x0306, "sync",
-       "kernel:u32 grid:u32*3 block:u32*3 shmem:u32 nattrs:u32 what:u32", bulk="attrs",
-       reply="value:i32", doc="what 0: cudaOccupancyMaxActiveClusters, "
-       "1: cudaOccupancyMaxPotentialClusterSize"),
+       "kernel:u32 grid:u32*3 block:u32*3 shmem:u32 nattrs:u32 what:u32",
+       bulk="nattrs launch attributes of LAUNCH_ATTR_SIZE bytes", reply="value:i32",
+       consts=("what MAX_ACTIVE=0: cudaOccupancyMaxActiveClusters",
+               "what MAX_SIZE=1: cudaOccupancyMaxPotentialClusterSize")),
     _m("LAUNCH", 0x0310, "either",
        "kernel:u32 stream:u32 grid:u32*3 block:u32*3 shmem:u32 flags:u32", bulk="params",
-       doc="packed kernel parameters in the tail; flags: 1 cooperative"),
+       doc="packed kernel parameters in the tail",
+       consts=("flags COOPERATIVE=1: a cooperative launch (cudaLaunchCooperativeKernel)",)),
     _m("LAUNCH_EX", 0x0311, "either",
        "kernel:u32 stream:u32 grid:u32*3 block:u32*3 shmem:u32 nattrs:u32",
-       bulk="attrs then params", doc="cudaLaunchKernelExC: launch attributes, then params"),
+       bulk="nattrs launch attributes of LAUNCH_ATTR_SIZE bytes, then the packed parameters",
+       doc="cudaLaunchKernelExC"),
     _m("FUNC_MAX_CLUSTER", 0x0312, "sync", "kernel:u32 grid:u32*3 block:u32*3 shmem:u32",
        reply="clusters:i32"),
     # --- streams and events (0x04xx) ---
-    _m("STREAM_CREATE", 0x0401, "async", "stream:u32 flags:u32 priority:i32"),
+    _m("STREAM_CREATE", 0x0401, "async", "stream:u32 flags:u32 priority:i32",
+       consts=("flags NON_BLOCKING=1: cudaStreamNonBlocking: no implicit order with the legacy "
+               "stream",)),
     _m("STREAM_DESTROY", 0x0402, "async", "stream:u32"),
     _m("STREAM_SYNC", 0x0403, "sync", "stream:u32"),
     _m("STREAM_QUERY", 0x0404, "sync", "stream:u32"),
-    _m("STREAM_WAIT_EVENT", 0x0405, "async", "stream:u32 event:u32 flags:u32"),
-    _m("STREAM_SET_ATTR", 0x0406, "sync", "stream:u32 attr:u32", bulk="value"),
+    _m("STREAM_WAIT_EVENT", 0x0405, "async", "stream:u32 event:u32 flags:u32",
+       aux=("event_vdev", "the virtual device of the event (another one of this session's)")),
+    _m("STREAM_SET_ATTR", 0x0406, "sync", "stream:u32 attr:u32",
+       bulk="the value: STREAM_ATTR_SIZE bytes"),
     _m("EVENT_CREATE", 0x0410, "async", "event:u32 flags:u32"),
     _m("EVENT_DESTROY", 0x0411, "async", "event:u32"),
     _m("EVENT_RECORD", 0x0412, "async", "event:u32 stream:u32 flags:u32"),
@@ -202,7 +265,8 @@ MESSAGES: tuple[Message, ...] = (
     _m("EVENT_ELAPSED", 0x0415, "sync", "start:u32 end:u32", reply="ms:f32"),
     _m("HOST_FUNC", 0x0420, "async", "stream:u32 callback:u32",
        doc="the daemon sends CALLBACK when the stream reaches it and holds the stream until "
-           "CALLBACK_DONE"),
+           "CALLBACK_DONE",
+       aux=("captured", "1: captured into a graph, the callback runs at every replay")),
     _m("CALLBACK_DONE", 0x0421, "async", "callback:u32"),
     # --- graphs (0x05xx) ---
     _m("CAPTURE_BEGIN", 0x0501, "sync", "stream:u32 mode:u32"),
@@ -255,8 +319,9 @@ MESSAGES: tuple[Message, ...] = (
        doc="the daemon is ending this session; the tail says why"),
     _m("FETCH", 0x8008, "notify", "node:u32", direction="s2c",
        doc="a graph replay needs the host bytes of a captured host-to-device copy"),
-    _m("PUSH", 0x8009, "notify", "node:u32 rsv:u32 offset:u64", direction="s2c",
-       doc="bytes of a captured device-to-host copy, for the client's memory"),
+    _m("PUSH", 0x8009, "notify", "node:u32 last:u32 offset:u64", direction="s2c",
+       doc="bytes of a captured device-to-host copy, for the client's memory; after the last "
+           "piece the client answers PUSH_DONE"),
     _m("FAULT", 0x800A, "notify", "status:u32 rsv:u32 first:u64 last:u64", direction="s2c",
        doc="a fault left this virtual device's context unusable (sent once, before the first "
            "answer that reports it): the first and the last launch since its last good "

@@ -1,0 +1,273 @@
+"""The daemon's C path (daemon/fastpath.c) without a GPU: built against a recording stand-in of
+the driver (tests/fakes/libcuda_recording.c), fed frames made by the wire's own encoder.
+
+What it must do: execute runs of async launches and event operations exactly as the frames
+say (kernel, configuration, stream, the parameter bytes unchanged), answer a synchronous
+request only when nothing has to wait and the memory is the session's, and stop at the first
+frame it does not vouch for, leaving it (and everything after it) to the Python session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+from farcuda.wire import BY_NAME, FrameReader, encode, encode_header
+
+LAUNCH = BY_NAME["LAUNCH"]
+SMALL = 64 << 10
+
+
+def launch(kid: int, stream: int = 0, grid=(1, 1, 1), block=(32, 1, 1), shmem: int = 0,
+           params: bytes = b"", flags: int = 0, vdev: int = 0, rid: int = 0) -> bytes:
+    return encode(LAUNCH, {"kernel": kid, "stream": stream, "grid": grid, "block": block,
+                           "shmem": shmem, "flags": flags}, params, rid=rid, vdev=vdev)
+
+
+def launch_call(fp, kid: int, stream: int = 0, grid=(1, 1, 1), block=(32, 1, 1),
+                shmem: int = 0, params: bytes = b"", vdev: int = 0) -> tuple:
+    return ("launch", fp.func_h(vdev, kid), *grid, *block, shmem, fp.stream_h(vdev, stream),
+            params)
+
+
+@pytest.fixture
+def fp(fastpath):
+    fastpath.reset()
+    yield fastpath
+    fastpath.reset()
+
+
+def test_a_run_of_launches_executes_as_the_frames_say(fp):
+    fp.device(kernels={1: 16, 2: 0, 3: 1032}, streams={1: 0, 2: 1})
+    p1, p3 = bytes(range(16)), bytes(i * 7 & 0xFF for i in range(1032))
+    data = (launch(1, 0, (2, 3, 4), (32, 2, 1), 128, p1) + launch(2, 1)
+            + launch(3, 2, (65535, 1, 1), (1024, 1, 1), 0, p3))
+    res, reply = fp.run(data)
+    assert (res.consumed, res.launches, res.error, res.out_len) == (len(data), 3, 0, 0)
+    assert fp.calls() == [("set_current", fp.CTX[0]),
+                          launch_call(fp, 1, 0, (2, 3, 4), (32, 2, 1), 128, p1),
+                          launch_call(fp, 2, 1),
+                          launch_call(fp, 3, 2, (65535, 1, 1), (1024, 1, 1), 0, p3)]
+
+
+def test_event_records_and_waits(fp):
+    fp.device(streams={1: 0, 2: 0}, events=(1, 2))
+    data = (encode(BY_NAME["EVENT_RECORD"], {"event": 1, "stream": 1, "flags": 0})
+            + encode(BY_NAME["STREAM_WAIT_EVENT"], {"stream": 2, "event": 1, "flags": 0})
+            + encode(BY_NAME["EVENT_RECORD"], {"event": 2, "stream": 0, "flags": 1}))
+    res, _ = fp.run(data)
+    assert (res.consumed, res.records, res.waits) == (len(data), 2, 1)
+    assert fp.calls()[1:] == [("record", fp.event_h(0, 1), fp.stream_h(0, 1), 0),
+                              ("wait", fp.stream_h(0, 2), fp.event_h(0, 1), 0),
+                              ("record", fp.event_h(0, 2), 0, 1)]
+
+
+def _others() -> dict[str, bytes]:
+    """Frames the C path must leave to Python, each in a setting where a plain launch works."""
+    m = BY_NAME
+    return {
+        "unknown kernel": launch(7),
+        "kernel id past the table": launch(1 << 20),
+        "short parameters": launch(1, params=b"\0" * 15),
+        "long parameters": launch(1, params=b"\0" * 17),
+        "cooperative": launch(1, params=b"\0" * 16, flags=1),
+        "unknown stream": launch(1, 9, params=b"\0" * 16),
+        "destroyed stream": launch(1, 3, params=b"\0" * 16),
+        "device never opened": launch(1, params=b"\0" * 16, vdev=5),
+        "device past the table": launch(1, params=b"\0" * 16, vdev=200),
+        "a synchronous launch": launch(1, params=b"\0" * 16, rid=4),
+        "another opcode": encode(m["MEMSET"], {"dst": 1 << 40, "size": 4, "value": 0,
+                                               "stream": 0, "elem": 1}),
+        "a request with a reply": encode(m["MALLOC"], {"size": 4096}, rid=5),
+        "unknown event": encode(m["EVENT_RECORD"], {"event": 9, "stream": 0, "flags": 0}),
+        "destroyed event": encode(m["EVENT_RECORD"], {"event": 2, "stream": 0, "flags": 0}),
+        "another device's event": encode(m["STREAM_WAIT_EVENT"], {"stream": 1, "event": 1},
+                                         aux=1),
+        "a launch shorter than its fixed part": encode_header(LAUNCH.op, 12) + b"\0" * 12,
+        "an event record of the wrong length": encode_header(BY_NAME["EVENT_RECORD"].op, 16)
+        + b"\0" * 16,
+    }
+
+
+@pytest.mark.parametrize("what", sorted(_others()))
+def test_the_run_stops_where_python_takes_over(fp, what):
+    fp.device(kernels={1: 16}, streams={1: 0, 3: 0}, events=(1, 2))
+    fp.lib.fp_drop_stream(0, 3)
+    fp.lib.fp_drop_event(0, 2)
+    good = launch(1, 1, params=b"\x11" * 16)
+    data = good + _others()[what] + good
+    res, _ = fp.run(data)
+    assert (res.consumed, res.launches, res.error, res.out_len) == (len(good), 1, 0, 0)
+    assert fp.calls()[-1] == launch_call(fp, 1, 1, params=b"\x11" * 16)
+
+
+@pytest.mark.parametrize("cut", [1, 15, 16, 17, 55, 56 + 15])
+def test_an_incomplete_frame_is_left_for_later(fp, cut):
+    """The buffer ends inside the second frame (its header, or claimed bytes not received)."""
+    fp.device(kernels={1: 16})
+    good = launch(1, params=b"\x22" * 16)
+    res, _ = fp.run(good + good[:cut])
+    assert (res.consumed, res.launches) == (len(good), 1)
+    lying = encode_header(LAUNCH.op, 1 << 30) + good[16:]
+    res, _ = fp.run(good + lying)
+    assert (res.consumed, res.launches) == (len(good), 1)
+
+
+def test_a_driver_error_ends_the_run_with_its_frame(fp):
+    fp.device(kernels={1: 0})
+    fp.rec.rec_fail(1, 700)  # cuLaunchKernel: cudaErrorIllegalAddress's driver twin
+    data = launch(1) + launch(1)
+    res, _ = fp.run(data)
+    assert (res.consumed, res.launches) == (len(launch(1)), 1)
+    assert (res.error, res.error_op, res.error_vdev) == (700, LAUNCH.op, 0)
+
+
+def test_contexts_are_switched_only_when_needed(fp):
+    fp.device(0, kernels={1: 0})
+    fp.device(1, kernels={1: 0})
+    fp.lib.fp_note_current(fp.ptr(fp.CTX[1]))  # the Python side made device 1's current
+    data = launch(1, vdev=1) + launch(1, vdev=0) + launch(1, vdev=0) + launch(1, vdev=1)
+    res, _ = fp.run(data)
+    assert res.launches == 4
+    assert [c for c in fp.calls() if c[0] == "set_current"] == [("set_current", fp.CTX[0]),
+                                                                ("set_current", fp.CTX[1])]
+    fp.rec.rec_fail(2, 999)  # cuCtxSetCurrent fails: nothing runs
+    fp.lib.fp_note_current(fp.ffi.NULL)
+    res, _ = fp.run(launch(1))
+    assert (res.consumed, res.launches) == (0, 0)
+
+
+# ---------------------------------------------------------------- synchronous requests
+
+BASE = 0x2000_0000_0000
+
+
+def _reply(raw: bytes):
+    frames = FrameReader("s2c").feed(raw)
+    assert len(frames) == 1 and frames[0].msg.name == "REPLY"
+    status, fixed_len = struct.unpack_from("<II", frames[0].fixed)
+    assert fixed_len == 0
+    return frames[0], status
+
+
+def dtoh(src: int, size: int, stream: int = 0, flags: int = 0, rid: int = 7,
+         vdev: int = 0) -> bytes:
+    return encode(BY_NAME["MEMCPY_DTOH"], {"src": src, "size": size, "stream": stream,
+                                           "flags": flags}, rid=rid, vdev=vdev)
+
+
+def test_a_small_copy_from_an_idle_stream_is_answered_here(fp):
+    fp.device(kernels={1: 0}, streams={1: 0}, ranges=[(BASE, 4 << 20)])
+    src, n = BASE + 4096 + 3, 1000
+    data = launch(1) + dtoh(src, n, 1) + launch(1)
+    res, raw = fp.run(data)
+    assert res.consumed == len(launch(1)) + len(dtoh(src, n, 1))  # the run ends at the reply
+    assert (res.launches, res.sync_op, res.sync_vdev, res.out_len) == (
+        1, BY_NAME["MEMCPY_DTOH"].op, 0, 24 + n)
+    f, status = _reply(raw)
+    assert (f.rid, f.vdev, status) == (7, 0, 0)
+    assert f.tail == bytes(fp.rec.rec_byte_at(src + i) for i in range(n))
+    calls = fp.calls()
+    small = int(fp.ffi.cast("uintptr_t", fp.small[0]))
+    # the stream is idle, and so is the legacy stream a blocking stream waits for
+    assert calls[2:] == [("stream_query", fp.stream_h(0, 1)), ("stream_query", 0),
+                         ("dtoh", small, src, n, fp.stream_h(0, 1)),
+                         ("stream_sync", fp.stream_h(0, 1))]
+
+
+@pytest.mark.parametrize("what", ["busy stream", "busy legacy stream", "outside the memory",
+                                  "past the end of an allocation", "too large", "empty",
+                                  "deferred", "no reply buffer", "reply buffer too small",
+                                  "unknown stream"])
+def test_a_copy_that_might_wait_or_is_not_the_sessions_goes_to_python(fp, what):
+    fp.device(streams={1: 0}, ranges=[(BASE, 1 << 20)])
+    src, n, stream, flags, out, cap = BASE, 512, 1, 0, True, fp.OUT_CAP
+    if what == "busy stream":
+        fp.rec.rec_busy(fp.ptr(fp.stream_h(0, 1)), 1)
+    elif what == "busy legacy stream":
+        fp.rec.rec_busy(fp.ffi.NULL, 1)
+    elif what == "outside the memory":
+        src = BASE - 512
+    elif what == "past the end of an allocation":
+        src = BASE + (1 << 20) - 100
+    elif what == "too large":
+        n = SMALL + 1
+    elif what == "empty":
+        n = 0
+    elif what == "deferred":
+        flags = 1
+    elif what == "no reply buffer":
+        out = False
+    elif what == "reply buffer too small":
+        cap = 24 + n - 1
+    elif what == "unknown stream":
+        stream = 4
+    res, raw = fp.run(dtoh(src, n, stream, flags), out=out, out_cap=cap)
+    assert (res.consumed, res.out_len) == (0, 0)
+    assert not [c for c in fp.calls() if c[0] == "dtoh"]
+
+
+def sync(name: str, rid: int = 9, vdev: int = 0, **values) -> bytes:
+    return encode(BY_NAME[name], values, rid=rid, vdev=vdev)
+
+
+def test_synchronizations_of_idle_work_are_answered_here(fp):
+    fp.device(streams={1: 0, 2: 1}, events=(1,))
+    for frame, want in [(sync("STREAM_SYNC", stream=1), ("stream_sync", fp.stream_h(0, 1))),
+                        (sync("STREAM_SYNC", stream=0), ("stream_sync", 0)),
+                        (sync("EVENT_SYNC", event=1), ("event_sync", fp.event_h(0, 1))),
+                        (sync("DEVICE_SYNC"), ("ctx_sync",))]:
+        fp.rec.rec_reset()
+        res, raw = fp.run(frame)
+        assert res.consumed == len(frame) and res.out_len == 24, frame
+        f, status = _reply(raw)
+        assert (f.rid, status) == (9, 0)
+        assert fp.calls()[-1] == want
+
+
+def test_what_blocks_a_synchronization_sends_it_to_python(fp):
+    fp.device(streams={1: 0, 2: 1}, events=(1,))
+    cases = [  # (busy handles, frame, answered here)
+        ([fp.stream_h(0, 1)], sync("STREAM_SYNC", stream=1), False),
+        ([0], sync("STREAM_SYNC", stream=1), False),  # a blocking stream waits for legacy
+        ([0], sync("STREAM_SYNC", stream=2), True),  # a non-blocking one does not
+        ([fp.stream_h(0, 1)], sync("STREAM_SYNC", stream=0), False),  # legacy waits for blocking
+        ([fp.stream_h(0, 2)], sync("STREAM_SYNC", stream=0), True),  # but not for non-blocking
+        ([fp.event_h(0, 1)], sync("EVENT_SYNC", event=1), False),
+        ([fp.stream_h(0, 2)], sync("DEVICE_SYNC"), False),
+        ([], sync("EVENT_SYNC", event=5), False),
+        ([], sync("STREAM_QUERY", stream=1), False),
+    ]
+    for busy, frame, here in cases:
+        fp.rec.rec_reset()
+        for h in busy:
+            fp.rec.rec_busy(fp.ptr(h), 1)
+        res, _ = fp.run(frame)
+        assert (res.consumed == len(frame)) == here, (busy, frame)
+
+
+def test_the_drivers_status_is_the_replys(fp):
+    fp.device(streams={1: 0})
+    fp.rec.rec_fail(7, 719)  # cuStreamSynchronize reports a launch failure
+    res, raw = fp.run(sync("STREAM_SYNC", stream=1))
+    assert _reply(raw)[1] == 719
+
+
+def test_the_reply_goes_straight_to_an_idle_socket(fp):
+    fp.device(streams={1: 0})
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        res, raw = fp.run(sync("STREAM_SYNC", stream=1), sock=a.fileno(), pipe=r)
+        assert res.out_sent == res.out_len == 24
+        assert b.recv(64) == raw
+        os.write(w, b"printf output")  # device printf output waits: it must go first
+        res, raw = fp.run(sync("STREAM_SYNC", stream=1), sock=a.fileno(), pipe=r)
+        assert (res.out_sent, res.out_len) == (0, 24)
+    finally:
+        a.close()
+        b.close()
+        os.close(r)
+        os.close(w)
