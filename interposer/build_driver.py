@@ -71,8 +71,11 @@ def _link(out: Path, soname: str, sources: list[Path], tmp: Path, extra: list[st
               "-o", str(obj)], verbose)
         objs.append(str(obj))
     part = out.with_name(out.name + ".tmp")
+    # -Bsymbolic: a library's own functions are its own, whatever else the process loaded that
+    # exports the same names (another libcuda.so.1, a tool's wrappers): cuGetProcAddress and the
+    # export tables hand out this library's entry points
     _run([cc, "-shared", "-pthread", "-o", str(part), *objs, f"-Wl,-soname,{soname}",
-          "-Wl,--no-undefined", *extra, "-ldl"], verbose)
+          "-Wl,--no-undefined", "-Wl,-Bsymbolic", *extra, "-ldl"], verbose)
     part.replace(out)
 
 
