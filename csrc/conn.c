@@ -46,9 +46,33 @@
 
 static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
-static const fc_conn_notices *notices;
+static const fc_conn_notices *notices, *joined;
 
 void fc_conn_set_notices(const fc_conn_notices *n) { notices = n; }
+void fc_conn_join_notices(const fc_conn_notices *n) {
+    __atomic_store_n(&joined, n, __ATOMIC_RELEASE);
+}
+
+/* The notices of both layers sharing the connection: each knows only its own ids (disjoint:
+ * core/session.c), so both are told of a host function or a fetch, and the first that owns
+ * a push's node takes its bytes. */
+static void notice_callback(uint32_t id) {
+    const fc_conn_notices *j = __atomic_load_n(&joined, __ATOMIC_ACQUIRE);
+    if (notices) notices->callback_reached(id);
+    if (j) j->callback_reached(id);
+}
+
+static void notice_fetch(fc_conn *c, uint32_t node) {
+    const fc_conn_notices *j = __atomic_load_n(&joined, __ATOMIC_ACQUIRE);
+    if (notices) notices->fetch(c, node);
+    if (j) j->fetch(c, node);
+}
+
+static int notice_push_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
+    const fc_conn_notices *j = __atomic_load_n(&joined, __ATOMIC_ACQUIRE);
+    if (notices && notices->push_target(node, offset, n, dst, dev) == 0) return 0;
+    return j ? j->push_target(node, offset, n, dst, dev) : -1;
+}
 
 /* ---------- writing ---------- */
 
@@ -577,7 +601,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            if (notices) notices->callback_reached(m.callback);
+            notice_callback(m.callback);
             break;
         }
         case FC_OP_FETCH: {
@@ -586,7 +610,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            if (notices) notices->fetch(c, m.node);
+            notice_fetch(c, m.node);
             break;
         }
         case FC_OP_PUSH: {
@@ -595,7 +619,7 @@ static void *reader_main(void *arg) {
             int dev;
             if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
             size_t n = h.len - sizeof m;
-            if (notices && notices->push_target(m.node, m.offset, n, &dst, &dev) == 0) {
+            if (notice_push_target(m.node, m.offset, n, &dst, &dev) == 0) {
                 rc = read_full(c, dst, n);
                 if (!rc && m.last) { /* the graph may go on */
                     fc_PUSH_DONE d = {m.node};

@@ -56,5 +56,8 @@ typedef struct {
     int (*push_target)(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev);
 } fc_conn_notices;
 void fc_conn_set_notices(const fc_conn_notices *n);
+/* The notices of the other layer of the process when the shim lends its connections to the
+ * driver layer's client core (join.c): told of what the first set does not own. */
+void fc_conn_join_notices(const fc_conn_notices *n);
 
 #endif

@@ -15,8 +15,9 @@
  * pyhost (the embedded interpreter), runtime (process and thread state, errors), conn (the
  * transport, which the driver layer's client core shares), connect (a server's connection and
  * a device opened on first use), ranges (the client's tables of memory), the families of
- * calls (streams, launch, pools, memory), devices (device management), and the generated
- * exports above them all. The notices the transport receives reach the layers above it through
+ * calls (streams, launch, pools, memory), devices (device management), join (the session
+ * lent to the driver layer's client core when both layers are loaded: join.h), and the
+ * generated exports above them all. The notices the transport receives reach the layers above it through
  * functions they register (fc_conn_set_notices). What the Python half asks of the C half
  * (api.h) is defined where the state it touches lives.
  *

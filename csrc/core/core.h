@@ -95,6 +95,10 @@ const char *fcc_json_str(const fcc_json *j);    /* NULL unless a string */
  * status every call must fail with when farcuda is not usable (and said why on stderr once),
  * else cudaSuccess. */
 FCC_API int fcc_init(void);
+/* The runtime shim's offer of its session (join.h): 0 when taken. Whether it was: */
+struct fc_join;
+FCC_API int fcc_join_shim(const struct fc_join *offer);
+FCC_API int fcc_shares_session(void);
 FCC_API int fcc_device_count(void);
 FCC_API void fcc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 FCC_API int fcc_server_conn(int server, fc_conn **out);
@@ -143,6 +147,9 @@ FCC_API int fcc_host_func(int dev, uint32_t stream, void (*fn)(void *), void *ar
 FCC_API int fcc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags);
 FCC_API int fcc_range_remove(uint64_t base, int kind, fc_range *out);
 FCC_API int fcc_range_find(uint64_t p, int want_device, fc_range *out);
+/* the core's own ranges, and the runtime shim's lookup when the core shares its session */
+int fcc_range_find_own(uint64_t p, int want_device, fc_range *out);
+void fcc_ranges_join(int (*find)(uint64_t p, int want_device, fc_range *out));
 FCC_API void fcc_range_drop_device(int dev);
 int fcc_window_reserve(int dev, uint64_t size, uint64_t *base);
 int fcc_window_adopt(int dev, uint64_t base, uint64_t size);

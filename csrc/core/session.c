@@ -30,6 +30,7 @@
 
 #define FC_ABI_ERROR_TABLE /* error names and texts for the lines on stderr */
 #include "core.h"
+#include "../join.h"
 #include "../api.h"
 #include "../gen/abi.h"
 
@@ -42,6 +43,11 @@ int64_t fc_connect_timeout_ms = 5000, fc_liveness_timeout_ms = 10000;
 int64_t fc_spin_ns = 200000;
 
 static fcc_config cfg;
+/* the runtime shim's session, when the shim offered it before this core began one of its own
+ * (join.h): then its connections and devices are this core's, and nothing is configured or
+ * connected here */
+static const fc_join *shim;
+static int init_begun;
 static int init_status = cudaErrorInitializationError;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -128,12 +134,14 @@ void fc_note_async_error(int dev, int status) {
 int fcc_device_status(int dev) {
     fc_device *d = &fc_devices[dev];
     if (d->sticky) return d->sticky;
+    if (shim) return shim->device_status(dev); /* its connections' reader keeps the errors */
     return __atomic_exchange_n(&d->pending, 0, __ATOMIC_ACQ_REL);
 }
 
 /* Host memory named by captured copies: the daemon asks for it (FETCH) or sends it (PUSH)
  * each time the graph runs; only these registered ranges are ever touched. */
 typedef struct { void *host; size_t n; int dev; int to_device; } hostnode;
+#define HOSTNODE_BASE (1u << 30) /* above the shim's node ids: both may share a connection */
 static hostnode *hostnodes;
 static uint32_t nhostnodes, cap_hostnodes;
 static pthread_mutex_t hostnode_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -151,15 +159,15 @@ uint32_t fcc_hostnode_add(int dev, void *host, size_t n, int to_device) {
         cap_hostnodes = cap;
     }
     hostnodes[nhostnodes] = (hostnode){host, n, dev, to_device};
-    uint32_t id = ++nhostnodes;
+    uint32_t id = HOSTNODE_BASE + ++nhostnodes;
     pthread_mutex_unlock(&hostnode_mtx);
     return id;
 }
 
 static int hostnode_get(uint32_t id, hostnode *out) {
     pthread_mutex_lock(&hostnode_mtx);
-    int ok = id >= 1 && id <= nhostnodes;
-    if (ok) *out = hostnodes[id - 1];
+    int ok = id > HOSTNODE_BASE && id - HOSTNODE_BASE <= nhostnodes;
+    if (ok) *out = hostnodes[id - HOSTNODE_BASE - 1];
     pthread_mutex_unlock(&hostnode_mtx);
     return ok ? 0 : -1;
 }
@@ -614,6 +622,19 @@ static int connect_server(int server) {
     return st;
 }
 
+/* A connection of the shim's session: the shim makes it (its handshake, its TLS). */
+static int shared_server_conn(int server, fc_conn **out) {
+    fc_conn *c = NULL;
+    int st = shim->server_conn(server, &c);
+    if (st) return st;
+    fc_server *s = &fc_servers[server];
+    s->ngpus = shim->servers[server].ngpus;
+    s->driver_version = shim->servers[server].driver_version;
+    __atomic_store_n(&s->conn, c, __ATOMIC_RELEASE);
+    *out = c;
+    return c->dead ? c->dead_status : cudaSuccess;
+}
+
 int fcc_server_conn(int server, fc_conn **out) {
     fc_server *s = &fc_servers[server];
     fc_conn *c = __atomic_load_n(&s->conn, __ATOMIC_ACQUIRE);
@@ -621,6 +642,7 @@ int fcc_server_conn(int server, fc_conn **out) {
         *out = c;
         return c->dead ? c->dead_status : cudaSuccess;
     }
+    if (shim) return shared_server_conn(server, out);
     pthread_mutex_lock(&s->mtx);
     int st = s->failed_status;
     if (!st && !s->conn) {
@@ -672,11 +694,37 @@ static void child_after_fork(void) {
 /* what the transport's reader hands over (conn.c): host functions, captured host memory */
 static const fc_conn_notices notices = {callback_reached, hostnode_fetch, hostnode_target};
 
+/* The shim's session: its servers and devices, in its order (both layers read the same
+ * configuration; the shim's is the one in use). */
+static void init_shared(void) {
+    init_status = shim->init();
+    shim->join_notices(&notices);
+    shim->set_other_ranges(fcc_range_find_own);
+    fcc_ranges_join(shim->range_find);
+    if (init_status) return;
+    fc_nservers = *shim->nservers;
+    for (int i = 0; i < fc_nservers; i++) {
+        memcpy(fc_servers[i].host, shim->servers[i].host, sizeof fc_servers[i].host);
+        fc_servers[i].port = shim->servers[i].port;
+    }
+    fc_ndevices = *shim->ndevices;
+    for (int i = 0; i < fc_ndevices; i++) {
+        fc_devices[i].server = shim->devices[i].server;
+        fc_devices[i].gpu = shim->devices[i].gpu;
+        fc_devices[i].sm_budget = shim->devices[i].sm_budget;
+    }
+}
+
 static void init_run(void) {
-    fc_conn_set_notices(&notices);
+    __atomic_store_n(&init_begun, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < FC_MAX_SERVERS; i++) pthread_mutex_init(&fc_servers[i].mtx, NULL);
     for (int i = 0; i < FC_MAX_DEVICES; i++) pthread_mutex_init(&fc_devices[i].mtx, NULL);
     pthread_atfork(NULL, NULL, child_after_fork);
+    if (shim) {
+        init_shared();
+        return;
+    }
+    fc_conn_set_notices(&notices);
     atexit(maps_at_exit);
     char err[1024];
     if (fcc_config_parse(NULL, &cfg, err, sizeof err)) {
@@ -737,6 +785,20 @@ int fcc_init(void) {
     pthread_once(&init_once, init_run);
     return init_status;
 }
+
+/* (join.h) Taken only before this core began a session of its own. */
+int fcc_join_shim(const struct fc_join *offer) {
+    if (!offer || offer->version != FC_JOIN_VERSION || offer->size < sizeof(fc_join))
+        return -1;
+    static pthread_mutex_t join_mtx = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&join_mtx);
+    int ok = !__atomic_load_n(&init_begun, __ATOMIC_ACQUIRE) && !shim;
+    if (ok) shim = offer;
+    pthread_mutex_unlock(&join_mtx);
+    return ok ? 0 : -1;
+}
+
+int fcc_shares_session(void) { return shim != NULL; }
 
 int fcc_device_count(void) { return fcc_init() ? 0 : fc_ndevices; }
 
@@ -892,6 +954,27 @@ static int device_open(int dev) {
     return cudaSuccess;
 }
 
+/* A device of the shim's session: the shim opens it (once, in its address window); this core
+ * learns what its own device_open would have. */
+static int shared_device_open(int dev) {
+    int st = shim->device_ready(dev);
+    if (st) return st;
+    fc_conn *c;
+    st = fcc_server_conn(fc_devices[dev].server, &c);
+    if (st) return st;
+    const fcc_gpu_info *info;
+    st = fcc_device_info(dev, &info);
+    if (st) return st;
+    fc_device *d = &fc_devices[dev];
+    const fc_device *theirs = &shim->devices[dev];
+    d->prio_least = theirs->prio_least;
+    d->prio_greatest = theirs->prio_greatest;
+    for (int i = 0; i < FC_MAX_ATTR; i++) d->attrs[i] = info->attrs[i];
+    if (theirs->attrs_valid) d->attrs[16] = theirs->attrs[16]; /* MultiProcessorCount */
+    d->attrs_valid = 1;
+    return cudaSuccess;
+}
+
 int fcc_device_ready(int dev) {
     int st = fcc_init();
     if (st) return st;
@@ -904,7 +987,7 @@ int fcc_device_ready(int dev) {
     }
     pthread_mutex_lock(&d->mtx);
     if (d->opened == 0) {
-        st = device_open(dev);
+        st = shim ? shared_device_open(dev) : device_open(dev);
         __atomic_store_n(&d->opened, st ? -st : 1, __ATOMIC_RELEASE);
     }
     st = d->opened < 0 ? -d->opened : cudaSuccess;
