@@ -223,3 +223,31 @@ def test_export_tables(libcuda):
     unknown = bytes(range(16))
     assert libcuda.cuGetExportTable(ctypes.byref(table), unknown) == 1
     assert table.value is None
+
+
+_REFUSALS = r"""
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+h = ctypes.c_void_p()
+print(lib.cuMemCreate(ctypes.byref(h), ctypes.c_size_t(1 << 21), None, ctypes.c_ulonglong(0)),
+      lib.cuMemCreate(ctypes.byref(h), ctypes.c_size_t(1 << 21), None, ctypes.c_ulonglong(0)))
+t = ctypes.c_void_p(1)
+print(lib.cuGetExportTable(ctypes.byref(t), bytes(range(16))), t.value,
+      lib.cuGetExportTable(ctypes.byref(t), bytes(range(16))))
+"""
+
+
+def test_refusals_name_themselves_once_on_stderr():
+    """An entry point farcuda does not implement returns CUDA_ERROR_NOT_SUPPORTED and says so
+    once; an unknown export table is an error that names its UUID (once), never a table."""
+    from farcuda.interposer.cli import driver_dir
+    r = subprocess.run([sys.executable, "-c", _REFUSALS, str(driver_dir() / "libcuda.so.1")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["801 801", "1 None 1"], r.stdout + r.stderr
+    lines = r.stderr.splitlines()
+    named = [ln for ln in lines if "cuMemCreate" in ln]
+    assert len(named) == 1 and "CUDA_ERROR_NOT_SUPPORTED" in named[0], r.stderr
+    assert named[0].startswith("farcuda: "), r.stderr
+    uuid = [ln for ln in lines if "00010203-0405-0607-0809-0a0b0c0d0e0f" in ln]
+    assert len(uuid) == 1 and "unknown table" in uuid[0], r.stderr
