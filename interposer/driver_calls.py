@@ -48,6 +48,7 @@ cuMemAllocAsync cuMemAllocAsync_ptsz cuMemAllocFromPoolAsync cuMemAllocFromPoolA
 cuMemAllocHost_v2 cuMemAllocPitch_v2 cuMemAlloc_v2 cuMemFreeAsync cuMemFreeAsync_ptsz
 cuMemFreeHost cuMemFree_v2 cuMemGetAddressRange_v2 cuMemGetDefaultMemPool cuMemGetInfo_v2
 cuMemGetMemPool cuMemHostAlloc cuMemHostGetDevicePointer_v2 cuMemHostGetFlags
+cuMemcpy3DAsync_v2 cuMemcpy3DAsync_v2_ptsz cuMemcpy3D_v2 cuMemcpy3D_v2_ptds
 cuMemHostRegister_v2 cuMemHostUnregister cuMemPoolCreate cuMemPoolDestroy cuMemPoolGetAccess
 cuMemPoolGetAttribute cuMemPoolSetAccess cuMemPoolSetAttribute cuMemPoolTrimTo cuMemSetMemPool
 cuMemcpy cuMemcpy2DAsync_v2 cuMemcpy2DAsync_v2_ptsz cuMemcpy2DUnaligned_v2
@@ -104,7 +105,7 @@ _V1_ABI = frozenset("""
 cuMemAlloc cuMemFree cuMemAllocPitch cuMemGetInfo cuMemGetAddressRange cuMemAllocHost
 cuMemHostGetDevicePointer cuMemHostRegister cuMemcpyHtoD cuMemcpyDtoH cuMemcpyDtoD
 cuMemcpyHtoDAsync cuMemcpyDtoHAsync cuMemcpyDtoDAsync cuMemcpy2D cuMemcpy2DAsync
-cuMemcpy2DUnaligned cuMemsetD8 cuMemsetD16 cuMemsetD32 cuMemsetD2D8 cuMemsetD2D16
+cuMemcpy2DUnaligned cuMemcpy3D cuMemcpy3DAsync cuMemsetD8 cuMemsetD16 cuMemsetD32 cuMemsetD2D8 cuMemsetD2D16
 cuMemsetD2D32 cuModuleGetGlobal
 """.split())
 

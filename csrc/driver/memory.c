@@ -618,6 +618,47 @@ FCD_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *p, CUstream s) 
     return copy2d(p, s, 1, 1);
 }
 
+/* ---------------- 3D copies of linear memory ---------------- */
+
+/* A box of a pitched volume is a 2D copy of its rows: one for the whole box when both volumes'
+ * slices are as tall as the box (the rows follow each other), else one per slice. */
+static CUresult copy3d(const CUDA_MEMCPY3D *p, CUstream stream, int ptds, int async) {
+    if (!p || p->reserved0 || p->reserved1) return CUDA_ERROR_INVALID_VALUE;
+    if (p->srcMemoryType == CU_MEMORYTYPE_ARRAY || p->dstMemoryType == CU_MEMORYTYPE_ARRAY) {
+        fcd_note_once(&array_notice, "cuMemcpy3D: CUDA arrays are not supported by farcuda "
+                      "(returns CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    if (p->srcLOD || p->dstLOD) return CUDA_ERROR_INVALID_VALUE; /* arrays only */
+    size_t depth = p->Depth, sh = p->srcHeight, dh = p->dstHeight;
+    if (!p->WidthInBytes || !p->Height || !depth) return fcd_enter();
+    if (depth > 1 && (sh < p->Height || dh < p->Height)) return CUDA_ERROR_INVALID_VALUE;
+    CUDA_MEMCPY2D q = {p->srcXInBytes, p->srcY + p->srcZ * sh, p->srcMemoryType, p->srcHost,
+                       p->srcDevice, NULL, p->srcPitch, p->dstXInBytes, p->dstY + p->dstZ * dh,
+                       p->dstMemoryType, p->dstHost, p->dstDevice, NULL, p->dstPitch,
+                       p->WidthInBytes, p->Height};
+    if (depth == 1 || (sh == p->Height && dh == p->Height)) {
+        q.Height = p->Height * depth;
+        return copy2d(&q, stream, ptds, async);
+    }
+    CUresult st = CUDA_SUCCESS;
+    for (size_t z = 0; z < depth && !st; z++) {
+        st = copy2d(&q, stream, ptds, async);
+        q.srcY += sh;
+        q.dstY += dh;
+    }
+    return st;
+}
+
+FCD_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *p) { return copy3d(p, NULL, 0, 0); }
+FCD_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *p) { return copy3d(p, NULL, 1, 0); }
+FCD_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *p, CUstream s) {
+    return copy3d(p, s, 0, 1);
+}
+FCD_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *p, CUstream s) {
+    return copy3d(p, s, 1, 1);
+}
+
 /* ---------------- sets ---------------- */
 
 static CUresult memset_n(CUdeviceptr dst, uint32_t value, size_t count, uint32_t elem,

@@ -36,6 +36,19 @@ def test_memory_round_trips(program, driver, shared_memory_daemon, fc):
     assert "farcuda:" not in r.stderr, r.stderr
 
 
+def test_memcpy3d(program, driver, shared_memory_daemon, fc):
+    """3D copies and sets of linear memory (tests/programs/ci_memcpy3d.cu) through the static
+    runtime's cuMemcpy3D and 2D sets: the same lines as through the runtime shim."""
+    r = fc.run_driver(program("ci_memcpy3d", static=True), driver, shared_memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "malloc3d: pitched volumes", "memset3d: whole volume equal",
+        "memcpy3d: host to device and back equal", "memcpy3d: box device to device equal",
+        "memcpy3d async: pinned box equal", "memset3d async: box equal",
+        "memcpy3d default: equal", "memcpy3d(NULL): cudaErrorInvalidValue", "PASSED"]
+    assert "farcuda:" not in r.stderr, r.stderr
+
+
 def test_launch_marshalling(program, driver, memory_daemon, fc):
     """Every launch reaches the daemon with exactly the parameter bytes the ABI prescribes:
     the layouts the daemon answered cuModuleGetFunction with, packed from kernelParams."""

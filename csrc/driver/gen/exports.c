@@ -1124,6 +1124,10 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "implemented",
     "implemented",
     "implemented",
+    "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
+    "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
+    "implemented",
+    "implemented",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
@@ -1132,12 +1136,8 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "CUDA arrays, textures and surfaces are not supported by farcuda",
+    "implemented",
+    "implemented",
     "implemented",
     "implemented",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
@@ -1688,8 +1688,6 @@ FCD_EXPORT CUresult cuMemcpy2DAsync(void) { return fcd_unsupported(401); }
 FCD_EXPORT CUresult cuMemcpy2DUnaligned(void) { return fcd_unsupported(404); }
 FCD_EXPORT CUresult cuMemcpy3D(void) { return fcd_unsupported(409); }
 FCD_EXPORT CUresult cuMemcpy3DAsync(void) { return fcd_unsupported(410); }
-FCD_EXPORT CUresult cuMemcpy3DAsync_v2(void) { return fcd_unsupported(411); }
-FCD_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(void) { return fcd_unsupported(412); }
 FCD_EXPORT CUresult cuMemcpy3DBatchAsync(void) { return fcd_unsupported(413); }
 FCD_EXPORT CUresult cuMemcpy3DBatchAsync_ptsz(void) { return fcd_unsupported(414); }
 FCD_EXPORT CUresult cuMemcpy3DBatchAsync_v2(void) { return fcd_unsupported(415); }
@@ -1698,8 +1696,6 @@ FCD_EXPORT CUresult cuMemcpy3DPeer(void) { return fcd_unsupported(417); }
 FCD_EXPORT CUresult cuMemcpy3DPeerAsync(void) { return fcd_unsupported(418); }
 FCD_EXPORT CUresult cuMemcpy3DPeerAsync_ptsz(void) { return fcd_unsupported(419); }
 FCD_EXPORT CUresult cuMemcpy3DPeer_ptds(void) { return fcd_unsupported(420); }
-FCD_EXPORT CUresult cuMemcpy3D_v2(void) { return fcd_unsupported(421); }
-FCD_EXPORT CUresult cuMemcpy3D_v2_ptds(void) { return fcd_unsupported(422); }
 FCD_EXPORT CUresult cuMemcpyAtoA(void) { return fcd_unsupported(425); }
 FCD_EXPORT CUresult cuMemcpyAtoA_v2(void) { return fcd_unsupported(426); }
 FCD_EXPORT CUresult cuMemcpyAtoA_v2_ptds(void) { return fcd_unsupported(427); }
@@ -2035,6 +2031,10 @@ extern void cuMemcpy2DUnaligned_v2(void);
 extern void cuMemcpy2DUnaligned_v2_ptds(void);
 extern void cuMemcpy2D_v2(void);
 extern void cuMemcpy2D_v2_ptds(void);
+extern void cuMemcpy3DAsync_v2(void);
+extern void cuMemcpy3DAsync_v2_ptsz(void);
+extern void cuMemcpy3D_v2(void);
+extern void cuMemcpy3D_v2_ptds(void);
 extern void cuMemcpyAsync(void);
 extern void cuMemcpyAsync_ptsz(void);
 extern void cuMemcpyDtoDAsync_v2(void);
