@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -187,3 +188,52 @@ def test_pytorch_same_results(cuda_daemon, driver, tmp_path, fc):
     assert got["losses"] == want["losses"]
     assert got == want
     _no_real_driver((tmp_path / "maps.txt").read_text(), driver)
+
+
+MIXED_EXPECTED = """\
+cudaMalloc memory through the driver API: equal
+its device pointer: itself
+cuMemAlloc memory through the runtime API: equal
+its type: device, device 0
+runtime copy between them: equal
+driver copy between them: equal
+the primary context is current: yes
+PASSED
+"""
+
+
+def test_runtime_and_driver_in_one_process(cuda_daemon, shim, driver, tmp_path, fc):
+    """A -cudart shared program that also calls the driver API (tests/programs/driver/
+    ci_mixed.cu) under `farcuda run`: the kernels of each layer run on the other layer's
+    memory, and the daemon sees one session that opened the device once."""
+    nvcc = fc.programs_build.nvcc_path()
+    src = fc.programs_build.HERE / "driver"
+    subprocess.run([str(nvcc), "-cubin", "-arch=sm_90", "-o", str(tmp_path / "kernels.cubin"),
+                    str(src / "kernels.cu")], check=True)
+    subprocess.run([str(nvcc), "-cudart", "shared", "-arch=sm_90", "-o",
+                    str(tmp_path / "ci_mixed"), str(src / "ci_mixed.cu"), f"-L{driver}",
+                    "-l:libcuda.so.1"], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARCUDA_")
+           and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+    cmd = [sys.executable, "-m", "farcuda.interposer.cli", "run", "--server",
+           cuda_daemon.address, "--", str(tmp_path / "ci_mixed"), str(tmp_path / "kernels.cubin"),
+           "gpu"]
+    if fc.can_isolate():
+        cmd = ["unshare", "-m", "--", "sh", "-c",
+               'for d in /dev/nvidia*; do [ -c "$d" ] && mount --bind /dev/null "$d"; '
+               'done; exec "$@"', "sh", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, rest = r.stdout.split("\n", 1)
+    assert rest == MIXED_EXPECTED, r.stdout + r.stderr
+    pid = first.split()[1]
+    ended = None
+    deadline = time.monotonic() + 30  # the worker logs its counts once the client is gone
+    while ended is None and time.monotonic() < deadline:
+        log = cuda_daemon.log()
+        sessions = re.findall(rf"session (\d+): client \S+ tenant=\S+ exe=\S+ pid={pid}\b", log)
+        assert len(sessions) == 1, log[-3000:]  # one connection for both layers
+        ended = re.search(rf"session {sessions[0]}: ended; counts=(\{{[^}}]*\}})", log)
+        time.sleep(0.1)
+    assert ended is not None, log[-3000:]
+    assert re.search(r"'DEVICE_OPEN': 1\b", ended.group(1)), ended.group(1)  # one context

@@ -12,7 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,45 +44,56 @@ def _sessions(log: str, pid: int) -> dict[int, dict | None]:
             if int(m.group(2)) == pid}
 
 
+def one_session(read_log: Callable[[], str], pid: int) -> dict:
+    """What the one session of a client process was served (it must have had one only)."""
+    deadline = time.monotonic() + 10  # the worker logs its counts once the client is gone
+    while None in _sessions(read_log(), pid).values() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = read_log()
+    sessions = _sessions(log, pid)
+    assert len(sessions) == 1, log[-3000:]  # one connection
+    (served,) = sessions.values()
+    assert served is not None, log[-3000:]
+    return served
+
+
+def build_mixed(out: Path, nvcc: Path, driver: Path) -> Path:
+    subprocess.run([str(nvcc), "-cubin", "-arch=sm_90", "-o", str(out / "kernels.cubin"),
+                    str(HERE / "kernels.cu")], check=True)
+    subprocess.run([str(nvcc), "-cudart", "shared", "-arch=sm_90", "-o", str(out / "ci_mixed"),
+                    str(HERE / "ci_mixed.cu"), f"-L{driver}", "-l:libcuda.so.1"], check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def mixed_program(tmp_path_factory, fc, driver):
     nvcc = fc.programs_build.nvcc_path()
     if not nvcc.exists() or not (CUDA_INCLUDE / "cuda.h").exists():
         pytest.skip("needs nvcc and cuda.h")
-    d = tmp_path_factory.mktemp("driver_mixed")
-    subprocess.run([str(nvcc), "-cubin", "-arch=sm_90", "-o", str(d / "kernels.cubin"),
-                    str(HERE / "kernels.cu")], check=True)
-    subprocess.run([str(nvcc), "-cudart", "shared", "-arch=sm_90", "-o", str(d / "ci_mixed"),
-                    str(HERE / "ci_mixed.cu"), f"-L{driver}", "-l:libcuda.so.1"], check=True)
-    return d
+    return build_mixed(tmp_path_factory.mktemp("driver_mixed"), nvcc, driver)
 
 
-def run_mixed(d: Path, shim: Path, driver: Path, server: str,
-              args=()) -> subprocess.CompletedProcess:
+def run_mixed(how: str, d: Path, shim: Path, driver: Path, server: str, fc):
+    args = [d / "ci_mixed", d / "kernels.cubin"]
+    if how == "library-path":  # both layers found as the program's libraries
+        return fc.run_remote(args[0], shim, server, args=args[1:], mode="dropin",
+                             env={"LD_LIBRARY_PATH": f"{shim.parent}:{driver}"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARCUDA_")
            and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
-    env["LD_LIBRARY_PATH"] = f"{shim.parent}:{driver}"  # as `farcuda run` sets it
-    env["FARCUDA_SERVER"] = server
-    return subprocess.run([str(d / "ci_mixed"), str(d / "kernels.cubin"), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "farcuda.interposer.cli", "run", "--server",
+                           server, "--", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=120)
 
 
-def test_runtime_and_driver_share_one_session(mixed_program, shim, driver, memory_daemon):
-    r = run_mixed(mixed_program, shim, driver, memory_daemon.address)
+@pytest.mark.parametrize("how", ["farcuda-run", "library-path"])
+def test_runtime_and_driver_share_one_session(how, mixed_program, shim, driver, memory_daemon,
+                                              fc):
+    r = run_mixed(how, mixed_program, shim, driver, memory_daemon.address, fc)
     assert r.returncode == 0, r.stdout + r.stderr
     first, rest = r.stdout.split("\n", 1)
     assert rest == EXPECTED, r.stdout + r.stderr
     assert "farcuda:" not in r.stderr, r.stderr
-    pid = int(first.split()[1])
-    deadline = time.monotonic() + 10
-    while (None in _sessions(memory_daemon.log(), pid).values()
-           and time.monotonic() < deadline):
-        time.sleep(0.05)
-    log = memory_daemon.log()
-    sessions = _sessions(log, pid)
-    assert len(sessions) == 1, log[-3000:]  # one connection
-    (served,) = sessions.values()
-    assert served is not None, log[-3000:]
+    served = one_session(memory_daemon.log, int(first.split()[1]))
     assert served["DEVICE_OPEN"] == 1, served  # one context on the device
     # what each layer sent went through it: the shim's module and the driver layer's image
     assert served["MODULE_LOAD"] == 1 and served["MODULE_IMAGE"] == 1, served
@@ -89,24 +102,26 @@ def test_runtime_and_driver_share_one_session(mixed_program, shim, driver, memor
     a = int.from_bytes(bytes.fromhex(launches[0]["params"][:16]), "little")
     b = int.from_bytes(bytes.fromhex(launches[1]["params"][:16]), "little")
     # cudaMalloc's pointer in the driver API's launch, cuMemAlloc's in the runtime's: both in
-    # the one window of the device, one allocation apart
+    # the one window of the device
     assert a != b and abs(a - b) < 1 << 30, (hex(a), hex(b))
 
 
-def test_driver_layer_alone_has_its_own_session(mixed_program, driver, memory_daemon, fc):
-    """Without the shim (a static-runtime program), the core makes its session itself."""
-    exe = mixed_program / "ci_driver_only"
+def test_driver_layer_alone_has_its_own_session(tmp_path, driver, memory_daemon, fc):
+    """Without the shim (a program on the driver API only), the core makes its session."""
     cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("needs a C compiler")
-    exe.with_suffix(".c").write_text(
-        "#include <cuda.h>\n#include <stdio.h>\nint main(void) {\n"
+    if cc is None or not (CUDA_INCLUDE / "cuda.h").exists():
+        pytest.skip("needs a C compiler and cuda.h")
+    src = tmp_path / "ci_driver_only.c"
+    src.write_text(
+        "#include <cuda.h>\n#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n"
         "  CUdevice d; CUcontext c; CUdeviceptr p;\n"
         "  if (cuInit(0) || cuDeviceGet(&d, 0) || cuDevicePrimaryCtxRetain(&c, d)\n"
         "      || cuCtxSetCurrent(c) || cuMemAlloc(&p, 64)) return 1;\n"
-        "  puts(\"ok\");\n  return cuMemFree(p);\n}\n")
-    subprocess.run([cc, f"-I{CUDA_INCLUDE}", "-o", str(exe), str(exe.with_suffix(".c")),
-                    f"-L{driver}", "-l:libcuda.so.1"], check=True)
+        "  printf(\"pid %d\\n\", (int)getpid());\n  return cuMemFree(p);\n}\n")
+    exe = tmp_path / "ci_driver_only"
+    subprocess.run([cc, f"-I{CUDA_INCLUDE}", "-o", str(exe), str(src), f"-L{driver}",
+                    "-l:libcuda.so.1"], check=True)
     r = fc.run_driver(exe, driver, memory_daemon.address)
-    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
-    assert re.search(r"session \d+: client .* exe=ci_driver_only", memory_daemon.log())
+    assert r.returncode == 0, r.stdout + r.stderr
+    served = one_session(memory_daemon.log, int(r.stdout.split()[1]))
+    assert served["DEVICE_OPEN"] == 1 and served["MALLOC"] == 1, served
