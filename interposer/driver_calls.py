@@ -105,8 +105,8 @@ _V1_ABI = frozenset("""
 cuMemAlloc cuMemFree cuMemAllocPitch cuMemGetInfo cuMemGetAddressRange cuMemAllocHost
 cuMemHostGetDevicePointer cuMemHostRegister cuMemcpyHtoD cuMemcpyDtoH cuMemcpyDtoD
 cuMemcpyHtoDAsync cuMemcpyDtoHAsync cuMemcpyDtoDAsync cuMemcpy2D cuMemcpy2DAsync
-cuMemcpy2DUnaligned cuMemcpy3D cuMemcpy3DAsync cuMemsetD8 cuMemsetD16 cuMemsetD32 cuMemsetD2D8 cuMemsetD2D16
-cuMemsetD2D32 cuModuleGetGlobal
+cuMemcpy2DUnaligned cuMemcpy3D cuMemcpy3DAsync cuMemsetD8 cuMemsetD16 cuMemsetD32 cuMemsetD2D8
+cuMemsetD2D16 cuMemsetD2D32 cuModuleGetGlobal
 """.split())
 
 
