@@ -697,6 +697,13 @@ static const fc_conn_notices notices = {callback_reached, hostnode_fetch, hostno
 /* The shim's session: its servers and devices, in its order (both layers read the same
  * configuration; the shim's is the one in use). */
 static void init_shared(void) {
+    char err[1024];
+    /* the shim says what is wrong with it; the core's own connections (NVML's status) need
+     * the same token and TLS settings */
+    if (fcc_config_parse(NULL, &cfg, err, sizeof err) == 0) {
+        fc_connect_timeout_ms = (int64_t)(cfg.connect_timeout * 1000);
+        fc_liveness_timeout_ms = (int64_t)(cfg.liveness_timeout * 1000);
+    }
     init_status = shim->init();
     shim->join_notices(&notices);
     shim->set_other_ranges(fcc_range_find_own);
