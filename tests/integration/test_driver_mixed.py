@@ -8,6 +8,7 @@ and launches.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import shutil
@@ -18,6 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "farcuda_test_service_helpers_mixed", Path(__file__).with_name("service_helpers.py"))
+helpers = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = helpers
+_spec.loader.exec_module(helpers)
 
 HERE = Path(__file__).resolve().parents[1] / "programs" / "driver"
 CUDA_INCLUDE = Path("/usr/local/cuda/include")
@@ -104,6 +111,33 @@ def test_runtime_and_driver_share_one_session(how, mixed_program, shim, driver, 
     # cudaMalloc's pointer in the driver API's launch, cuMemAlloc's in the runtime's: both in
     # the one window of the device
     assert a != b and abs(a - b) < 1 << 30, (hex(a), hex(b))
+
+
+def test_one_session_through_tls_with_a_token(mixed_program, shim, driver, tmp_path_factory,
+                                              fc):
+    """The shim's TLS and token carry the driver layer's requests too."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make test certificates with")
+    pki = helpers.make_pki(tmp_path_factory.mktemp("pki"))
+    d = fc.start_daemon(tmp_path_factory.mktemp("tlsd"), "memory", config={
+        "log_level": "info", "auth": {"tokens": {"alice": "a token of alice's"}},
+        "tls": {"cert": str(pki / "server.crt"), "key": str(pki / "server.key")}})
+    try:
+        exe = mixed_program / "ci_mixed"
+        r = fc.run_remote(exe, shim, d.address, args=[mixed_program / "kernels.cubin"],
+                          mode="dropin", env={
+                              "LD_LIBRARY_PATH": f"{shim.parent}:{driver}", "FARCUDA_TLS": "1",
+                              "FARCUDA_TLS_CA": str(pki / "ca.crt"),
+                              "FARCUDA_TOKEN": "a token of alice's"})
+        assert r.returncode == 0, r.stdout + r.stderr
+        first, rest = r.stdout.split("\n", 1)
+        assert rest == EXPECTED, r.stdout + r.stderr
+        pid = int(first.split()[1])
+        served = one_session(d.log, pid)
+        assert served["DEVICE_OPEN"] == 1 and served["MODULE_IMAGE"] == 1, served
+        assert re.search(rf"tenant=alice exe=ci_mixed pid={pid}\b", d.log()), d.log()[-2000:]
+    finally:
+        d.stop()
 
 
 def test_driver_layer_alone_has_its_own_session(tmp_path, driver, memory_daemon, fc):
