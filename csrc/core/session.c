@@ -44,8 +44,8 @@ int64_t fc_spin_ns = 200000;
 
 static fcc_config cfg;
 /* the runtime shim's session, when the shim offered it before this core began one of its own
- * (join.h): then its connections and devices are this core's, and nothing is configured or
- * connected here */
+ * (join.h): then its configuration, connections and devices are this core's, and the core
+ * connects by itself only for what needs a connection of its own (the server's status) */
 static const fc_join *shim;
 static int init_begun;
 static int init_status = cudaErrorInitializationError;
