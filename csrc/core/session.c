@@ -669,9 +669,18 @@ int fcc_device_server(int dev, int *gpu) {
 static void report_at_exit(void);
 static void maps_at_exit(void);
 
+/* what the transport's reader hands over (conn.c): host functions, captured host memory */
+static const fc_conn_notices notices = {callback_reached, hostnode_fetch, hostnode_target};
+
 static void child_after_fork(void) {
     /* The child gets no connection of its parent: it connects anew on first use, and none of
-     * the parent's device memory, streams or modules are its own. */
+     * the parent's device memory, streams or modules are its own. A session the shim lent is
+     * the parent's too: the child's core makes its own (the configuration is read already). */
+    if (shim) {
+        shim = NULL;
+        fcc_ranges_join(NULL);
+        fc_conn_set_notices(&notices);
+    }
     for (int i = 0; i < fc_nservers; i++) {
         fc_servers[i].conn = NULL;
         fc_servers[i].failed_status = 0;
@@ -690,9 +699,6 @@ static void child_after_fork(void) {
     hf_waiting = hf_ready = NULL;
     hf_ready_tail = &hf_ready;
 }
-
-/* what the transport's reader hands over (conn.c): host functions, captured host memory */
-static const fc_conn_notices notices = {callback_reached, hostnode_fetch, hostnode_target};
 
 /* The shim's session: its servers and devices, in its order (both layers read the same
  * configuration; the shim's is the one in use). */

@@ -198,6 +198,8 @@ its type: device, device 0
 runtime copy between them: equal
 driver copy between them: equal
 the primary context is current: yes
+child on the driver API: 0 0 0 9
+child exit 0
 PASSED
 """
 

@@ -37,6 +37,8 @@ its type: device, device 0
 runtime copy between them: equal
 driver copy between them: equal
 the primary context is current: yes
+child on the driver API: 0 0 0 9
+child exit 0
 PASSED
 """
 # the daemon's lines for a session: who the client is, what it was served
@@ -102,6 +104,9 @@ def test_runtime_and_driver_share_one_session(how, mixed_program, shim, driver, 
     assert "farcuda:" not in r.stderr, r.stderr
     served = one_session(memory_daemon.log, int(first.split()[1]))
     assert served["DEVICE_OPEN"] == 1, served  # one context on the device
+    # and its child's session: a connection of its own
+    assert len(re.findall(r"session \d+: client \S+ tenant=\S+ exe=ci_mixed ",
+                          memory_daemon.log())) == 2, memory_daemon.log()[-3000:]
     # what each layer sent went through it: the shim's module and the driver layer's image
     assert served["MODULE_LOAD"] == 1 and served["MODULE_IMAGE"] == 1, served
     launches = memory_daemon.launches()

@@ -1,6 +1,7 @@
 // A -cudart shared program that calls the driver API too (as one that uses cuBLAS does):
 // both layers of farcuda in one process share one session. Memory from cudaMalloc is copied
-// and launched on through the driver API, memory from cuMemAlloc through the runtime API.
+// and launched on through the driver API, memory from cuMemAlloc through the runtime API; a
+// forked child makes a session of its own.
 // Run with the runtime shim and the driver layer on LD_LIBRARY_PATH; argv[1]: kernels.cubin,
 // argv[2]: "gpu" where kernels run (a real GPU), else their memory is left as it was (the
 // in-memory daemon records launches only).
@@ -8,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern "C" __global__ void scale(float *p, float f, unsigned n) {
@@ -85,6 +87,20 @@ int main(int argc, char **argv) {
   printf("driver copy between them: %s\n", memcmp(fwant, out, sizeof out) ? "differs" : "equal");
   CK(cuCtxGetCurrent(&cur));
   printf("the primary context is current: %s\n", cur == ctx ? "yes" : "no");
+  // a child of the process is a session of its own, not its parent's
+  fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    CUdeviceptr q;
+    unsigned w = 0;
+    int r1 = cuMemAlloc(&q, 64), r2 = cuMemsetD32(q, 9, 16), r3 = cuMemcpyDtoH(&w, q, 4);
+    printf("child on the driver API: %d %d %d %u\n", r1, r2, r3, w);
+    fflush(stdout);
+    _exit(0);
+  }
+  int status = -1;
+  waitpid(child, &status, 0);
+  printf("child exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
   CK(cuMemFree(pb));
   CK(cudaFree(a));
   CK(cuModuleUnload(mod));
