@@ -59,6 +59,11 @@ typedef struct { uint64_t base, size; } fp_range;
 
 typedef struct {
     void *ctx;
+    /* A device sharing its context (fp_set_legacy): its stream 0 is `legacy`, a stream of its
+     * own, and the legacy order against its `nblocking` blocking streams is kept in Python. */
+    int shared;
+    void *legacy;
+    uint32_t nblocking;
     fp_kernel *kernels;
     uint32_t nkernels;
     fp_handle *streams, *events; /* open addressing on id */
@@ -143,6 +148,13 @@ int fp_set_context(uint32_t vdev, void *ctx) {
     return 0;
 }
 
+int fp_set_legacy(uint32_t vdev, void *stream) {
+    if (vdev >= FP_MAX_VDEV) return -1;
+    devs[vdev].shared = 1;
+    devs[vdev].legacy = stream;
+    return 0;
+}
+
 int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size) {
     if (vdev >= FP_MAX_VDEV || kid > (1u << 24)) return -1;
     fp_dev *d = &devs[vdev];
@@ -163,10 +175,17 @@ int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size) 
 /* id 0 is the legacy stream (handle NULL); streams and events are never id 0 otherwise.
  * flags: the stream's creation flags (1: non-blocking, it does not synchronize with the
  * legacy stream). */
+static int blocking(const fp_handle *s) {
+    return s && s->id && s->handle != (void *)-1 && !(s->flags & FC_STREAM_CREATE_NON_BLOCKING);
+}
+
 int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream, uint32_t flags) {
     if (vdev >= FP_MAX_VDEV || sid == 0) return -1;
-    return put(&devs[vdev].streams, &devs[vdev].cap_streams, sid, stream, flags,
-               &nstreams[vdev]);
+    fp_dev *d = &devs[vdev];
+    if (blocking(slot(&d->streams, &d->cap_streams, sid, 0))) d->nblocking--;
+    int r = put(&d->streams, &d->cap_streams, sid, stream, flags, &nstreams[vdev]);
+    if (blocking(slot(&d->streams, &d->cap_streams, sid, 0))) d->nblocking++;
+    return r;
 }
 
 int fp_set_event(uint32_t vdev, uint32_t eid, void *event) {
@@ -241,6 +260,7 @@ static int range_holds(fp_dev *d, uint64_t ptr, uint64_t n) {
 void fp_drop_stream(uint32_t vdev, uint32_t sid) {
     fp_handle *s = vdev < FP_MAX_VDEV ? slot(&devs[vdev].streams, &devs[vdev].cap_streams,
                                               sid, 0) : NULL;
+    if (blocking(s)) devs[vdev].nblocking--;
     if (s) s->handle = (void *)-1;
 }
 
@@ -263,7 +283,7 @@ void fp_drop_device(uint32_t vdev) {
 
 static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
     if (sid == 0) {
-        *out = NULL;
+        *out = d->legacy;
         return 0;
     }
     fp_handle *s = slot(&d->streams, &d->cap_streams, sid, 0);
@@ -271,6 +291,16 @@ static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
     if (!s || s->handle == (void *)-1) return -1;
     *out = s->handle;
     return 0;
+}
+
+/* The stream to queue async work in here: on a device sharing its context, only where no
+ * legacy order has to be restored (stream 0 while the device has no blocking stream, or a
+ * non-blocking stream); the rest goes to Python (CudaDevice._q). */
+static int async_stream(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
+    if (stream_of(d, vdev, sid, out)) return -1;
+    if (!d->shared) return 0;
+    if (sid == 0) return d->nblocking ? -1 : 0;
+    return blocking(slot(&d->streams, &d->cap_streams, sid, 0)) ? -1 : 0;
 }
 
 /* ---- which launches a fault may have come from ---- */
@@ -330,7 +360,7 @@ static int idle_for(fp_dev *d, uint32_t sid, void *stream) {
     if (!stream_idle(stream)) return 0;
     if (sid != 0) {
         fp_handle *s = slot(&d->streams, &d->cap_streams, sid, 0);
-        return (s->flags & FC_STREAM_CREATE_NON_BLOCKING) ? 1 : stream_idle(NULL);
+        return (s->flags & FC_STREAM_CREATE_NON_BLOCKING) ? 1 : stream_idle(d->legacy);
     }
     for (uint32_t i = 0; i < d->cap_streams; i++) {
         fp_handle *s = &d->streams[i];
@@ -343,7 +373,7 @@ static int idle_for(fp_dev *d, uint32_t sid, void *stream) {
 
 /* Every stream of the device, the legacy one included, is idle. */
 static int device_idle(fp_dev *d) {
-    if (!stream_idle(NULL)) return 0;
+    if (!stream_idle(d->legacy)) return 0;
     for (uint32_t i = 0; i < d->cap_streams; i++) {
         fp_handle *s = &d->streams[i];
         if (s->id && s->handle != (void *)-1 && !stream_idle(s->handle)) return 0;
@@ -412,7 +442,8 @@ static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsig
         err = p_esync(e->handle);
     } else if (h->op == FC_OP_DEVICE_SYNC) {
         if (h->len != 0 || make_current(d) || !device_idle(d)) return 0;
-        err = p_ctxsync();
+        /* (a device sharing its context: the context holds other devices' work) */
+        err = d->shared ? p_ssync(d->legacy) : p_ctxsync();
     } else {
         return 0;
     }
@@ -481,7 +512,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             if (m->flags != 0 || kid >= d->nkernels || !d->kernels[kid].func) break;
             size_t psize = h.len - sizeof *m;
             if (psize != d->kernels[kid].param_size) break;
-            if (stream_of(d, h.vdev, m->stream, &stream) || make_current(d)) break;
+            if (async_stream(d, h.vdev, m->stream, &stream) || make_current(d)) break;
             void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, (void *)(body + sizeof *m),
                               CU_LAUNCH_PARAM_BUFFER_SIZE, &psize, CU_LAUNCH_PARAM_END};
             err = p_launch(d->kernels[kid].func, m->grid[0], m->grid[1], m->grid[2],
@@ -493,7 +524,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             const fc_EVENT_RECORD *m = (const fc_EVENT_RECORD *)body;
             if (h.len != sizeof *m) break;
             fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
-            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
+            if (!e || e->handle == (void *)-1 || async_stream(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
             err = p_record(e->handle, stream, m->flags);
@@ -503,7 +534,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             /* another device's event: the Python path */
             if (h.len != sizeof *m || fc_STREAM_WAIT_EVENT_event_vdev(&h) != h.vdev) break;
             fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
-            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
+            if (!e || e->handle == (void *)-1 || async_stream(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
             err = p_wait(stream, e->handle, m->flags);

@@ -338,12 +338,21 @@ class FastPath:
         self.lib.fp_note_current(self.ffi.NULL)
         self.rec.rec_reset()
 
+    @staticmethod
+    def legacy_h(vdev: int) -> int:
+        """A device's stream 0 in a shared context (a stream of its own)."""
+        return 0x40000 + vdev * 0x1000
+
     def device(self, vdev: int = 0, kernels: dict | None = None, streams: dict | None = None,
-               events=(), ranges=()) -> None:
+               events=(), ranges=(), shared: bool = False) -> None:
         """Register a virtual device as CudaDevice does: its context and bounce buffer,
-        kernels (id -> parameter bytes), streams (id -> creation flags), events, memory."""
+        kernels (id -> parameter bytes), streams (id -> creation flags), events, memory.
+        ``shared``: the device shares context CTX[0] with the others so registered, and its
+        stream 0 is legacy_h(vdev)."""
         lib = self.lib
-        assert lib.fp_set_context(vdev, self.ptr(self.CTX[vdev])) == 0
+        assert lib.fp_set_context(vdev, self.ptr(self.CTX[0 if shared else vdev])) == 0
+        if shared:
+            assert lib.fp_set_legacy(vdev, self.ptr(self.legacy_h(vdev))) == 0
         buf = self.small.setdefault(vdev, self.ffi.new("unsigned char[]", self.SMALL))
         lib.fp_set_small(vdev, buf, self.SMALL)
         for kid, size in (kernels or {}).items():

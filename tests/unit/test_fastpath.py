@@ -271,3 +271,68 @@ def test_the_reply_goes_straight_to_an_idle_socket(fp):
         b.close()
         os.close(r)
         os.close(w)
+
+
+# -- virtual devices that share a context: stream 0 is each device's own stream, and the
+# legacy stream's order against the device's blocking streams is kept by the Python side
+
+
+def test_devices_of_a_shared_context_launch_into_their_own_stream_0(fp):
+    fp.device(0, kernels={1: 0}, shared=True)
+    fp.device(1, kernels={1: 0}, shared=True)
+    data = launch(1, vdev=0) + launch(1, vdev=1) + launch(1, vdev=0)
+    res, _ = fp.run(data)
+    assert (res.consumed, res.launches) == (len(data), 3)
+    legacy = [c[-2] for c in fp.calls() if c[0] == "launch"]
+    assert legacy == [fp.legacy_h(0), fp.legacy_h(1), fp.legacy_h(0)]
+    # one context: made current once, never switched between the devices
+    assert [c for c in fp.calls() if c[0] == "set_current"] == [("set_current", fp.CTX[0])]
+
+
+def test_the_legacy_order_of_a_shared_context_is_left_to_python(fp):
+    fp.device(0, kernels={1: 0}, streams={1: 0, 2: 1}, events=(1,), shared=True)
+    m = BY_NAME
+    record0 = encode(m["EVENT_RECORD"], {"event": 1, "stream": 0, "flags": 0})
+    wait0 = encode(m["STREAM_WAIT_EVENT"], {"stream": 0, "event": 1, "flags": 0})
+    for frame, here in [(launch(1, 0), False),  # the device has a blocking stream
+                        (launch(1, 1), False),  # a blocking stream
+                        (launch(1, 2), True),  # a non-blocking one keeps no legacy order
+                        (record0, False), (wait0, False)]:
+        res, _ = fp.run(frame)
+        assert (res.consumed == len(frame)) == here, frame
+    fp.lib.fp_drop_stream(0, 1)  # no blocking stream left: stream 0 orders with nothing
+    for frame in (launch(1, 0), record0, wait0):
+        res, _ = fp.run(frame)
+        assert res.consumed == len(frame), frame
+    fp.lib.fp_set_stream(0, 3, fp.ptr(fp.stream_h(0, 3)), 0)  # a blocking one again
+    res, _ = fp.run(launch(1, 0))
+    assert res.consumed == 0
+    fp.lib.fp_set_stream(0, 3, fp.ptr(fp.stream_h(0, 3)), 1)  # registered again, non-blocking
+    res, _ = fp.run(launch(1, 0))
+    assert res.consumed == len(launch(1, 0))
+
+
+def test_synchronizations_in_a_shared_context_are_the_devices_own(fp):
+    fp.device(0, streams={1: 0}, shared=True)
+    fp.device(1, shared=True)
+    for frame, want in [(sync("STREAM_SYNC", stream=0), ("stream_sync", fp.legacy_h(0))),
+                        (sync("DEVICE_SYNC"), ("stream_sync", fp.legacy_h(0))),
+                        (sync("DEVICE_SYNC", vdev=1), ("stream_sync", fp.legacy_h(1)))]:
+        fp.rec.rec_reset()
+        res, raw = fp.run(frame)
+        assert res.consumed == len(frame) and _reply(raw)[1] == 0, frame
+        assert fp.calls()[-1] == want  # never cuCtxSynchronize: it would wait for the others
+    cases = [  # (busy handles, frame, answered here)
+        ([fp.legacy_h(1)], sync("DEVICE_SYNC"), True),  # another device's work
+        ([fp.legacy_h(0)], sync("DEVICE_SYNC"), False),
+        ([fp.stream_h(0, 1)], sync("DEVICE_SYNC"), False),
+        ([fp.legacy_h(0)], sync("STREAM_SYNC", stream=1), False),  # blocking waits for legacy
+        ([fp.stream_h(0, 1)], sync("STREAM_SYNC", stream=0), False),
+        ([0], sync("STREAM_SYNC", stream=0), True),  # the context's NULL stream is no one's
+    ]
+    for busy, frame, here in cases:
+        fp.rec.rec_reset()
+        for h in busy:
+            fp.rec.rec_busy(fp.ptr(h), 1)
+        res, _ = fp.run(frame)
+        assert (res.consumed == len(frame)) == here, (busy, frame)
