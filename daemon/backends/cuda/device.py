@@ -1167,5 +1167,4 @@ class CudaDevice:
             if self._sm_lock is not None:
                 partitions.release(*self._sm_lock)
                 self._sm_lock = None
-            if self.backend._current is self.ctx:
-                self.backend._current = None
+            self.backend._current = None  # (made current above, or gone)
