@@ -193,6 +193,20 @@ def cuda_daemon(tmp_path_factory):
     d.stop()
 
 
+@pytest.fixture(scope="module", params=[1, 4], ids=["farcuda-1vdev", "farcuda-4vdev-1gpu"])
+def pfm_runner(request, shim):
+    """The pfm binary through farcuda (tests/gpu/test_pfm_gpu.py): one virtual device, and
+    four virtual devices on one GPU (one shared context), the shim preloaded and the daemon
+    of the module (``farcuda.pfm.runner.PfmRunner``'s contract)."""
+    from farcuda.pfm.runner import PfmRunner
+    if os.environ.get("PFM_TEST_NATIVE") == "1":  # pfm itself, on the GPUs of this machine
+        return PfmRunner(devices=int(os.environ.get("PFM_TEST_DEVICES", "1")))
+    daemon = request.getfixturevalue("cuda_daemon")
+    env = {"LD_PRELOAD": str(shim),
+           "FARCUDA_DEVICES": ",".join([f"{daemon.address}/0"] * request.param)}
+    return PfmRunner(env=env, devices=request.param)
+
+
 # ---------------------------------------------------------------- running programs
 
 @dataclass
