@@ -51,6 +51,7 @@ from .ctl import CtlLink
 from .energy import EnergyLedger, GpuMeter
 from .errors import E
 from .metrics import MetricsLedger, serve_http
+from .mps import Mps, MpsError
 from .tenants import TenantLedger
 
 __all__ = ["Daemon", "DaemonError"]
@@ -195,6 +196,7 @@ class Daemon:
         self.worker_failures = 0
         self.sessions_started = 0
         self.meter: GpuMeter | None = None
+        self.mps: Mps | None = None  # [gpu] mps: the workers are MPS clients
         self.energy = EnergyLedger(0)
         self._energy_lock = asyncio.Lock()
         self._tls = (tlsmod.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
@@ -206,6 +208,8 @@ class Daemon:
         env = dict(os.environ)
         for var in ("LD_PRELOAD",):  # never run the daemon's workers through the shim
             env.pop(var, None)
+        if self.mps is not None:
+            env.update(self.mps.env)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "farcuda.daemon.worker", "--ctl-fd", str(child.fileno()),
             "--backend", self.backend, "--backend-options", json.dumps(self.backend_options),
@@ -293,6 +297,11 @@ class Daemon:
             self.addresses.append(s.getsockname()[:2])
         if self.config.metrics_listen is not None:
             await self._start_metrics(*self.config.metrics_listen)
+        if self.config.mps:
+            try:
+                self.mps = await asyncio.to_thread(Mps.open, self.config)
+            except MpsError as exc:
+                raise DaemonError(str(exc)) from None
         w = await self._spawn()
         if not w.ready.get("ready"):
             raise DaemonError(w.ready.get("error", "the GPU backend did not start"))
@@ -443,6 +452,8 @@ class Daemon:
         self.idle.clear()
         if self.meter is not None:
             self.meter.close()
+        if self.mps is not None:
+            await asyncio.to_thread(self.mps.close)
         for t in list(self._tasks):
             if t is not asyncio.current_task():
                 t.cancel()
