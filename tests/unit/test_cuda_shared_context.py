@@ -222,3 +222,8 @@ def test_a_broken_context_is_not_handed_out_again(cuda):
     assert a.ctx is not b.ctx and len(cu.named("cuCtxCreate")) == 2
     b.close()  # the broken one goes with its last device
     assert [c[1] for c in cu.named("cuCtxDestroy")] == [b.ctx]
+    a.close()
+    c = be.open_device(0, 0, 0, W1, 1 << 34, vdev=1)
+    cu.fail["cuCtxSetCurrent"] = 719  # (the sticky error, already when made current)
+    d = be.open_device(0, 0, 0, W0, 1 << 34, vdev=0)
+    assert c.ctx is not d.ctx and len(cu.named("cuCtxCreate")) == 4

@@ -93,9 +93,11 @@ class CudaBackend:
             if entry is None:
                 entry = [check(cu.cuCtxCreate(None, flags & 0x1F, cudev)), 0]
                 self._contexts[gpu] = entry
-            self._current = entry[0]
-            check(cu.cuCtxSetCurrent(entry[0]))
-            err, stream = cu.cuStreamCreateWithPriority(msg.STREAM_CREATE_NON_BLOCKING, 0)
+            self._current = None
+            err, stream = cu.cuCtxSetCurrent(entry[0])[0], None
+            if err == SUCCESS:
+                self._current = entry[0]
+                err, stream = cu.cuStreamCreateWithPriority(msg.STREAM_CREATE_NON_BLOCKING, 0)
             if err == SUCCESS:
                 entry[1] += 1
                 return entry, stream
