@@ -365,12 +365,35 @@ class Session(asyncio.BufferedProtocol):
             return demangle(d.kernel_names.get(kid, f"#{kid}"))
         culprit, error = describe(status, first and (first[0], name(first[1])),
                                   last and (last[0], name(last[1])))
+        if first is None:  # nothing of its own since it was fine: a device of its context?
+            culprit = self._shared_culprit(vdev, d, status) or culprit
         d.dead = {"status": status, "error": error, "culprit": culprit, "at": time.time()}
         log.warning("session %d: device %d: %s failed with %s; its context is unusable",
                     self.session_id, vdev, culprit, error)
         self._write(encode_value(msg.FAULT(status, first[0] if first else 0,
                                            last[0] if last else 0),
                                  culprit.encode()[:400], vdev=vdev))
+
+    def _shared_culprit(self, vdev: int, d: DeviceState, status: int) -> str | None:
+        """The session's devices of one GPU without an SM budget share its context (both
+        backends route them so), and a sticky error of one is every one's: the culprit
+        another of them reported, or launched since it was last fine."""
+        def shares(o: DeviceState) -> bool:
+            return (o.params["gpu"] == d.params["gpu"] and not o.params["sm_budget"]
+                    and not d.params["sm_budget"])
+        for v, o in sorted(self.devices.items()):
+            if v == vdev or not shares(o):
+                continue
+            if o.dead is not None:
+                return f"{o.dead['culprit']} on device {v}, which shares this device's context"
+            first, last = o.be.launch_window()
+            if first is not None:
+                def name(kid: int, o: DeviceState = o) -> str:
+                    return demangle(o.kernel_names.get(kid, f"#{kid}"))
+                what, _ = describe(status, (first[0], name(first[1])),
+                                   last and (last[0], name(last[1])))
+                return f"{what} on device {v}, which shares this device's context"
+        return None
 
     # ------------------------------------------------------------ devices of the session
     def dev(self, f: Frame) -> DeviceState:

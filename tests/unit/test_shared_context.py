@@ -223,3 +223,26 @@ def test_a_sticky_fault_breaks_the_shared_context_and_a_reset_gets_a_new_one():
         b.close()
         assert be.contexts[0] is a.context
     run(main())
+
+
+def test_a_fault_names_the_kernel_of_the_device_that_broke_the_context():
+    async def main():
+        c = Client()
+        c.backend.fault_kernels["wild"] = "cudaErrorIllegalAddress"
+        for vdev in (0, 1, 2):
+            await c.open(vdev, 0, 8 if vdev == 2 else 0)
+        d0 = c.s.devices[0]
+        d0.be.set_kernel(1, {"name": "wild", "param_size": 0})
+        d0.kernels.add(1)
+        d0.kernel_names[1] = "wild"
+        c.send("LAUNCH", vdev=0, kernel=1, stream=0, grid=(1, 1, 1), block=(1, 1, 1), shmem=0,
+               flags=0)
+        await c.settle()
+        assert (await c.call("DEVICE_SYNC", vdev=1))[0] == E["cudaErrorIllegalAddress"]
+        assert c.s.devices[1].dead is not None
+        assert c.s.devices[1].dead["culprit"] == (
+            "kernel wild (launch 1) on device 0, which shares this device's context")
+        assert (await c.call("DEVICE_SYNC", vdev=0))[0] == E["cudaErrorIllegalAddress"]
+        assert c.s.devices[0].dead["culprit"] == "kernel wild (launch 1)"
+        assert (await c.call("DEVICE_SYNC", vdev=2))[0] == 0  # a context of its own
+    run(main())
