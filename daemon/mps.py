@@ -98,9 +98,10 @@ class Mps:
         if cfg.mps_active_thread_percentage is not None:
             client["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(cfg.mps_active_thread_percentage)
         if cfg.mps_pinned_memory_limit is not None:
-            mib = max(1, cfg.mps_pinned_memory_limit >> 20)
+            n = cfg.mps_pinned_memory_limit  # (MPS's own notation: "0=1G,1=512MB")
+            size = f"{n >> 30}G" if n % (1 << 30) == 0 else f"{max(1, n >> 20)}MB"
             client["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = ",".join(
-                f"{i}={mib}M" for i in _gpu_ordinals(cfg))
+                f"{i}={size}" for i in _gpu_ordinals(cfg))
         return cls(control, pipe_dir, log_dir, started, client)
 
     def close(self) -> None:

@@ -92,10 +92,14 @@ def test_a_control_daemon_is_started_and_stopped_again(tmp_path, control):
     assert mps.started and (pipe / "control").exists()
     assert mps.env == {"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(logs),
                        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "40",
-                       "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=1024M,1=1024M"}
+                       "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=1G,1=1G"}
     mps.close()
     assert calls(pipe) == ["-d", "get_server_list", "quit"]
     assert not (pipe / "control").exists()
+    cfg.mps_pinned_memory_limit = 1536 << 20
+    again = Mps.open(cfg)
+    assert again.env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=1536MB,1=1536MB"
+    again.close()
 
 
 def test_a_running_control_daemon_is_joined_and_left_running(tmp_path, control):
