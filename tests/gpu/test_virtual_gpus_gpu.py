@@ -61,10 +61,10 @@ def test_peer_copies_between_virtual_devices_of_one_gpu(count, program, shim, cu
 
 def _overlap(r) -> float:
     assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr
-    m = re.search(r"devices (\d+) alone_ms ([\d.]+) together_ms ([\d.]+) ratio ([\d.]+)",
-                  r.stdout)
+    m = re.search(r"devices (\d+) iters (\d+) alone_ms ([\d.]+) together_ms ([\d.]+) "
+                  r"ratio ([\d.]+)", r.stdout)
     assert m, r.stdout
-    return float(m.group(4))
+    return float(m.group(5))
 
 
 @pytest.mark.parametrize("count", [2, 4])

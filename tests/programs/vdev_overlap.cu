@@ -2,7 +2,7 @@
 // fixed amount of arithmetic (a dependent chain of ITERS multiply-adds, doubled until it
 // takes 150 ms alone) on device 0 alone, then on each of the first N devices (default: all),
 // all launched before any is waited for, and prints
-//   devices N alone_ms A together_ms T ratio T/A
+//   devices N iters I alone_ms A together_ms T ratio T/A
 // then PASSED (the results checked). NO transcript (timings): the GPU test asks that kernels
 // of virtual devices that share one GPU run side by side (ratio near 1, not N).
 #include <chrono>
@@ -79,8 +79,8 @@ int main(int argc, char** argv) {
     if (!(h[0] == first && first > 1.0f && first < 1e7f)) bad++;
     CHECK(cudaFree(out[d]));
   }
-  printf("devices %d alone_ms %.1f together_ms %.1f ratio %.2f\n", n, alone, together,
-         together / alone);
+  printf("devices %d iters %lld alone_ms %.1f together_ms %.1f ratio %.2f\n", n, iters, alone,
+         together, together / alone);
   printf(bad ? "FAILED\n" : "PASSED\n");
   return bad ? 1 : 0;
 }
