@@ -31,6 +31,7 @@ mps_log_directory = "/tmp/farcuda-mps-log"
 mps_control = "nvidia-cuda-mps-control"   # the control program (a path, or found on PATH)
 active_thread_percentage = 50   # each session's share of a GPU's threads (MPS, 1..100)
 pinned_memory_limit = "16GiB"   # each session's device memory on each GPU (MPS)
+shared_contexts = true          # a session's virtual devices of one GPU share its context
 
 [tls]                           # optional: clients connect with FARCUDA_TLS=1
 cert = "server.crt"             # PEM; relative paths are relative to this file
@@ -101,6 +102,7 @@ class DaemonConfig:
     mps_control: str = "nvidia-cuda-mps-control"
     mps_active_thread_percentage: int | None = None
     mps_pinned_memory_limit: int | None = None
+    shared_contexts: bool = True  # false: a context per virtual device (they take turns)
     source: str = ""
 
     @property
@@ -111,7 +113,7 @@ class DaemonConfig:
 _TOP = {"listen", "log_level", "heartbeat_ms", "client_timeout", "prestart", "shutdown_grace",
         "auth", "limits", "gpus", "tls", "metrics", "gpu"}
 _GPU = {"mps", "mps_pipe_directory", "mps_log_directory", "mps_control",
-        "active_thread_percentage", "pinned_memory_limit"}
+        "active_thread_percentage", "pinned_memory_limit", "shared_contexts"}
 _COUNT_LIMITS = ("sessions_total", "sessions_per_tenant", "handshakes_total",
                  "handshakes_per_peer")
 _LIMITS = {"memory_per_tenant", "tenants_per_gpu", "connections_per_second_per_peer",
@@ -225,10 +227,11 @@ def _gpu_table(gpu, cfg: DaemonConfig, where: str) -> None:
     if not isinstance(gpu, dict):
         raise ConfigError(f"{where}: [gpu] must be a table")
     _check_keys(gpu, _GPU, f"{where} [gpu]")
-    if "mps" in gpu:
-        if not isinstance(gpu["mps"], bool):
-            raise ConfigError(f"{where}: [gpu] mps must be true or false")
-        cfg.mps = gpu["mps"]
+    for key, attr in (("mps", "mps"), ("shared_contexts", "shared_contexts")):
+        if key in gpu:
+            if not isinstance(gpu[key], bool):
+                raise ConfigError(f"{where}: [gpu] {key} must be true or false")
+            setattr(cfg, attr, gpu[key])
     for key in ("mps_pipe_directory", "mps_log_directory", "mps_control"):
         if key in gpu:
             if not isinstance(gpu[key], str) or not gpu[key]:

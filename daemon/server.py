@@ -168,7 +168,9 @@ class Daemon:
                  backend_options: dict | None = None) -> None:
         self.config = config
         self.backend = backend
-        self.backend_options = backend_options or {}
+        self.backend_options = dict(backend_options or {})
+        if backend == "cuda" and not config.shared_contexts:  # ([gpu] shared_contexts)
+            self.backend_options.setdefault("share", False)
         self.workers: dict[int, Worker] = {}  # session id -> worker serving it
         self.idle: list[Worker] = []
         self.gpus = 0

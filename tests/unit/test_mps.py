@@ -55,11 +55,13 @@ def test_the_gpu_table():
     assert (cfg.mps, cfg.mps_pipe_directory, cfg.mps_log_directory, cfg.mps_control) == (
         True, "/p", "/l", "/bin/ctl")
     assert (cfg.mps_active_thread_percentage, cfg.mps_pinned_memory_limit) == (25, 2 << 30)
-    assert not from_dict({}).mps
+    assert not from_dict({}).mps and from_dict({}).shared_contexts
+    assert not from_dict({"gpu": {"shared_contexts": False}}).shared_contexts
 
 
 @pytest.mark.parametrize("gpu,says", [
     ({"mps": "yes"}, "mps must be true or false"),
+    ({"shared_contexts": 0}, "shared_contexts must be true or false"),
     ({"mps": True, "active_thread_percentage": 0}, "from 1 to 100"),
     ({"mps": True, "active_thread_percentage": 101}, "from 1 to 100"),
     ({"mps": True, "pinned_memory_limit": "lots"}, "is not a size"),
@@ -71,6 +73,14 @@ def test_bad_gpu_tables_are_refused(gpu, says):
     with pytest.raises(ConfigError, match=None) as exc:
         from_dict({"gpu": gpu})
     assert says in str(exc.value)
+
+
+def test_separate_contexts_reach_the_cuda_backend_only():
+    from farcuda.daemon.server import Daemon
+    separate = from_dict({"gpu": {"shared_contexts": False}})
+    assert Daemon(separate, "cuda").backend_options == {"share": False}
+    assert Daemon(separate, "memory").backend_options == {}
+    assert Daemon(from_dict({}), "cuda").backend_options == {}
 
 
 def test_a_missing_control_program_is_one_clear_error(tmp_path):
