@@ -137,7 +137,10 @@ def main() -> int:
     ap.add_argument("--modes", default="batched,exact")
     ap.add_argument("--tenants", default="2,4", help="concurrent tenants ('' to skip part 2)")
     ap.add_argument("--tenant-mode", default="exact")
-    ap.add_argument("--mps", default="off,on", help="daemons for part 2: off, on or both")
+    ap.add_argument("--mps", default="off,on", help="part 2: off,on (MPS)")
+    ap.add_argument("--separate", action="store_true",
+                    help="also N vGPU with a context each ([gpu] shared_contexts = false), "
+                    "loopback: the former way, for comparison")
     ap.add_argument("--edge-idle-w", type=float, default=5.0)
     ap.add_argument("--edge-core-w", type=float, default=2.5)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "paper.txt"))
@@ -174,6 +177,7 @@ def main() -> int:
         return args.starts_exact_edge if link == "edge" else args.starts_exact
 
     rows, tenant_rows, records = [], [], []
+    sep: tuple[subprocess.Popen, str] | None = None
     daemon, server = start_daemon(None, tmp)
     proxy = None
     try:
@@ -184,14 +188,21 @@ def main() -> int:
             links["edge"] = proxy.address
         configs = [(f"{v} vGPU", [""] * v) for v in map(int, args.vgpus.split(","))]
         configs.append((f"{EDGE_SMS}-SM edge GPU", [f"@sm={EDGE_SMS}"]))
+        if args.separate:  # a daemon whose virtual devices have a context each
+            sep = start_daemon({"gpu": {"shared_contexts": False}}, tmp)
+            configs += [(f"{v} vGPU sep", [""] * v) for v in map(int, args.vgpus.split(","))
+                        if v > 1]
         for link in args.links.split(","):
             for mode in args.modes.split(","):
                 starts = starts_for(mode, link)
                 base: dict[str, float] = {}
                 first = len(rows)
                 for label, budgets in configs:
+                    if label.endswith(" sep") and link != "loopback":
+                        continue  # (the old way, on loopback only)
+                    where = sep[1] if label.endswith(" sep") and sep else links[link]
                     env = dict(base_env,
-                               FARCUDA_DEVICES=",".join(f"{links[link]}/0{b}" for b in budgets))
+                               FARCUDA_DEVICES=",".join(f"{where}/0{b}" for b in budgets))
                     e0 = energy_mj()
                     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     run = run_pfm(binary, [str(data), "--mode", mode, "--starts", str(starts),
@@ -222,6 +233,10 @@ def main() -> int:
                 for r in rows[first:]:
                     r.append(base["1"] / r[4] if r[4] and "1" in base else 0.0)
                     r.append(base["edge"] / r[4] if r[4] and "edge" in base else 0.0)
+
+        if sep is not None:  # (no other daemon's workers beside part 2's)
+            stop_daemon(sep[0])
+            sep = None
 
         # ---------------------------------------------------------- part 2: tenants
         counts = [int(x) for x in args.tenants.split(",") if x.strip()]
@@ -270,6 +285,8 @@ def main() -> int:
         if proxy is not None:
             proxy.stop()
         stop_daemon(daemon)
+        if sep is not None:
+            stop_daemon(sep[0])
 
     head = (f"PFM through farcuda on one GPU ({sms} SMs), n={args.n} F={args.F}, "
             f"{time.strftime('%Y-%m-%d %H:%M')}; edge link = 1 Gbit/s, +0.5 ms each way; "
