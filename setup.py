@@ -1,7 +1,9 @@
-"""Build of farcuda: the Python packages, plus the shim (libcudart.so.13) compiled with cffi.
+"""Build of farcuda: the Python packages, plus the shim (libcudart.so.13) compiled with cffi
+and the driver layer (libcuda.so.1 and the client core libfarcuda.so.1, plain C).
 
 Everything else is declared in pyproject.toml. The shim is built for the Python that runs the
-build and installed as farcuda/interposer/lib/libcudart.so.13.
+build and installed as farcuda/interposer/lib/libcudart.so.13; the driver layer goes to a
+folder of its own, farcuda/interposer/lib/driver/.
 """
 
 import sys
@@ -20,11 +22,13 @@ class BuildWithShim(build_py):
         sys.path.insert(0, str(ROOT))  # the source tree: its folders are its packages
         try:
             from daemon import build_fastpath
-            from interposer import build_shim
+            from interposer import build_driver, build_shim
         finally:
             sys.path.pop(0)
         out = Path(self.build_lib) / "farcuda" / "interposer" / "lib"
         path = build_shim.build(out, verbose=bool(self.verbose > 1))
+        self.announce(f"built {path}", level=2)
+        path = build_driver.build(out / "driver", verbose=bool(self.verbose > 1))
         self.announce(f"built {path}", level=2)
         self.announce(f"built {build_fastpath.build(self.build_lib)}", level=2)
 

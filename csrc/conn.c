@@ -37,9 +37,7 @@
 #include "fc.h"
 #include "api.h"
 #include "conn.h"
-#include "gen/pycalls.h"
 #include "log.h"
-#include "pyhost.h"
 #include "runtime.h"
 
 #define Q_HIGH_WATER (64u << 20)
@@ -48,9 +46,33 @@
 
 static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
-static const fc_conn_notices *notices;
+static const fc_conn_notices *notices, *joined;
 
 void fc_conn_set_notices(const fc_conn_notices *n) { notices = n; }
+void fc_conn_join_notices(const fc_conn_notices *n) {
+    __atomic_store_n(&joined, n, __ATOMIC_RELEASE);
+}
+
+/* The notices of both layers sharing the connection: each knows only its own ids (disjoint:
+ * core/session.c), so both are told of a host function or a fetch, and the first that owns
+ * a push's node takes its bytes. */
+static void notice_callback(uint32_t id) {
+    const fc_conn_notices *j = __atomic_load_n(&joined, __ATOMIC_ACQUIRE);
+    if (notices) notices->callback_reached(id);
+    if (j) j->callback_reached(id);
+}
+
+static void notice_fetch(fc_conn *c, uint32_t node) {
+    const fc_conn_notices *j = __atomic_load_n(&joined, __ATOMIC_ACQUIRE);
+    if (notices) notices->fetch(c, node);
+    if (j) j->fetch(c, node);
+}
+
+static int notice_push_target(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev) {
+    const fc_conn_notices *j = __atomic_load_n(&joined, __ATOMIC_ACQUIRE);
+    if (notices && notices->push_target(node, offset, n, dst, dev) == 0) return 0;
+    return j ? j->push_target(node, offset, n, dst, dev) : -1;
+}
 
 /* ---------- writing ---------- */
 
@@ -579,7 +601,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            if (notices) notices->callback_reached(m.callback);
+            notice_callback(m.callback);
             break;
         }
         case FC_OP_FETCH: {
@@ -588,7 +610,7 @@ static void *reader_main(void *arg) {
                 rc = -1;
                 break;
             }
-            if (notices) notices->fetch(c, m.node);
+            notice_fetch(c, m.node);
             break;
         }
         case FC_OP_PUSH: {
@@ -597,7 +619,7 @@ static void *reader_main(void *arg) {
             int dev;
             if (h.len < sizeof m || read_full(c, &m, sizeof m)) { rc = -1; break; }
             size_t n = h.len - sizeof m;
-            if (notices && notices->push_target(m.node, m.offset, n, &dst, &dev) == 0) {
+            if (notice_push_target(m.node, m.offset, n, &dst, &dev) == 0) {
                 rc = read_full(c, dst, n);
                 if (!rc && m.last) { /* the graph may go on */
                     fc_PUSH_DONE d = {m.node};
@@ -737,122 +759,4 @@ void fc_conn_close(fc_conn *c) {
     pthread_join(c->sender, NULL);
     pthread_join(c->reader, NULL);
     close(c->fd);
-}
-
-/* ---------- connections of servers and devices ---------- */
-
-int fc_server_conn(int server, fc_conn **out) {
-    fc_server *s = &fc_servers[server];
-    fc_conn *c = __atomic_load_n(&s->conn, __ATOMIC_ACQUIRE);
-    if (c) {
-        *out = c;
-        return c->dead ? c->dead_status : cudaSuccess;
-    }
-    pthread_mutex_lock(&s->mtx);
-    int st = s->failed_status;
-    if (!st && !s->conn) {
-        fc_python_ensure();
-        st = fcpy_connect(server);
-        if (!st && !s->conn) st = cudaErrorDevicesUnavailable;
-        if (st) s->failed_status = st;
-    }
-    pthread_mutex_unlock(&s->mtx);
-    if (st) return st;
-    *out = s->conn;
-    return s->conn->dead ? s->conn->dead_status : cudaSuccess;
-}
-
-/* (see conn.h) */
-int fc_device_ready(int dev) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
-    fc_device *d = &fc_devices[dev];
-    if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE) == 1) {
-        fc_conn *c = fc_servers[d->server].conn;
-        if (c->dead) return c->dead_status;
-        return fc_device_status(dev);
-    }
-    pthread_mutex_lock(&d->mtx);
-    if (d->opened == 0) {
-        fc_conn *c;
-        st = fc_server_conn(d->server, &c);
-        if (!st) {
-            fc_python_ensure();
-            st = fcpy_device_open(dev);
-        }
-        if (st) d->opened = -st; /* remembered: every later call fails the same way */
-    }
-    st = d->opened < 0 ? -d->opened : cudaSuccess;
-    pthread_mutex_unlock(&d->mtx);
-    if (st) return st;
-    return fc_device_status(dev);
-}
-
-int fcx_device_ready(int dev) { return fc_device_ready(dev); }
-
-fc_conn *fc_dev_conn(int dev) { return fc_servers[fc_devices[dev].server].conn; }
-
-int fc_post_dev(int dev, uint16_t op, const void *fixed, size_t flen) {
-    int st = fc_post(fc_dev_conn(dev), op, (uint16_t)dev, fixed, flen, NULL, 0);
-    return st ? st : fc_device_status(dev);
-}
-
-int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep, size_t cap) {
-    fc_req r;
-    fc_req_init(&r, rep, cap);
-    return fc_call(fc_dev_conn(dev), op, (uint16_t)dev, fixed, flen, NULL, 0, &r);
-}
-
-/* ---------- what the Python half asks of the transport (api.h) ---------- */
-
-int fcx_attach(int server, int fd, int heartbeat_ms) {
-    fc_conn *c = fc_conn_new(fd, server, heartbeat_ms);
-    if (!c) return cudaErrorMemoryAllocation;
-    __atomic_store_n(&fc_servers[server].conn, c, __ATOMIC_RELEASE);
-    return cudaSuccess;
-}
-
-int fcx_server_connected(int server) { return fc_servers[server].conn != NULL; }
-
-/* A request from Python: its reply's fixed fields in rep, a bulk result (if asked for)
- * allocated here for Python to free with fcx_free. */
-static int call_for_python(fc_conn *c, int op, uint16_t vdev, const void *fixed, size_t flen,
-                           const void *tail, size_t tlen, void *rep, size_t rep_cap,
-                           void **bulk, size_t *bulk_len) {
-    fc_req r;
-    fc_req_init(&r, rep, rep_cap);
-    r.bulk_alloc = bulk != NULL;
-    int st = fc_call(c, (uint16_t)op, vdev, fixed, flen, tail, tlen, &r);
-    if (bulk) {
-        *bulk = r.bulk;
-        *bulk_len = r.bulk_len;
-    } else {
-        free(r.bulk);
-    }
-    return st;
-}
-
-int fcx_call(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen,
-             void *rep, size_t rep_cap, void **bulk, size_t *bulk_len) {
-    if (dev < 0 || dev >= fc_ndevices) return cudaErrorInvalidDevice;
-    fc_conn *c;
-    int st = fc_server_conn(fc_devices[dev].server, &c);
-    if (st) return st;
-    return call_for_python(c, op, (uint16_t)dev, fixed, flen, tail, tlen, rep, rep_cap, bulk,
-                           bulk_len);
-}
-
-int fcx_call_server(int server, int op, const void *fixed, size_t flen, void *rep,
-                    size_t rep_cap, void **bulk, size_t *bulk_len) {
-    fc_conn *c;
-    int st = fc_server_conn(server, &c);
-    if (st) return st;
-    return call_for_python(c, op, 0, fixed, flen, NULL, 0, rep, rep_cap, bulk, bulk_len);
-}
-
-int fcx_post(int dev, int op, const void *fixed, size_t flen, const void *tail, size_t tlen) {
-    int st = fc_device_ready(dev);
-    if (st) return st;
-    return fc_post(fc_dev_conn(dev), (uint16_t)op, (uint16_t)dev, fixed, flen, tail, tlen);
 }

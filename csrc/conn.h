@@ -7,6 +7,7 @@
 
 fc_conn *fc_conn_new(int fd, int server, int heartbeat_ms);
 void fc_conn_close(fc_conn *c);
+/* The shim's connections (connect.c; the client core has its own, core/session.c): */
 /* The connection of a server, made on first use (the Python half shakes hands). */
 int fc_server_conn(int server, fc_conn **out);
 /* Connect to the device's server and open the device on first use (the Python half asks the
@@ -16,6 +17,7 @@ int fc_device_ready(int dev);
 /* The connection of an opened virtual device. */
 fc_conn *fc_dev_conn(int dev);
 
+/* The transport itself (conn.c): */
 /* Queue an async frame; the tail is copied. */
 int fc_post(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t flen,
             const void *tail, size_t tlen);
@@ -54,5 +56,8 @@ typedef struct {
     int (*push_target)(uint32_t node, uint64_t offset, size_t n, void **dst, int *dev);
 } fc_conn_notices;
 void fc_conn_set_notices(const fc_conn_notices *n);
+/* The notices of the other layer of the process when the shim lends its connections to the
+ * driver layer's client core (join.c): told of what the first set does not own. */
+void fc_conn_join_notices(const fc_conn_notices *n);
 
 #endif

@@ -8,14 +8,16 @@
  * declared in api.h.
  *
  * This header holds the types and limits; what each C file offers is declared in the header
- * of its name (log.h, pyhost.h, runtime.h, conn.h, ranges.h, streams.h, launch.h, pools.h,
- * memory.h, devices.h), and the exports themselves in gen/exports.h, generated from the
- * call table (wire/calls.py). The files stand in layers, each calling only those below it
- * (interposer/build_shim.py lists them in that order): log, pyhost (the embedded
- * interpreter), runtime (process and thread state, errors), conn (the transport; a device is
- * opened on first use there), ranges (the client's tables of memory), the families of calls
- * (streams, launch, pools, memory), devices (device management), and the generated exports
- * above them all. The notices the transport receives reach the layers above it through
+ * of its name (log.h, pyhost.h, runtime.h, conn.h for conn.c and connect.c, ranges.h,
+ * streams.h, launch.h, pools.h, memory.h, devices.h), and the exports themselves in
+ * gen/exports.h, generated from the call table (wire/calls.py). The files stand in layers,
+ * each calling only those below it (interposer/build_shim.py lists them in that order): log,
+ * pyhost (the embedded interpreter), runtime (process and thread state, errors), conn (the
+ * transport, which the driver layer's client core shares), connect (a server's connection and
+ * a device opened on first use), ranges (the client's tables of memory), the families of
+ * calls (streams, launch, pools, memory), devices (device management), join (the session
+ * lent to the driver layer's client core when both layers are loaded: join.h), and the
+ * generated exports above them all. The notices the transport receives reach the layers above it through
  * functions they register (fc_conn_set_notices). What the Python half asks of the C half
  * (api.h) is defined where the state it touches lives.
  *

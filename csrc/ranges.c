@@ -119,7 +119,8 @@ int fc_range_remove(uint64_t base, int kind, fc_range *out) {
 }
 
 /* Find the range holding p: device ranges when want_device, else host ranges. */
-int fc_range_find(uint64_t p, int want_device, fc_range *out) {
+/* this layer's own ranges only */
+int fc_range_find_own(uint64_t p, int want_device, fc_range *out) {
     range_table *t = want_device ? &dev_ranges : &host_ranges;
     pthread_rwlock_rdlock(&ranges_lock);
     ptrdiff_t i = lower(t, p);
@@ -127,6 +128,26 @@ int fc_range_find(uint64_t p, int want_device, fc_range *out) {
     if (found && out) *out = t->v[i];
     pthread_rwlock_unlock(&ranges_lock);
     return found ? 0 : -1;
+}
+
+/* The memory of the other layer of the process, when both share one session: found, and
+ * valid on the wire (one session, one window per device), but freed only by the layer that
+ * allocated it (its pool is not this layer's to look at). */
+static int (*_Atomic other_find)(uint64_t p, int want_device, fc_range *out);
+
+void fc_ranges_join(int (*find)(uint64_t p, int want_device, fc_range *out)) {
+    other_find = find;
+}
+
+int fc_range_find(uint64_t p, int want_device, fc_range *out) {
+    if (fc_range_find_own(p, want_device, out) == 0) return 0;
+    int (*find)(uint64_t, int, fc_range *) = other_find;
+    fc_range r;
+    if (!find || find(p, want_device, &r)) return -1;
+    r.pool = NULL;
+    r.used = r.reserved = 0;
+    if (out) *out = r;
+    return 0;
 }
 
 int fcx_range_add(uint64_t base, uint64_t size, int dev, int kind) {

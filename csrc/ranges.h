@@ -14,6 +14,10 @@ int fc_range_insert(const fc_range *r);
 int fc_range_remove(uint64_t base, int kind, fc_range *out);
 /* the range holding p: device ranges when want_device, else host ranges; 0 when found */
 int fc_range_find(uint64_t p, int want_device, fc_range *out);
+/* ... of this layer only, and the lookup of the driver layer's ranges when it shares this
+ * session (join.c): fc_range_find asks it what this layer does not know */
+int fc_range_find_own(uint64_t p, int want_device, fc_range *out);
+void fc_ranges_join(int (*find)(uint64_t p, int want_device, fc_range *out));
 void fc_ranges_drop_device(int dev); /* cudaDeviceReset: its memory is gone */
 /* v lies in mapped (zero-copy) host memory of the app */
 int fc_mapped_pointer(uint64_t v);

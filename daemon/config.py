@@ -84,6 +84,10 @@ class DaemonConfig:
     tls_cert: str | None = None  # [tls]: the front terminates TLS when cert and key are set
     tls_key: str | None = None
     tls_client_ca: str | None = None  # client certificates required (signed by this CA)
+    # [modules]: the module cache (daemon/modcache.py); None: a folder of this daemon's own,
+    # removed when it stops; "off": no cache
+    module_cache: str | None = None
+    module_cache_bytes: int = 4 << 30
     # [limits] that bound what unauthenticated or misbehaving clients can make the front
     # hold: each session is a process (tens of MiB, more with a CUDA context), each
     # handshake a socket and a task. Defaults fit a shared GPU host; daemon/farcudad.toml
@@ -111,7 +115,7 @@ class DaemonConfig:
 
 
 _TOP = {"listen", "log_level", "heartbeat_ms", "client_timeout", "prestart", "shutdown_grace",
-        "auth", "limits", "gpus", "tls", "metrics", "gpu"}
+        "auth", "limits", "gpus", "tls", "metrics", "gpu", "modules"}
 _GPU = {"mps", "mps_pipe_directory", "mps_log_directory", "mps_control",
         "active_thread_percentage", "pinned_memory_limit", "shared_contexts"}
 _COUNT_LIMITS = ("sessions_total", "sessions_per_tenant", "handshakes_total",
@@ -220,6 +224,18 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
                 if not path.is_file():
                     raise ConfigError(f"{where}: [tls] {key}: {path} does not exist")
                 setattr(cfg, f"tls_{key}", str(path))
+    modules = data.get("modules", {})
+    if not isinstance(modules, dict):
+        raise ConfigError(f"{where}: [modules] must be a table")
+    _check_keys(modules, {"cache", "cache_size"}, f"{where} [modules]")
+    if "cache" in modules:
+        if not isinstance(modules["cache"], str) or not modules["cache"]:
+            raise ConfigError(f'{where}: modules.cache must be a folder or "off"')
+        base = Path(source).parent if source else Path.cwd()
+        cfg.module_cache = ("off" if modules["cache"] == "off"
+                            else str(base / Path(modules["cache"]).expanduser()))
+    if "cache_size" in modules:
+        cfg.module_cache_bytes = parse_size(modules["cache_size"], f"{where}: modules.cache_size")
     return cfg
 
 

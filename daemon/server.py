@@ -35,9 +35,11 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -203,6 +205,7 @@ class Daemon:
         self._energy_lock = asyncio.Lock()
         self._tls = (tlsmod.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
                      if config.tls_cert is not None else None)  # (config.tls)
+        self._own_cache: str | None = None  # the module cache folder made for this daemon
 
     # ------------------------------------------------------------ workers
     async def _spawn(self) -> Worker:
@@ -275,6 +278,16 @@ class Daemon:
         return t
 
     # ------------------------------------------------------------ start / stop
+    def module_cache(self) -> str | None:
+        """The module cache folder workers share (daemon/modcache.py), None when off."""
+        if self.config.module_cache == "off":
+            return None
+        if self.config.module_cache:
+            return self.config.module_cache
+        if self._own_cache is None:
+            self._own_cache = tempfile.mkdtemp(prefix="farcudad-modules-")
+        return self._own_cache
+
     async def start(self) -> list[tuple[str, int]]:
         """Bind the addresses, start a first worker (proving the backend works), then
         accept. Binding comes first: an address in use is said at once, not after the
@@ -459,6 +472,9 @@ class Daemon:
         for t in list(self._tasks):
             if t is not asyncio.current_task():
                 t.cancel()
+        if self._own_cache is not None:
+            shutil.rmtree(self._own_cache, ignore_errors=True)
+            self._own_cache = None
         if self.stopped is not None and not self.stopped.done():
             self.stopped.set_result(None)
 
@@ -588,7 +604,9 @@ class Daemon:
                # The quota is the tenant's, over all its sessions: only the front can keep it.
                "tenant_quota": self.config.memory_per_tenant,
                "tenants_per_gpu": self.config.tenants_per_gpu,
-               "energy": self.meter is not None}
+               "energy": self.meter is not None,
+               "module_cache": self.module_cache(),
+               "module_cache_bytes": self.config.module_cache_bytes}
         relay = None
         try:
             await io.send(handshake.welcome(rid, session, self.gpus, self.driver,

@@ -36,6 +36,7 @@ from typing import Any
 from .backends import load_backend
 from .ctl import CtlLink
 from .logs import setup_logging
+from .modcache import ModuleCache
 from .session import Session
 
 log = logging.getLogger("farcudad.worker")
@@ -192,7 +193,9 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
                       client_timeout=job.get("client_timeout", 60.0),
                       quota_bytes=job.get("quota_bytes"), drain_output=lambda: drain(out_fd),
                       output_fd=out_fd,
-                      front=FrontLink(link, job) if FrontLink.wanted(job) else None)
+                      front=FrontLink(link, job) if FrontLink.wanted(job) else None,
+                      module_cache=ModuleCache(job.get("module_cache"),
+                                               job.get("module_cache_bytes", 4 << 30)))
 
     def forward_output() -> None:
         data = drain(out_fd)

@@ -1,6 +1,6 @@
 """`farcuda`: run CUDA programs on a remote GPU.
 
-    farcuda run [--server HOST:PORT] [--] PROGRAM [ARGS...]
+    farcuda run [--server HOST:PORT] [--layer runtime|driver] [--explain] [--] PROGRAM [ARGS...]
     farcuda status [--server HOST:PORT ...] [--pool FILE] [--json]
     farcuda shim-path
     farcuda --version
@@ -45,14 +45,23 @@ def shim_path() -> Path:
     return Path(__file__).resolve().parent / "lib" / SHIM_NAME
 
 
-def app_environment(base: dict, server: str | None = None, origin: str | None = None) -> dict:
-    """The application's environment: the shim preloaded and first on the library path;
-    ``server`` (and what chose it, ``origin``) when `farcuda run` chose it."""
+def driver_dir() -> Path:
+    """The driver layer's folder: libcuda.so.1 (and libfarcuda.so.1, the client core)."""
+    return Path(__file__).resolve().parent / "lib" / "driver"
+
+
+def app_environment(base: dict, server: str | None = None, origin: str | None = None,
+                    choice=None) -> dict:
+    """The application's environment: the layers ``choice`` (interposer/layers.py) names
+    preloaded and first on the library path (without one: the runtime shim); ``server`` (and
+    what chose it, ``origin``) when `farcuda run` chose it."""
     env = dict(base)
     shim = shim_path()
-    env["LD_PRELOAD"] = ":".join(p for p in (str(shim), base.get("LD_PRELOAD", "")) if p)
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(shim.parent),
-                                                  base.get("LD_LIBRARY_PATH", "")) if p)
+    preload = [str(p) for p in choice.preload] if choice is not None else [str(shim)]
+    libpath = [str(p) for p in choice.library_path] if choice is not None else [str(shim.parent)]
+    env["LD_PRELOAD"] = ":".join(p for p in (*preload, base.get("LD_PRELOAD", "")) if p)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (*libpath, base.get("LD_LIBRARY_PATH", ""))
+                                      if p)
     env.pop(ORIGIN, None)  # (one a farcuda run around this one set)
     if server:
         env["FARCUDA_SERVER"] = server
@@ -62,12 +71,12 @@ def app_environment(base: dict, server: str | None = None, origin: str | None = 
 
 
 def clean_environment(base: dict) -> dict:
-    """The daemon's environment: never the shim."""
+    """The daemon's environment: never the shim, never the driver layer."""
     env = dict(base)
     shim_dir = str(shim_path().parent)
     for var in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
         parts = [p for p in env.get(var, "").split(":") if p and shim_dir not in p
-                 and not p.endswith(SHIM_NAME)]
+                 and not p.endswith((SHIM_NAME, "libcuda.so.1", "libnvidia-ml.so.1"))]
         if parts:
             env[var] = ":".join(parts)
         else:
@@ -154,6 +163,15 @@ def cmd_run(args) -> int:
     if why:
         print(f"farcuda: cannot run {args.program[0]}: {why}", file=sys.stderr)
         return 127
+    from .layers import choose
+    choice = choose(args.program[0], env, shim_path(), driver_dir(), args.layer)
+    if not (driver_dir() / "libcuda.so.1").exists():
+        print(f"farcuda: the driver layer is missing at {driver_dir()}; reinstall farcuda",
+              file=sys.stderr)
+        return 2
+    if args.explain:
+        for line in choice.explain():
+            print(f"farcuda: {line}", file=sys.stderr)
     if server:
         for var in ("FARCUDA_DEVICES", "FARCUDA_DEVICE_COUNT"):
             env.pop(var, None)
@@ -180,7 +198,7 @@ def cmd_run(args) -> int:
         print(f"farcuda: started a local farcudad on {server} for this run; it logs to "
               f"{daemon_log_path()}", file=sys.stderr)
     try:
-        child = subprocess.Popen(args.program, env=app_environment(env, server, origin))
+        child = subprocess.Popen(args.program, env=app_environment(env, server, origin, choice))
     except OSError as exc:
         print(f"farcuda: cannot run {args.program[0]}: {exc.strerror}", file=sys.stderr)
         if daemon:
@@ -339,9 +357,12 @@ def cmd_status(args) -> int:
 
 
 RUN_HELP = """\
-PROGRAM and ARGS are the CUDA program (built with nvcc -cudart shared) and its arguments; put
-them after `--` when they start with a dash. The program runs with farcuda's libcudart.so.13
-preloaded (and its folder first on LD_LIBRARY_PATH), so its CUDA calls go to the GPU server:
+PROGRAM and ARGS are the CUDA program and its arguments; put them after `--` when they start
+with a dash. What the program's files say chooses the layer (--explain says which, and why):
+a program built with nvcc -cudart shared gets farcuda's libcudart.so.13 and its driver
+layer; any other (nvcc's default -cudart static, Python with PyTorch or CuPy, scripts) the
+driver layer only (farcuda's libcuda.so.1 and libnvidia-ml.so.1). They are preloaded and
+first on LD_LIBRARY_PATH, so its CUDA calls go to the GPU server:
 
   --server HOST:PORT                   every GPU of that server
   FARCUDA_DEVICES, FARCUDA_DEVICE_COUNT/_<i>, FARCUDA_SERVER   the same from the environment
@@ -364,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", metavar="HOST:PORT",
                    help="use this server (all its GPUs) instead of the environment's")
+    p.add_argument("--layer", choices=("runtime", "driver"), default=None,
+                   help="the layer to load instead of the one the program's files call for")
+    p.add_argument("--explain", action="store_true",
+                   help="say on stderr which layers are loaded for the program, and why")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
                    help="the program to run, and its arguments")
     p = sub.add_parser("status", help="servers, GPUs and tenants",

@@ -77,13 +77,14 @@ def shim() -> Path:
 
 @pytest.fixture(scope="session")
 def program(tmp_path_factory):
-    """program(name, compressed=False) -> path of the nvcc-built test program."""
+    """program(name, compressed=False, static=False) -> path of the nvcc-built test program
+    (static: built with -cudart static, for the driver layer)."""
     if not nvcc_available():
         pytest.skip("nvcc (CUDA 13.0) not found")
     out = Path(os.environ.get("FARCUDA_TEST_BUILD") or tmp_path_factory.mktemp("programs"))
 
-    def get(name: str, compressed: bool = False) -> Path:
-        return programs_build.build(name, out, compressed=compressed)
+    def get(name: str, compressed: bool = False, static: bool = False) -> Path:
+        return programs_build.build(name, out, compressed=compressed, static=static)
     return get
 
 
@@ -275,6 +276,36 @@ class _Helpers:
 def fc() -> _Helpers:
     """Helpers for tests: fc.run_native, fc.run_remote, fc.start_daemon."""
     return _Helpers()
+
+
+@pytest.fixture(scope="session")
+def driver() -> Path:
+    """The folder of the driver layer (libcuda.so.1 and the client core)."""
+    from farcuda.interposer.cli import driver_dir
+    d = driver_dir()
+    if not (d / "libcuda.so.1").exists():
+        pytest.fail(f"farcuda is installed without its driver layer ({d}): reinstall with pip")
+    return d
+
+
+def run_driver(exe: Path, driver: Path, server: str | None, args=(), env: dict | None = None,
+               timeout: float = 120, isolated: bool = False) -> Result:
+    """Run an unmodified program on the driver layer: farcuda's libcuda.so.1 (and nothing of
+    the runtime shim) first on LD_LIBRARY_PATH. ``isolated``: no GPU of this machine."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("FARCUDA_")
+         and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+    e["LD_LIBRARY_PATH"] = str(driver)
+    if server:
+        e["FARCUDA_SERVER"] = server
+    e.update(env or {})
+    cmd = [str(exe), *map(str, args)]
+    if isolated:
+        cmd = ["unshare", "-m", "--", "sh", "-c", _NO_GPU, "sh", *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+_Helpers.run_driver = staticmethod(run_driver)
 
 
 # ---------------------------------------------------------------- the daemon's C path

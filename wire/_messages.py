@@ -284,6 +284,21 @@ MESSAGES: tuple[Message, ...] = (
     _m("CAPTURE_DTOH", 0x050A, "sync", "src:u64 size:u64 stream:u32 node:u32"),
     _m("HOST_DATA", 0x050B, "async", "node:u32 rsv:u32 offset:u64", bulk="bytes"),
     _m("PUSH_DONE", 0x050C, "async", "node:u32"),
+    # --- modules by image, for the driver layer (0x06xx) ---
+    # The client's own images (cuModuleLoadData, cuLibraryLoadData, the runtime's registered
+    # fat binaries) of any kind: fat binary, cubin or PTX. The daemon keeps what it was sent
+    # in a cache keyed by SHA-256, shared by its sessions: a client asks by hash first.
+    _m("MODULE_IMAGE", 0x0601, "sync", "module:u32 flags:u32 size:u64 hash:u8*32",
+       bulk="the image, or nothing: then the daemon takes it from its cache",
+       reply_bulk="text: why the load failed",
+       doc="load an image into the device's context as `module`; with no tail, "
+           "cudaErrorSymbolNotFound says the cache does not hold that hash (send the image)"),
+    _m("MODULE_FUNCTION", 0x0602, "sync", "module:u32 kernel:u32", bulk="the function's name",
+       reply_bulk="json {params: [[offset, size]], param_size, max_threads, max_dyn_smem}",
+       doc="look a function of the module up by name; launches name it `kernel` from then on"),
+    _m("MODULE_GLOBAL", 0x0603, "sync", "module:u32", bulk="the variable's name",
+       reply="addr:u64 size:u64", doc="a global variable of the module"),
+    _m("MODULE_UNLOAD", 0x0604, "async", "module:u32"),
     # --- daemon to client (0x80xx) ---
     _m("REPLY", 0x8001, "reply", "status:u32 fixed_len:u32", direction="s2c",
        doc="answer to the sync request with the same id: status, the reply's fixed part, tail"),

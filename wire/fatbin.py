@@ -88,12 +88,20 @@ sm_75..sm_121); ``.nv.constant0.<kernel>`` is a kernel's parameter bank. nvcc al
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import NamedTuple
 
 __all__ = [
+    "cubin_global_init",
+    "IMAGE_CUBIN",
+    "IMAGE_FATBIN",
+    "IMAGE_PTX",
+    "image_contents",
+    "image_kind",
+    "ptx_kernels",
     "COMPRESSION_LZ4",
     "COMPRESSION_NONE",
     "COMPRESSION_UNKNOWN",
@@ -849,6 +857,31 @@ def cubin_globals(cubin: Buffer) -> dict[str, GlobalVar]:
     return out
 
 
+def cubin_global_init(cubin: Buffer) -> dict[str, bytes]:
+    """The initial bytes of the initialized variables of a cubin (``__device__ int x = 3;``,
+    ``__constant__`` tables), by name: what a driver copies to the GPU when it loads it."""
+    mv, sections = _cubin_view(cubin)
+    symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
+    if symtab is None or symtab.link >= len(sections):
+        return {}
+    strtab = bytes(sections[symtab.link].data)
+    out: dict[str, bytes] = {}
+    for i in range(len(symtab.data) // _SYMBOL.size):
+        st_name, st_info, _other, shndx, value, size = _SYMBOL.unpack_from(
+            symtab.data, i * _SYMBOL.size)
+        if st_info & 0xF != STT_OBJECT or not 0 < shndx < len(sections):
+            continue
+        sec = sections[shndx]
+        if not _is_variable_section(sec.name) or sec.name == ".nv.global":  # .bss-like
+            continue
+        if sec.type == SHT_NOBITS or value + size > len(sec.data):
+            continue
+        name = _cstring(strtab, st_name, f"cubin symbol {i}")
+        if name and not name.startswith(("$", ".")):
+            out[name] = bytes(sec.data[value:value + size])
+    return out
+
+
 # --------------------------------------------------------------------------- selection
 
 _COMPRESSION_RANK = {COMPRESSION_NONE: 0, COMPRESSION_LZ4: 1, COMPRESSION_ZSTD: 2}
@@ -904,3 +937,102 @@ def kernel_layouts(fatbin_blob: Buffer, prefer_arch: int = 90) -> dict[str, Kern
         for name, info in cubin_kernels(entry.data()).items():
             out.setdefault(name, info)
     return out
+
+
+# --------------------------------------------------------------------------- PTX
+
+_PTX_ENTRY = re.compile(r"\.entry\s+([A-Za-z_$%][\w$%]*)\s*\(([^)]*)\)", re.S)
+_PTX_PARAM = re.compile(
+    r"\.param\s+((?:\.(?:align\s+\d+|ptr|global|const|shared|local)\s+)*)"
+    r"\.([usbf])(8|16|32|64)\s+(?:\.(?:align\s+(\d+)|ptr|global|const)\s+)*"
+    r"[A-Za-z_$%][\w$%]*\s*(?:\[\s*(\d+)\s*\])?")
+
+
+def ptx_kernels(ptx: Buffer) -> dict[str, KernelInfo]:
+    """Kernel parameter layouts from PTX text (``.entry name(.param ...)``), by name.
+
+    Each parameter is aligned to its ``.align`` (else its element size) and the buffer is laid
+    out in declaration order, as the driver lays out kernel parameters. Raises FatbinError on
+    text that is not PTX.
+    """
+    text = _decode(bytes(_as_view(ptx)).split(b"\0", 1)[0])
+    if ".version" not in text:
+        raise FatbinError("not PTX: no .version directive")
+    out: dict[str, KernelInfo] = {}
+    for name, body in _PTX_ENTRY.findall(text):
+        params = []
+        off = 0
+        for decl in (d.strip() for d in body.split(",")):
+            if not decl:
+                continue
+            m = _PTX_PARAM.match(decl)
+            if not m:
+                raise FatbinError(f"PTX entry {name}: unreadable parameter {decl!r}")
+            pre, _kind, bits, align_after, count = m.groups()
+            elem = int(bits) // 8
+            align = elem
+            m_pre = re.search(r"\.align\s+(\d+)", pre or "")
+            if m_pre:
+                align = int(m_pre.group(1))
+            elif align_after:
+                align = int(align_after)
+            size = elem * int(count or 1)
+            off = (off + align - 1) // align * align
+            params.append(ParamInfo(off, size))
+            off += size
+        out[name] = KernelInfo(name, tuple(params), off)
+    return out
+
+
+IMAGE_FATBIN, IMAGE_CUBIN, IMAGE_PTX = "fatbin", "cubin", "ptx"
+
+
+def image_kind(image: Buffer) -> str:
+    """What a module image handed to the driver is: a fat binary, a cubin or PTX."""
+    mv = _as_view(image)
+    if len(mv) >= 4 and struct.unpack_from("<I", mv)[0] == FATBIN_MAGIC:
+        return IMAGE_FATBIN
+    if bytes(mv[:4]) == b"\x7fELF":
+        return IMAGE_CUBIN
+    head = bytes(mv[:4096]).lstrip()
+    if head.startswith((b"//", b".")):
+        return IMAGE_PTX
+    raise FatbinError("not a fat binary, cubin or PTX image")
+
+
+def image_contents(image: Buffer, prefer_arch: int = 90
+                   ) -> tuple[dict[str, KernelInfo], dict[str, GlobalVar], dict[str, bytes]]:
+    """The kernels (with their layouts), the global variables and the initial bytes of the
+    initialized ones, of a module image of any kind. PTX images have no readable globals
+    here (the driver places them)."""
+    kind = image_kind(image)
+    if kind == IMAGE_CUBIN:
+        return cubin_kernels(image), cubin_globals(image), cubin_global_init(image)
+    if kind == IMAGE_PTX:
+        return ptx_kernels(image), {}, {}
+    kernels: dict[str, KernelInfo] = {}
+    glob: dict[str, GlobalVar] = {}
+    init: dict[str, bytes] = {}
+    for fb in parse_fatbins(image):
+        if not fb.entries:
+            continue
+        try:
+            entry = fb.select_cubin(prefer_arch)
+            cub = entry.data()
+            for name, info in cubin_kernels(cub).items():
+                kernels.setdefault(name, info)
+            for name, g in cubin_globals(cub).items():
+                glob.setdefault(name, g)
+            for name, data in cubin_global_init(cub).items():
+                init.setdefault(name, data)
+        except NoUsableCubinError:
+            for entry in fb.entries:  # PTX only: read the layouts from the PTX itself
+                if entry.kind != KIND_PTX:
+                    continue
+                try:
+                    text = entry.data()
+                except FatbinError:  # compressed, and no decoder here
+                    continue
+                for name, info in ptx_kernels(text).items():
+                    kernels.setdefault(name, info)
+    return kernels, glob, init

@@ -1520,6 +1520,100 @@ def _decode_PUSH_DONE(b: Buffer, aux: int = 0) -> PUSH_DONE:
     return _new(PUSH_DONE, (node,))
 
 
+class MODULE_IMAGE(NamedTuple):
+    """MODULE_IMAGE (0x0601): load an image into the device's context as `module`; with no tail,
+    cudaErrorSymbolNotFound says the cache does not hold that hash (send the image)
+    """
+
+    module: int
+    flags: int
+    size: int
+    hash: bytes
+
+    def pack(self) -> builtins.bytes:
+        return _S_MODULE_IMAGE.pack(self.module, self.flags, self.size, *self.hash)
+
+
+_S_MODULE_IMAGE = struct.Struct('<IIQ32B')
+
+
+def _decode_MODULE_IMAGE(b: Buffer, aux: int = 0) -> MODULE_IMAGE:
+    v = _S_MODULE_IMAGE.unpack(b)
+    return _new(MODULE_IMAGE, (v[0], v[1], v[2], bytes(v[3:35])))
+
+
+class MODULE_FUNCTION(NamedTuple):
+    """MODULE_FUNCTION (0x0602): look a function of the module up by name; launches name it
+    `kernel` from then on
+    """
+
+    module: int
+    kernel: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MODULE_FUNCTION.pack(self.module, self.kernel)
+
+
+_S_MODULE_FUNCTION = struct.Struct('<II')
+
+
+def _decode_MODULE_FUNCTION(b: Buffer, aux: int = 0) -> MODULE_FUNCTION:
+    module, kernel = _S_MODULE_FUNCTION.unpack(b)
+    return _new(MODULE_FUNCTION, (module, kernel))
+
+
+class MODULE_GLOBAL(NamedTuple):
+    """MODULE_GLOBAL (0x0603): a global variable of the module"""
+
+    module: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MODULE_GLOBAL.pack(self.module)
+
+
+_S_MODULE_GLOBAL = struct.Struct('<I')
+
+
+def _decode_MODULE_GLOBAL(b: Buffer, aux: int = 0) -> MODULE_GLOBAL:
+    module, = _S_MODULE_GLOBAL.unpack(b)
+    return _new(MODULE_GLOBAL, (module,))
+
+
+class MODULE_GLOBAL_REPLY(NamedTuple):
+    """The reply to MODULE_GLOBAL."""
+
+    addr: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MODULE_GLOBAL_REPLY.pack(self.addr, self.size)
+
+
+_S_MODULE_GLOBAL_REPLY = struct.Struct('<QQ')
+
+
+def _decode_MODULE_GLOBAL_REPLY(b: Buffer, aux: int = 0) -> MODULE_GLOBAL_REPLY:
+    addr, size = _S_MODULE_GLOBAL_REPLY.unpack(b)
+    return _new(MODULE_GLOBAL_REPLY, (addr, size))
+
+
+class MODULE_UNLOAD(NamedTuple):
+    """MODULE_UNLOAD (0x0604)"""
+
+    module: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MODULE_UNLOAD.pack(self.module)
+
+
+_S_MODULE_UNLOAD = struct.Struct('<I')
+
+
+def _decode_MODULE_UNLOAD(b: Buffer, aux: int = 0) -> MODULE_UNLOAD:
+    module, = _S_MODULE_UNLOAD.unpack(b)
+    return _new(MODULE_UNLOAD, (module,))
+
+
 class REPLY(NamedTuple):
     """REPLY (0x8001): answer to the sync request with the same id: status, the reply's fixed part,
     tail
@@ -1768,6 +1862,10 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x050a: _decode_CAPTURE_DTOH,
     0x050b: _decode_HOST_DATA,
     0x050c: _decode_PUSH_DONE,
+    0x0601: _decode_MODULE_IMAGE,
+    0x0602: _decode_MODULE_FUNCTION,
+    0x0603: _decode_MODULE_GLOBAL,
+    0x0604: _decode_MODULE_UNLOAD,
     0x8001: _decode_REPLY,
     0x8002: _decode_DATA,
     0x8003: _decode_HEARTBEAT,

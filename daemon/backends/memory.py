@@ -141,6 +141,8 @@ class MemoryDevice:
         self.streams: dict[int, _Stream] = {0: _Stream()}
         self.events: dict[int, _Event] = {}
         self.kernels: dict[int, dict] = {}
+        # module -> (kernels, globals, initial bytes of the initialized globals)
+        self.images: dict[int, tuple[dict, dict, dict]] = {}
         self.limits = {0: 1024, 1: 1048576, 2: 8388608, 4: 2048, 5: 64}
         self.graphs: dict[int, list] = {}
         self.capturing: dict[int, list] = {}
@@ -290,8 +292,10 @@ class MemoryDevice:
             self._view(dst, n)[:] = bytes(self._view(src, n))
         self._run(stream, op)
 
-    def memset(self, dst: int, value: int, n: int, stream: int) -> None:
-        self._run(stream, lambda: self._view(dst, n).__setitem__(slice(None), bytes([value]) * n))
+    def memset(self, dst: int, value: int, n: int, stream: int, elem: int = 1) -> None:
+        pattern = (value & ((1 << (8 * elem)) - 1)).to_bytes(elem, "little")
+        self._run(stream, lambda: self._view(dst, n).__setitem__(slice(None),
+                                                                pattern * (n // elem)))
 
     def memcpy2d_htod(self, dst, dpitch, data, width, height, stream) -> None:
         data = bytes(data)
@@ -357,6 +361,32 @@ class MemoryDevice:
 
     def set_kernel(self, kid: int, info: dict) -> None:
         self.kernels[kid] = info
+
+    # -- modules from images (the driver layer) --
+    def image_load(self, module: int, image: bytes) -> None:
+        try:
+            self.images[module] = fatbin.image_contents(image)
+        except fatbin.FatbinError as exc:
+            raise CudaError(E["cudaErrorInvalidKernelImage"], str(exc)) from None
+
+    def image_function(self, module: int, name: str) -> dict | None:
+        info = self.images[module][0].get(name)
+        if info is None:
+            return None
+        return {"params": [[p.offset, p.size] for p in info.params],
+                "param_size": info.param_size, "max_threads": 1024, "max_dyn_smem": 49152,
+                "name": name}
+
+    def image_global(self, module: int, name: str) -> dict | None:
+        g = self.images[module][1].get(name)
+        if g is None:
+            return None
+        return {"size": g.size, "init": self.images[module][2].get(name, b"")}
+
+    def image_unload(self, module: int, kernels) -> None:
+        self.images.pop(module, None)
+        for kid in kernels:
+            self.kernels.pop(kid, None)
 
     def launch(self, kid: int, stream: int, grid, block, shmem: int, params: bytes,
                flags: int) -> None:

@@ -2,16 +2,17 @@
 
 ``core`` holds the Session: the transport (an asyncio BufferedProtocol) and the dispatch of
 each frame to its handler (``table``). The handlers live in modules that mirror the client's
-families of calls (devices, memory, pools, launch, streams, graphs). The session's smaller
-pieces each keep their own state: ``device`` (a virtual device and its pointer checks),
-``heartbeat`` (liveness and acknowledgements), ``quota`` (memory reservations), ``busy``
-(busy time per GPU), ``frees`` (stream-ordered frees), ``d2h`` (deferred device-to-host
-copies) and ``fast`` (the daemon's C path).
+families of calls (devices, memory, pools, launch, streams, graphs, and the driver layer's
+modules by image). The session's smaller pieces each keep their own state: ``device`` (a
+virtual device and its pointer checks), ``heartbeat`` (liveness and acknowledgements),
+``quota`` (memory reservations), ``busy`` (busy time per GPU), ``frees`` (stream-ordered
+frees), ``d2h`` (deferred device-to-host copies), ``modules`` (images loaded, the module
+cache) and ``fast`` (the daemon's C path).
 """
 
 # The handler families register themselves in table.HANDLERS as they are imported: here,
 # before anything of the package is used (importing any of its modules runs this first).
-from . import devices, graphs, launch, memory, pools, streams  # noqa: F401
+from . import devices, graphs, launch, memory, modules, pools, streams  # noqa: F401
 from .busy import BusyClock
 from .core import Session
 from .device import DeviceState, Refusal

@@ -38,12 +38,14 @@ from farcuda.wire import messages as msg
 from ..backends.base import Backend
 from ..errors import CudaError, E
 from ..faults import STICKY, demangle, describe
+from ..modcache import ModuleCache
 from .busy import BusyClock, BusyTime
 from .d2h import DeferredCopies
 from .device import DeviceState, Refusal
 from .fast import CPath
 from .frees import StreamOrderedFrees
 from .heartbeat import Heartbeat
+from .modules import ModuleImages
 from .quota import Quota
 from .table import DEFERRED, HANDLERS, Bulk
 
@@ -54,6 +56,7 @@ log = logging.getLogger("farcudad.session")
 _DATA = BY_NAME["DATA"].op
 _HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
 _DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
+_MODULE_IMAGE_OP = BY_NAME["MODULE_IMAGE"].op  # its failures say why, too
 _SINK_MIN = 64 << 10  # payloads from this size on are received straight into staging memory
 # Requests whose success shows that the device's work up to them ran without a fault (see
 # daemon/faults.py: what a later fault may be blamed on).
@@ -69,7 +72,7 @@ class Session(asyncio.BufferedProtocol):
                  heartbeat_ms: int = 1000, client_timeout: float = 60.0,
                  quota_bytes: int | None = None, on_close: Callable[[], None] | None = None,
                  drain_output: Callable[[], bytes] | None = None, front=None,
-                 output_fd: int = -1) -> None:
+                 output_fd: int = -1, module_cache: ModuleCache | None = None) -> None:
         self.backend = backend
         self.session_id = session_id
         self.identity = identity or {}
@@ -90,6 +93,7 @@ class Session(asyncio.BufferedProtocol):
         self.quota = Quota(self, quota_bytes)
         self.frees = StreamOrderedFrees(self)
         self.d2h = DeferredCopies(self)
+        self.images = ModuleImages(module_cache)
         self.heartbeat = Heartbeat(self, heartbeat_ms, client_timeout)
         self.fast = CPath(self, backend.fastpath) if backend.fastpath is not None else None
         self.reader = FrameReader("c2s", sink=self._sink,
@@ -306,10 +310,11 @@ class Session(asyncio.BufferedProtocol):
         self.d2h.deliver()
         self._fault(f.vdev, status)
         if f.rid:
-            # A DEVICE_OPEN refused by policy says why (the client asks for it with a bulk
-            # reply, so a tail is welcome there and nowhere else).
-            why = (str(exc).encode()[:400] if isinstance(exc, Refusal)
-                   and f.op == _DEVICE_OPEN_OP else b"")
+            # A DEVICE_OPEN refused by policy, and a module that failed to load, say why (the
+            # client asks for those with a bulk reply, so a tail is welcome there only).
+            why = (str(exc).encode()[:400]
+                   if (isinstance(exc, Refusal) and f.op == _DEVICE_OPEN_OP)
+                   or (exc is not None and f.op == _MODULE_IMAGE_OP) else b"")
             self._write(encode_reply(f.rid, status, None, None, why, f.vdev))
         else:
             self._write(encode_value(msg.ASYNC_ERROR(status, f.op), vdev=f.vdev))

@@ -147,7 +147,12 @@ def MEMCPY_DTOD(s: Session, f: Frame, m: msg.MEMCPY_DTOD):
 def MEMSET(s: Session, f: Frame, m: msg.MEMSET):
     d = s.dev(f)
     d.check(m.dst, m.size)
-    d.be.memset(m.dst, m.value & 0xFF, m.size, m.stream)
+    if m.elem in (0, 1):  # the runtime shim's sets are bytes
+        d.be.memset(m.dst, m.value & 0xFF, m.size, m.stream)
+    elif m.elem in (2, 4) and m.size % m.elem == 0 and m.dst % m.elem == 0:
+        d.be.memset(m.dst, m.value, m.size, m.stream, m.elem)  # cuMemsetD16/D32
+    else:
+        raise CudaError(E["cudaErrorInvalidValue"], f"a set of {m.elem}-byte elements")
 
 
 @handler

@@ -3,17 +3,20 @@
 
 Each ``<name>.cu`` here is compiled with nvcc against the *shared* CUDA runtime
 (``-cudart shared``), so that the resulting binary calls ``libcudart.so.13`` and
-can run either natively or through farcuda's interposer.
+can run either natively or through farcuda's interposer. The ``static`` variant
+(nvcc's default, ``-cudart static``) carries the runtime inside itself and reaches
+the GPU through ``libcuda.so.1``: through farcuda's driver layer.
 
 Importable::
 
     from tests.programs.build import build, PROGRAMS
     exe = build("vector_add", out_dir)                    # -> Path
     exe = build("vector_add", out_dir, compressed=True)   # -Xfatbin -compress-all
+    exe = build("vector_add", out_dir, static=True)       # -cudart static
 
 Command line::
 
-    python tests/programs/build.py [names...] [--out DIR] [--compressed] [--force]
+    python tests/programs/build.py [names...] [--out DIR] [--compressed] [--static] [--force]
 
 With no names, every program is built.  Binaries are cached: a program is only
 recompiled when its source (or this file) is newer than the binary, or when the
@@ -73,15 +76,18 @@ def nvcc_path() -> Path:
     return cuda_home() / "bin" / "nvcc"
 
 
-def binary_name(name: str, compressed: bool = False) -> str:
-    return f"{name}_compressed" if compressed else name
+def binary_name(name: str, compressed: bool = False, static: bool = False) -> str:
+    return name + ("_compressed" if compressed else "") + ("_static" if static else "")
 
 
 def command(name: str, out: Path, extra_flags: Sequence[str] = (),
-            compressed: bool = False) -> list[str]:
+            compressed: bool = False, static: bool = False) -> list[str]:
     """The nvcc command line that builds program ``name`` into ``out``."""
     src = HERE / f"{name}.cu"
-    cmd = [str(nvcc_path()), *BASE_FLAGS, *PROGRAM_FLAGS.get(name, ())]
+    base = list(BASE_FLAGS)
+    if static:
+        base[base.index("-cudart") + 1] = "static"
+    cmd = [str(nvcc_path()), *base, *PROGRAM_FLAGS.get(name, ())]
     if compressed:
         cmd += COMPRESS_FLAGS
     cmd += list(extra_flags)
@@ -91,11 +97,12 @@ def command(name: str, out: Path, extra_flags: Sequence[str] = (),
 
 def build(name: str, out_dir: os.PathLike | str = DEFAULT_OUT,
           extra_flags: Iterable[str] = (), *, compressed: bool = False,
-          force: bool = False) -> Path:
+          static: bool = False, force: bool = False) -> Path:
     """Compile ``tests/programs/<name>.cu`` into ``out_dir`` and return the binary path.
 
     ``compressed=True`` builds the variant with ``-Xfatbin -compress-all``; it is
     written as ``<name>_compressed`` so both variants can live in one folder.
+    ``static=True`` links the runtime statically (``<name>_static``).
     Raises ``FileNotFoundError`` for an unknown program and
     ``subprocess.CalledProcessError`` (with nvcc's output attached) on a failed build.
     """
@@ -106,8 +113,8 @@ def build(name: str, out_dir: os.PathLike | str = DEFAULT_OUT,
         raise FileNotFoundError(f"nvcc not found at {nvcc_path()} (set CUDA_HOME)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / binary_name(name, compressed)
-    cmd = command(name, out, tuple(extra_flags), compressed)
+    out = out_dir / binary_name(name, compressed, static)
+    cmd = command(name, out, tuple(extra_flags), compressed, static)
     cmd_file = out.with_name(out.name + ".cmd")
     cmd_text = shlex.join(cmd)
 
@@ -137,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder")
     ap.add_argument("--compressed", action="store_true",
                     help="build with -Xfatbin -compress-all (binary <name>_compressed)")
+    ap.add_argument("--static", action="store_true",
+                    help="build with -cudart static (binary <name>_static)")
     ap.add_argument("--force", action="store_true", help="ignore the build cache")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 4)
     ap.add_argument("--print-command", action="store_true",
@@ -150,13 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.out)
     if args.print_command:
         for n in names:
-            print(shlex.join(command(n, out_dir / binary_name(n, args.compressed),
-                                     (), args.compressed)))
+            print(shlex.join(command(n, out_dir / binary_name(n, args.compressed, args.static),
+                                     (), args.compressed, args.static)))
         return 0
 
     def one(n: str):
         try:
-            return n, build(n, out_dir, compressed=args.compressed, force=args.force), None
+            return n, build(n, out_dir, compressed=args.compressed, static=args.static,
+                            force=args.force), None
         except (subprocess.CalledProcessError, FileNotFoundError) as e:
             return n, None, e
 

@@ -95,6 +95,10 @@ enum {
     FC_OP_CAPTURE_DTOH = 0x050a,
     FC_OP_HOST_DATA = 0x050b,
     FC_OP_PUSH_DONE = 0x050c,
+    FC_OP_MODULE_IMAGE = 0x0601,
+    FC_OP_MODULE_FUNCTION = 0x0602,
+    FC_OP_MODULE_GLOBAL = 0x0603,
+    FC_OP_MODULE_UNLOAD = 0x0604,
     FC_OP_REPLY = 0x8001,
     FC_OP_DATA = 0x8002,
     FC_OP_HEARTBEAT = 0x8003,
@@ -692,6 +696,44 @@ typedef struct __attribute__((packed)) {  /* PUSH_DONE */
     uint32_t node;
 } fc_PUSH_DONE;
 _Static_assert(sizeof(fc_PUSH_DONE) == 4, "fc_PUSH_DONE layout");
+
+/* MODULE_IMAGE (0x0601, client to daemon, sync): load an image into the device's context as
+ * `module`; with no tail, cudaErrorSymbolNotFound says the cache does not hold that hash (send
+ * the image)
+ */
+typedef struct __attribute__((packed)) {  /* MODULE_IMAGE */
+    uint32_t module;
+    uint32_t flags;
+    uint64_t size;
+    uint8_t hash[32];
+} fc_MODULE_IMAGE;
+_Static_assert(sizeof(fc_MODULE_IMAGE) == 48, "fc_MODULE_IMAGE layout");
+
+/* MODULE_FUNCTION (0x0602, client to daemon, sync): look a function of the module up by name;
+ * launches name it `kernel` from then on
+ */
+typedef struct __attribute__((packed)) {  /* MODULE_FUNCTION */
+    uint32_t module;
+    uint32_t kernel;
+} fc_MODULE_FUNCTION;
+_Static_assert(sizeof(fc_MODULE_FUNCTION) == 8, "fc_MODULE_FUNCTION layout");
+
+/* MODULE_GLOBAL (0x0603, client to daemon, sync): a global variable of the module */
+typedef struct __attribute__((packed)) {  /* MODULE_GLOBAL */
+    uint32_t module;
+} fc_MODULE_GLOBAL;
+_Static_assert(sizeof(fc_MODULE_GLOBAL) == 4, "fc_MODULE_GLOBAL layout");
+typedef struct __attribute__((packed)) {  /* MODULE_GLOBAL_reply */
+    uint64_t addr;
+    uint64_t size;
+} fc_MODULE_GLOBAL_reply;
+_Static_assert(sizeof(fc_MODULE_GLOBAL_reply) == 16, "fc_MODULE_GLOBAL_reply layout");
+
+/* MODULE_UNLOAD (0x0604, client to daemon, async) */
+typedef struct __attribute__((packed)) {  /* MODULE_UNLOAD */
+    uint32_t module;
+} fc_MODULE_UNLOAD;
+_Static_assert(sizeof(fc_MODULE_UNLOAD) == 4, "fc_MODULE_UNLOAD layout");
 
 /* REPLY (0x8001, daemon to client, reply): answer to the sync request with the same id: status,
  * the reply's fixed part, tail

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 from typing import Any
 
 from farcuda.wire import messages as msg
@@ -25,6 +26,17 @@ from .driver import SUCCESS, check, cu
 __all__ = ["CudaBackend", "CudaDevice"]
 
 log = logging.getLogger("farcudad.cuda")
+
+
+def _kernel_module_version() -> str | None:
+    """The NVIDIA kernel module's version ("580.95.05"), from /proc, or None."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            text = f.read()
+    except OSError:
+        return None
+    m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
+    return m.group(1) if m else None
 
 
 class CudaBackend:
@@ -75,8 +87,13 @@ class CudaBackend:
             r = cu.cuDeviceGetAttribute(attr, dev)
             if r[0] == SUCCESS:
                 attrs[str(a)] = int(r[1])
-        return {"name": name, "uuid": raw.hex(), "total_mem": int(check(cu.cuDeviceTotalMem(dev))),
-                "attrs": attrs}
+        info: dict[str, Any] = {"name": name, "uuid": raw.hex(),
+                                "total_mem": int(check(cu.cuDeviceTotalMem(dev))),
+                                "attrs": attrs}
+        version = _kernel_module_version()
+        if version:  # what NVML's nvmlSystemGetDriverVersion says, for the client's NVML
+            info["driver_version"] = version
+        return info
 
     def open_device(self, gpu: int, sm_budget: int, flags: int, window_base: int,
                     window_size: int, vdev: int = 0) -> CudaDevice:

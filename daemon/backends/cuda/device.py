@@ -132,6 +132,7 @@ class CudaDevice:
         self.events: dict[int, object] = {}
         self.kernels: dict[int, dict] = {}
         self.libraries: list[tuple[object, bytes]] = []
+        self.images: dict[int, tuple[object, bytes]] = {}  # module -> (library, image)
         self.graphs: dict[int, Any] = {}  # cuda.bindings CUgraph
         self.execs: dict[int, object] = {}
         self.capturing: set[int] = set()
@@ -528,9 +529,14 @@ class CudaDevice:
         self.cur()
         check(cu.cuMemcpyDtoDAsync(dst, src, n, self._q(stream)))
 
-    def memset(self, dst: int, value: int, n: int, stream: int) -> None:
+    def memset(self, dst: int, value: int, n: int, stream: int, elem: int = 1) -> None:
         self.cur()
-        check(cu.cuMemsetD8Async(dst, value, n, self._q(stream)))
+        if elem == 4:
+            check(cu.cuMemsetD32Async(dst, value & 0xFFFFFFFF, n // 4, self._q(stream)))
+        elif elem == 2:
+            check(cu.cuMemsetD16Async(dst, value & 0xFFFF, n // 2, self._q(stream)))
+        else:
+            check(cu.cuMemsetD8Async(dst, value, n, self._q(stream)))
 
     def _copy2d(self, dst, dpitch, dtype, src, spitch, stype, width, height, s) -> None:
         p = cu.CUDA_MEMCPY2D()
@@ -621,30 +627,7 @@ class CudaDevice:
         image = bytes(image)
         lib = check(cu.cuLibraryLoadData(image, None, None, 0, None, None, 0))
         self.libraries.append((lib, image))
-        kout: list[dict | None] = []
-        for name in kernels:
-            res = cu.cuLibraryGetKernel(lib, name.encode())
-            if res[0] != SUCCESS:
-                kout.append(None)  # device linking may drop kernels nothing calls
-                continue
-            kernel = res[1]
-            func = check(cu.cuKernelGetFunction(kernel))
-            params = []
-            i = 0
-            while True:
-                r = cu.cuKernelGetParamInfo(kernel, i)
-                if r[0] != SUCCESS:
-                    break
-                params.append([int(r[1]), int(r[2])])
-                i += 1
-            max_threads = check(cu.cuFuncGetAttribute(
-                cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, func))
-            max_dyn = check(cu.cuFuncGetAttribute(
-                cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, func))
-            kout.append({"params": params,
-                         "param_size": max((o + s for o, s in params), default=0),
-                         "max_threads": max_threads, "max_dyn_smem": max_dyn, "func": func,
-                         "name": name})
+        kout = [self._kernel_info(lib, name) for name in kernels]
         vout: list[dict | None] = []
         for name in variables:
             res = cu.cuLibraryGetGlobal(lib, name.encode())
@@ -653,6 +636,59 @@ class CudaDevice:
                 continue
             vout.append({"addr": int(res[1]), "size": int(res[2])})
         return kout, vout
+
+    def _kernel_info(self, lib, name: str) -> dict | None:
+        """A kernel of a loaded library: its function and parameter layout (None: not in
+        the library; device linking may drop kernels nothing calls)."""
+        res = cu.cuLibraryGetKernel(lib, name.encode())
+        if res[0] != SUCCESS:
+            return None
+        kernel = res[1]
+        func = check(cu.cuKernelGetFunction(kernel))
+        params = []
+        i = 0
+        while True:
+            r = cu.cuKernelGetParamInfo(kernel, i)
+            if r[0] != SUCCESS:
+                break
+            params.append([int(r[1]), int(r[2])])
+            i += 1
+        max_threads = check(cu.cuFuncGetAttribute(
+            cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, func))
+        max_dyn = check(cu.cuFuncGetAttribute(
+            cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, func))
+        return {"params": params, "param_size": max((o + s for o, s in params), default=0),
+                "max_threads": max_threads, "max_dyn_smem": max_dyn, "func": func,
+                "name": name}
+
+    # -- modules from images (the driver layer): cuLibraryLoadData takes every kind --
+    def image_load(self, module: int, image: bytes) -> None:
+        self.cur()
+        image = bytes(image)
+        res = cu.cuLibraryLoadData(image, None, None, 0, None, None, 0)
+        if res[0] != SUCCESS:
+            raise CudaError(int(res[0]), "the GPU's driver refused the image")
+        self.images[module] = (res[1], image)
+
+    def image_function(self, module: int, name: str) -> dict | None:
+        self.cur()
+        return self._kernel_info(self.images[module][0], name)
+
+    def image_global(self, module: int, name: str) -> dict | None:
+        self.cur()
+        res = cu.cuLibraryGetGlobal(self.images[module][0], name.encode())
+        if res[0] != SUCCESS:
+            return None
+        return {"addr": int(res[1]), "size": int(res[2])}
+
+    def image_unload(self, module: int, kernels) -> None:
+        self.cur()
+        for kid in kernels:
+            self.kernels.pop(kid, None)
+            if self._fp is not None:
+                self._fp.fp_set_kernel(self.vdev, kid, self._ptr(None), 0)
+        lib, _ = self.images.pop(module)
+        check(cu.cuLibraryUnload(lib))
 
     def set_kernel(self, kid: int, info: dict) -> None:
         self.kernels[kid] = info
@@ -1153,7 +1189,7 @@ class CudaDevice:
             self.staging.close()
             self._chunks.close()
             cu.cuMemFreeHost(self._small)
-            for lib, _ in self.libraries:
+            for lib, _ in [*self.libraries, *self.images.values()]:
                 cu.cuLibraryUnload(lib)
             cu.cuMemAddressFree(self.window_base, self.window_size)
         finally:
