@@ -133,6 +133,8 @@ FCC_API int fcc_post(int dev, uint16_t op, const void *fixed, size_t flen, const
                      size_t tlen);
 /* Ids the client gives streams, events, kernels, modules and callbacks: unique in the
  * process, so that every layer's objects can share one session. */
+/* Wait until the host functions queued on the device before this call have run. */
+FCC_API void fcc_wait_host_funcs(int dev);
 FCC_API uint32_t fcc_new_id(void);
 FCC_API uint32_t fcc_new_kernel_id(void);  /* dense: the daemon indexes arrays by them */
 

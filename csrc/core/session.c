@@ -196,6 +196,7 @@ static int hostnode_target(uint32_t node, uint64_t offset, size_t n, void **dst,
 
 typedef struct host_fn {
     uint32_t id;
+    uint64_t seq;
     int dev;
     void (*fn)(void *);
     void *arg;
@@ -206,21 +207,50 @@ static pthread_mutex_t hf_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hf_cv = PTHREAD_COND_INITIALIZER;
 static host_fn *hf_waiting, *hf_ready, **hf_ready_tail = &hf_ready;
 static int hf_thread_started;
+static pthread_cond_t hf_done_cv = PTHREAD_COND_INITIALIZER;
+static host_fn *hf_running;
+static uint64_t hf_seq;
+static __thread int hf_on_thread;
+
+static int hf_earlier(int dev, uint64_t seq) {
+    for (host_fn *h = hf_waiting; h; h = h->next)
+        if (h->dev == dev && h->seq < seq) return 1;
+    for (host_fn *h = hf_ready; h; h = h->next)
+        if (h->dev == dev && h->seq < seq) return 1;
+    return hf_running && hf_running->dev == dev && hf_running->seq < seq;
+}
+
+/* A copy from pinned memory must see what host functions queued before it write there (the
+ * GPU reads the source when the copy executes, after them): wait until they have run. A host
+ * function itself does not wait (it may not call CUDA anyway). */
+void fcc_wait_host_funcs(int dev) {
+    if (hf_on_thread) return;
+    pthread_mutex_lock(&hf_mtx);
+    uint64_t me = ++hf_seq;
+    while (hf_earlier(dev, me)) pthread_cond_wait(&hf_done_cv, &hf_mtx);
+    pthread_mutex_unlock(&hf_mtx);
+}
 
 /* Host functions run on one thread of their own, in the order the streams reach them: never
  * on the connection's reader, which must go on reading while a function calls CUDA itself. */
 static void *hf_main(void *arg) {
     (void)arg;
+    hf_on_thread = 1;
     for (;;) {
         pthread_mutex_lock(&hf_mtx);
         while (!hf_ready) pthread_cond_wait(&hf_cv, &hf_mtx);
         host_fn *h = hf_ready;
         hf_ready = h->next;
         if (!hf_ready) hf_ready_tail = &hf_ready;
+        hf_running = h;
         pthread_mutex_unlock(&hf_mtx);
         h->fn(h->arg);
         fc_CALLBACK_DONE m = {h->id};
         fcc_post(h->dev, FC_OP_CALLBACK_DONE, &m, sizeof m, NULL, 0);
+        pthread_mutex_lock(&hf_mtx);
+        hf_running = NULL;
+        pthread_cond_broadcast(&hf_done_cv);
+        pthread_mutex_unlock(&hf_mtx);
         free(h);
     }
     return NULL;
@@ -245,7 +275,7 @@ int fcc_host_func(int dev, uint32_t stream, void (*fn)(void *), void *arg) {
     if (st) return st;
     host_fn *h = calloc(1, sizeof *h);
     if (!h) return cudaErrorMemoryAllocation;
-    *h = (host_fn){fcc_new_id(), dev, fn, arg, NULL};
+    *h = (host_fn){.id = fcc_new_id(), .dev = dev, .fn = fn, .arg = arg};
     pthread_mutex_lock(&hf_mtx);
     if (!hf_thread_started) {
         pthread_t t;
@@ -257,6 +287,7 @@ int fcc_host_func(int dev, uint32_t stream, void (*fn)(void *), void *arg) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         hf_thread_started = 1;
     }
+    h->seq = ++hf_seq;
     h->next = hf_waiting;
     hf_waiting = h;
     pthread_mutex_unlock(&hf_mtx);
@@ -696,8 +727,9 @@ static void child_after_fork(void) {
     }
     pthread_mutex_init(&hf_mtx, NULL);
     hf_thread_started = 0;
-    hf_waiting = hf_ready = NULL;
+    hf_waiting = hf_ready = hf_running = NULL;
     hf_ready_tail = &hf_ready;
+    pthread_cond_init(&hf_done_cv, NULL);
 }
 
 /* The shim's session: its servers and devices, in its order (both layers read the same

@@ -332,7 +332,7 @@ FCD_EXPORT CUresult cuCtxGetFlags(unsigned int *flags) {
     CUcontext c = fcd_current(&st);
     if (!c) return st;
     if (!flags) return CUDA_ERROR_INVALID_VALUE;
-    *flags = c->flags;
+    *flags = c->flags | 0x8; /* CU_CTX_MAP_HOST: always on, and a real driver says so */
     return CUDA_SUCCESS;
 }
 

@@ -13,7 +13,8 @@
  *                                       (slot 2), modules from a fat binary (1, 6, 8)
  * a094798c-2e74-2e74-93f2-0800200c0a66  tools runtime callback hooks: two buffers (2, 6)
  * 42d85a81-23f6-cb47-8298-f6e78a3aecdc  tools thread-local storage (mandatory: the runtime
- *                                       aborts without it; its slots are not called)
+ *                                       aborts without it); slot 2, the current context,
+ *                                       is called by cuBLAS
  * c693336e-1121-df11-a8c3-68f355d89593  context-local storage: put, delete, get
  * 263e8860-7cd2-6143-92f6-bbd5006dfa7e  context checks (2: context_check, 3: always 0)
  * d4082055-bde6-704b-8d34-ba123c66e1f2  the runtime's integrity check of the driver (1)
@@ -39,6 +40,7 @@ CUresult fcd_cls_get(void **value, CUcontext ctx, void *key);
 int fcd_driver_version(void);
 int fcd_attr(int dev, int attr);
 CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev);
+CUresult cuCtxGetCurrent(CUcontext *pctx);
 
 /* ---------------- slots nobody has described ---------------- */
 
@@ -151,8 +153,17 @@ static const void *hooks_table[7] = {
 
 #define TLS "42d85a81-23f6-cb47-8298-f6e78a3aecdc"
 UNKNOWN(tls, TLS, 1)
-UNKNOWN(tls, TLS, 2)
-static const void *tls_table[3] = {(void *)(uintptr_t)0x18, (void *)x_tls_1, (void *)x_tls_2};
+
+/* Slot 2: the calling thread's current context, written to its one argument (cuBLAS asks
+ * before it uses the cuBLAS-Lt table 21318c60; the object it gets from a real driver is the
+ * one the context checks of 263e8860 are given). */
+static CUresult tls_current_context(CUcontext *out) {
+    if (!out) return CUDA_ERROR_INVALID_VALUE;
+    return cuCtxGetCurrent(out);
+}
+
+static const void *tls_table[3] = {(void *)(uintptr_t)0x18, (void *)x_tls_1,
+                                   (void *)tls_current_context};
 
 /* ---------------- c693336e: context-local storage ---------------- */
 

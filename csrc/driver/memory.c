@@ -334,6 +334,7 @@ static CUresult htod(int dev, CUdeviceptr dst, const void *src, size_t n, uint32
                      int async) {
     CUresult st = fcd_status(fcc_device_ready(dev));
     if (st) return st;
+    if (pinned(src, n)) fcc_wait_host_funcs(dev);
     fc_MEMCPY_HTOD m = {dst, sid, 0};
     int e = fc_send_htod(conn_of(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
                          !async);

@@ -695,6 +695,20 @@ static CUresult check_dims(CUfunction f, unsigned gx, unsigned gy, unsigned gz, 
     return CUDA_SUCCESS;
 }
 
+/* A configuration the driver may refuse (a grid or block past the device's limits, more
+ * dynamic shared memory than the function may use, a cooperative or cluster launch): sent as
+ * a request and answered, so that the refusal comes back from this call, as from a real
+ * driver, and not from a later one. */
+static int doubtful(CUfunction f, int dev, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                    unsigned by, unsigned bz, unsigned shmem) {
+    int fcd_attr(int dev, int attr);
+    /* CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X..Z (2-4), MAX_GRID_DIM_X..Z (5-7) */
+    return bx > (unsigned)fcd_attr(dev, 2) || by > (unsigned)fcd_attr(dev, 3) ||
+           bz > (unsigned)fcd_attr(dev, 4) || gx > (unsigned)fcd_attr(dev, 5) ||
+           gy > (unsigned)fcd_attr(dev, 6) || gz > (unsigned)fcd_attr(dev, 7) ||
+           shmem > f->max_dyn_smem;
+}
+
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                        unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
                        void **extra, int ptds, uint32_t flags) {
@@ -709,6 +723,14 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
     if ((st = pack(f, params, extra, buf))) {
         if (buf != small) free(buf);
         return st;
+    }
+    if (flags || doubtful(f, dev, gx, gy, gz, bx, by, bz, shmem)) {
+        fc_LAUNCH m = {f->id, sid, {gx, gy, gz}, {bx, by, bz}, shmem, flags};
+        int e = fcc_call(dev, FC_OP_LAUNCH, &m, sizeof m, buf, f->param_size, NULL, 0, NULL,
+                         NULL);
+        if (buf != small) free(buf);
+        if (!e) fcd_capture_node(fcd_capture_of(s), 0);
+        return fcd_status(fcc_sync_status(dev, e));
     }
     fc_conn *c = fcc_dev_conn(dev);
     char *p = fc_post_begin(c, FC_OP_LAUNCH, (uint16_t)dev, sizeof(fc_LAUNCH) + f->param_size);
@@ -769,6 +791,19 @@ static CUresult launch_ex(const CUlaunchConfig *cfg, CUfunction f, void **params
     fc_LAUNCH_EX m = {f->id, sid, {cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ},
                       {cfg->blockDimX, cfg->blockDimY, cfg->blockDimZ}, cfg->sharedMemBytes,
                       cfg->numAttrs};
+    /* CU_LAUNCH_ATTRIBUTE_COOPERATIVE (2) and CLUSTER_DIMENSION (4) have conditions only the
+     * device can judge */
+    int ask = doubtful(f, dev, cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ, cfg->blockDimX,
+                       cfg->blockDimY, cfg->blockDimZ, cfg->sharedMemBytes);
+    for (unsigned i = 0; i < cfg->numAttrs && !ask; i++)
+        ask = cfg->attrs[i].id == 2 || cfg->attrs[i].id == 4;
+    if (ask) {
+        int e = fcc_call(dev, FC_OP_LAUNCH_EX, &m, sizeof m, tmp, alen + f->param_size, NULL, 0,
+                         NULL, NULL);
+        free(tmp);
+        if (!e) fcd_capture_node(fcd_capture_of(cfg->hStream), 0);
+        return fcd_status(fcc_sync_status(dev, e));
+    }
     st = fcd_status(fcc_post(dev, FC_OP_LAUNCH_EX, &m, sizeof m, tmp, alen + f->param_size));
     free(tmp);
     if (!st) fcd_capture_node(fcd_capture_of(cfg->hStream), 0);
