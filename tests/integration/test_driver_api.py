@@ -34,6 +34,8 @@ cuCtxGetApiVersion(NULL): 0
 api version 3020
 context device 0
 created context is current: yes
+tools table: size 24, current context: yes
+context flags map host: yes
 popped it: yes, primary current again: yes
 cuCtxGetApiVersion(destroyed): 201
 sets: 12341234 deadbe56, others bad 0

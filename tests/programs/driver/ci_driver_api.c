@@ -10,6 +10,7 @@
  */
 #include <cuda.h>
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,18 @@ int main(int argc, char **argv) {
     OK(F(cuCtxCreate, 3020, CUcontext *, unsigned, CUdevice)(&mine, 0, dev));
     OK(F(cuCtxGetCurrent, 4000, CUcontext *)(&ctx));
     printf("created context is current: %s\n", ctx == mine ? "yes" : "no");
+    /* what cuBLAS asks of the tools thread-local table (slot 2): the current context */
+    static const CUuuid tools_tls = {{0x42, 0xd8, 0x5a, 0x81, 0x23, 0xf6, 0xcb, 0x47, 0x82,
+                                      0x98, 0xf6, 0xe7, 0x8a, 0x3a, 0xec, 0xdc}};
+    const void *const *tls = NULL;
+    OK(F(cuGetExportTable, 3000, const void **, const CUuuid *)((const void **)&tls, &tools_tls));
+    CUcontext via_tls = NULL;
+    OK(((CUresult(*)(CUcontext *))tls[2])(&via_tls));
+    printf("tools table: size %d, current context: %s\n", (int)(uintptr_t)tls[0],
+           via_tls == mine ? "yes" : "no");
+    unsigned cflags = 0;
+    OK(F(cuCtxGetFlags, 7000, unsigned *)(&cflags));
+    printf("context flags map host: %s\n", cflags & CU_CTX_MAP_HOST ? "yes" : "no");
     OK(F(cuCtxPopCurrent, 4000, CUcontext *)(&popped));
     OK(F(cuCtxGetCurrent, 4000, CUcontext *)(&ctx));
     printf("popped it: %s, primary current again: %s\n", popped == mine ? "yes" : "no",
