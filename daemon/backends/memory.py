@@ -394,7 +394,10 @@ class MemoryDevice:
         if info is None:
             raise CudaError(E["cudaErrorInvalidDeviceFunction"])
         threads = block[0] * block[1] * block[2]
-        if threads == 0 or threads > 1024 or 0 in grid:
+        # an H100's limits, as a GPU refuses a launch past them
+        if (threads == 0 or threads > 1024 or 0 in grid or block[2] > 64
+                or grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535
+                or shmem > info.get("max_dyn_smem_set", 49152)):
             raise CudaError(E["cudaErrorInvalidValue"])
         if len(params) != info["param_size"]:
             raise CudaError(E["cudaErrorInvalidValue"], "parameter buffer size")
@@ -436,6 +439,10 @@ class MemoryDevice:
     def func_set_attr(self, kid: int, attr: int, value: int) -> None:
         if kid not in self.kernels:
             raise CudaError(E["cudaErrorInvalidDeviceFunction"])
+        if attr == 8:  # cudaFuncAttributeMaxDynamicSharedMemorySize, up to an H100's opt-in
+            if not 0 <= value <= 232448:
+                raise CudaError(E["cudaErrorInvalidValue"])
+            self.kernels[kid]["max_dyn_smem_set"] = value
 
     def occupancy(self, kid: int, block: int, shmem: int, flags: int) -> int:
         if kid not in self.kernels or block <= 0:

@@ -44,6 +44,9 @@ address range: base ok yes, size 1048576, memory type 2
 cuModuleGetFunction(nope): 500
 fill's parameters: 0+8 8+4 16+8; a fourth: 1
 cuLaunchKernel with a zero grid: 1
+cuLaunchKernel with grid.y 65536: 1
+cuLaunchKernel with 64 KiB dynamic shared memory: 1
+cuCtxSynchronize after them: 0
 global table: 16 bytes, starts 11 22 33 44
 launches queued: 4
 max threads 1024, blocks per SM at 128 threads 16, capturing 0

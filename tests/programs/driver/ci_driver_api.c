@@ -193,6 +193,16 @@ int main(int argc, char **argv) {
          F(cuLaunchKernel, 4000, CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
            unsigned, unsigned, CUstream, void **, void **)(fill, 0, 1, 1, 1, 1, 1, 0, NULL, params,
                                                            NULL));
+    /* refused by the device: the launch itself says so, and nothing is left for later */
+    SHOW("cuLaunchKernel with grid.y 65536",
+         F(cuLaunchKernel, 4000, CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+           unsigned, unsigned, CUstream, void **, void **)(fill, 1, 65536, 1, 1, 1, 1, 0, NULL,
+                                                           params, NULL));
+    SHOW("cuLaunchKernel with 64 KiB dynamic shared memory",
+         F(cuLaunchKernel, 4000, CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+           unsigned, unsigned, CUstream, void **, void **)(fill, 1, 1, 1, 1, 1, 1, 65536, NULL,
+                                                           params, NULL));
+    SHOW("cuCtxSynchronize after them", F(cuCtxSynchronize, 2000, void)());
     CUdeviceptr g;
     size_t gsize;
     OK(F(cuModuleGetGlobal, 3020, CUdeviceptr *, size_t *, CUmodule, const char *)(&g, &gsize, m1, "table"));
