@@ -70,6 +70,8 @@ int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigne
 
 /* statistics: calls, sync calls, bytes out, bytes in, wait ns, summed over servers */
 void fcx_stats(uint64_t *out5);
+/* round trips (every request answered by a reply) and synchronous ones (a caller waited) */
+void fcx_round_trips(uint64_t *out2);
 void fcx_log(const char *msg);
 
 #endif

@@ -246,6 +246,7 @@ int fc_post_req(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_
     }
     c->async_n++;
     c->async_bytes += bytes;
+    c->async_reqs++;
     r->rid = ++c->next_rid;
     if (r->rid == 0) r->rid = ++c->next_rid;
     r->mtx = &c->rep_mtx;

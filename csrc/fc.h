@@ -213,6 +213,7 @@ typedef struct fc_conn {
     /* statistics for FARCUDA_REPORT and tests; bytes_out is also what acknowledgements
      * are compared with: written under send_mtx, read by the reader (atomics) */
     uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
+    uint64_t async_reqs;        /* requests with a reply nobody waits for (fc_post_req) */
 } fc_conn;
 
 /* ---- servers and virtual devices ---- */

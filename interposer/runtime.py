@@ -60,7 +60,11 @@ class State:
     cfg: configmod.ClientConfig | None = None
     servers: list = field(default_factory=list)  # (host, port)
     devices: list = field(default_factory=list)  # Device
+    # Answers that cannot change until the program changes what they depend on (a kernel's
+    # attributes, a device reset), kept after the first time: (device, kernel, ...) -> answer
     occupancy: dict = field(default_factory=dict)
+    func_attrs: dict = field(default_factory=dict)
+    clusters: dict = field(default_factory=dict)
     kernel_attrs: dict = field(default_factory=dict)  # kernel -> {attr: value} set by the app
 
 
@@ -435,9 +439,12 @@ def report() -> int:
     out = ffi.new("uint64_t[5]")
     lib.fcx_stats(out)
     calls, sync_calls, bytes_out, bytes_in, wait_ns = (int(x) for x in out)
+    rt = ffi.new("uint64_t[2]")
+    lib.fcx_round_trips(rt)
     joules = _session_energy()
     energy = "unavailable" if joules is None else f"{joules:.3f}"
-    log(f"report: calls={calls} sync_calls={sync_calls} bytes_to_server={bytes_out} "
+    log(f"report: calls={calls} sync_calls={sync_calls} round_trips={rt[0]} "
+        f"sync_round_trips={rt[1]} bytes_to_server={bytes_out} "
         f"bytes_from_server={bytes_in} wait_s={wait_ns / 1e9:.3f} gpu_energy_j={energy}")
     return SUCCESS
 
@@ -498,7 +505,16 @@ def cudaDeviceReset():
         return SUCCESS
     call(dev, "DEVICE_RESET")
     lib.fcx_device_reset_local(dev)
+    _forget(dev)
     return SUCCESS
+
+
+def _forget(dev: int | None = None, kernel: int | None = None) -> None:
+    """Drop the kept answers of a device (reset), or of a kernel (its attributes changed)."""
+    for cache in (S.occupancy, S.func_attrs, S.clusters):
+        for key in [k for k in cache if (dev is None or k[0] == dev)
+                    and (kernel is None or k[1] == kernel)]:
+            del cache[key]
 
 
 _FUNC_ATTR_FIELDS = ("sharedSizeBytes", "constSizeBytes", "localSizeBytes", "maxThreadsPerBlock",
@@ -514,9 +530,13 @@ def cudaFuncGetAttributes(attr, func):
     if attr == ffi.NULL:
         return E["cudaErrorInvalidValue"]
     k = kernel_of(func)
-    _, data = call(current(), "FUNC_ATTRS", {"kernel": k}, bulk=True)
-    values = json.loads(data)
-    raw = struct.pack(_FUNC_ATTR_FMT, *(int(values.get(f, 0)) for f in _FUNC_ATTR_FIELDS))
+    dev = current()
+    raw = S.func_attrs.get((dev, k))
+    if raw is None:
+        _, data = call(dev, "FUNC_ATTRS", {"kernel": k}, bulk=True)
+        values = json.loads(data)
+        raw = struct.pack(_FUNC_ATTR_FMT, *(int(values.get(f, 0)) for f in _FUNC_ATTR_FIELDS))
+        S.func_attrs[(dev, k)] = raw
     ffi.memmove(attr, raw, len(raw))
     return SUCCESS
 
@@ -530,7 +550,7 @@ def cudaFuncSetAttribute(func, attr, value):
     S.kernel_attrs.setdefault(k, {})[attr] = value
     if attr == cudaFuncAttribute["cudaFuncAttributeMaxDynamicSharedMemorySize"]:
         lib.fcx_kernel_set_smem(k, value)
-    S.occupancy.clear()
+    _forget(kernel=k)
     return SUCCESS
 
 
@@ -539,6 +559,7 @@ def cudaFuncSetCacheConfig(func, cacheConfig):
     attr = msg.FUNC_SET_ATTR_CACHE_CONFIG
     call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": cacheConfig})
     S.kernel_attrs.setdefault(k, {})[attr] = cacheConfig
+    _forget(kernel=k)
     return SUCCESS
 
 
@@ -578,10 +599,14 @@ def _clusters(out, func, config, what: int) -> int:
     gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = _LAUNCH_CONFIG.unpack(raw)
     size = msg.LAUNCH_ATTR_SIZE * nattrs
     tail = bytes(ffi.buffer(ffi.cast("char *", attrs), size)) if nattrs else b""
-    rep, _ = call(current(), "OCCUPANCY_CLUSTERS", {
-        "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
-        "nattrs": nattrs, "what": what}, tail)
-    out[0] = rep["value"]
+    dev = current()
+    key = (dev, k, gx, gy, gz, bx, by, bz, smem, tail, what)  # the stream does not matter
+    if key not in S.clusters:
+        rep, _ = call(dev, "OCCUPANCY_CLUSTERS", {
+            "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
+            "nattrs": nattrs, "what": what}, tail)
+        S.clusters[key] = rep["value"]
+    out[0] = S.clusters[key]
     return SUCCESS
 
 

@@ -82,6 +82,10 @@ class Session(asyncio.BufferedProtocol):
         self.callbacks: dict[int, tuple[Callable[[], None], bool]] = {}
         self.counts: Counter[str] = Counter()
         self.errors: Counter[int] = Counter()  # CUDA status -> requests answered with it
+        # requests that carry a reply (a request id), and of them those no caller waits for
+        # (deferred device-to-host copies): the client's round trips, as the daemon sees them
+        self.round_trips = 0
+        self.async_round_trips = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.started = time.time()
@@ -225,6 +229,8 @@ class Session(asyncio.BufferedProtocol):
 
     def dispatch(self, f: Frame) -> None:
         self.counts[f.msg.name] += 1
+        if f.rid:
+            self.round_trips += 1
         entry = HANDLERS.get(f.op)
         t0 = time.perf_counter_ns()
         clock = None
@@ -416,6 +422,8 @@ class Session(asyncio.BufferedProtocol):
                                      **({"dead": d.dead} if d.dead else {})}
                             for v, d in self.devices.items()},
                 "memory_held": self.memory_held(), "calls": sum(self.counts.values()),
+                "round_trips": self.round_trips,
+                "sync_round_trips": self.round_trips - self.async_round_trips,
                 "counts": dict(self.counts), "errors": dict(self.errors),
                 "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "since": self.started,

@@ -125,6 +125,7 @@ def MEMCPY_DTOH(s: Session, f: Frame, m: msg.MEMCPY_DTOH):
     d = s.dev(f)
     d.check(m.src, m.size)
     if m.flags & msg.MEMCPY_DTOH_DEFERRED and f.rid:
+        s.async_round_trips += 1
         s.d2h.check(m.size)
         s.d2h.defer(f, d.be.dtoh_deferred(m.src, m.size, m.stream))
         return DEFERRED
