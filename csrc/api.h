@@ -68,6 +68,9 @@ int fcx_range_find(uint64_t p, int *dev, uint64_t *base, uint64_t *size, int *ki
 /* streams */
 int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigned int *flags);
 
+/* the arena size the daemon offers for client-side sub-allocation (0: none) */
+void fcx_set_arena(int dev, uint64_t size);
+
 /* statistics: calls, sync calls, bytes out, bytes in, wait ns, summed over servers */
 void fcx_stats(uint64_t *out5);
 /* round trips (every request answered by a reply) and synchronous ones (a caller waited) */

@@ -162,6 +162,25 @@ static void *sender_main(void *arg) {
     return NULL;
 }
 
+/* A frame of `op` for device `vdev` was queued or written: may it have queued work there? (What
+ * cannot is listed; anything else counts, a call of another server's device at worst too.) */
+static void note_work(uint16_t op, uint16_t vdev) {
+    switch (op) {
+    case FC_OP_PING: case FC_OP_DEVICE_SYNC: case FC_OP_MALLOC: case FC_OP_FREE:
+    case FC_OP_MEM_GET_INFO: case FC_OP_ARENA: case FC_OP_SUBALLOC: case FC_OP_SUBFREE:
+    case FC_OP_ARENA_RELEASE: case FC_OP_GPU_INFO: case FC_OP_STATUS: case FC_OP_FUNC_ATTRS:
+    case FC_OP_OCCUPANCY: case FC_OP_STREAM_QUERY: case FC_OP_EVENT_QUERY:
+    case FC_OP_HELLO: case FC_OP_DEVICE_OPEN: case FC_OP_MODULE_LOAD: case FC_OP_FUNC_SET_ATTR:
+    case FC_OP_OCCUPANCY_SMEM: case FC_OP_OCCUPANCY_CLUSTERS: case FC_OP_GET_LIMIT:
+    case FC_OP_POINTER_INFO: case FC_OP_STREAM_CREATE: case FC_OP_EVENT_CREATE:
+    case FC_OP_MALLOC_PITCH:
+        return;
+    default:
+        if (vdev < FC_MAX_DEVICES)
+            __atomic_add_fetch(&fc_devices[vdev].work_gen, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
 void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     size_t total = sizeof(fc_hdr) + length;
     pthread_mutex_lock(&c->q_mtx);
@@ -191,6 +210,7 @@ void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     h->aux = 0;
     c->q_len += total;
     if (op != FC_OP_PING) c->calls++; /* heartbeats are not the program's calls */
+    note_work(op, vdev); /* (queued: a synchronization sent after this covers it) */
     return h + 1;
 }
 
@@ -310,6 +330,7 @@ int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t fl
     c->calls++;
     c->sync_calls++;
     flush_locked(c, iov, tlen ? 3 : (flen ? 2 : 1));
+    note_work(op, vdev);
     pthread_mutex_unlock(&c->send_mtx);
     /* On a failed write the reader fails this request too; wait for it either way. */
     req_wait(c, r);
@@ -345,6 +366,7 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
         off += k;
     } while (off < n);
     if (sync) c->sync_calls++;
+    note_work(op, vdev);
     pthread_mutex_unlock(&c->send_mtx);
     if (!sync) return failed ? (c->dead ? c->dead_status : cudaErrorDevicesUnavailable)
                              : cudaSuccess;
@@ -803,6 +825,31 @@ int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
     fc_req r;
     fc_req_init(&r, rep, cap);
     return fc_call(fc_dev_conn(dev), op, (uint16_t)dev, fixed, flen, NULL, 0, &r);
+}
+
+/* A request that waits for the device (DEVICE_SYNC, FREE); once it succeeded, nothing queued
+ * on the device before it is pending */
+int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen) {
+    fc_device *d = &fc_devices[dev];
+    uint64_t g = __atomic_load_n(&d->work_gen, __ATOMIC_ACQUIRE);
+    int st = fc_call_dev(dev, op, fixed, flen, NULL, 0);
+    if (st == cudaSuccess) {
+        uint64_t s = __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE);
+        while (s < g && !__atomic_compare_exchange_n(&d->synced_gen, &s, g, 0, __ATOMIC_ACQ_REL,
+                                                     __ATOMIC_ACQUIRE)) {
+        }
+    }
+    return st;
+}
+
+int fc_call_device_sync(int dev) { return fc_call_syncing(dev, FC_OP_DEVICE_SYNC, NULL, 0); }
+
+/* Nothing queued on the device can still be pending (no frame that may queue work went out
+ * since the last successful synchronization covered everything before it). */
+int fc_device_quiet(int dev) {
+    fc_device *d = &fc_devices[dev];
+    return __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE) ==
+           __atomic_load_n(&d->work_gen, __ATOMIC_ACQUIRE);
 }
 
 /* ---------- what the Python half asks of the transport (api.h) ---------- */

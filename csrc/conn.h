@@ -31,6 +31,9 @@ void fc_req_init(fc_req *r, void *rep, size_t rep_cap);
  * error, as an async call does), and a request with its reply's fixed fields in rep. */
 int fc_post_dev(int dev, uint16_t op, const void *fixed, size_t flen);
 int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep, size_t cap);
+int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen);
+int fc_call_device_sync(int dev);
+int fc_device_quiet(int dev);
 /* Send a host-to-device payload in frames of FC_PIECE, the last one synchronous when
  * `sync` is set; returns the status. */
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,

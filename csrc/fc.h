@@ -243,6 +243,9 @@ typedef struct fc_device {
     int cooperative;
     int prio_least, prio_greatest;
     volatile int generation;   /* bumped by cudaDeviceReset: per-thread streams are stale */
+    /* frames that may have queued work on the device (counted once queued), and how many of
+     * them a successful device synchronization covered: equal, nothing can be pending */
+    uint64_t work_gen, synced_gen;
 } fc_device;
 
 /* ---- modules, kernels, variables (registered before main) ---- */

@@ -364,6 +364,8 @@ def device_open(dev: int) -> int:
     d.opened["sm_count"] = rep["sm_count"]
     lib.fcx_set_priorities(dev, d.opened.get("priority_least", 0),
                            d.opened.get("priority_greatest", 0))
+    assert S.cfg is not None
+    lib.fcx_set_arena(dev, int(d.opened.get("arena", 0)) if S.cfg.suballoc else 0)
     _publish(dev)
     lib.fcx_device_opened(dev, 1)
     return SUCCESS

@@ -185,7 +185,8 @@ MESSAGES: tuple[Message, ...] = (
     _m("SET_CACHE_CONFIG", 0x0108, "async", "config:u32"),
     # --- memory (0x02xx) ---
     _m("MALLOC", 0x0201, "sync", "size:u64 flags:u32", reply="ptr:u64"),
-    _m("FREE", 0x0202, "sync", "ptr:u64"),
+    _m("FREE", 0x0202, "either", "ptr:u64",
+       doc="sent without waiting when the client knows that no work of the device is pending"),
     _m("MALLOC_PITCH", 0x0203, "sync", "width:u64 height:u64", reply="ptr:u64 pitch:u64"),
     _m("MEMCPY_HTOD", 0x0210, "either", "dst:u64 stream:u32 flags:u32", bulk="bytes",
        doc="host data in the tail; large copies are sent as several frames"),
@@ -217,6 +218,17 @@ MESSAGES: tuple[Message, ...] = (
     _m("FREE_ASYNC", 0x021B, "either", "ptr:u64 stream:u32",
        doc="free in the order of the stream (of the frame's virtual device)",
        aux=("mem_vdev", "the virtual device of the memory")),
+    # client-side sub-allocation: the client places its small cudaMalloc calls in arenas the
+    # daemon maps for it (as the daemon packs small allocations itself) and tells the daemon
+    # of each allocation and free without waiting, ahead of any frame that uses the memory
+    _m("ARENA", 0x0230, "sync", reply="ptr:u64 size:u64",
+       doc="map an arena for the client's small allocations (DEVICE_OPEN offers them)"),
+    _m("SUBALLOC", 0x0231, "async", "ptr:u64 size:u64",
+       doc="the client allocated size bytes at ptr in one of its arenas"),
+    _m("SUBFREE", 0x0232, "async", "ptr:u64",
+       doc="the client freed its allocation at ptr (the device was idle for it)"),
+    _m("ARENA_RELEASE", 0x0233, "async", "ptr:u64",
+       doc="the client gives back its empty arena at ptr"),
     # --- modules and kernels (0x03xx) ---
     _m("MODULE_LOAD", 0x0301, "sync", "module:u32 nkernels:u32 nvars:u32",
        bulk="fat binary, then JSON {kernels: [[id, name]], vars: [[id, name, size]]}",

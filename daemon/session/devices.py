@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 from farcuda.wire import Frame
 from farcuda.wire import messages as msg
 
+from ..allocator import ARENA
 from ..errors import CudaError, E
 from .device import DeviceState, Refusal
+from .memory import arenas_offered
 from .table import handler
 
 if TYPE_CHECKING:
@@ -73,7 +75,8 @@ def _open(s: Session, vdev: int, m: msg.DEVICE_OPEN):
     be = s.backend.open_device(m.gpu, m.sm_budget, m.flags, m.window_base, m.window_size,
                                vdev=vdev)
     s.devices[vdev] = DeviceState(vdev, be, m.window_size, m._asdict())
-    return msg.DEVICE_OPEN_REPLY(be.window_base, be.sm_count), json.dumps(be.info()).encode()
+    info = dict(be.info(), arena=ARENA if arenas_offered(s) else 0)
+    return msg.DEVICE_OPEN_REPLY(be.window_base, be.sm_count), json.dumps(info).encode()
 
 
 @handler

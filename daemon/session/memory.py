@@ -11,6 +11,7 @@ from farcuda.wire import Frame, ProtocolError
 from farcuda.wire import messages as msg
 from farcuda.wire.abi import cudaMemoryType
 
+from ..allocator import ARENA as ARENA_SIZE
 from ..errors import CudaError, E
 from .table import DEFERRED, INLINE_REPLY, Bulk, data_reply, handler
 
@@ -88,6 +89,51 @@ def FREE(s: Session, f: Frame, m: msg.FREE):
         await pending
         s.quota.free(f.vdev, d, ptr)
     return later()
+
+
+def arenas_offered(s: Session) -> bool:
+    """Client-side sub-allocation is offered where no quota counts the bytes: a quota's
+    verdict on each allocation is the daemon's (or the front's) to give."""
+    return s.quota.quota_bytes is None and (s.front is None or s.front.quota is None)
+
+
+@handler
+def ARENA(s: Session, f: Frame, m: msg.ARENA):
+    d = s.dev(f)
+    if not arenas_offered(s):
+        raise CudaError(E["cudaErrorNotSupported"], "no arenas under a memory quota")
+    s.frees.reap()
+    try:
+        base = d.alloc.client_arena()
+    except MemoryError:
+        raise CudaError(E["cudaErrorMemoryAllocation"]) from None
+    except CudaError as exc:  # the backend could not map it
+        raise CudaError(E["cudaErrorMemoryAllocation"]) from exc
+    return msg.ARENA_REPLY(base, ARENA_SIZE)
+
+
+@handler
+def SUBALLOC(s: Session, f: Frame, m: msg.SUBALLOC):
+    try:
+        s.dev(f).alloc.adopt(m.ptr, m.size)
+    except ValueError as exc:
+        raise CudaError(E["cudaErrorInvalidValue"], str(exc)) from None
+
+
+@handler
+def SUBFREE(s: Session, f: Frame, m: msg.SUBFREE):
+    d = s.dev(f)
+    if not d.alloc.owns(m.ptr) or m.ptr in d.freeing:
+        raise CudaError(E["cudaErrorInvalidValue"], "not an allocation of this client")
+    d.alloc.free(m.ptr)
+
+
+@handler
+def ARENA_RELEASE(s: Session, f: Frame, m: msg.ARENA_RELEASE):
+    try:
+        s.dev(f).alloc.release_arena(m.ptr)
+    except ValueError as exc:
+        raise CudaError(E["cudaErrorInvalidValue"], str(exc)) from None
 
 
 @handler

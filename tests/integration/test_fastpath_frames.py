@@ -130,7 +130,11 @@ def replay(fp, c2s: bytes, s2c: bytes) -> Counter:
             (ptr,) = struct.unpack_from("<Q", replies[f.rid])
             fp.lib.fp_range_add(v, ptr, values["size"])
             ranges[(v, ptr)] = values["size"]
-        elif name in ("FREE", "FREE_ASYNC"):
+        elif name == "SUBALLOC":  # a client-side sub-allocation: the daemon tracks it
+            size = -(-values["size"] // 512) * 512
+            fp.lib.fp_range_add(v, values["ptr"], size)
+            ranges[(v, values["ptr"])] = size
+        elif name in ("FREE", "FREE_ASYNC", "SUBFREE"):
             fp.lib.fp_range_remove(f.aux if name == "FREE_ASYNC" else v, values["ptr"])
             ranges.pop((v, values["ptr"]), None)
         elif name == "DEVICE_RESET":

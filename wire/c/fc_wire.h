@@ -60,6 +60,10 @@ enum {
     FC_OP_MEMCPY_PEER = 0x0219,
     FC_OP_MALLOC_ASYNC = 0x021a,
     FC_OP_FREE_ASYNC = 0x021b,
+    FC_OP_ARENA = 0x0230,
+    FC_OP_SUBALLOC = 0x0231,
+    FC_OP_SUBFREE = 0x0232,
+    FC_OP_ARENA_RELEASE = 0x0233,
     FC_OP_MODULE_LOAD = 0x0301,
     FC_OP_FUNC_ATTRS = 0x0302,
     FC_OP_FUNC_SET_ATTR = 0x0303,
@@ -223,7 +227,9 @@ typedef struct __attribute__((packed)) {  /* MALLOC_reply */
 } fc_MALLOC_reply;
 _Static_assert(sizeof(fc_MALLOC_reply) == 8, "fc_MALLOC_reply layout");
 
-/* FREE (0x0202, client to daemon, sync) */
+/* FREE (0x0202, client to daemon, either): sent without waiting when the client knows that no
+ * work of the device is pending
+ */
 typedef struct __attribute__((packed)) {  /* FREE */
     uint64_t ptr;
 } fc_FREE;
@@ -385,6 +391,38 @@ _Static_assert(sizeof(fc_FREE_ASYNC) == 12, "fc_FREE_ASYNC layout");
 /* the header's aux: mem_vdev, the virtual device of the memory */
 static inline uint16_t fc_FREE_ASYNC_mem_vdev(const fc_hdr *h) { return h->aux; }
 static inline void fc_FREE_ASYNC_set_mem_vdev(fc_hdr *h, uint16_t v) { h->aux = v; }
+
+/* ARENA (0x0230, client to daemon, sync): map an arena for the client's small allocations
+ * (DEVICE_OPEN offers them)
+ */
+typedef struct __attribute__((packed)) {  /* ARENA_reply */
+    uint64_t ptr;
+    uint64_t size;
+} fc_ARENA_reply;
+_Static_assert(sizeof(fc_ARENA_reply) == 16, "fc_ARENA_reply layout");
+
+/* SUBALLOC (0x0231, client to daemon, async): the client allocated size bytes at ptr in one of
+ * its arenas
+ */
+typedef struct __attribute__((packed)) {  /* SUBALLOC */
+    uint64_t ptr;
+    uint64_t size;
+} fc_SUBALLOC;
+_Static_assert(sizeof(fc_SUBALLOC) == 16, "fc_SUBALLOC layout");
+
+/* SUBFREE (0x0232, client to daemon, async): the client freed its allocation at ptr (the device
+ * was idle for it)
+ */
+typedef struct __attribute__((packed)) {  /* SUBFREE */
+    uint64_t ptr;
+} fc_SUBFREE;
+_Static_assert(sizeof(fc_SUBFREE) == 8, "fc_SUBFREE layout");
+
+/* ARENA_RELEASE (0x0233, client to daemon, async): the client gives back its empty arena at ptr */
+typedef struct __attribute__((packed)) {  /* ARENA_RELEASE */
+    uint64_t ptr;
+} fc_ARENA_RELEASE;
+_Static_assert(sizeof(fc_ARENA_RELEASE) == 8, "fc_ARENA_RELEASE layout");
 
 /* MODULE_LOAD (0x0301, client to daemon, sync): load a fat binary into the device's context;
  * reply: parameter layouts, globals
