@@ -337,9 +337,23 @@ int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t fl
     return r->status;
 }
 
+/* LZ4's bound for a piece (LZ4_COMPRESSBOUND) */
+#define FC_ZBUF (FC_PIECE + FC_PIECE / 255 + 16)
+#define FC_Z_MIN (64u << 10)
+
+/* A piece of a host-to-device copy compressed into c->zbuf (its length), or 0: sent as it is. */
+static size_t compress_piece(fc_conn *c, const char *src, size_t k) {
+    if (!c->zbuf && !(c->zbuf = malloc(FC_ZBUF))) return 0;
+    int z = fcpy_compress(src, k, c->zbuf, FC_ZBUF);
+    return z > 0 ? (size_t)z : 0;
+}
+
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
                  size_t dst_off_field, const char *src, size_t n, int sync) {
     if (c->dead) return c->dead_status;
+    int zop = op == FC_OP_MEMCPY_HTOD && flen == sizeof(fc_MEMCPY_HTOD) && n >= FC_Z_MIN;
+    if (zop && __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 2) fcpy_link_probe(vdev);
+    zop = zop && __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 1;
     char fx[256];
     if (flen > sizeof fx) return cudaErrorInvalidValue;
     memcpy(fx, fixed, flen);
@@ -358,6 +372,18 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
         memcpy(fx + dst_off_field, &dst, 8);
         fc_hdr h = {(uint32_t)(flen + k), op, 0, (last && sync) ? r.rid : 0, vdev, 0};
         struct iovec iov[3] = {{&h, sizeof h}, {fx, flen}, {(void *)(src + off), k}};
+        fc_MEMCPY_HTOD_Z z;
+        size_t zn = zop && k >= FC_Z_MIN ? compress_piece(c, src + off, k) : 0;
+        if (zn) {
+            memcpy(&z, fx, sizeof(fc_MEMCPY_HTOD)); /* dst, stream, flags */
+            z.size = k;
+            h.op = FC_OP_MEMCPY_HTOD_Z;
+            h.len = (uint32_t)(sizeof z + zn);
+            iov[1] = (struct iovec){&z, sizeof z};
+            iov[2] = (struct iovec){c->zbuf, zn};
+            c->z_raw += k;
+            c->z_sent += zn;
+        }
         c->calls++;
         if (flush_locked(c, iov, 3)) {
             failed = 1;

@@ -214,6 +214,12 @@ typedef struct fc_conn {
      * are compared with: written under send_mtx, read by the reader (atomics) */
     uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
     uint64_t async_reqs;        /* requests with a reply nobody waits for (fc_post_req) */
+    /* compression of host-to-device pieces (wire/compress.py): 0 off, 1 on, 2 to be decided
+     * by measuring the link at the first large copy; the buffer pieces are compressed into,
+     * and the bytes sent compressed (before, after) */
+    volatile int compress;
+    char *zbuf;
+    uint64_t z_raw, z_sent;
 } fc_conn;
 
 /* ---- servers and virtual devices ---- */

@@ -280,6 +280,21 @@ void fcx_round_trips(uint64_t *out2) {
     }
 }
 
+void fcx_set_compress(int server, int state) {
+    if (server >= 0 && server < fc_nservers && fc_servers[server].conn)
+        __atomic_store_n(&fc_servers[server].conn->compress, state, __ATOMIC_RELEASE);
+}
+
+void fcx_compressed(uint64_t *out2) {
+    out2[0] = out2[1] = 0;
+    for (int i = 0; i < fc_nservers; i++) {
+        fc_conn *c = fc_servers[i].conn;
+        if (!c) continue;
+        out2[0] += c->z_raw;
+        out2[1] += c->z_sent;
+    }
+}
+
 void fc_report_at_exit(void) {
     /* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped */
     const char *maps = getenv("FARCUDA_MAPS_FILE");

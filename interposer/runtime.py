@@ -18,11 +18,12 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from farcuda.wire import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
+from farcuda.wire import BY_NAME, FrameReader, compress, handshake, pack_fixed, unpack_fixed
 from farcuda.wire import messages as msg
 from farcuda.wire.abi import ERRORS, STRUCTS, cudaDeviceAttr, cudaFuncAttribute
 from farcuda.wire.calls import PY_CALLS
@@ -66,6 +67,8 @@ class State:
     func_attrs: dict = field(default_factory=dict)
     clusters: dict = field(default_factory=dict)
     kernel_attrs: dict = field(default_factory=dict)  # kernel -> {attr: value} set by the app
+    compress_decided: set = field(default_factory=set)  # servers
+    link_rate: dict = field(default_factory=dict)  # server -> bytes/s measured (auto mode)
 
 
 S = State()
@@ -329,6 +332,65 @@ def _publish(dev: int) -> None:
                                                   49152))
 
 
+def _compression(dev: int, server_can: bool) -> None:
+    """Decide, for the server of dev (at its first device), whether large host-to-device
+    pieces go compressed: FARCUDA_COMPRESS, what this client and the server can do, and in
+    auto mode the link's rate, measured at the first large copy (link_probe)."""
+    d = S.devices[dev]
+    if d.server in S.compress_decided:
+        return
+    S.compress_decided.add(d.server)
+    assert S.cfg is not None
+    mode = S.cfg.compress
+    here = compress.available()
+    if mode == "on" and not here:
+        log("FARCUDA_COMPRESS=on, but the lz4 package is not installed here (pip install "
+            "'farcuda[compress]'): copies go uncompressed")
+    elif mode == "on" and not server_can:
+        host, port = S.servers[d.server]
+        log(f"FARCUDA_COMPRESS=on, but the server {host}:{port} cannot decompress (no lz4 "
+            "package there): copies go uncompressed")
+    state = 0 if mode == "off" or not (here and server_can) else (1 if mode == "on" else 2)
+    lib.fcx_set_compress(d.server, state)
+
+
+PROBE_BYTES = 256 << 10
+
+
+def link_probe(dev: int) -> int:
+    """FARCUDA_COMPRESS=auto, at the first large copy: the link's rate from the time of a
+    request with PROBE_BYTES behind it against that of an empty one (the best of two each)."""
+    d = S.devices[dev]
+    filler = os.urandom(PROBE_BYTES)
+    rate = None
+    try:
+        times = []
+        for tail in (b"", filler, b"", filler):
+            t0 = time.perf_counter()
+            call(dev, "PROBE", tail=tail)
+            times.append(time.perf_counter() - t0)
+        extra = min(times[1], times[3]) - min(times[0], times[2])
+        rate = PROBE_BYTES / max(extra, 1e-7)
+    except CudaError:
+        pass
+    on = compress.decide("auto", rate)
+    S.link_rate[d.server] = rate
+    lib.fcx_set_compress(d.server, 1 if on else 0)
+    return SUCCESS
+
+
+def compress_piece(src, n, dst, cap) -> int:
+    """A host-to-device piece compressed into dst: its length, or 0 to send it as it is."""
+    data = ffi.buffer(src, n)
+    if not compress.worth(data):
+        return 0
+    z = compress.compress(data)
+    if z is None or len(z) > cap:
+        return 0
+    ffi.memmove(dst, z, len(z))
+    return len(z)
+
+
 def describe(dev: int) -> int:
     d = check_device(dev)
     _info(dev)
@@ -366,6 +428,7 @@ def device_open(dev: int) -> int:
                            d.opened.get("priority_greatest", 0))
     assert S.cfg is not None
     lib.fcx_set_arena(dev, int(d.opened.get("arena", 0)) if S.cfg.suballoc else 0)
+    _compression(dev, d.opened.get("compress") == compress.CODEC)
     _publish(dev)
     lib.fcx_device_opened(dev, 1)
     return SUCCESS
@@ -445,8 +508,10 @@ def report() -> int:
     lib.fcx_round_trips(rt)
     joules = _session_energy()
     energy = "unavailable" if joules is None else f"{joules:.3f}"
+    z = ffi.new("uint64_t[2]")
+    lib.fcx_compressed(z)
     log(f"report: calls={calls} sync_calls={sync_calls} round_trips={rt[0]} "
-        f"sync_round_trips={rt[1]} bytes_to_server={bytes_out} "
+        f"sync_round_trips={rt[1]} compressed={z[0]}->{z[1]} bytes_to_server={bytes_out} "
         f"bytes_from_server={bytes_in} wait_s={wait_ns / 1e9:.3f} gpu_energy_j={energy}")
     return SUCCESS
 
@@ -820,9 +885,10 @@ def install(ffi_, lib_) -> None:
     unknown = E["cudaErrorUnknown"]
     internal = {"fcpy_init": init, "fcpy_connect": connect, "fcpy_device_describe": describe,
                 "fcpy_device_open": device_open, "fcpy_module_load": module_load,
-                "fcpy_report": report}
+                "fcpy_report": report, "fcpy_link_probe": link_probe}
     for name, fn in internal.items():
         ffi.def_extern(name=name, error=unknown, onerror=_onerror)(_guard(fn))
+    ffi.def_extern(name="fcpy_compress", error=0, onerror=_onerror)(compress_piece)
     module = sys.modules[__name__]
     for name in PY_CALLS:
         fn = getattr(module, name.removesuffix("_ptsz"))

@@ -229,6 +229,11 @@ MESSAGES: tuple[Message, ...] = (
        doc="the client freed its allocation at ptr (the device was idle for it)"),
     _m("ARENA_RELEASE", 0x0233, "async", "ptr:u64",
        doc="the client gives back its empty arena at ptr"),
+    _m("MEMCPY_HTOD_Z", 0x0234, "either", "dst:u64 stream:u32 flags:u32 size:u64",
+       bulk="an LZ4 block of size bytes (wire/compress.py)",
+       doc="a piece of MEMCPY_HTOD, compressed (where DEVICE_OPEN said the daemon can)"),
+    _m("PROBE", 0x0235, "sync", bulk="bytes, ignored",
+       doc="measures the link: the client times an empty one and a large one"),
     # --- modules and kernels (0x03xx) ---
     _m("MODULE_LOAD", 0x0301, "sync", "module:u32 nkernels:u32 nvars:u32",
        bulk="fat binary, then JSON {kernels: [[id, name]], vars: [[id, name, size]]}",

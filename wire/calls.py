@@ -428,6 +428,8 @@ PY_INTERNAL: dict[str, str] = {
     "fcpy_device_open": "int dev",
     "fcpy_module_load": "int mod, int dev",
     "fcpy_report": "void",
+    "fcpy_link_probe": "int dev",
+    "fcpy_compress": "const void *src, size_t n, void *dst, size_t cap",
 }
 
 # Out of scope (MISSION.md): answered with cudaErrorNotSupported and a reason.

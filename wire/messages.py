@@ -826,6 +826,43 @@ def _decode_ARENA_RELEASE(b: Buffer, aux: int = 0) -> ARENA_RELEASE:
     return _new(ARENA_RELEASE, (ptr,))
 
 
+class MEMCPY_HTOD_Z(NamedTuple):
+    """MEMCPY_HTOD_Z (0x0234): a piece of MEMCPY_HTOD, compressed (where DEVICE_OPEN said the
+    daemon can)
+    """
+
+    dst: int
+    stream: int
+    flags: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MEMCPY_HTOD_Z.pack(self.dst, self.stream, self.flags, self.size)
+
+
+_S_MEMCPY_HTOD_Z = struct.Struct('<QIIQ')
+
+
+def _decode_MEMCPY_HTOD_Z(b: Buffer, aux: int = 0) -> MEMCPY_HTOD_Z:
+    dst, stream, flags, size = _S_MEMCPY_HTOD_Z.unpack(b)
+    return _new(MEMCPY_HTOD_Z, (dst, stream, flags, size))
+
+
+class PROBE(NamedTuple):
+    """PROBE (0x0235): measures the link: the client times an empty one and a large one"""
+
+
+    def pack(self) -> builtins.bytes:
+        return b""
+
+
+_S_PROBE = struct.Struct('<')
+
+
+def _decode_PROBE(b: Buffer, aux: int = 0) -> PROBE:
+    return _new(PROBE, ())
+
+
 class MODULE_LOAD(NamedTuple):
     """MODULE_LOAD (0x0301): load a fat binary into the device's context; reply: parameter layouts,
     globals
@@ -1824,6 +1861,8 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x0231: _decode_SUBALLOC,
     0x0232: _decode_SUBFREE,
     0x0233: _decode_ARENA_RELEASE,
+    0x0234: _decode_MEMCPY_HTOD_Z,
+    0x0235: _decode_PROBE,
     0x0301: _decode_MODULE_LOAD,
     0x0302: _decode_FUNC_ATTRS,
     0x0303: _decode_FUNC_SET_ATTR,

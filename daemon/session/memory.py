@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from farcuda.wire import Frame, ProtocolError
+from farcuda.wire import Frame, ProtocolError, compress
 from farcuda.wire import messages as msg
 from farcuda.wire.abi import cudaMemoryType
 
@@ -163,6 +163,19 @@ def MEMCPY_HTOD(s: Session, f: Frame, m: msg.MEMCPY_HTOD):
     data = f.tail if f.tail is not None else b""
     d = s.dev(f)
     d.check(m.dst, len(data))
+    d.be.memcpy_htod(m.dst, data, m.stream)
+
+
+@handler
+def MEMCPY_HTOD_Z(s: Session, f: Frame, m: msg.MEMCPY_HTOD_Z):
+    if m.size > msg.PIECE:
+        raise ProtocolError("MEMCPY_HTOD_Z: a piece larger than PIECE")
+    d = s.dev(f)
+    d.check(m.dst, m.size)
+    try:
+        data = compress.decompress(f.tail if f.tail is not None else b"", m.size)
+    except ValueError as exc:
+        raise CudaError(E["cudaErrorInvalidValue"], str(exc)) from None
     d.be.memcpy_htod(m.dst, data, m.stream)
 
 

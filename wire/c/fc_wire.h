@@ -64,6 +64,8 @@ enum {
     FC_OP_SUBALLOC = 0x0231,
     FC_OP_SUBFREE = 0x0232,
     FC_OP_ARENA_RELEASE = 0x0233,
+    FC_OP_MEMCPY_HTOD_Z = 0x0234,
+    FC_OP_PROBE = 0x0235,
     FC_OP_MODULE_LOAD = 0x0301,
     FC_OP_FUNC_ATTRS = 0x0302,
     FC_OP_FUNC_SET_ATTR = 0x0303,
@@ -423,6 +425,21 @@ typedef struct __attribute__((packed)) {  /* ARENA_RELEASE */
     uint64_t ptr;
 } fc_ARENA_RELEASE;
 _Static_assert(sizeof(fc_ARENA_RELEASE) == 8, "fc_ARENA_RELEASE layout");
+
+/* MEMCPY_HTOD_Z (0x0234, client to daemon, either): a piece of MEMCPY_HTOD, compressed (where
+ * DEVICE_OPEN said the daemon can)
+ */
+typedef struct __attribute__((packed)) {  /* MEMCPY_HTOD_Z */
+    uint64_t dst;
+    uint32_t stream;
+    uint32_t flags;
+    uint64_t size;
+} fc_MEMCPY_HTOD_Z;
+_Static_assert(sizeof(fc_MEMCPY_HTOD_Z) == 24, "fc_MEMCPY_HTOD_Z layout");
+
+/* PROBE (0x0235, client to daemon, sync): measures the link: the client times an empty one and a
+ * large one
+ */
 
 /* MODULE_LOAD (0x0301, client to daemon, sync): load a fat binary into the device's context;
  * reply: parameter layouts, globals

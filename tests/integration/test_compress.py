@@ -1,0 +1,49 @@
+"""Bulk copies compressed where the link is slow (wire/compress.py), through the shim and the
+in-memory daemon: random, zero and mixed payloads arrive exactly (checksums), compressed or not
+as FARCUDA_COMPRESS and the measured link decide."""
+
+from __future__ import annotations
+
+import pytest
+from farcuda.daemon.linkproxy import ProxyThread
+from farcuda.wire import compress
+
+pytestmark = pytest.mark.skipif(not compress.available(), reason="needs the lz4 package")
+
+
+def _run(program, shim, address, fc, kind, mib, mode):
+    r = fc.run_remote(program("ci_bulk"), shim, address, args=(kind, mib),
+                      env={"FARCUDA_REPORT": "1", "FARCUDA_COMPRESS": mode}, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "PASSED", r.stdout
+    (line,) = [ln for ln in r.stderr.splitlines() if "report:" in ln]
+    fields = dict(kv.split("=") for kv in line.split("report:")[1].split())
+    raw, sent = (int(x) for x in fields["compressed"].split("->"))
+    return raw, sent, int(fields["bytes_to_server"])
+
+
+@pytest.mark.parametrize("kind", ["random", "zeros", "mixed"])
+def test_payloads_arrive_exactly_compressed_where_worth_it(program, shim, memory_daemon, fc,
+                                                            kind):
+    mib = 24
+    raw, sent, out = _run(program, shim, memory_daemon.address, fc, kind, mib, "on")
+    if kind == "random":
+        assert raw == 0 and out > mib << 20  # every piece sampled, none worth it
+    elif kind == "zeros":
+        assert raw == mib << 20 and sent < raw / 100 and out < 1 << 20
+    else:  # two thirds of it compresses, the random third stays as it is
+        assert raw >= (mib << 20) // 2 and sent < 0.6 * raw
+
+
+def test_off_sends_everything_as_it_is(program, shim, memory_daemon, fc):
+    raw, _, out = _run(program, shim, memory_daemon.address, fc, "zeros", 8, "off")
+    assert raw == 0 and out > 8 << 20
+
+
+def test_auto_compresses_on_a_slow_link_only(program, shim, memory_daemon, fc):
+    target = (memory_daemon.host, memory_daemon.port)
+    raw, _, _ = _run(program, shim, memory_daemon.address, fc, "zeros", 8, "auto")
+    assert raw == 0  # loopback: faster than the compressor
+    with ProxyThread(f"{target[0]}:{target[1]}", delay=0.0005, rate=200e6) as p:
+        raw, sent, out = _run(program, shim, p.address, fc, "zeros", 8, "auto")
+    assert raw == 8 << 20 and out < 2 << 20  # (the probe's bytes included)
