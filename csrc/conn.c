@@ -22,6 +22,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +39,10 @@
 #include "api.h"
 #include "conn.h"
 #include "gen/pycalls.h"
+
+/* LZ4's bound for a piece (LZ4_COMPRESSBOUND) */
+#define FC_ZBUF (FC_PIECE + FC_PIECE / 255 + 16)
+#define FC_Z_MIN (64u << 10)
 #include "log.h"
 #include "pyhost.h"
 #include "runtime.h"
@@ -337,9 +342,6 @@ int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t fl
     return r->status;
 }
 
-/* LZ4's bound for a piece (LZ4_COMPRESSBOUND) */
-#define FC_ZBUF (FC_PIECE + FC_PIECE / 255 + 16)
-#define FC_Z_MIN (64u << 10)
 
 /* A piece of a host-to-device copy compressed into c->zbuf (its length), or 0: sent as it is. */
 static size_t compress_piece(fc_conn *c, const char *src, size_t k) {
@@ -348,12 +350,20 @@ static size_t compress_piece(fc_conn *c, const char *src, size_t k) {
     return z > 0 ? (size_t)z : 0;
 }
 
+/* Do copies of n bytes go compressed on c? In auto mode the link is measured at the first
+ * copy of 1 MiB or more (by the Python half: fcpy_link_probe); not before that. */
+int fc_compressing(fc_conn *c, int dev, size_t n) {
+    if (n < FC_Z_MIN) return 0;
+    if (n >= (1u << 20) && __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 2)
+        fcpy_link_probe(dev);
+    return __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 1;
+}
+
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
                  size_t dst_off_field, const char *src, size_t n, int sync) {
     if (c->dead) return c->dead_status;
-    int zop = op == FC_OP_MEMCPY_HTOD && flen == sizeof(fc_MEMCPY_HTOD) && n >= FC_Z_MIN;
-    if (zop && __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 2) fcpy_link_probe(vdev);
-    zop = zop && __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 1;
+    int zop = op == FC_OP_MEMCPY_HTOD && flen == sizeof(fc_MEMCPY_HTOD) &&
+              fc_compressing(c, vdev, n);
     char fx[256];
     if (flen > sizeof fx) return cudaErrorInvalidValue;
     memcpy(fx, fixed, flen);
@@ -574,6 +584,41 @@ static int handle_data(fc_conn *c, const fc_hdr *h) {
     return read_bulk(c, r, off, h->len - 8);
 }
 
+/* LZ4_decompress_safe of the system's liblz4 (Debian's liblz4-1), opened at first need:
+ * results come compressed only to a client that has it (fc_lz4_available). */
+typedef int (*lz4_dec_fn)(const char *, char *, int, int);
+static lz4_dec_fn lz4_dec;
+static pthread_once_t lz4_once = PTHREAD_ONCE_INIT;
+
+static void lz4_open(void) {
+    void *h = dlopen("liblz4.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h) lz4_dec = (lz4_dec_fn)dlsym(h, "LZ4_decompress_safe");
+}
+
+int fc_lz4_available(void) {
+    pthread_once(&lz4_once, lz4_open);
+    return lz4_dec != NULL;
+}
+
+/* DATA_Z: a piece of a result, compressed; decompressed where it belongs. */
+static int handle_data_z(fc_conn *c, const fc_hdr *h) {
+    fc_DATA_Z m;
+    if (h->len < sizeof m || read_full(c, &m, sizeof m)) return -1;
+    size_t zn = h->len - sizeof m;
+    fc_req *r = req_find(c, h->rid, 0);
+    if (r == NULL) return skip(c, zn);
+    if (!fc_lz4_available() || r->row_width || r->bulk_alloc || zn > FC_ZBUF ||
+        m.size > FC_PIECE || m.offset + m.size > r->bulk_cap)
+        return -3; /* never asked for */
+    if (!c->zin && !(c->zin = malloc(FC_ZBUF))) return -3;
+    if (read_full(c, c->zin, zn)) return -1;
+    if (lz4_dec(c->zin, r->bulk + m.offset, (int)zn, (int)m.size) != (int)m.size) return -3;
+    if (m.offset + m.size > r->bulk_len) r->bulk_len = m.offset + m.size;
+    c->z_in += zn;
+    c->z_in_raw += m.size;
+    return 0;
+}
+
 static int handle_heartbeat(fc_conn *c, const fc_hdr *h) {
     fc_HEARTBEAT m;
     if (h->len < sizeof m) return skip(c, h->len); /* no count: acknowledges nothing */
@@ -611,6 +656,7 @@ static void *reader_main(void *arg) {
         switch (h.op) {
         case FC_OP_REPLY: rc = handle_reply(c, &h); break;
         case FC_OP_DATA: rc = handle_data(c, &h); break;
+        case FC_OP_DATA_Z: rc = handle_data_z(c, &h); break;
         case FC_OP_HEARTBEAT: rc = handle_heartbeat(c, &h); break;
         case FC_OP_STDOUT: rc = handle_stdout(c, &h); break;
         case FC_OP_ASYNC_ERROR: {

@@ -34,6 +34,9 @@ int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
 int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen);
 int fc_call_device_sync(int dev);
 int fc_device_quiet(int dev);
+/* results may come compressed (DATA_Z): the system's liblz4 is there to decompress them */
+int fc_lz4_available(void);
+int fc_compressing(fc_conn *c, int dev, size_t n);
 /* Send a host-to-device payload in frames of FC_PIECE, the last one synchronous when
  * `sync` is set; returns the status. */
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,

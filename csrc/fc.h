@@ -218,8 +218,8 @@ typedef struct fc_conn {
      * by measuring the link at the first large copy; the buffer pieces are compressed into,
      * and the bytes sent compressed (before, after) */
     volatile int compress;
-    char *zbuf;
-    uint64_t z_raw, z_sent;
+    char *zbuf, *zin;           /* (zin: the reader's, for compressed pieces of results) */
+    uint64_t z_raw, z_sent, z_in_raw, z_in;
 } fc_conn;
 
 /* ---- servers and virtual devices ---- */

@@ -60,6 +60,7 @@ static int locate(const void *p, size_t n, int *dev, int *bad) {
 #define FC_ARENA_UNITS 4096u /* of a 2 MiB arena */
 #define FC_ARENA_BELOW (1u << 20)
 #define FC_ARENA_IDLE_NS 1000000000LL
+#define FC_SMALL_DTOH (64u << 10) /* the daemon's C path answers copies up to this size */
 
 typedef struct fc_arena {
     uint64_t base;
@@ -516,12 +517,15 @@ static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, 
 static int dtoh(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
     int st = fc_device_ready(dev);
     if (st) return st;
+    fc_conn *c = fc_dev_conn(dev);
     fc_MEMCPY_DTOH m = {src, n, sid, 0};
+    if (n > FC_SMALL_DTOH && fc_compressing(c, dev, n) && fc_lz4_available())
+        m.flags = FC_MEMCPY_DTOH_COMPRESSED; /* (smaller ones stay on the daemon's C path) */
     fc_req r;
     fc_req_init(&r, NULL, 0);
     r.bulk = dst;
     r.bulk_cap = n;
-    st = fc_call(fc_dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call(c, FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
     if (st == cudaSuccess && r.bulk_len != n) st = cudaErrorUnknown;
     return fc_sync_status(dev, st);
 }

@@ -290,8 +290,8 @@ void fcx_compressed(uint64_t *out2) {
     for (int i = 0; i < fc_nservers; i++) {
         fc_conn *c = fc_servers[i].conn;
         if (!c) continue;
-        out2[0] += c->z_raw;
-        out2[1] += c->z_sent;
+        out2[0] += c->z_raw + c->z_in_raw;
+        out2[1] += c->z_sent + c->z_in;
     }
 }
 

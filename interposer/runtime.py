@@ -354,22 +354,23 @@ def _compression(dev: int, server_can: bool) -> None:
     lib.fcx_set_compress(d.server, state)
 
 
-PROBE_BYTES = 256 << 10
+PROBE_BYTES = 2 << 20  # well past a link's burst (a token bucket's depth, a switch's buffer)
 
 
 def link_probe(dev: int) -> int:
-    """FARCUDA_COMPRESS=auto, at the first large copy: the link's rate from the time of a
-    request with PROBE_BYTES behind it against that of an empty one (the best of two each)."""
+    """FARCUDA_COMPRESS=auto, at the first copy of 1 MiB or more: the link's rate from the
+    time of a request with PROBE_BYTES behind it against that of an empty one (the best of
+    two)."""
     d = S.devices[dev]
     filler = os.urandom(PROBE_BYTES)
     rate = None
     try:
         times = []
-        for tail in (b"", filler, b"", filler):
+        for tail in (b"", b"", filler):
             t0 = time.perf_counter()
             call(dev, "PROBE", tail=tail)
             times.append(time.perf_counter() - t0)
-        extra = min(times[1], times[3]) - min(times[0], times[2])
+        extra = times[2] - min(times[0], times[1])
         rate = PROBE_BYTES / max(extra, 1e-7)
     except CudaError:
         pass

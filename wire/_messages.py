@@ -194,7 +194,8 @@ MESSAGES: tuple[Message, ...] = (
        reply_bulk="bytes", doc="the daemon streams the bytes back as DATA frames",
        consts=("flags DEFERRED=1: the client does not wait (into pinned memory, one PIECE at "
                "most): the daemon answers once the copy completed, and before the answer to "
-               "anything that covers it",)),
+               "anything that covers it",
+               "flags COMPRESSED=2: pieces of the result may come as DATA_Z",)),
     _m("MEMCPY_DTOD", 0x0212, "either", "dst:u64 src:u64 size:u64 stream:u32 flags:u32"),
     _m("MEMSET", 0x0213, "either", "dst:u64 size:u64 value:u32 stream:u32 elem:u32"),
     _m("MEMCPY2D_HTOD", 0x0214, "either",
@@ -328,6 +329,10 @@ MESSAGES: tuple[Message, ...] = (
        doc="a fault left this virtual device's context unusable (sent once, before the first "
            "answer that reports it): the first and the last launch since its last good "
            "synchronization (0: none); the tail names the kernel it came from, in words"),
+    _m("DATA_Z", 0x800B, "reply", "offset:u64 size:u64", direction="s2c",
+       bulk="an LZ4 block of size bytes (wire/compress.py)",
+       doc="a piece of a bulk result, compressed (the request asked for it: MEMCPY_DTOH "
+           "flags COMPRESSED)"),
 )
 
 BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}

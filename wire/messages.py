@@ -483,6 +483,8 @@ def _decode_MEMCPY_DTOH(b: Buffer, aux: int = 0) -> MEMCPY_DTOH:
 # flags: the client does not wait (into pinned memory, one PIECE at most): the daemon answers once
 # the copy completed, and before the answer to anything that covers it
 MEMCPY_DTOH_DEFERRED = 1
+# flags: pieces of the result may come as DATA_Z
+MEMCPY_DTOH_COMPRESSED = 2
 
 
 class MEMCPY_DTOD(NamedTuple):
@@ -1827,6 +1829,26 @@ def _decode_FAULT(b: Buffer, aux: int = 0) -> FAULT:
     return _new(FAULT, (status, first, last))
 
 
+class DATA_Z(NamedTuple):
+    """DATA_Z (0x800b): a piece of a bulk result, compressed (the request asked for it: MEMCPY_DTOH
+    flags COMPRESSED)
+    """
+
+    offset: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_DATA_Z.pack(self.offset, self.size)
+
+
+_S_DATA_Z = struct.Struct('<QQ')
+
+
+def _decode_DATA_Z(b: Buffer, aux: int = 0) -> DATA_Z:
+    offset, size = _S_DATA_Z.unpack(b)
+    return _new(DATA_Z, (offset, size))
+
+
 DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x0001: _decode_SERVER_HELLO,
     0x0002: _decode_HELLO,
@@ -1908,4 +1930,5 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x8008: _decode_FETCH,
     0x8009: _decode_PUSH,
     0x800a: _decode_FAULT,
+    0x800b: _decode_DATA_Z,
 }

@@ -29,6 +29,7 @@ from farcuda.wire import (
     Frame,
     FrameReader,
     ProtocolError,
+    compress,
     encode,
     encode_reply,
     encode_value,
@@ -52,6 +53,7 @@ __all__ = ["Session"]
 log = logging.getLogger("farcudad.session")
 
 _DATA = BY_NAME["DATA"].op
+_DATA_Z = BY_NAME["DATA_Z"].op
 _HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
 _DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
 _SINK_MIN = 64 << 10  # payloads from this size on are received straight into staging memory
@@ -320,6 +322,19 @@ class Session(asyncio.BufferedProtocol):
         else:
             self._write(encode_value(msg.ASYNC_ERROR(status, f.op), vdev=f.vdev))
 
+    def _data(self, f: Frame, off: int, view: Any, z: bool) -> None:
+        """One piece of a bulk result: compressed (DATA_Z) when asked for and worth it."""
+        if z and compress.worth(view):
+            packed = compress.compress(view)
+            if packed is not None:
+                self._write(HEADER.pack(16 + len(packed), _DATA_Z, 0, f.rid, f.vdev, 0)
+                            + struct.pack("<QQ", off, len(view)))
+                self._write(packed)
+                return
+        self._write(HEADER.pack(8 + len(view), _DATA, 0, f.rid, f.vdev, 0)
+                    + struct.pack("<Q", off))
+        self._write(view)
+
     async def _send_bulk(self, f: Frame, bulk: Bulk) -> None:
         """A large result: DATA frames of at most PIECE bytes, then the REPLY."""
         off = 0
@@ -327,9 +342,7 @@ class Session(asyncio.BufferedProtocol):
             pieces = bulk.pieces
             if hasattr(pieces, "__aiter__"):  # (view, release) pairs of staging memory
                 async for view, release in pieces:
-                    self._write(HEADER.pack(8 + len(view), _DATA, 0, f.rid, f.vdev, 0)
-                                + struct.pack("<Q", off))
-                    self._write(view)
+                    self._data(f, off, view, bulk.z)
                     off += len(view)
                     if self.transport is not None and self.transport.get_write_buffer_size():
                         await self._drain_all()
@@ -339,9 +352,7 @@ class Session(asyncio.BufferedProtocol):
                     view = memoryview(piece)
                     for start in range(0, len(view), msg.PIECE):
                         part = view[start:start + msg.PIECE]
-                        self._write(HEADER.pack(8 + len(part), _DATA, 0, f.rid, f.vdev, 0)
-                                    + struct.pack("<Q", off))
-                        self._write(part)
+                        self._data(f, off, part, bulk.z)
                         off += len(part)
                         await self._drain()
         except CudaError as exc:

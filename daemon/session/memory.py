@@ -188,11 +188,20 @@ def MEMCPY_DTOH(s: Session, f: Frame, m: msg.MEMCPY_DTOH):
         s.d2h.check(m.size)
         s.d2h.defer(f, d.be.dtoh_deferred(m.src, m.size, m.stream))
         return DEFERRED
+    z = bool(m.flags & msg.MEMCPY_DTOH_COMPRESSED) and compress.available()
     if m.size > INLINE_REPLY:
         pieces = d.be.memcpy_dtoh_pieces(m.src, m.size, m.stream)
         if pieces is not None:
-            return Bulk(pieces)
-    return _later(d.be.memcpy_dtoh(m.src, m.size, m.stream), data_reply)
+            bulk = Bulk(pieces)
+            bulk.z = z
+            return bulk
+
+    def reply(data):
+        out = data_reply(data)
+        if isinstance(out, Bulk):
+            out.z = z
+        return out
+    return _later(d.be.memcpy_dtoh(m.src, m.size, m.stream), reply)
 
 
 @handler

@@ -18,32 +18,33 @@ def _run(program, shim, address, fc, kind, mib, mode):
     assert r.stdout.splitlines()[-1] == "PASSED", r.stdout
     (line,) = [ln for ln in r.stderr.splitlines() if "report:" in ln]
     fields = dict(kv.split("=") for kv in line.split("report:")[1].split())
-    raw, sent = (int(x) for x in fields["compressed"].split("->"))
-    return raw, sent, int(fields["bytes_to_server"])
+    raw, sent = (int(x) for x in fields["compressed"].split("->"))  # both directions
+    return raw, sent, int(fields["bytes_to_server"]), int(fields["bytes_from_server"])
 
 
 @pytest.mark.parametrize("kind", ["random", "zeros", "mixed"])
 def test_payloads_arrive_exactly_compressed_where_worth_it(program, shim, memory_daemon, fc,
                                                             kind):
     mib = 24
-    raw, sent, out = _run(program, shim, memory_daemon.address, fc, kind, mib, "on")
-    if kind == "random":
-        assert raw == 0 and out > mib << 20  # every piece sampled, none worth it
-    elif kind == "zeros":
-        assert raw == mib << 20 and sent < raw / 100 and out < 1 << 20
+    raw, sent, out, back = _run(program, shim, memory_daemon.address, fc, kind, mib, "on")
+    if kind == "random":  # every piece sampled, none worth it
+        assert raw == 0 and out > mib << 20 and back > mib << 20
+    elif kind == "zeros":  # each way
+        assert raw == 2 * mib << 20 and sent < raw / 100 and out < 1 << 20 and back < 1 << 20
     else:  # two thirds of it compresses, the random third stays as it is
-        assert raw >= (mib << 20) // 2 and sent < 0.6 * raw
+        assert raw >= mib << 20 and sent < 0.6 * raw and back < 0.8 * (mib << 20)
 
 
 def test_off_sends_everything_as_it_is(program, shim, memory_daemon, fc):
-    raw, _, out = _run(program, shim, memory_daemon.address, fc, "zeros", 8, "off")
-    assert raw == 0 and out > 8 << 20
+    raw, _, out, back = _run(program, shim, memory_daemon.address, fc, "zeros", 8, "off")
+    assert raw == 0 and out > 8 << 20 and back > 8 << 20
 
 
 def test_auto_compresses_on_a_slow_link_only(program, shim, memory_daemon, fc):
     target = (memory_daemon.host, memory_daemon.port)
-    raw, _, _ = _run(program, shim, memory_daemon.address, fc, "zeros", 8, "auto")
+    raw, _, _, _ = _run(program, shim, memory_daemon.address, fc, "zeros", 8, "auto")
     assert raw == 0  # loopback: faster than the compressor
-    with ProxyThread(f"{target[0]}:{target[1]}", delay=0.0005, rate=200e6) as p:
-        raw, sent, out = _run(program, shim, p.address, fc, "zeros", 8, "auto")
-    assert raw == 8 << 20 and out < 2 << 20  # (the probe's bytes included)
+    # the project's emulated edge link: 1 Gbit/s, 0.5 ms each way
+    with ProxyThread(f"{target[0]}:{target[1]}", delay=0.0005, rate=1e9) as p:
+        raw, sent, out, back = _run(program, shim, p.address, fc, "zeros", 8, "auto")
+    assert raw == 2 * 8 << 20 and out < 3 << 20 and back < 1 << 20  # (out: the probe's 2 MiB)

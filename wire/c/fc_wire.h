@@ -111,6 +111,7 @@ enum {
     FC_OP_FETCH = 0x8008,
     FC_OP_PUSH = 0x8009,
     FC_OP_FAULT = 0x800a,
+    FC_OP_DATA_Z = 0x800b,
 };
 
 /* SERVER_HELLO (0x0001, daemon to client, notify): first frame from the daemon: protocol
@@ -271,6 +272,8 @@ _Static_assert(sizeof(fc_MEMCPY_DTOH) == 24, "fc_MEMCPY_DTOH layout");
  * once the copy completed, and before the answer to anything that covers it
  */
 #define FC_MEMCPY_DTOH_DEFERRED 1u
+/* flags: pieces of the result may come as DATA_Z */
+#define FC_MEMCPY_DTOH_COMPRESSED 2u
 
 /* MEMCPY_DTOD (0x0212, client to daemon, either) */
 typedef struct __attribute__((packed)) {  /* MEMCPY_DTOD */
@@ -829,5 +832,14 @@ typedef struct __attribute__((packed)) {  /* FAULT */
     uint64_t last;
 } fc_FAULT;
 _Static_assert(sizeof(fc_FAULT) == 24, "fc_FAULT layout");
+
+/* DATA_Z (0x800b, daemon to client, reply): a piece of a bulk result, compressed (the request
+ * asked for it: MEMCPY_DTOH flags COMPRESSED)
+ */
+typedef struct __attribute__((packed)) {  /* DATA_Z */
+    uint64_t offset;
+    uint64_t size;
+} fc_DATA_Z;
+_Static_assert(sizeof(fc_DATA_Z) == 16, "fc_DATA_Z layout");
 
 #endif
