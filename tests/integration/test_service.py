@@ -232,8 +232,8 @@ def test_report_line_at_exit(tmp_path, tenant_exe, shim, fc):
         assert len(lines) == 1, err
         fields = dict(kv.split("=") for kv in lines[0].split("report:")[1].split())
         assert set(fields) == {"calls", "sync_calls", "round_trips", "sync_round_trips",
-                               "compressed", "bytes_to_server", "bytes_from_server", "wait_s",
-                               "gpu_energy_j"}
+                               "compressed", "link_MBps", "bytes_to_server",
+                               "bytes_from_server", "wait_s", "gpu_energy_j"}
         assert int(fields["calls"]) >= 4
         assert 1 <= int(fields["sync_round_trips"]) <= int(fields["round_trips"])
         assert int(fields["round_trips"]) <= int(fields["calls"])

@@ -2,7 +2,11 @@
 // keep: alignment, no overlap, frees in any order, reuse after free, the out-of-memory point,
 // cudaMemGetInfo. Usage: ci_suballoc MODE [ARG]
 //   layout        allocations of many sizes: aligned, disjoint, contents kept; freed in a
-//                 shuffled order; freed memory is reused; free memory as before at the end
+//                 shuffled order (the default)
+//   strict        layout, and: 512-byte alignment, a copy past the end of a small allocation
+//                 is refused, freed memory is reused, free memory is as before at the end
+//                 (farcuda's placement; natively these depend on the driver's packing and on
+//                 other processes)
 //   oom SIZE      allocate SIZE bytes until it fails: how many, and the error; then a free
 //                 makes room for one more
 //   loop N        N times cudaMalloc + cudaFree of 1 KiB (and one 1 MiB): round trips
@@ -24,7 +28,7 @@
         }                                                                          \
     } while (0)
 
-static int layout() {
+static int layout(int strict) {
     static const size_t sizes[] = {1, 7, 255, 256, 511, 512, 513, 1000, 4095, 4096, 65536,
                                    100000, 524288, 1048575, 1048576, 3145728, 3, 24};
     const int n = sizeof sizes / sizeof *sizes;
@@ -34,7 +38,8 @@ static int layout() {
     int misaligned = 0, overlaps = 0, bad = 0;
     for (int i = 0; i < n; i++) {
         CHECK(cudaMalloc((void **)&p[i], sizes[i]));
-        misaligned += ((uintptr_t)p[i] % 512) != 0;
+        // CUDA promises 256 bytes; farcuda (like the driver seen on an H100) gives 512
+        misaligned += ((uintptr_t)p[i] % (strict ? 512 : 256)) != 0;
         CHECK(cudaMemset(p[i], i + 1, sizes[i]));
     }
     for (int i = 0; i < n; i++)
@@ -45,12 +50,14 @@ static int layout() {
         CHECK(cudaMemcpy(h.data(), p[i], sizes[i], cudaMemcpyDeviceToHost));
         for (size_t k = 0; k < sizes[i]; k++) bad += h[k] != (unsigned char)(i + 1);
     }
-    // a copy past the end of a small allocation is refused, as natively for memory it
-    // does not own (it lies in an arena here)
-    cudaError_t past = cudaMemcpy(h.data(), p[0], 4096, cudaMemcpyDeviceToHost);
-    printf("allocations %d: misaligned %d, overlapping %d, wrong bytes %d, past the end %s\n", n,
-           misaligned, overlaps, bad, past == cudaSuccess ? "allowed" : "refused");
-    cudaGetLastError();
+    printf("allocations %d: misaligned %d, overlapping %d, wrong bytes %d\n", n, misaligned,
+           overlaps, bad);
+    if (strict) {  // farcuda's own checks (natively these depend on the driver's packing)
+        cudaError_t past = cudaMemcpy(h.data(), p[0], 4096, cudaMemcpyDeviceToHost);
+        printf("a copy past the end of a small allocation: %s\n",
+               past == cudaSuccess ? "allowed" : "refused");
+        cudaGetLastError();
+    }
     // free in a shuffled order, keeping 3 and 9; their bytes stay
     static const int order[] = {5, 0, 17, 12, 1, 14, 7, 2, 16, 10, 4, 15, 6, 11, 13, 8};
     for (int i : order) CHECK(cudaFree(p[i]));
@@ -69,8 +76,8 @@ static int layout() {
     CHECK(cudaFree(p[9]));
     size_t free1;
     CHECK(cudaMemGetInfo(&free1, &total));
-    printf("reuse after free: %s; free memory back: %s\n", reused ? "yes" : "no",
-           free1 == free0 ? "yes" : "no");
+    if (strict) printf("reuse after free: %s\nfree memory back: %s\n", reused ? "yes" : "no",
+                       free1 == free0 ? "yes" : "no");
     printf("PASSED\n");
     return 0;
 }
@@ -138,5 +145,5 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "oom")) return oom(arg ? (size_t)arg : 4096);
     if (!strcmp(mode, "loop")) return loop(arg ? (int)arg : 10);
     if (!strcmp(mode, "hold")) return hold(arg ? (int)arg : 16);
-    return layout();
+    return layout(!strcmp(mode, "strict"));
 }
