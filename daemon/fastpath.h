@@ -30,6 +30,8 @@ typedef struct {
 
 /* 0 once the driver's entry points are found */
 int fp_init(void);
+/* how long a synchronization (or a copy) may spin here for its stream to become idle */
+void fp_set_spin(uint64_t ns);
 /* the Python side made `ctx` current on this thread (or NULL: unknown) */
 void fp_note_current(void *ctx);
 

@@ -314,7 +314,7 @@ FAKES_DIR = ROOT / "tests" / "fakes"
 # the recording driver's kinds of call (tests/fakes/libcuda_recording.c)
 REC = {name: i + 1 for i, name in enumerate(
     ("launch", "set_current", "record", "wait", "dtoh", "stream_query", "stream_sync",
-     "event_query", "event_sync", "ctx_sync"))}
+     "event_query", "event_sync", "ctx_sync", "htod"))}
 _REC_CDEF = """
 typedef struct { int32_t fn; int32_t bad_extra; uint64_t a[10]; uint64_t params_off;
                  uint64_t params_len; } rec_call;
@@ -323,6 +323,7 @@ int rec_count(void);
 const rec_call *rec_get(int i);
 const unsigned char *rec_arena(void);
 void rec_busy(void *handle, int busy);
+void rec_busy_for(void *handle, int queries);
 void rec_fail(int fn, int err);
 unsigned char rec_byte_at(uint64_t addr);
 """
@@ -448,6 +449,9 @@ class FastPath:
                 assert not c.bad_extra, "a launch passed malformed extra arguments"
                 params = bytes(self.rffi.buffer(arena + c.params_off, c.params_len))
                 out.append((kind, *[int(c.a[k]) for k in range(9)], params))
+            elif kind == "htod":  # (dst, n, stream, source address, the bytes copied)
+                data = bytes(self.rffi.buffer(arena + c.params_off, c.params_len))
+                out.append((kind, *[int(c.a[k]) for k in range(4)], data))
             else:
                 n = {"record": 3, "wait": 3, "dtoh": 4, "ctx_sync": 0}.get(kind, 1)
                 out.append((kind, *[int(c.a[k]) for k in range(n)]))

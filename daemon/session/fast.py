@@ -59,6 +59,7 @@ class CPath:
                 s._fault(res.sync_vdev, res.sync_status)  # before its reply
                 s.errors[res.sync_status] += 1
             s.counts[BY_OP[res.sync_op].name] += 1
+            s.round_trips += 1
             clock = s._clock(res.sync_vdev)
             if clock is not None:
                 clock.add(res.sync_ns)

@@ -38,6 +38,8 @@ PROGRAMS = [
     "ci_memcpy3d",
     "ci_launch",
     "ci_graph",
+    "ci_queries",
+    "ci_suballoc",
     "ci_devices",
     "ci_streams",
     # reads just outside allocations, copies at the size limits, host/device alternation,

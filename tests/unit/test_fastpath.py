@@ -78,6 +78,8 @@ def _others() -> dict[str, bytes]:
         "device never opened": launch(1, params=b"\0" * 16, vdev=5),
         "device past the table": launch(1, params=b"\0" * 16, vdev=200),
         "a synchronous launch": launch(1, params=b"\0" * 16, rid=4),
+        "an async copy": encode(m["MEMCPY_HTOD"], {"dst": 1 << 40, "stream": 0, "flags": 0},
+                                b"\1" * 8),
         "another opcode": encode(m["MEMSET"], {"dst": 1 << 40, "size": 4, "value": 0,
                                                "stream": 0, "elem": 1}),
         "a request with a reply": encode(m["MALLOC"], {"size": 4096}, rid=5),
@@ -238,7 +240,6 @@ def test_what_blocks_a_synchronization_sends_it_to_python(fp):
         ([fp.event_h(0, 1)], sync("EVENT_SYNC", event=1), False),
         ([fp.stream_h(0, 2)], sync("DEVICE_SYNC"), False),
         ([], sync("EVENT_SYNC", event=5), False),
-        ([], sync("STREAM_QUERY", stream=1), False),
     ]
     for busy, frame, here in cases:
         fp.rec.rec_reset()
@@ -271,6 +272,112 @@ def test_the_reply_goes_straight_to_an_idle_socket(fp):
         b.close()
         os.close(r)
         os.close(w)
+
+
+def htod(dst: int, data: bytes, stream: int = 0, flags: int = 0, rid: int = 8,
+         vdev: int = 0) -> bytes:
+    return encode(BY_NAME["MEMCPY_HTOD"], {"dst": dst, "stream": stream, "flags": flags}, data,
+                  rid=rid, vdev=vdev)
+
+
+def test_a_small_synchronous_copy_to_the_device_is_answered_here(fp):
+    fp.device(kernels={1: 0}, streams={1: 0}, ranges=[(BASE, 4 << 20)])
+    dst, data = BASE + 4096 + 5, bytes(i * 13 & 0xFF for i in range(SMALL))
+    frame = htod(dst, data, 1)
+    res, raw = fp.run(launch(1) + frame + launch(1))
+    assert res.consumed == len(launch(1)) + len(frame)  # the run ends at the reply
+    assert (res.launches, res.sync_op, res.out_len) == (1, BY_NAME["MEMCPY_HTOD"].op, 24)
+    f, status = _reply(raw)
+    assert (f.rid, status, bytes(f.tail or b"")) == (8, 0, b"")
+    small = int(fp.ffi.cast("uintptr_t", fp.small[0]))
+    # through the bounce buffer, complete before the reply (the buffer is free again)
+    assert fp.calls()[2:] == [("stream_query", fp.stream_h(0, 1)), ("stream_query", 0),
+                              ("htod", dst, len(data), fp.stream_h(0, 1), small, data),
+                              ("stream_sync", fp.stream_h(0, 1))]
+
+
+@pytest.mark.parametrize("what", ["busy stream", "busy legacy stream", "outside the memory",
+                                  "past the end of an allocation", "too large", "empty",
+                                  "flags", "no reply buffer", "unknown stream", "async"])
+def test_a_copy_to_the_device_that_might_wait_or_is_not_the_sessions_goes_to_python(fp, what):
+    fp.device(streams={1: 0}, ranges=[(BASE, 1 << 20)])
+    dst, n, stream, flags, out, rid = BASE, 512, 1, 0, True, 8
+    if what == "busy stream":
+        fp.rec.rec_busy(fp.ptr(fp.stream_h(0, 1)), 1)
+    elif what == "busy legacy stream":
+        fp.rec.rec_busy(fp.ffi.NULL, 1)
+    elif what == "outside the memory":
+        dst = BASE - 512
+    elif what == "past the end of an allocation":
+        dst = BASE + (1 << 20) - 100
+    elif what == "too large":
+        n = SMALL + 1
+    elif what == "empty":
+        n = 0
+    elif what == "flags":
+        flags = 1
+    elif what == "no reply buffer":
+        out = False
+    elif what == "unknown stream":
+        stream = 4
+    elif what == "async":
+        rid = 0
+    res, _ = fp.run(htod(dst, b"\7" * n, stream, flags, rid), out=out)
+    assert (res.consumed, res.out_len) == (0, 0)
+    assert not [c for c in fp.calls() if c[0] == "htod"]
+
+
+def test_work_that_completes_within_the_spin_is_waited_for_here(fp):
+    """A launch and its synchronization: the kernel is done within microseconds."""
+    fp.device(streams={1: 0}, events=(1,), ranges=[(BASE, 1 << 20)])
+    fp.lib.fp_set_spin(10**9)  # (it ends as soon as the work is done)
+    try:
+        for busy, frame, done in [
+                (fp.stream_h(0, 1), sync("STREAM_SYNC", stream=1), ("stream_sync",)),
+                (0, sync("STREAM_SYNC", stream=1), ("stream_sync",)),
+                (fp.stream_h(0, 1), sync("DEVICE_SYNC"), ("ctx_sync",)),
+                (fp.event_h(0, 1), sync("EVENT_SYNC", event=1), ("event_sync",)),
+                (fp.stream_h(0, 1), dtoh(BASE, 64, 1), ("dtoh", "stream_sync")),
+                (0, htod(BASE, b"\3" * 64, 0), ("htod", "stream_sync"))]:
+            fp.rec.rec_reset()
+            fp.rec.rec_busy_for(fp.ptr(busy), 5)  # busy for its next five queries
+            res, raw = fp.run(frame)
+            assert res.consumed == len(frame), frame
+            assert _reply(raw)[1] == 0
+            calls = [c[0] for c in fp.calls()]
+            assert calls.count("stream_query") + calls.count("event_query") >= 6, calls
+            assert tuple(c for c in calls if not c.endswith("query")
+                         and c != "set_current") == done
+    finally:
+        fp.lib.fp_set_spin(60_000)
+
+
+def test_queries_are_answered_here(fp):
+    fp.device(streams={1: 0}, events=(1,))
+    a, b = socket.socketpair()
+    try:
+        for frame, handle, kind in [(sync("STREAM_QUERY", stream=1), fp.stream_h(0, 1),
+                                     "stream_query"),
+                                    (sync("STREAM_QUERY", stream=0), 0, "stream_query"),
+                                    (sync("EVENT_QUERY", event=1), fp.event_h(0, 1),
+                                     "event_query")]:
+            for busy, want in ((False, 0), (True, 600)):  # cudaErrorNotReady: an answer
+                fp.rec.rec_reset()
+                fp.rec.rec_busy(fp.ptr(handle), int(busy))
+                res, raw = fp.run(frame, sock=a.fileno())
+                assert res.consumed == len(frame) and res.sync_status == want, frame
+                assert _reply(raw)[1] == want
+                assert res.out_sent == 24 and b.recv(64) == raw  # sent at once, either way
+                assert fp.calls()[-1] == (kind, handle)
+                fp.rec.rec_busy(fp.ptr(handle), 0)
+        fp.rec.rec_fail(6, 700)  # cuStreamQuery reports a fault: the session sends it after
+        res, raw = fp.run(sync("STREAM_QUERY", stream=1), sock=a.fileno())
+        assert (_reply(raw)[1], res.out_sent) == (700, 0)
+        for frame in (sync("STREAM_QUERY", stream=4), sync("EVENT_QUERY", event=3)):
+            assert fp.run(frame)[0].consumed == 0  # unknown handles: Python says so
+    finally:
+        a.close()
+        b.close()
 
 
 # -- virtual devices that share a context: stream 0 is each device's own stream, and the

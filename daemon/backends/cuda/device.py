@@ -146,6 +146,7 @@ class CudaDevice:
         self._small_view = memoryview((ctypes.c_char * SMALL).from_address(self._small)).cast("B")
         if self._fp is not None:
             self._fp.fp_set_small(vdev, self._ptr(self._small), SMALL)
+            self._fp.fp_set_spin(int(SPIN_S * 1e9))  # the C path spins as long as _wait
 
     def _abandon(self) -> None:
         """The device could not be opened: its context (or its part of the shared one) goes."""
