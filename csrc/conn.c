@@ -195,8 +195,9 @@ static void *sender_main(void *arg) {
 }
 
 /* A frame of `op` for device `vdev` was queued or written: may it have queued work there? (What
- * cannot is listed; anything else counts, a call of another server's device at worst too.) */
-static void note_work(uint16_t op, uint16_t vdev) {
+ * cannot is listed; anything else counts, a call of another server's device at worst too.)
+ * Counted on the connection, so that the frames of both layers sharing it count. */
+static void note_work(fc_conn *c, uint16_t op, uint16_t vdev) {
     switch (op) {
     case FC_OP_PING: case FC_OP_DEVICE_SYNC: case FC_OP_MALLOC: case FC_OP_FREE:
     case FC_OP_MEM_GET_INFO: case FC_OP_ARENA: case FC_OP_SUBALLOC: case FC_OP_SUBFREE:
@@ -209,7 +210,7 @@ static void note_work(uint16_t op, uint16_t vdev) {
         return;
     default:
         if (vdev < FC_MAX_DEVICES)
-            __atomic_add_fetch(&fc_devices[vdev].work_gen, 1, __ATOMIC_ACQ_REL);
+            __atomic_add_fetch(&c->work_gen[vdev], 1, __ATOMIC_ACQ_REL);
     }
 }
 
@@ -242,7 +243,7 @@ void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     h->aux = 0;
     c->q_len += total;
     if (op != FC_OP_PING) c->calls++; /* heartbeats are not the program's calls */
-    note_work(op, vdev); /* (queued: a synchronization sent after this covers it) */
+    note_work(c, op, vdev); /* (queued: a synchronization sent after this covers it) */
     return h + 1;
 }
 
@@ -362,7 +363,7 @@ int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t fl
     c->calls++;
     c->sync_calls++;
     flush_locked(c, iov, tlen ? 3 : (flen ? 2 : 1));
-    note_work(op, vdev);
+    note_work(c, op, vdev);
     pthread_mutex_unlock(&c->send_mtx);
     /* On a failed write the reader fails this request too; wait for it either way. */
     req_wait(c, r);
@@ -433,7 +434,7 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
         off += k;
     } while (off < n);
     if (sync) c->sync_calls++;
-    note_work(op, vdev);
+    note_work(c, op, vdev);
     pthread_mutex_unlock(&c->send_mtx);
     if (!sync) return failed ? (c->dead ? c->dead_status : cudaErrorDevicesUnavailable)
                              : cudaSuccess;

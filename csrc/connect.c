@@ -80,7 +80,7 @@ int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
  * on the device before it is pending */
 int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen) {
     fc_device *d = &fc_devices[dev];
-    uint64_t g = __atomic_load_n(&d->work_gen, __ATOMIC_ACQUIRE);
+    uint64_t g = __atomic_load_n(&fc_dev_conn(dev)->work_gen[dev], __ATOMIC_ACQUIRE);
     int st = fc_call_dev(dev, op, fixed, flen, NULL, 0);
     if (st == cudaSuccess) {
         uint64_t s = __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE);
@@ -94,11 +94,12 @@ int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen) {
 int fc_call_device_sync(int dev) { return fc_call_syncing(dev, FC_OP_DEVICE_SYNC, NULL, 0); }
 
 /* Nothing queued on the device can still be pending (no frame that may queue work went out
- * since the last successful synchronization covered everything before it). */
+ * since the last successful synchronization covered everything before it: the driver layer's
+ * frames count too where the shim lent it the connection). */
 int fc_device_quiet(int dev) {
     fc_device *d = &fc_devices[dev];
     return __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE) ==
-           __atomic_load_n(&d->work_gen, __ATOMIC_ACQUIRE);
+           __atomic_load_n(&fc_dev_conn(dev)->work_gen[dev], __ATOMIC_ACQUIRE);
 }
 
 /* ---------- what the Python half asks of the transport (api.h) ---------- */

@@ -222,6 +222,10 @@ typedef struct fc_conn {
     volatile int compress;
     char *zbuf, *zin;           /* (zin: the reader's, for compressed pieces of results) */
     uint64_t z_raw, z_sent, z_in_raw, z_in;
+    /* per virtual device, the frames sent on this connection (by either layer, when the shim
+     * lends it to the driver layer's client core) that may have queued work there, counted
+     * once queued: what fc_device.synced_gen is compared with */
+    uint64_t work_gen[FC_MAX_DEVICES];
 } fc_conn;
 
 /* ---- servers and virtual devices ---- */
@@ -251,9 +255,9 @@ typedef struct fc_device {
     int cooperative;
     int prio_least, prio_greatest;
     volatile int generation;   /* bumped by cudaDeviceReset: per-thread streams are stale */
-    /* frames that may have queued work on the device (counted once queued), and how many of
-     * them a successful device synchronization covered: equal, nothing can be pending */
-    uint64_t work_gen, synced_gen;
+    /* how many of the frames that may have queued work on the device (fc_conn.work_gen) a
+     * successful device synchronization covered: equal, nothing can be pending */
+    uint64_t synced_gen;
 } fc_device;
 
 /* ---- modules, kernels, variables (registered before main) ---- */
