@@ -443,3 +443,95 @@ def test_synchronizations_in_a_shared_context_are_the_devices_own(fp):
             fp.rec.rec_busy(fp.ptr(h), 1)
         res, _ = fp.run(frame)
         assert (res.consumed == len(frame)) == here, (busy, frame)
+
+
+def test_copies_and_queries_in_a_shared_context_use_the_devices_own_streams(fp):
+    """The synchronous requests of the C path on devices of a shared context: each waits for
+    what its stream implicitly waits for on its own device (the legacy order the Python side
+    restores), never for another device's streams or the context's NULL stream, and leaves
+    nothing queued behind it."""
+    fp.device(0, streams={1: 0, 2: 1}, events=(1,), ranges=[(BASE, 1 << 20)], shared=True)
+    fp.device(1, ranges=[(BASE + (1 << 20), 1 << 20)], shared=True)
+    small = int(fp.ffi.cast("uintptr_t", fp.small[0]))
+    data = b"\5" * 64
+    for frame, stream, what in [(htod(BASE, data, 0), fp.legacy_h(0), "htod"),
+                                (htod(BASE, data, 1), fp.stream_h(0, 1), "htod"),
+                                (dtoh(BASE, 64, 2), fp.stream_h(0, 2), "dtoh")]:
+        fp.rec.rec_reset()
+        for h in (0, fp.legacy_h(1)):  # the context's NULL stream, another device's stream 0
+            fp.rec.rec_busy(fp.ptr(h), 1)
+        res, raw = fp.run(frame)
+        assert res.consumed == len(frame) and _reply(raw)[1] == 0, frame
+        copy = [c for c in fp.calls() if c[0] in ("htod", "dtoh")]
+        if what == "htod":
+            assert copy == [("htod", BASE, 64, stream, small, data)]
+        else:
+            assert copy == [("dtoh", small, BASE, 64, stream)]
+        assert fp.calls()[-1] == ("stream_sync", stream)  # complete before the reply
+        assert not [c for c in fp.calls() if c[0] == "ctx_sync"]
+    cases = [  # (busy handle, frame): the legacy order keeps it waiting, so Python takes it
+        (fp.stream_h(0, 1), htod(BASE, data, 0)),  # stream 0 waits for a blocking stream
+        (fp.legacy_h(0), htod(BASE, data, 1)),  # a blocking stream waits for stream 0
+        (fp.stream_h(0, 1), dtoh(BASE, 64, 0)),
+        (fp.legacy_h(0), sync("STREAM_SYNC", stream=1)),
+    ]
+    for busy, frame in cases:
+        fp.rec.rec_reset()
+        fp.rec.rec_busy(fp.ptr(busy), 1)
+        res, _ = fp.run(frame)
+        assert (res.consumed, res.out_len) == (0, 0), (busy, frame)
+        assert not [c for c in fp.calls() if c[0] in ("htod", "dtoh", "stream_sync")]
+    fp.rec.rec_reset()
+    fp.rec.rec_busy(fp.ptr(fp.legacy_h(0)), 1)  # a non-blocking stream waits for nothing
+    res, _ = fp.run(htod(BASE, data, 2))
+    assert res.consumed == len(htod(BASE, data, 2))
+    fp.rec.rec_reset()
+    for frame, handle, kind in [(sync("STREAM_QUERY", stream=0), fp.legacy_h(0), "stream_query"),
+                                (sync("STREAM_QUERY", stream=1), fp.stream_h(0, 1),
+                                 "stream_query"),
+                                (sync("EVENT_QUERY", event=1), fp.event_h(0, 1), "event_query")]:
+        for busy, want in ((False, 0), (True, 600)):
+            fp.rec.rec_busy(fp.ptr(handle), int(busy))
+            res, raw = fp.run(frame)
+            assert res.consumed == len(frame) and _reply(raw)[1] == want, frame
+            assert fp.calls()[-1] == (kind, handle)  # the device's own stream 0, not NULL
+            fp.rec.rec_busy(fp.ptr(handle), 0)
+    # a copy or a query answered here changes nothing of the legacy order Python keeps:
+    # async work in stream 0 of a device with a blocking stream still goes to Python
+    res, _ = fp.run(htod(BASE, data, 0) + launch(1, 0))
+    assert (res.consumed, res.launches) == (len(htod(BASE, data, 0)), 0)
+
+
+def test_spinning_synchronizations_in_a_shared_context_wait_for_the_devices_own_work(fp):
+    fp.device(0, streams={1: 0}, events=(1,), ranges=[(BASE, 1 << 20)], shared=True)
+    fp.device(1, shared=True)
+    fp.lib.fp_set_spin(10**9)  # (it ends as soon as the work is done)
+    try:
+        for busy, frame, done in [
+                (fp.stream_h(0, 1), sync("STREAM_SYNC", stream=0), ("stream_sync",)),
+                (fp.legacy_h(0), sync("STREAM_SYNC", stream=1), ("stream_sync",)),
+                (fp.stream_h(0, 1), sync("DEVICE_SYNC"), ("stream_sync",)),
+                (fp.legacy_h(0), sync("DEVICE_SYNC"), ("stream_sync",)),
+                (fp.stream_h(0, 1), htod(BASE, b"\3" * 64, 0), ("htod", "stream_sync")),
+                (fp.legacy_h(0), dtoh(BASE, 64, 1), ("dtoh", "stream_sync"))]:
+            fp.rec.rec_reset()
+            fp.rec.rec_busy_for(fp.ptr(busy), 5)  # busy for its next five queries
+            res, raw = fp.run(frame)
+            assert res.consumed == len(frame), (busy, frame)
+            assert _reply(raw)[1] == 0
+            calls = [c[0] for c in fp.calls()]
+            assert calls.count("stream_query") >= 6, calls
+            assert tuple(c for c in calls if not c.endswith("query")
+                         and c != "set_current") == done  # never cuCtxSynchronize
+        # another device's work, or the context's NULL stream, is not waited for at all
+        fp.lib.fp_set_spin(60_000)
+        for h in (fp.legacy_h(1), 0):
+            fp.rec.rec_reset()
+            fp.rec.rec_busy(fp.ptr(h), 1)
+            res, raw = fp.run(sync("DEVICE_SYNC"))
+            assert res.consumed == len(sync("DEVICE_SYNC")) and _reply(raw)[1] == 0
+            assert [c for c in fp.calls() if c[0] == "stream_query"] == [
+                ("stream_query", fp.legacy_h(0)), ("stream_query", fp.stream_h(0, 1))]
+            fp.rec.rec_busy(fp.ptr(h), 0)
+    finally:
+        fp.lib.fp_set_spin(60_000)
