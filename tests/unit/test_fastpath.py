@@ -535,3 +535,60 @@ def test_spinning_synchronizations_in_a_shared_context_wait_for_the_devices_own_
             fp.rec.rec_busy(fp.ptr(h), 0)
     finally:
         fp.lib.fp_set_spin(60_000)
+
+
+class _Session:
+    """What CPath.run uses of a Session, before the session's first kernel ran."""
+
+    def __init__(self, fp, sock: int, pipe: int) -> None:
+        from collections import Counter
+        from types import SimpleNamespace
+        self.d2h = None
+        self.transport = SimpleNamespace(get_write_buffer_size=lambda: 0)
+        self._sock_fd, self._output_fd, self._may_print = sock, pipe, False
+        self.counts, self.errors = Counter(), Counter()
+        self.backend = SimpleNamespace(context_unknown=lambda: None)
+        self.round_trips = self.bytes_out = 0
+        self.busy = SimpleNamespace(ns=0)
+        self.written: list[bytes] = []
+        self.pipe = pipe
+
+    def _clock(self, vdev):
+        return None
+
+    def _fault(self, vdev, status):
+        raise AssertionError(f"fault {status}")
+
+    def _flush_output(self) -> None:
+        if self._may_print:
+            self.written.append(b"STDOUT " + os.read(self.pipe, 1 << 16))
+
+    def _write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+
+def test_output_of_the_first_kernels_goes_before_the_reply_of_their_synchronization(fp):
+    """The first kernels of a session and the synchronization behind them, in one run: the
+    printf output they left in the pipe goes first, so the reply is not sent by the C path."""
+    from farcuda.daemon.session.fast import CPath
+    fp.device(kernels={1: 0})
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        s = _Session(fp, a.fileno(), r)
+        cpath = CPath(s, (fp.ffi, fp.lib))
+        os.write(w, b"device: hello\n")  # as the driver prints while it synchronizes
+        data = bytearray(launch(1) + sync("DEVICE_SYNC"))
+        assert cpath.run(data, 0, len(data)) == len(data)
+        assert s._may_print
+        assert s.written[0] == b"STDOUT device: hello\n"
+        _, status = _reply(s.written[1])
+        assert status == 0
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(64)  # nothing went ahead of the output
+    finally:
+        a.close()
+        b.close()
+        os.close(r)
+        os.close(w)
