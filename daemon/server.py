@@ -65,6 +65,7 @@ MAX_HELLO_TAIL = 64 << 10
 ENERGY_INTERVAL = 1.0  # seconds between NVML samples (and energy attributions)
 CTL_TIMEOUT = 2.0
 REFUSAL_TIMEOUT = 2.0  # seconds a refused client gets to send its HELLO and hear why
+ACCEPT_BATCH = 256  # connections taken from a listening socket's backlog at one wake-up
 LOG_INTERVAL = 60.0  # refusals and failed handshakes: a few lines per peer per interval
 LOG_BURST = 5  # lines per peer and interval for failed handshakes and authentication
 
@@ -381,13 +382,23 @@ class Daemon:
                     return
                 await asyncio.sleep(0.1)
                 continue
-            conn.setblocking(False)
-            key = peer_key(addr[0])
-            why = self.admission.connect(key)
-            if why is None:
-                self._task(self._handle(conn, addr, key))
-            else:
-                self._refuse_at_door(conn, addr, key, why)
+            # and what else waits in the backlog, without a trip through the event loop for
+            # each: under a flood, the backlog must empty faster than the flood fills it, or
+            # the kernel drops the other peers' connection requests too
+            batch = [(conn, addr)]
+            while len(batch) < ACCEPT_BATCH:
+                try:
+                    batch.append(lsock.accept())
+                except OSError:  # (BlockingIOError: nothing more waits)
+                    break
+            for conn, addr in batch:
+                conn.setblocking(False)
+                key = peer_key(addr[0])
+                why = self.admission.connect(key)
+                if why is None:
+                    self._task(self._handle(conn, addr, key))
+                else:
+                    self._refuse_at_door(conn, addr, key, why)
 
     def _refuse_at_door(self, conn: socket.socket, addr, key: str, why: tuple[str, str]) -> None:
         """A connection over a per-peer or handshake limit: told why, if this peer is not
