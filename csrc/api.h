@@ -68,8 +68,18 @@ int fcx_range_find(uint64_t p, int *dev, uint64_t *base, uint64_t *size, int *ki
 /* streams */
 int fcx_stream_info(void *stream, int *dev, uint32_t *id, int *priority, unsigned int *flags);
 
+/* compression of a server's host-to-device pieces: 0 off, 1 on, 2 decide at the first large
+ * copy (fcpy_link_probe); and the bytes compressed so far (raw, sent) */
+void fcx_set_compress(int server, int state);
+void fcx_compressed(uint64_t *out2);
+
+/* the arena size the daemon offers for client-side sub-allocation (0: none) */
+void fcx_set_arena(int dev, uint64_t size);
+
 /* statistics: calls, sync calls, bytes out, bytes in, wait ns, summed over servers */
 void fcx_stats(uint64_t *out5);
+/* round trips (every request answered by a reply) and synchronous ones (a caller waited) */
+void fcx_round_trips(uint64_t *out2);
 void fcx_log(const char *msg);
 
 #endif

@@ -22,6 +22,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +41,10 @@
 #include "log.h"
 #include "runtime.h"
 
+/* LZ4's bound for a piece (LZ4_COMPRESSBOUND) */
+#define FC_ZBUF (FC_PIECE + FC_PIECE / 255 + 16)
+#define FC_Z_MIN (64u << 10)
+
 #define Q_HIGH_WATER (64u << 20)
 #define ASYNC_MAX_N 256            /* async requests in flight per connection */
 #define ASYNC_MAX_BYTES (64u << 20) /* and the bytes their results may hold */
@@ -49,6 +54,11 @@ static int64_t load64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_
 static const fc_conn_notices *notices, *joined;
 
 void fc_conn_set_notices(const fc_conn_notices *n) { notices = n; }
+
+/* how pieces are compressed (the shim's; none in the driver layer's client core) */
+static const fc_conn_codec *codec;
+
+void fc_conn_set_codec(const fc_conn_codec *k) { __atomic_store_n(&codec, k, __ATOMIC_RELEASE); }
 void fc_conn_join_notices(const fc_conn_notices *n) {
     __atomic_store_n(&joined, n, __ATOMIC_RELEASE);
 }
@@ -184,6 +194,26 @@ static void *sender_main(void *arg) {
     return NULL;
 }
 
+/* A frame of `op` for device `vdev` was queued or written: may it have queued work there? (What
+ * cannot is listed; anything else counts, a call of another server's device at worst too.)
+ * Counted on the connection, so that the frames of both layers sharing it count. */
+static void note_work(fc_conn *c, uint16_t op, uint16_t vdev) {
+    switch (op) {
+    case FC_OP_PING: case FC_OP_DEVICE_SYNC: case FC_OP_MALLOC: case FC_OP_FREE:
+    case FC_OP_MEM_GET_INFO: case FC_OP_ARENA: case FC_OP_SUBALLOC: case FC_OP_SUBFREE:
+    case FC_OP_ARENA_RELEASE: case FC_OP_GPU_INFO: case FC_OP_STATUS: case FC_OP_FUNC_ATTRS:
+    case FC_OP_OCCUPANCY: case FC_OP_STREAM_QUERY: case FC_OP_EVENT_QUERY:
+    case FC_OP_HELLO: case FC_OP_DEVICE_OPEN: case FC_OP_MODULE_LOAD: case FC_OP_FUNC_SET_ATTR:
+    case FC_OP_OCCUPANCY_SMEM: case FC_OP_OCCUPANCY_CLUSTERS: case FC_OP_GET_LIMIT:
+    case FC_OP_POINTER_INFO: case FC_OP_STREAM_CREATE: case FC_OP_EVENT_CREATE:
+    case FC_OP_MALLOC_PITCH:
+        return;
+    default:
+        if (vdev < FC_MAX_DEVICES)
+            __atomic_add_fetch(&c->work_gen[vdev], 1, __ATOMIC_ACQ_REL);
+    }
+}
+
 void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     size_t total = sizeof(fc_hdr) + length;
     pthread_mutex_lock(&c->q_mtx);
@@ -213,6 +243,7 @@ void *fc_post_begin(fc_conn *c, uint16_t op, uint16_t vdev, size_t length) {
     h->aux = 0;
     c->q_len += total;
     if (op != FC_OP_PING) c->calls++; /* heartbeats are not the program's calls */
+    note_work(c, op, vdev); /* (queued: a synchronization sent after this covers it) */
     return h + 1;
 }
 
@@ -268,6 +299,7 @@ int fc_post_req(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_
     }
     c->async_n++;
     c->async_bytes += bytes;
+    c->async_reqs++;
     r->rid = ++c->next_rid;
     if (r->rid == 0) r->rid = ++c->next_rid;
     r->mtx = &c->rep_mtx;
@@ -331,15 +363,39 @@ int fc_call(fc_conn *c, uint16_t op, uint16_t vdev, const void *fixed, size_t fl
     c->calls++;
     c->sync_calls++;
     flush_locked(c, iov, tlen ? 3 : (flen ? 2 : 1));
+    note_work(c, op, vdev);
     pthread_mutex_unlock(&c->send_mtx);
     /* On a failed write the reader fails this request too; wait for it either way. */
     req_wait(c, r);
     return r->status;
 }
 
+
+/* A piece of a host-to-device copy compressed into c->zbuf (its length), or 0: sent as it is. */
+static size_t compress_piece(fc_conn *c, const char *src, size_t k) {
+    const fc_conn_codec *z_ = __atomic_load_n(&codec, __ATOMIC_ACQUIRE);
+    if (!z_ || (!c->zbuf && !(c->zbuf = malloc(FC_ZBUF)))) return 0;
+    int z = z_->compress(src, k, c->zbuf, FC_ZBUF);
+    return z > 0 ? (size_t)z : 0;
+}
+
+/* Do copies of n bytes go compressed on c? In auto mode the link is measured at the first
+ * copy of 1 MiB or more (by the shim's Python half: its codec's link_probe); not before that.
+ * Never where no codec was set (the driver layer's client core, also on a connection the
+ * shim lent it): its pieces go as they are. */
+int fc_compressing(fc_conn *c, int dev, size_t n) {
+    const fc_conn_codec *z_ = __atomic_load_n(&codec, __ATOMIC_ACQUIRE);
+    if (n < FC_Z_MIN || !z_) return 0;
+    if (n >= (1u << 20) && __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 2)
+        z_->link_probe(dev);
+    return __atomic_load_n(&c->compress, __ATOMIC_ACQUIRE) == 1;
+}
+
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
                  size_t dst_off_field, const char *src, size_t n, int sync) {
     if (c->dead) return c->dead_status;
+    int zop = op == FC_OP_MEMCPY_HTOD && flen == sizeof(fc_MEMCPY_HTOD) &&
+              fc_compressing(c, vdev, n);
     char fx[256];
     if (flen > sizeof fx) return cudaErrorInvalidValue;
     memcpy(fx, fixed, flen);
@@ -358,6 +414,18 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
         memcpy(fx + dst_off_field, &dst, 8);
         fc_hdr h = {(uint32_t)(flen + k), op, 0, (last && sync) ? r.rid : 0, vdev, 0};
         struct iovec iov[3] = {{&h, sizeof h}, {fx, flen}, {(void *)(src + off), k}};
+        fc_MEMCPY_HTOD_Z z;
+        size_t zn = zop && k >= FC_Z_MIN ? compress_piece(c, src + off, k) : 0;
+        if (zn) {
+            memcpy(&z, fx, sizeof(fc_MEMCPY_HTOD)); /* dst, stream, flags */
+            z.size = k;
+            h.op = FC_OP_MEMCPY_HTOD_Z;
+            h.len = (uint32_t)(sizeof z + zn);
+            iov[1] = (struct iovec){&z, sizeof z};
+            iov[2] = (struct iovec){c->zbuf, zn};
+            c->z_raw += k;
+            c->z_sent += zn;
+        }
         c->calls++;
         if (flush_locked(c, iov, 3)) {
             failed = 1;
@@ -366,6 +434,7 @@ int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size
         off += k;
     } while (off < n);
     if (sync) c->sync_calls++;
+    note_work(c, op, vdev);
     pthread_mutex_unlock(&c->send_mtx);
     if (!sync) return failed ? (c->dead ? c->dead_status : cudaErrorDevicesUnavailable)
                              : cudaSuccess;
@@ -547,6 +616,41 @@ static int handle_data(fc_conn *c, const fc_hdr *h) {
     return read_bulk(c, r, off, h->len - 8);
 }
 
+/* LZ4_decompress_safe of the system's liblz4 (Debian's liblz4-1), opened at first need:
+ * results come compressed only to a client that has it (fc_lz4_available). */
+typedef int (*lz4_dec_fn)(const char *, char *, int, int);
+static lz4_dec_fn lz4_dec;
+static pthread_once_t lz4_once = PTHREAD_ONCE_INIT;
+
+static void lz4_open(void) {
+    void *h = dlopen("liblz4.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h) lz4_dec = (lz4_dec_fn)dlsym(h, "LZ4_decompress_safe");
+}
+
+int fc_lz4_available(void) {
+    pthread_once(&lz4_once, lz4_open);
+    return lz4_dec != NULL;
+}
+
+/* DATA_Z: a piece of a result, compressed; decompressed where it belongs. */
+static int handle_data_z(fc_conn *c, const fc_hdr *h) {
+    fc_DATA_Z m;
+    if (h->len < sizeof m || read_full(c, &m, sizeof m)) return -1;
+    size_t zn = h->len - sizeof m;
+    fc_req *r = req_find(c, h->rid, 0);
+    if (r == NULL) return skip(c, zn);
+    if (!fc_lz4_available() || r->row_width || r->bulk_alloc || zn > FC_ZBUF ||
+        m.size > FC_PIECE || m.offset + m.size > r->bulk_cap)
+        return -3; /* never asked for */
+    if (!c->zin && !(c->zin = malloc(FC_ZBUF))) return -3;
+    if (read_full(c, c->zin, zn)) return -1;
+    if (lz4_dec(c->zin, r->bulk + m.offset, (int)zn, (int)m.size) != (int)m.size) return -3;
+    if (m.offset + m.size > r->bulk_len) r->bulk_len = m.offset + m.size;
+    c->z_in += zn;
+    c->z_in_raw += m.size;
+    return 0;
+}
+
 static int handle_heartbeat(fc_conn *c, const fc_hdr *h) {
     fc_HEARTBEAT m;
     if (h->len < sizeof m) return skip(c, h->len); /* no count: acknowledges nothing */
@@ -584,6 +688,7 @@ static void *reader_main(void *arg) {
         switch (h.op) {
         case FC_OP_REPLY: rc = handle_reply(c, &h); break;
         case FC_OP_DATA: rc = handle_data(c, &h); break;
+        case FC_OP_DATA_Z: rc = handle_data_z(c, &h); break;
         case FC_OP_HEARTBEAT: rc = handle_heartbeat(c, &h); break;
         case FC_OP_STDOUT: rc = handle_stdout(c, &h); break;
         case FC_OP_ASYNC_ERROR: {

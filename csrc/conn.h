@@ -33,6 +33,12 @@ void fc_req_init(fc_req *r, void *rep, size_t rep_cap);
  * error, as an async call does), and a request with its reply's fixed fields in rep. */
 int fc_post_dev(int dev, uint16_t op, const void *fixed, size_t flen);
 int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep, size_t cap);
+int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen);
+int fc_call_device_sync(int dev);
+int fc_device_quiet(int dev);
+/* results may come compressed (DATA_Z): the system's liblz4 is there to decompress them */
+int fc_lz4_available(void);
+int fc_compressing(fc_conn *c, int dev, size_t n);
 /* Send a host-to-device payload in frames of FC_PIECE, the last one synchronous when
  * `sync` is set; returns the status. */
 int fc_send_htod(fc_conn *c, uint16_t vdev, uint16_t op, const void *fixed, size_t flen,
@@ -59,5 +65,16 @@ void fc_conn_set_notices(const fc_conn_notices *n);
 /* The notices of the other layer of the process when the shim lends its connections to the
  * driver layer's client core (join.c): told of what the first set does not own. */
 void fc_conn_join_notices(const fc_conn_notices *n);
+
+/* How host-to-device pieces are compressed and the link measured for FARCUDA_COMPRESS=auto:
+ * the shim's Python half (wire/compress.py) sets it. Where none is set (the driver layer's
+ * client core, also on a connection the shim lent it) nothing goes compressed. Compressed
+ * results (DATA_Z) come only for a request that asked for them, and the transport reads them
+ * with the system's liblz4 either way. */
+typedef struct {
+    int (*compress)(const void *src, size_t n, void *dst, size_t cap);
+    int (*link_probe)(int dev);
+} fc_conn_codec;
+void fc_conn_set_codec(const fc_conn_codec *k);
 
 #endif

@@ -76,9 +76,39 @@ int fc_call_dev(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
     return fc_call(fc_dev_conn(dev), op, (uint16_t)dev, fixed, flen, NULL, 0, &r);
 }
 
+/* A request that waits for the device (DEVICE_SYNC, FREE); once it succeeded, nothing queued
+ * on the device before it is pending */
+int fc_call_syncing(int dev, uint16_t op, const void *fixed, size_t flen) {
+    fc_device *d = &fc_devices[dev];
+    uint64_t g = __atomic_load_n(&fc_dev_conn(dev)->work_gen[dev], __ATOMIC_ACQUIRE);
+    int st = fc_call_dev(dev, op, fixed, flen, NULL, 0);
+    if (st == cudaSuccess) {
+        uint64_t s = __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE);
+        while (s < g && !__atomic_compare_exchange_n(&d->synced_gen, &s, g, 0, __ATOMIC_ACQ_REL,
+                                                     __ATOMIC_ACQUIRE)) {
+        }
+    }
+    return st;
+}
+
+int fc_call_device_sync(int dev) { return fc_call_syncing(dev, FC_OP_DEVICE_SYNC, NULL, 0); }
+
+/* Nothing queued on the device can still be pending (no frame that may queue work went out
+ * since the last successful synchronization covered everything before it: the driver layer's
+ * frames count too where the shim lent it the connection). */
+int fc_device_quiet(int dev) {
+    fc_device *d = &fc_devices[dev];
+    return __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE) ==
+           __atomic_load_n(&fc_dev_conn(dev)->work_gen[dev], __ATOMIC_ACQUIRE);
+}
+
 /* ---------- what the Python half asks of the transport (api.h) ---------- */
 
+/* compression of host-to-device pieces, and the link measured for it (wire/compress.py) */
+static const fc_conn_codec python_codec = {fcpy_compress, fcpy_link_probe};
+
 int fcx_attach(int server, int fd, int heartbeat_ms) {
+    fc_conn_set_codec(&python_codec);
     fc_conn *c = fc_conn_new(fd, server, heartbeat_ms);
     if (!c) return cudaErrorMemoryAllocation;
     __atomic_store_n(&fc_servers[server].conn, c, __ATOMIC_RELEASE);

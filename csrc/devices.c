@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "devices.h"
 #include "launch.h"
+#include "memory.h"
 #include "pools.h"
 #include "ranges.h"
 #include "runtime.h"
@@ -56,7 +57,7 @@ int fc_device_synchronize(void) {
     if (st) return st;
     int dev = fc_current_device();
     st = fc_device_ready(dev);
-    if (!st) st = fc_call_dev(dev, FC_OP_DEVICE_SYNC, NULL, 0, NULL, 0);
+    if (!st) st = fc_call_device_sync(dev);
     return fc_sync_status(dev, st);
 }
 
@@ -90,6 +91,7 @@ int fc_device_attribute(int *value, int attr, int device) {
 /* cudaDeviceReset (the Python half asked the daemon): the device's memory, pool figures and
  * loaded modules are gone, and so are its errors. */
 int fcx_device_reset_local(int dev) {
+    fc_arenas_drop_device(dev);
     fc_ranges_drop_device(dev);
     fc_pools_reset_device(dev);
     fc_modules_forget_device(dev);

@@ -215,6 +215,17 @@ typedef struct fc_conn {
     /* statistics for FARCUDA_REPORT and tests; bytes_out is also what acknowledgements
      * are compared with: written under send_mtx, read by the reader (atomics) */
     uint64_t calls, sync_calls, bytes_out, bytes_in, wait_ns;
+    uint64_t async_reqs;        /* requests with a reply nobody waits for (fc_post_req) */
+    /* compression of host-to-device pieces (wire/compress.py): 0 off, 1 on, 2 to be decided
+     * by measuring the link at the first large copy; the buffer pieces are compressed into,
+     * and the bytes sent compressed (before, after) */
+    volatile int compress;
+    char *zbuf, *zin;           /* (zin: the reader's, for compressed pieces of results) */
+    uint64_t z_raw, z_sent, z_in_raw, z_in;
+    /* per virtual device, the frames sent on this connection (by either layer, when the shim
+     * lends it to the driver layer's client core) that may have queued work there, counted
+     * once queued: what fc_device.synced_gen is compared with */
+    uint64_t work_gen[FC_MAX_DEVICES];
 } fc_conn;
 
 /* ---- servers and virtual devices ---- */
@@ -244,6 +255,9 @@ typedef struct fc_device {
     int cooperative;
     int prio_least, prio_greatest;
     volatile int generation;   /* bumped by cudaDeviceReset: per-thread streams are stale */
+    /* how many of the frames that may have queued work on the device (fc_conn.work_gen) a
+     * successful device synchronization covered: equal, nothing can be pending */
+    uint64_t synced_gen;
 } fc_device;
 
 /* ---- modules, kernels, variables (registered before main) ---- */

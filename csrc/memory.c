@@ -39,6 +39,268 @@ static int locate(const void *p, size_t n, int *dev, int *bad) {
     return 0;
 }
 
+/* ---------------- client-side sub-allocation ----------------
+ *
+ * Where the daemon offers it (DEVICE_OPEN's "arena": not under a memory quota), cudaMalloc
+ * calls of less than 1 MiB are placed here, in arenas of 2 MiB the daemon maps for this
+ * client, exactly as the daemon packs small allocations into its own arenas: 512-byte
+ * aligned, first fit. The daemon hears of each allocation and free (SUBALLOC, SUBFREE) in
+ * the connection's order, ahead of any frame that uses the memory, so its pointer checks,
+ * its books and what it frees when the client dies are as without sub-allocation; only the
+ * round trips are gone. An arena is asked for (one round trip) when none has room. An empty
+ * arena is kept while it is the only one, for the next allocation, and given back when
+ * another one empties, when it stayed empty FC_ARENA_IDLE_NS, before cudaMemGetInfo, and
+ * before an allocation that failed for want of memory is tried again, so that memory kept
+ * here never makes a program's allocation fail or its free memory look smaller.
+ *
+ * cudaFree waits for the device as CUDA's does, unless nothing can be pending there
+ * (fc_device_quiet): then neither a free here nor (where arenas are offered, so no quota
+ * waits for it) a free of a large allocation waits for a reply. */
+#define FC_ARENA_UNIT 512u
+#define FC_ARENA_UNITS 4096u /* of a 2 MiB arena */
+#define FC_ARENA_BELOW (1u << 20)
+#define FC_ARENA_IDLE_NS 1000000000LL
+#define FC_SMALL_DTOH (64u << 10) /* the daemon's C path answers copies up to this size */
+
+typedef struct fc_arena {
+    uint64_t base;
+    uint32_t units, used;
+    int64_t empty_since; /* 0: in use */
+    uint64_t map[FC_ARENA_UNITS / 64]; /* a bit per unit, set: allocated */
+} fc_arena;
+
+typedef struct {
+    pthread_mutex_t mtx;
+    uint64_t offered; /* the arena size the daemon offers (0: none) */
+    int n, cap;
+    fc_arena **a; /* in the order they were mapped (first fit, as the daemon's) */
+} fc_arenas;
+
+static fc_arenas arenas[FC_MAX_DEVICES];
+static pthread_once_t arenas_once = PTHREAD_ONCE_INIT;
+
+static void arenas_init(void) {
+    for (int i = 0; i < FC_MAX_DEVICES; i++) pthread_mutex_init(&arenas[i].mtx, NULL);
+}
+
+void fcx_set_arena(int dev, uint64_t size) {
+    pthread_once(&arenas_once, arenas_init);
+    if (dev < 0 || dev >= FC_MAX_DEVICES) return;
+    if (size % FC_ARENA_UNIT || size / FC_ARENA_UNIT > FC_ARENA_UNITS) size = 0;
+    arenas[dev].offered = size;
+}
+
+static int unit_used(const fc_arena *a, uint32_t u) { return (a->map[u / 64] >> (u % 64)) & 1; }
+
+static void mark(fc_arena *a, uint32_t u, uint32_t n, int on) {
+    for (uint32_t i = u; i < u + n; i++) {
+        if (on) a->map[i / 64] |= 1ull << (i % 64);
+        else a->map[i / 64] &= ~(1ull << (i % 64));
+    }
+}
+
+/* the first run of n free units, or -1 */
+static int64_t first_fit(const fc_arena *a, uint32_t n) {
+    uint32_t run = 0, start = 0;
+    for (uint32_t u = 0; u < a->units;) {
+        if (run == 0 && u % 64 == 0 && a->map[u / 64] == ~0ull) {
+            u += 64;
+            continue;
+        }
+        if (unit_used(a, u)) {
+            run = 0;
+        } else {
+            if (run++ == 0) start = u;
+            if (run == n) return start;
+        }
+        u++;
+    }
+    return -1;
+}
+
+static void arena_release_locked(int dev, int i) {
+    fc_arenas *t = &arenas[dev];
+    fc_ARENA_RELEASE m = {t->a[i]->base};
+    fc_post(fc_dev_conn(dev), FC_OP_ARENA_RELEASE, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    free(t->a[i]);
+    memmove(t->a + i, t->a + i + 1, (size_t)(t->n - i - 1) * sizeof *t->a);
+    t->n--;
+}
+
+/* Give back the empty arenas (but `keep`, and one empty less than FC_ARENA_IDLE_NS when
+ * `idle_only`). */
+static void arenas_trim_locked(int dev, const fc_arena *keep, int idle_only) {
+    fc_arenas *t = &arenas[dev];
+    int64_t now = idle_only ? fc_now_ns() : 0;
+    for (int i = t->n - 1; i >= 0; i--) {
+        fc_arena *a = t->a[i];
+        if (a == keep || a->used || (idle_only && now - a->empty_since < FC_ARENA_IDLE_NS))
+            continue;
+        arena_release_locked(dev, i);
+    }
+}
+
+/* Give back every empty arena of the device; 1 if there was one. */
+static int arenas_trim(int dev) {
+    if (dev < 0 || dev >= FC_MAX_DEVICES || !arenas[dev].offered) return 0;
+    fc_arenas *t = &arenas[dev];
+    pthread_mutex_lock(&t->mtx);
+    int before = t->n;
+    arenas_trim_locked(dev, NULL, 0);
+    int any = t->n != before;
+    pthread_mutex_unlock(&t->mtx);
+    return any;
+}
+
+/* The arena holding ptr, or NULL (under the device's lock). */
+static fc_arena *arena_of_locked(int dev, uint64_t ptr) {
+    fc_arenas *t = &arenas[dev];
+    for (int i = 0; i < t->n; i++)
+        if (ptr - t->a[i]->base < (uint64_t)t->a[i]->units * FC_ARENA_UNIT) return t->a[i];
+    return NULL;
+}
+
+enum { FC_ARENA_NONE = -1 }; /* not served here: the daemon allocates */
+
+/* cudaMalloc of size (0 < size < 1 MiB) in an arena: a CUDA status, or FC_ARENA_NONE. */
+static int arena_malloc(int dev, size_t size, uint64_t *out) {
+    fc_arenas *t = &arenas[dev];
+    uint32_t n = (uint32_t)((size + FC_ARENA_UNIT - 1) / FC_ARENA_UNIT);
+    int st;
+    pthread_mutex_lock(&t->mtx);
+    fc_arena *a = NULL;
+    int64_t u = -1;
+    for (int i = 0; i < t->n && u < 0; i++) {
+        u = first_fit(t->a[i], n);
+        if (u >= 0) a = t->a[i];
+    }
+    if (u < 0) {
+        fc_ARENA_reply rep = {0};
+        st = fc_call_dev(dev, FC_OP_ARENA, NULL, 0, &rep, sizeof rep);
+        if (st || rep.size != t->offered || rep.ptr % FC_ARENA_UNIT) {
+            if (!st) { /* not what was offered: given back at once */
+                fc_ARENA_RELEASE r = {rep.ptr};
+                fc_post(fc_dev_conn(dev), FC_OP_ARENA_RELEASE, (uint16_t)dev, &r, sizeof r,
+                        NULL, 0);
+            }
+            pthread_mutex_unlock(&t->mtx);
+            /* out of memory for a whole arena, or refused: the daemon places this one (its
+             * own arenas may have room), and fails it where it would without arenas */
+            if (st == cudaErrorMemoryAllocation || st == cudaErrorNotSupported || !st)
+                return FC_ARENA_NONE;
+            return fc_sync_status(dev, st);
+        }
+        if (t->n == t->cap) {
+            int cap = t->cap ? t->cap * 2 : 16;
+            fc_arena **na = realloc(t->a, (size_t)cap * sizeof *na);
+            if (!na) {
+                pthread_mutex_unlock(&t->mtx);
+                return cudaErrorMemoryAllocation;
+            }
+            t->a = na;
+            t->cap = cap;
+        }
+        a = calloc(1, sizeof *a);
+        if (!a) {
+            pthread_mutex_unlock(&t->mtx);
+            return cudaErrorMemoryAllocation;
+        }
+        a->base = rep.ptr;
+        a->units = (uint32_t)(rep.size / FC_ARENA_UNIT);
+        t->a[t->n++] = a;
+        u = 0;
+    }
+    uint64_t ptr = a->base + (uint64_t)u * FC_ARENA_UNIT;
+    if (fc_range_add(ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
+        pthread_mutex_unlock(&t->mtx);
+        fc_log("cudaMalloc: 0x%llx of an arena overlaps memory already known; refusing it",
+               (unsigned long long)ptr);
+        return cudaErrorMemoryAllocation;
+    }
+    fc_SUBALLOC m = {ptr, size};
+    st = fc_post(fc_dev_conn(dev), FC_OP_SUBALLOC, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    if (st) { /* the link failed */
+        pthread_mutex_unlock(&t->mtx);
+        fc_range_remove(ptr, FC_RANGE_DEVICE, NULL);
+        return st;
+    }
+    mark(a, (uint32_t)u, n, 1);
+    a->used += n;
+    a->empty_since = 0;
+    arenas_trim_locked(dev, NULL, 1);
+    pthread_mutex_unlock(&t->mtx);
+    *out = ptr;
+    return cudaSuccess;
+}
+
+/* cudaFree of rg (its range already forgotten) if it lies in an arena: a status, or
+ * FC_ARENA_NONE. */
+static int arena_free(int dev, const fc_range *rg) {
+    fc_arenas *t = &arenas[dev];
+    if (!t->offered) return FC_ARENA_NONE;
+    pthread_mutex_lock(&t->mtx);
+    int here = arena_of_locked(dev, rg->base) != NULL;
+    pthread_mutex_unlock(&t->mtx);
+    if (!here) return FC_ARENA_NONE;
+    int st = fc_device_quiet(dev) ? cudaSuccess : fc_call_device_sync(dev);
+    if (st) return st;
+    pthread_mutex_lock(&t->mtx);
+    fc_arena *a = arena_of_locked(dev, rg->base);
+    if (!a) { /* the device was reset meanwhile */
+        pthread_mutex_unlock(&t->mtx);
+        return cudaErrorInvalidValue;
+    }
+    uint32_t u = (uint32_t)((rg->base - a->base) / FC_ARENA_UNIT);
+    uint32_t n = (uint32_t)((rg->size + FC_ARENA_UNIT - 1) / FC_ARENA_UNIT);
+    fc_SUBFREE m = {rg->base};
+    st = fc_post(fc_dev_conn(dev), FC_OP_SUBFREE, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    mark(a, u, n, 0); /* (a failed link: the daemon frees everything anyway) */
+    a->used -= n;
+    if (a->used == 0) {
+        a->empty_since = fc_now_ns();
+        arenas_trim_locked(dev, a, 0); /* one empty arena is kept, the latest */
+    } else {
+        arenas_trim_locked(dev, NULL, 1);
+    }
+    pthread_mutex_unlock(&t->mtx);
+    return st;
+}
+
+/* cudaDeviceReset: the daemon dropped everything of the device, its arenas too */
+void fc_arenas_drop_device(int dev) {
+    pthread_once(&arenas_once, arenas_init);
+    fc_arenas *t = &arenas[dev];
+    pthread_mutex_lock(&t->mtx);
+    for (int i = 0; i < t->n; i++) free(t->a[i]);
+    t->n = 0;
+    pthread_mutex_unlock(&t->mtx);
+}
+
+int fc_mem_get_info(size_t *free_bytes, size_t *total) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (!free_bytes || !total) return cudaErrorInvalidValue;
+    int dev = fc_current_device();
+    if ((st = fc_device_ready(dev))) return st;
+    arenas_trim(dev); /* (what an empty arena kept here holds is free memory) */
+    fc_MEM_GET_INFO_reply rep = {0};
+    st = fc_call_dev(dev, FC_OP_MEM_GET_INFO, NULL, 0, &rep, sizeof rep);
+    if (st) return st;
+    *free_bytes = (size_t)rep.free;
+    *total = (size_t)rep.total;
+    return cudaSuccess;
+}
+
+/* A request that allocates: once more after giving back the empty arenas, if it failed for
+ * want of memory while some were kept. */
+static int alloc_call(int dev, uint16_t op, const void *fixed, size_t flen, void *rep,
+                      size_t cap) {
+    int st = fc_call_dev(dev, op, fixed, flen, rep, cap);
+    if (st == cudaErrorMemoryAllocation && arenas_trim(dev))
+        st = fc_call_dev(dev, op, fixed, flen, rep, cap);
+    return st;
+}
+
 /* ---------------- allocation ---------------- */
 
 int fc_malloc(void **ptr, size_t size) {
@@ -52,9 +314,17 @@ int fc_malloc(void **ptr, size_t size) {
         *ptr = NULL;
         return cudaSuccess;
     }
+    if (size < FC_ARENA_BELOW && arenas[dev].offered) {
+        uint64_t p = 0;
+        st = arena_malloc(dev, size, &p);
+        if (st != FC_ARENA_NONE) {
+            if (!st) *ptr = (void *)(uintptr_t)p;
+            return fc_sync_status(dev, st);
+        }
+    }
     fc_MALLOC m = {size, 0};
     fc_MALLOC_reply rep = {0};
-    st = fc_call_dev(dev, FC_OP_MALLOC, &m, sizeof m, &rep, sizeof rep);
+    st = alloc_call(dev, FC_OP_MALLOC, &m, sizeof m, &rep, sizeof rep);
     if (st) return fc_sync_status(dev, st);
     if (fc_range_add(rep.ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
         fc_log("cudaMalloc: the server returned 0x%llx, which overlaps memory already known; "
@@ -79,7 +349,7 @@ int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height) {
     }
     fc_MALLOC_PITCH m = {width, height};
     fc_MALLOC_PITCH_reply rep = {0};
-    st = fc_call_dev(dev, FC_OP_MALLOC_PITCH, &m, sizeof m, &rep, sizeof rep);
+    st = alloc_call(dev, FC_OP_MALLOC_PITCH, &m, sizeof m, &rep, sizeof rep);
     if (st) return fc_sync_status(dev, st);
     if (fc_range_add(rep.ptr, rep.pitch * height, dev, FC_RANGE_DEVICE, 0, 0))
         return cudaErrorMemoryAllocation;
@@ -118,8 +388,17 @@ int fc_free(void *ptr) {
     /* Forget the range first: once the daemon frees it, another thread's cudaMalloc may get
      * the same address back. */
     if (fc_range_remove(rg.base, rg.kind, NULL)) return cudaErrorInvalidValue;
+    if (rg.kind == FC_RANGE_DEVICE && (st = arena_free(dev, &rg)) != FC_ARENA_NONE) {
+        if (st) fc_range_insert(&rg);
+        return fc_sync_status(dev, st);
+    }
     fc_FREE m = {rg.base};
-    st = fc_call_dev(dev, FC_OP_FREE, &m, sizeof m, NULL, 0);
+    /* nothing to wait for; and no quota, whose verdicts on other clients' allocations must see
+     * this free first (the daemon offers arenas only then) */
+    if (rg.kind == FC_RANGE_DEVICE && arenas[dev].offered && fc_device_quiet(dev))
+        st = fc_post(fc_dev_conn(dev), FC_OP_FREE, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    else
+        st = fc_call_syncing(dev, FC_OP_FREE, &m, sizeof m); /* (it waits for the device) */
     if (st != cudaSuccess && st != cudaErrorInvalidValue)
         fc_range_insert(&rg);
     else
@@ -238,12 +517,15 @@ static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, 
 static int dtoh(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) {
     int st = fc_device_ready(dev);
     if (st) return st;
+    fc_conn *c = fc_dev_conn(dev);
     fc_MEMCPY_DTOH m = {src, n, sid, 0};
+    if (n > FC_SMALL_DTOH && fc_compressing(c, dev, n) && fc_lz4_available())
+        m.flags = FC_MEMCPY_DTOH_COMPRESSED; /* (smaller ones stay on the daemon's C path) */
     fc_req r;
     fc_req_init(&r, NULL, 0);
     r.bulk = dst;
     r.bulk_cap = n;
-    st = fc_call(fc_dev_conn(dev), FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
+    st = fc_call(c, FC_OP_MEMCPY_DTOH, (uint16_t)dev, &m, sizeof m, NULL, 0, &r);
     if (st == cudaSuccess && r.bulk_len != n) st = cudaErrorUnknown;
     return fc_sync_status(dev, st);
 }

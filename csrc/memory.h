@@ -8,6 +8,9 @@
 int fc_malloc(void **ptr, size_t size);
 int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height);
 int fc_free(void *ptr);
+int fc_mem_get_info(size_t *free_bytes, size_t *total);
+/* cudaDeviceReset: forget the device's arenas (the daemon dropped them) */
+void fc_arenas_drop_device(int dev);
 int fc_host_alloc(void **ptr, size_t size, unsigned int flags);
 int fc_free_host(void *ptr);
 int fc_host_register(void *ptr, size_t size, unsigned int flags);

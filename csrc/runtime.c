@@ -270,6 +270,31 @@ void fcx_stats(uint64_t *out5) {
     }
 }
 
+void fcx_round_trips(uint64_t *out2) {
+    out2[0] = out2[1] = 0;
+    for (int i = 0; i < fc_nservers; i++) {
+        fc_conn *c = fc_servers[i].conn;
+        if (!c) continue;
+        out2[0] += c->sync_calls + c->async_reqs;
+        out2[1] += c->sync_calls;
+    }
+}
+
+void fcx_set_compress(int server, int state) {
+    if (server >= 0 && server < fc_nservers && fc_servers[server].conn)
+        __atomic_store_n(&fc_servers[server].conn->compress, state, __ATOMIC_RELEASE);
+}
+
+void fcx_compressed(uint64_t *out2) {
+    out2[0] = out2[1] = 0;
+    for (int i = 0; i < fc_nservers; i++) {
+        fc_conn *c = fc_servers[i].conn;
+        if (!c) continue;
+        out2[0] += c->z_raw + c->z_in_raw;
+        out2[1] += c->z_sent + c->z_in;
+    }
+}
+
 void fc_report_at_exit(void) {
     /* diagnostic: FARCUDA_MAPS_FILE=path records which libraries this process mapped */
     const char *maps = getenv("FARCUDA_MAPS_FILE");
@@ -283,9 +308,11 @@ void fc_report_at_exit(void) {
     const char *r = getenv("FARCUDA_REPORT");
     if (!r || !r[0] || (r[0] == '0' && !r[1])) return;
     if (fc_python_status() == cudaSuccess && fcpy_report() == cudaSuccess) return;
-    uint64_t s[5];
+    uint64_t s[5], rt[2];
     fcx_stats(s);
-    fc_log("report: calls=%llu sync_calls=%llu bytes_to_server=%llu bytes_from_server=%llu "
-           "wait_s=%.3f", (unsigned long long)s[0], (unsigned long long)s[1],
+    fcx_round_trips(rt);
+    fc_log("report: calls=%llu sync_calls=%llu round_trips=%llu sync_round_trips=%llu "
+           "bytes_to_server=%llu bytes_from_server=%llu wait_s=%.3f", (unsigned long long)s[0],
+           (unsigned long long)s[1], (unsigned long long)rt[0], (unsigned long long)rt[1],
            (unsigned long long)s[2], (unsigned long long)s[3], s[4] / 1e9);
 }

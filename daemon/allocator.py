@@ -21,6 +21,13 @@ What is mapped there is one piece of the backend's own memory (``map_apron(base,
 maps its first ``size`` bytes, at most ``apron``, at ``base``), the same at every apron, so
 aprons cost address space and the driver's mapping calls, not memory of the client. They are
 not allocations: the daemon's pointer checks for copies never accept them.
+
+A client may place its small allocations itself (client-side sub-allocation): it asks for an
+arena (``client_arena``, an extent like the daemon's own arenas, mapped and with aprons the
+same way, but used only by the client), then reports each allocation it placed there
+(``adopt``) and each free (``free``) before any frame uses the memory. Those allocations are
+allocations like any other here (pointer checks, memory held); an empty client arena stays
+mapped until the client gives it back (``release_arena``) or the session ends.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ log = logging.getLogger("farcudad.allocator")
 
 SMALL_LIMIT = 1 << 20
 SMALL_ALIGN = 512
+ARENA = SMALL_LIMIT * 2  # the size of an arena of small allocations (the daemon's or a client's)
 
 
 def pow2_pieces(size: int, cap: int) -> list[int]:
@@ -55,6 +63,7 @@ class Extent:
     small: bool
     free: list = field(default_factory=list)  # small arenas: sorted [offset, size] holes
     used: int = 0
+    client: bool = False  # an arena the client places its own allocations in
 
 
 class WindowAllocator:
@@ -77,6 +86,7 @@ class WindowAllocator:
         self._ends: set[int] = set()  # where extents end
         self._extents: dict[int, Extent] = {}  # extent base -> extent
         self._arenas: list[Extent] = []
+        self._client: list[int] = []  # sorted bases of the client's arenas
         self._blocks: dict[int, tuple[Extent, int]] = {}  # user ptr -> (extent, size)
         self._keys: list[int] = []  # sorted user pointers
         self._map = map_extent or (lambda base, size: None)
@@ -215,8 +225,10 @@ class WindowAllocator:
         self._unmap(ext.base, ext.size)
         del self._extents[ext.base]
         self._ends.discard(ext.base + ext.size)
-        if ext.small:
+        if ext.small and not ext.client:
             self._arenas.remove(ext)
+        if ext.client:
+            del self._client[bisect.bisect_left(self._client, ext.base)]
         self._give_va(ext.base, ext.size)
         self.bytes_mapped -= ext.size
         if self.apron:  # the freed range joined the holes around it
@@ -285,9 +297,54 @@ class WindowAllocator:
             ext.free[i - 1][1] += ext.free[i][1]
             del ext.free[i]
         ext.used -= size
-        if ext.used == 0:
+        if ext.used == 0 and not ext.client:
             self._drop_extent(ext)
         return size
+
+    # -- the client's arenas --
+    def client_arena(self) -> int:
+        """Map an arena for the client's own allocations; returns its base (MemoryError when
+        the window is full; the backend's error when the memory cannot be mapped)."""
+        ext = self._new_extent(ARENA, small=True)
+        self._arenas.remove(ext)
+        ext.client = True
+        bisect.insort(self._client, ext.base)
+        return ext.base
+
+    def _client_arena_at(self, ptr: int) -> Extent | None:
+        i = bisect.bisect_right(self._client, ptr) - 1
+        if i < 0:
+            return None
+        ext = self._extents[self._client[i]]
+        return ext if ptr < ext.base + ext.size else None
+
+    def adopt(self, ptr: int, size: int) -> None:
+        """The client placed an allocation of ``size`` bytes at ``ptr`` in one of its arenas
+        (ValueError unless that memory is free there and aligned as the daemon aligns)."""
+        ext = self._client_arena_at(ptr)
+        need = -(-size // SMALL_ALIGN) * SMALL_ALIGN
+        if ext is None or size <= 0 or size >= SMALL_LIMIT or (ptr - ext.base) % SMALL_ALIGN:
+            raise ValueError("not a place for a small allocation in an arena of the client")
+        off = ptr - ext.base
+        i = bisect.bisect_right(ext.free, [off, 1 << 64]) - 1
+        if i < 0 or ext.free[i][0] + ext.free[i][1] < off + need:
+            raise ValueError("memory already allocated")
+        hole_off, hole = ext.free[i]
+        pieces = [[hole_off, off - hole_off], [off + need, hole_off + hole - off - need]]
+        ext.free[i:i + 1] = [p for p in pieces if p[1]]
+        ext.used += need
+        self._blocks[ptr] = (ext, need)
+        bisect.insort(self._keys, ptr)
+        self.bytes_in_use += need
+        if self._watch is not None:
+            self._watch.track(ptr, need)
+
+    def release_arena(self, base: int) -> None:
+        """The client gives back its arena at ``base`` (ValueError unless it is empty)."""
+        ext = self._extents.get(base) if base in self._client else None
+        if ext is None or ext.used:
+            raise ValueError("not an empty arena of the client")
+        self._drop_extent(ext)
 
     def owns(self, ptr: int) -> bool:
         """ptr is the start of an allocation."""
@@ -320,6 +377,7 @@ class WindowAllocator:
         self._extents.clear()
         self._ends.clear()
         self._arenas.clear()
+        self._client.clear()
         self._holes = [[self.base + self.floor, self.size - self.floor]]
         self.bytes_mapped = 0
         self._blocks.clear()

@@ -24,6 +24,15 @@ handshake_timeout = 5           # seconds from accept to the client's complete H
 [metrics]                       # optional: Prometheus text at http://HOST:PORT/metrics
 listen = "127.0.0.1:9420"
 
+[gpu]                           # optional: CUDA MPS for the workers (daemon/mps.py)
+mps = true                      # start (or join) an MPS control daemon; workers are its clients
+mps_pipe_directory = "/tmp/farcuda-mps"   # default: $FARCUDA_RUN_DIR/farcuda-mps, else /tmp/...
+mps_log_directory = "/tmp/farcuda-mps-log"
+mps_control = "nvidia-cuda-mps-control"   # the control program (a path, or found on PATH)
+active_thread_percentage = 50   # each session's share of a GPU's threads (MPS, 1..100)
+pinned_memory_limit = "16GiB"   # each session's device memory on each GPU (MPS)
+shared_contexts = true          # a session's virtual devices of one GPU share its context
+
 [tls]                           # optional: clients connect with FARCUDA_TLS=1
 cert = "server.crt"             # PEM; relative paths are relative to this file
 key = "server.key"
@@ -90,6 +99,14 @@ class DaemonConfig:
     connections_per_second_per_peer: float = 50.0
     handshake_timeout: float = 5.0
     metrics_listen: tuple[str, int] | None = None  # [metrics] listen
+    # [gpu]: CUDA MPS (daemon/mps.py)
+    mps: bool = False
+    mps_pipe_directory: str | None = None
+    mps_log_directory: str | None = None
+    mps_control: str = "nvidia-cuda-mps-control"
+    mps_active_thread_percentage: int | None = None
+    mps_pinned_memory_limit: int | None = None
+    shared_contexts: bool = True  # false: a context per virtual device (they take turns)
     source: str = ""
 
     @property
@@ -98,7 +115,9 @@ class DaemonConfig:
 
 
 _TOP = {"listen", "log_level", "heartbeat_ms", "client_timeout", "prestart", "shutdown_grace",
-        "auth", "limits", "gpus", "tls", "metrics", "modules"}
+        "auth", "limits", "gpus", "tls", "metrics", "gpu", "modules"}
+_GPU = {"mps", "mps_pipe_directory", "mps_log_directory", "mps_control",
+        "active_thread_percentage", "pinned_memory_limit", "shared_contexts"}
 _COUNT_LIMITS = ("sessions_total", "sessions_per_tenant", "handshakes_total",
                  "handshakes_per_peer")
 _LIMITS = {"memory_per_tenant", "tenants_per_gpu", "connections_per_second_per_peer",
@@ -188,6 +207,7 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
             raise ConfigError(f"{where}: [metrics] listen must be a host:port string")
         cfg.metrics_listen = parse_hostport(metrics["listen"], f"{where}: [metrics] listen",
                                             allow_zero=True)
+    _gpu_table(data.get("gpu", {}), cfg, where)
     tls = data.get("tls", {})
     if not isinstance(tls, dict):
         raise ConfigError(f"{where}: [tls] must be a table")
@@ -217,6 +237,37 @@ def from_dict(data: dict, source: str = "") -> DaemonConfig:
     if "cache_size" in modules:
         cfg.module_cache_bytes = parse_size(modules["cache_size"], f"{where}: modules.cache_size")
     return cfg
+
+
+def _gpu_table(gpu, cfg: DaemonConfig, where: str) -> None:
+    if not isinstance(gpu, dict):
+        raise ConfigError(f"{where}: [gpu] must be a table")
+    _check_keys(gpu, _GPU, f"{where} [gpu]")
+    for key, attr in (("mps", "mps"), ("shared_contexts", "shared_contexts")):
+        if key in gpu:
+            if not isinstance(gpu[key], bool):
+                raise ConfigError(f"{where}: [gpu] {key} must be true or false")
+            setattr(cfg, attr, gpu[key])
+    for key in ("mps_pipe_directory", "mps_log_directory", "mps_control"):
+        if key in gpu:
+            if not isinstance(gpu[key], str) or not gpu[key]:
+                raise ConfigError(f"{where}: [gpu] {key} must be a path")
+            setattr(cfg, key, gpu[key])
+    if "active_thread_percentage" in gpu:
+        v = gpu["active_thread_percentage"]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100:
+            raise ConfigError(f"{where}: [gpu] active_thread_percentage must be an integer "
+                              "from 1 to 100")
+        cfg.mps_active_thread_percentage = v
+    if "pinned_memory_limit" in gpu:
+        v = parse_size(gpu["pinned_memory_limit"], f"{where}: [gpu] pinned_memory_limit")
+        if v < 1 << 20:
+            raise ConfigError(f"{where}: [gpu] pinned_memory_limit must be at least 1MiB")
+        cfg.mps_pinned_memory_limit = v
+    limited = ("active_thread_percentage" in gpu or "pinned_memory_limit" in gpu)
+    if limited and not cfg.mps:
+        raise ConfigError(f"{where}: [gpu] active_thread_percentage and pinned_memory_limit "
+                          "are MPS limits: they need mps = true")
 
 
 def load(path: str | Path | None) -> DaemonConfig:

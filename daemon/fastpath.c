@@ -8,11 +8,23 @@
  * for), which the Python session then handles as usual. Handles and the session's memory are
  * registered from Python as it creates them.
  *
- * A synchronous request is taken here only when it cannot block: a small device-to-host copy
- * or a synchronization whose stream (and what it implicitly waits for) is already idle. Its
- * REPLY is written to the caller's output buffer and the run ends there, so that the session
- * sends it (after any device printf output the synchronization flushed) before it looks at
- * the next frame. Anything that would wait goes to Python, which waits off the event loop.
+ * A synchronous request is taken here only when it cannot block: a small copy either way, or
+ * a synchronization, whose stream (and what it implicitly waits for) is idle, or becomes idle
+ * within a short spin (as long as the Python path would spin, FP_SPIN_NS: a loop of short
+ * kernels and synchronizations finds its work done within microseconds), and stream and
+ * event queries. Its REPLY is written to the caller's output buffer and the run ends there,
+ * so that the session sends it (after any device printf output the synchronization flushed)
+ * before it looks at the next frame. Anything that would wait longer goes to Python, which
+ * waits off the event loop. Since a copy or a synchronization is taken only once nothing
+ * queued before it can still run, it cannot overtake queued work.
+ *
+ * On a virtual device that shares its GPU's context (fp_set_legacy), stream 0 is a stream of
+ * the device's own and the legacy stream's order against its blocking streams is restored in
+ * Python: async work in stream 0 while the device has a blocking stream, and in its blocking
+ * streams, goes there (async_stream). The synchronous requests are taken here on any of its
+ * streams, since each waits until nothing its stream implicitly waits for can still run and
+ * leaves nothing queued behind it (a copy completes before its reply; a query queues
+ * nothing), and a device synchronization covers that device's streams only.
  *
  * libcuda.so.1 is opened at run time, so this builds on machines without CUDA. The tests build
  * it against a recording stand-in of the driver instead (FP_LIBCUDA names it): the parsing and
@@ -42,6 +54,7 @@ typedef int (*ctx_fn)(void *);
 typedef int (*record_fn)(void *, void *, unsigned);
 typedef int (*wait_fn)(void *, void *, unsigned);
 typedef int (*dtoh_fn)(void *, uint64_t, size_t, void *);
+typedef int (*htod_fn)(uint64_t, const void *, size_t, void *);
 typedef int (*handle_fn)(void *);
 typedef int (*void_fn)(void);
 
@@ -50,6 +63,7 @@ static ctx_fn p_set_current;
 static record_fn p_record;
 static wait_fn p_wait;
 static dtoh_fn p_dtoh;
+static htod_fn p_htod;
 static handle_fn p_squery, p_ssync, p_equery, p_esync;
 static void_fn p_ctxsync;
 
@@ -59,6 +73,11 @@ typedef struct { uint64_t base, size; } fp_range;
 
 typedef struct {
     void *ctx;
+    /* A device sharing its context (fp_set_legacy): its stream 0 is `legacy`, a stream of its
+     * own, and the legacy order against its `nblocking` blocking streams is kept in Python. */
+    int shared;
+    void *legacy;
+    uint32_t nblocking;
     fp_kernel *kernels;
     uint32_t nkernels;
     fp_handle *streams, *events; /* open addressing on id */
@@ -87,14 +106,22 @@ int fp_init(void) {
     p_record = (record_fn)dlsym(h, "cuEventRecordWithFlags");
     p_wait = (wait_fn)dlsym(h, "cuStreamWaitEvent");
     p_dtoh = (dtoh_fn)dlsym(h, "cuMemcpyDtoHAsync_v2");
+    p_htod = (htod_fn)dlsym(h, "cuMemcpyHtoDAsync_v2");
     p_squery = (handle_fn)dlsym(h, "cuStreamQuery");
     p_ssync = (handle_fn)dlsym(h, "cuStreamSynchronize");
     p_equery = (handle_fn)dlsym(h, "cuEventQuery");
     p_esync = (handle_fn)dlsym(h, "cuEventSynchronize");
     p_ctxsync = (void_fn)dlsym(h, "cuCtxSynchronize");
-    return (p_launch && p_set_current && p_record && p_wait && p_dtoh && p_squery && p_ssync &&
-            p_equery && p_esync && p_ctxsync) ? 0 : -2;
+    return (p_launch && p_set_current && p_record && p_wait && p_dtoh && p_htod && p_squery &&
+            p_ssync && p_equery && p_esync && p_ctxsync) ? 0 : -2;
 }
+
+#ifndef FP_SPIN_NS
+#define FP_SPIN_NS 60000 /* the Python path's spin (SPIN_S in daemon/backends/cuda/device.py) */
+#endif
+static uint64_t spin_ns = FP_SPIN_NS;
+
+void fp_set_spin(uint64_t ns) { spin_ns = ns; }
 
 /* The Python side changed the current context behind our back (or not): it tells us. */
 void fp_note_current(void *ctx) { current_ctx = ctx; }
@@ -143,6 +170,13 @@ int fp_set_context(uint32_t vdev, void *ctx) {
     return 0;
 }
 
+int fp_set_legacy(uint32_t vdev, void *stream) {
+    if (vdev >= FP_MAX_VDEV) return -1;
+    devs[vdev].shared = 1;
+    devs[vdev].legacy = stream;
+    return 0;
+}
+
 int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size) {
     if (vdev >= FP_MAX_VDEV || kid > (1u << 24)) return -1;
     fp_dev *d = &devs[vdev];
@@ -163,10 +197,17 @@ int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size) 
 /* id 0 is the legacy stream (handle NULL); streams and events are never id 0 otherwise.
  * flags: the stream's creation flags (1: non-blocking, it does not synchronize with the
  * legacy stream). */
+static int blocking(const fp_handle *s) {
+    return s && s->id && s->handle != (void *)-1 && !(s->flags & FC_STREAM_CREATE_NON_BLOCKING);
+}
+
 int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream, uint32_t flags) {
     if (vdev >= FP_MAX_VDEV || sid == 0) return -1;
-    return put(&devs[vdev].streams, &devs[vdev].cap_streams, sid, stream, flags,
-               &nstreams[vdev]);
+    fp_dev *d = &devs[vdev];
+    if (blocking(slot(&d->streams, &d->cap_streams, sid, 0))) d->nblocking--;
+    int r = put(&d->streams, &d->cap_streams, sid, stream, flags, &nstreams[vdev]);
+    if (blocking(slot(&d->streams, &d->cap_streams, sid, 0))) d->nblocking++;
+    return r;
 }
 
 int fp_set_event(uint32_t vdev, uint32_t eid, void *event) {
@@ -241,6 +282,7 @@ static int range_holds(fp_dev *d, uint64_t ptr, uint64_t n) {
 void fp_drop_stream(uint32_t vdev, uint32_t sid) {
     fp_handle *s = vdev < FP_MAX_VDEV ? slot(&devs[vdev].streams, &devs[vdev].cap_streams,
                                               sid, 0) : NULL;
+    if (blocking(s)) devs[vdev].nblocking--;
     if (s) s->handle = (void *)-1;
 }
 
@@ -263,7 +305,7 @@ void fp_drop_device(uint32_t vdev) {
 
 static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
     if (sid == 0) {
-        *out = NULL;
+        *out = d->legacy;
         return 0;
     }
     fp_handle *s = slot(&d->streams, &d->cap_streams, sid, 0);
@@ -271,6 +313,16 @@ static int stream_of(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
     if (!s || s->handle == (void *)-1) return -1;
     *out = s->handle;
     return 0;
+}
+
+/* The stream to queue async work in here: on a device sharing its context, only where no
+ * legacy order has to be restored (stream 0 while the device has no blocking stream, or a
+ * non-blocking stream); the rest goes to Python (CudaDevice._q). */
+static int async_stream(fp_dev *d, uint32_t vdev, uint32_t sid, void **out) {
+    if (stream_of(d, vdev, sid, out)) return -1;
+    if (!d->shared) return 0;
+    if (sid == 0) return d->nblocking ? -1 : 0;
+    return blocking(slot(&d->streams, &d->cap_streams, sid, 0)) ? -1 : 0;
 }
 
 /* ---- which launches a fault may have come from ---- */
@@ -330,7 +382,7 @@ static int idle_for(fp_dev *d, uint32_t sid, void *stream) {
     if (!stream_idle(stream)) return 0;
     if (sid != 0) {
         fp_handle *s = slot(&d->streams, &d->cap_streams, sid, 0);
-        return (s->flags & FC_STREAM_CREATE_NON_BLOCKING) ? 1 : stream_idle(NULL);
+        return (s->flags & FC_STREAM_CREATE_NON_BLOCKING) ? 1 : stream_idle(d->legacy);
     }
     for (uint32_t i = 0; i < d->cap_streams; i++) {
         fp_handle *s = &d->streams[i];
@@ -343,12 +395,41 @@ static int idle_for(fp_dev *d, uint32_t sid, void *stream) {
 
 /* Every stream of the device, the legacy one included, is idle. */
 static int device_idle(fp_dev *d) {
-    if (!stream_idle(NULL)) return 0;
+    if (!stream_idle(d->legacy)) return 0;
     for (uint32_t i = 0; i < d->cap_streams; i++) {
         fp_handle *s = &d->streams[i];
         if (s->id && s->handle != (void *)-1 && !stream_idle(s->handle)) return 0;
     }
     return 1;
+}
+
+static uint64_t now_ns(void);
+
+/* idle_for, or after a short spin: 1 once nothing queued before can run, 0 if still busy */
+static int wait_idle_for(fp_dev *d, uint32_t sid, void *stream) {
+    if (idle_for(d, sid, stream)) return 1;
+    uint64_t end = now_ns() + spin_ns;
+    while (now_ns() < end)
+        if (idle_for(d, sid, stream)) return 1;
+    return 0;
+}
+
+static int wait_device_idle(fp_dev *d) {
+    if (device_idle(d)) return 1;
+    uint64_t end = now_ns() + spin_ns;
+    while (now_ns() < end)
+        if (device_idle(d)) return 1;
+    return 0;
+}
+
+#define CUDA_ERROR_NOT_READY 600
+
+/* the event completed (1), or not yet or failed (0: Python reports what it is) */
+static int wait_event(void *event) {
+    int err = p_equery(event);
+    uint64_t end = now_ns() + spin_ns;
+    while (err == CUDA_ERROR_NOT_READY && now_ns() < end) err = p_equery(event);
+    return err == CU_SUCCESS;
 }
 
 /* A REPLY with no fixed fields and `tail` bytes behind it; returns where the tail goes. */
@@ -374,7 +455,7 @@ static uint64_t now_ns(void) {
 static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsigned char *out,
                     uint64_t cap, fp_result *res) {
     void *stream;
-    int err;
+    int err, synced = 1;
     uint32_t tail = 0;
     uint16_t vdev = h->vdev;
     if (h->op == FC_OP_MEMCPY_DTOH) {
@@ -386,7 +467,7 @@ static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsig
         if (n == 0 || n > d->small_size || REPLY_HEAD + n > cap || !range_holds(d, m.src, n))
             return 0;
         if (stream_of(d, vdev, m.stream, &stream) || make_current(d) ||
-            !idle_for(d, m.stream, stream))
+            !wait_idle_for(d, m.stream, stream))
             return 0;
         err = p_dtoh(d->small, m.src, n, stream);
         if (err == CU_SUCCESS) err = p_ssync(stream);
@@ -394,12 +475,27 @@ static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsig
             memcpy(out + REPLY_HEAD, d->small, n);
             tail = (uint32_t)n;
         }
+    } else if (h->op == FC_OP_MEMCPY_HTOD) {
+        /* a synchronous copy of a small payload (in the frame): through the pinned bounce
+         * buffer, complete before the reply, so that the buffer is free again */
+        fc_MEMCPY_HTOD m;
+        if (h->len <= sizeof m) return 0;
+        memcpy(&m, body, sizeof m);
+        uint64_t n = h->len - sizeof m;
+        if (m.flags != 0 || n > d->small_size || !range_holds(d, m.dst, n)) return 0;
+        if (stream_of(d, vdev, m.stream, &stream) || make_current(d) ||
+            !wait_idle_for(d, m.stream, stream))
+            return 0;
+        memcpy(d->small, body + sizeof m, n);
+        err = p_htod(m.dst, d->small, n, stream);
+        if (err == CU_SUCCESS) err = p_ssync(stream);
+        synced = 0;
     } else if (h->op == FC_OP_STREAM_SYNC) {
         fc_STREAM_SYNC m;
         if (h->len != sizeof m) return 0;
         memcpy(&m, body, sizeof m);
         if (stream_of(d, vdev, m.stream, &stream) || make_current(d) ||
-            !idle_for(d, m.stream, stream))
+            !wait_idle_for(d, m.stream, stream))
             return 0;
         err = p_ssync(stream); /* returns at once; flushes device printf, reports faults */
     } else if (h->op == FC_OP_EVENT_SYNC) {
@@ -407,16 +503,35 @@ static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsig
         if (h->len != sizeof m) return 0;
         memcpy(&m, body, sizeof m);
         fp_handle *e = slot(&d->events, &d->cap_events, m.event, 0);
-        if (!e || e->handle == (void *)-1 || make_current(d) || p_equery(e->handle) != CU_SUCCESS)
+        if (!e || e->handle == (void *)-1 || make_current(d) || !wait_event(e->handle))
             return 0;
         err = p_esync(e->handle);
     } else if (h->op == FC_OP_DEVICE_SYNC) {
-        if (h->len != 0 || make_current(d) || !device_idle(d)) return 0;
-        err = p_ctxsync();
+        if (h->len != 0 || make_current(d) || !wait_device_idle(d)) return 0;
+        /* a device sharing its context: its own streams only (they are idle; the legacy
+         * stream's synchronization reports the context's faults), as CudaDevice._sync_own
+         * (the context's cuCtxSynchronize would wait for the other devices' work too) */
+        err = d->shared ? p_ssync(d->legacy) : p_ctxsync();
+    } else if (h->op == FC_OP_STREAM_QUERY) {
+        /* cudaErrorNotReady (the driver's code is the runtime's) is an answer, not a fault */
+        fc_STREAM_QUERY m;
+        if (h->len != sizeof m) return 0;
+        memcpy(&m, body, sizeof m);
+        if (stream_of(d, vdev, m.stream, &stream) || make_current(d)) return 0;
+        err = p_squery(stream);
+        synced = 0;
+    } else if (h->op == FC_OP_EVENT_QUERY) {
+        fc_EVENT_QUERY m;
+        if (h->len != sizeof m) return 0;
+        memcpy(&m, body, sizeof m);
+        fp_handle *e = slot(&d->events, &d->cap_events, m.event, 0);
+        if (!e || e->handle == (void *)-1 || make_current(d)) return 0;
+        err = p_equery(e->handle);
+        synced = 0;
     } else {
         return 0;
     }
-    if (err == CU_SUCCESS) d->first_n = 0; /* every launch before it got through */
+    if (err == CU_SUCCESS && synced) d->first_n = 0; /* every launch before it got through */
     reply_header(out, h->rid, vdev, (uint32_t)err, tail);
     res->sync_status = err;
     res->out_len = REPLY_HEAD + tail;
@@ -430,7 +545,8 @@ static int run_sync(fp_dev *d, const fc_hdr *h, const unsigned char *body, unsig
  * (pipe_fd < 0: none can be), and it reports success (a failure may be a fault, which the
  * session reports first). Whatever is not sent here the session sends, after the rest. */
 static void send_reply(const unsigned char *out, fp_result *res, int sock, int pipe_fd) {
-    if (sock < 0 || res->sync_status != CU_SUCCESS) return;
+    if (sock < 0 || (res->sync_status != CU_SUCCESS && res->sync_status != CUDA_ERROR_NOT_READY))
+        return;
     if (pipe_fd >= 0) {
         struct pollfd p = {pipe_fd, POLLIN, 0};
         if (poll(&p, 1, 0) != 0) return;
@@ -481,7 +597,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             if (m->flags != 0 || kid >= d->nkernels || !d->kernels[kid].func) break;
             size_t psize = h.len - sizeof *m;
             if (psize != d->kernels[kid].param_size) break;
-            if (stream_of(d, h.vdev, m->stream, &stream) || make_current(d)) break;
+            if (async_stream(d, h.vdev, m->stream, &stream) || make_current(d)) break;
             void *extra[5] = {CU_LAUNCH_PARAM_BUFFER_POINTER, (void *)(body + sizeof *m),
                               CU_LAUNCH_PARAM_BUFFER_SIZE, &psize, CU_LAUNCH_PARAM_END};
             err = p_launch(d->kernels[kid].func, m->grid[0], m->grid[1], m->grid[2],
@@ -493,7 +609,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             const fc_EVENT_RECORD *m = (const fc_EVENT_RECORD *)body;
             if (h.len != sizeof *m) break;
             fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
-            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
+            if (!e || e->handle == (void *)-1 || async_stream(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
             err = p_record(e->handle, stream, m->flags);
@@ -503,7 +619,7 @@ void fp_run(const unsigned char *buf, uint64_t len, unsigned char *out, uint64_t
             /* another device's event: the Python path */
             if (h.len != sizeof *m || fc_STREAM_WAIT_EVENT_event_vdev(&h) != h.vdev) break;
             fp_handle *e = slot(&d->events, &d->cap_events, m->event, 0);
-            if (!e || e->handle == (void *)-1 || stream_of(d, h.vdev, m->stream, &stream) ||
+            if (!e || e->handle == (void *)-1 || async_stream(d, h.vdev, m->stream, &stream) ||
                 make_current(d))
                 break;
             err = p_wait(stream, e->handle, m->flags);

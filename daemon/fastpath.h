@@ -30,11 +30,17 @@ typedef struct {
 
 /* 0 once the driver's entry points are found */
 int fp_init(void);
+/* how long a synchronization (or a copy) may spin here for its stream to become idle */
+void fp_set_spin(uint64_t ns);
 /* the Python side made `ctx` current on this thread (or NULL: unknown) */
 void fp_note_current(void *ctx);
 
 /* registrations (each returns 0, or -1 when out of range or out of memory) */
 int fp_set_context(uint32_t vdev, void *ctx);
+/* a virtual device that shares its context with others: its stream 0 is `stream`, in which
+ * the legacy stream's order is restored by the Python side (so async work in it while the
+ * device has blocking streams, and in its blocking streams, goes to Python) */
+int fp_set_legacy(uint32_t vdev, void *stream);
 int fp_set_kernel(uint32_t vdev, uint32_t kid, void *func, uint32_t param_size);
 /* flags: the stream's creation flags (FC_STREAM_CREATE_NON_BLOCKING) */
 int fp_set_stream(uint32_t vdev, uint32_t sid, void *stream, uint32_t flags);

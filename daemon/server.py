@@ -53,6 +53,7 @@ from .ctl import CtlLink
 from .energy import EnergyLedger, GpuMeter
 from .errors import E
 from .metrics import MetricsLedger, serve_http
+from .mps import Mps, MpsError
 from .tenants import TenantLedger
 
 __all__ = ["Daemon", "DaemonError"]
@@ -64,6 +65,7 @@ MAX_HELLO_TAIL = 64 << 10
 ENERGY_INTERVAL = 1.0  # seconds between NVML samples (and energy attributions)
 CTL_TIMEOUT = 2.0
 REFUSAL_TIMEOUT = 2.0  # seconds a refused client gets to send its HELLO and hear why
+ACCEPT_BATCH = 256  # connections taken from a listening socket's backlog at one wake-up
 LOG_INTERVAL = 60.0  # refusals and failed handshakes: a few lines per peer per interval
 LOG_BURST = 5  # lines per peer and interval for failed handshakes and authentication
 
@@ -169,7 +171,9 @@ class Daemon:
                  backend_options: dict | None = None) -> None:
         self.config = config
         self.backend = backend
-        self.backend_options = backend_options or {}
+        self.backend_options = dict(backend_options or {})
+        if backend == "cuda" and not config.shared_contexts:  # ([gpu] shared_contexts)
+            self.backend_options.setdefault("share", False)
         self.workers: dict[int, Worker] = {}  # session id -> worker serving it
         self.idle: list[Worker] = []
         self.gpus = 0
@@ -197,6 +201,7 @@ class Daemon:
         self.worker_failures = 0
         self.sessions_started = 0
         self.meter: GpuMeter | None = None
+        self.mps: Mps | None = None  # [gpu] mps: the workers are MPS clients
         self.energy = EnergyLedger(0)
         self._energy_lock = asyncio.Lock()
         self._tls = (tlsmod.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
@@ -209,6 +214,8 @@ class Daemon:
         env = dict(os.environ)
         for var in ("LD_PRELOAD",):  # never run the daemon's workers through the shim
             env.pop(var, None)
+        if self.mps is not None:
+            env.update(self.mps.env)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "farcuda.daemon.worker", "--ctl-fd", str(child.fileno()),
             "--backend", self.backend, "--backend-options", json.dumps(self.backend_options),
@@ -306,6 +313,11 @@ class Daemon:
             self.addresses.append(s.getsockname()[:2])
         if self.config.metrics_listen is not None:
             await self._start_metrics(*self.config.metrics_listen)
+        if self.config.mps:
+            try:
+                self.mps = await asyncio.to_thread(Mps.open, self.config)
+            except MpsError as exc:
+                raise DaemonError(str(exc)) from None
         w = await self._spawn()
         if not w.ready.get("ready"):
             raise DaemonError(w.ready.get("error", "the GPU backend did not start"))
@@ -370,13 +382,23 @@ class Daemon:
                     return
                 await asyncio.sleep(0.1)
                 continue
-            conn.setblocking(False)
-            key = peer_key(addr[0])
-            why = self.admission.connect(key)
-            if why is None:
-                self._task(self._handle(conn, addr, key))
-            else:
-                self._refuse_at_door(conn, addr, key, why)
+            # and what else waits in the backlog, without a trip through the event loop for
+            # each: under a flood, the backlog must empty faster than the flood fills it, or
+            # the kernel drops the other peers' connection requests too
+            batch = [(conn, addr)]
+            while len(batch) < ACCEPT_BATCH:
+                try:
+                    batch.append(lsock.accept())
+                except OSError:  # (BlockingIOError: nothing more waits)
+                    break
+            for conn, addr in batch:
+                conn.setblocking(False)
+                key = peer_key(addr[0])
+                why = self.admission.connect(key)
+                if why is None:
+                    self._task(self._handle(conn, addr, key))
+                else:
+                    self._refuse_at_door(conn, addr, key, why)
 
     def _refuse_at_door(self, conn: socket.socket, addr, key: str, why: tuple[str, str]) -> None:
         """A connection over a per-peer or handshake limit: told why, if this peer is not
@@ -456,6 +478,8 @@ class Daemon:
         self.idle.clear()
         if self.meter is not None:
             self.meter.close()
+        if self.mps is not None:
+            await asyncio.to_thread(self.mps.close)
         for t in list(self._tasks):
             if t is not asyncio.current_task():
                 t.cancel()

@@ -168,7 +168,10 @@ async def serve(ctl: socket.socket, backend, out_fd: int) -> int:
     if not ready["ready"]:
         return 1
     ctl.setblocking(True)
-    job, fds = _recv_job(ctl)
+    try:
+        job, fds = _recv_job(ctl)
+    except OSError:  # (a reset) the front let go of its idle worker: it is shutting down
+        return 0
     if job is None or not fds:
         return 0  # the front closed us before use
     client = socket.socket(fileno=fds[0])

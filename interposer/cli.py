@@ -346,6 +346,8 @@ def cmd_status(args) -> int:
             print(f"    session {t.get('session')} tenant={t.get('tenant')} "
                   f"peer={t.get('peer')} exe={ident.get('exe', '?')} devices=[{devs}] "
                   f"memory={_human(t.get('memory_held', 0))} calls={t.get('calls', 0)} "
+                  f"round_trips={t.get('round_trips', 0)} "
+                  f"sync_round_trips={t.get('sync_round_trips', 0)} "
                   f"in={_human(t.get('bytes_in', 0))} out={_human(t.get('bytes_out', 0))} "
                   f"since={time.strftime('%H:%M:%S', time.localtime(t.get('since', 0)))} "
                   f"energy={_joules(t.get('energy_j'))}")

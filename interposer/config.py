@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from farcuda.wire import compress
 from farcuda.wire.addresses import DEFAULT_PORT, ConfigError, parse_hostport
 
 __all__ = ["DEFAULT_PORT", "ConfigError", "DeviceEntry", "ClientConfig", "parse_hostport",
@@ -83,6 +84,8 @@ class ClientConfig:
     liveness_timeout: float = 10.0
     spin_us: float = 200.0  # FARCUDA_SPIN_US: busy-polling for a reply before sleeping
     report: bool = False
+    suballoc: bool = True  # FARCUDA_SUBALLOC=0: every cudaMalloc asks the server
+    compress: str = "auto"  # FARCUDA_COMPRESS: auto | on | off (wire/compress.py)
     tls: bool = False  # FARCUDA_TLS=1: every connection goes through TLS (interposer/tls.py)
     tls_ca: str | None = None  # FARCUDA_TLS_CA: verify servers against this CA (PEM)
     tls_cert: str | None = None  # FARCUDA_TLS_CERT/_KEY: this client's certificate
@@ -128,6 +131,14 @@ def from_env(env: Mapping[str, str] | None = None) -> ClientConfig:
         if not 0 <= cfg.spin_us <= 1e6:
             raise ConfigError(f"FARCUDA_SPIN_US={text!r} is not between 0 and 1000000")
     cfg.report = env.get("FARCUDA_REPORT", "") not in ("", "0")
+    flag = env.get("FARCUDA_SUBALLOC", "").strip()
+    if flag not in ("", "0", "1"):
+        raise ConfigError(f"FARCUDA_SUBALLOC={flag!r} is not 1 or 0")
+    cfg.suballoc = flag != "0"
+    try:
+        cfg.compress = compress.mode_from_env(env.get("FARCUDA_COMPRESS"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _tls_from_env(env, cfg)
     if env.get("FARCUDA_DEVICES", "").strip():
         cfg.devices = parse_devices(env["FARCUDA_DEVICES"])

@@ -18,11 +18,12 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from farcuda.wire import BY_NAME, FrameReader, handshake, pack_fixed, unpack_fixed
+from farcuda.wire import BY_NAME, FrameReader, compress, handshake, pack_fixed, unpack_fixed
 from farcuda.wire import messages as msg
 from farcuda.wire.abi import ERRORS, STRUCTS, cudaDeviceAttr, cudaFuncAttribute
 from farcuda.wire.calls import PY_CALLS
@@ -60,8 +61,14 @@ class State:
     cfg: configmod.ClientConfig | None = None
     servers: list = field(default_factory=list)  # (host, port)
     devices: list = field(default_factory=list)  # Device
+    # Answers that cannot change until the program changes what they depend on (a kernel's
+    # attributes, a device reset), kept after the first time: (device, kernel, ...) -> answer
     occupancy: dict = field(default_factory=dict)
+    func_attrs: dict = field(default_factory=dict)
+    clusters: dict = field(default_factory=dict)
     kernel_attrs: dict = field(default_factory=dict)  # kernel -> {attr: value} set by the app
+    compress_decided: set = field(default_factory=set)  # servers
+    link_rate: dict = field(default_factory=dict)  # server -> bytes/s measured (auto mode)
 
 
 S = State()
@@ -325,6 +332,66 @@ def _publish(dev: int) -> None:
                                                   49152))
 
 
+def _compression(dev: int, server_can: bool) -> None:
+    """Decide, for the server of dev (at its first device), whether large host-to-device
+    pieces go compressed: FARCUDA_COMPRESS, what this client and the server can do, and in
+    auto mode the link's rate, measured at the first large copy (link_probe)."""
+    d = S.devices[dev]
+    if d.server in S.compress_decided:
+        return
+    S.compress_decided.add(d.server)
+    assert S.cfg is not None
+    mode = S.cfg.compress
+    here = compress.available()
+    if mode == "on" and not here:
+        log("FARCUDA_COMPRESS=on, but the lz4 package is not installed here (pip install "
+            "'farcuda[compress]'): copies go uncompressed")
+    elif mode == "on" and not server_can:
+        host, port = S.servers[d.server]
+        log(f"FARCUDA_COMPRESS=on, but the server {host}:{port} cannot decompress (no lz4 "
+            "package there): copies go uncompressed")
+    state = 0 if mode == "off" or not (here and server_can) else (1 if mode == "on" else 2)
+    lib.fcx_set_compress(d.server, state)
+
+
+PROBE_BYTES = 2 << 20  # well past a link's burst (a token bucket's depth, a switch's buffer)
+
+
+def link_probe(dev: int) -> int:
+    """FARCUDA_COMPRESS=auto, at the first copy of 1 MiB or more: the link's rate from the
+    time of a request with PROBE_BYTES behind it against that of an empty one (the best of
+    two each: a busy machine's hiccup in one of them is not the link)."""
+    d = S.devices[dev]
+    filler = os.urandom(PROBE_BYTES)
+    rate = None
+    try:
+        times = []
+        for tail in (b"", filler, b"", filler):
+            t0 = time.perf_counter()
+            call(dev, "PROBE", tail=tail)
+            times.append(time.perf_counter() - t0)
+        extra = min(times[1], times[3]) - min(times[0], times[2])
+        rate = PROBE_BYTES / max(extra, 1e-7)
+    except CudaError:
+        pass
+    on = compress.decide("auto", rate)
+    S.link_rate[d.server] = rate
+    lib.fcx_set_compress(d.server, 1 if on else 0)
+    return SUCCESS
+
+
+def compress_piece(src, n, dst, cap) -> int:
+    """A host-to-device piece compressed into dst: its length, or 0 to send it as it is."""
+    data = ffi.buffer(src, n)
+    if not compress.worth(data):
+        return 0
+    z = compress.compress(data)
+    if z is None or len(z) > cap:
+        return 0
+    ffi.memmove(dst, z, len(z))
+    return len(z)
+
+
 def describe(dev: int) -> int:
     d = check_device(dev)
     _info(dev)
@@ -360,6 +427,9 @@ def device_open(dev: int) -> int:
     d.opened["sm_count"] = rep["sm_count"]
     lib.fcx_set_priorities(dev, d.opened.get("priority_least", 0),
                            d.opened.get("priority_greatest", 0))
+    assert S.cfg is not None
+    lib.fcx_set_arena(dev, int(d.opened.get("arena", 0)) if S.cfg.suballoc else 0)
+    _compression(dev, d.opened.get("compress") == compress.CODEC)
     _publish(dev)
     lib.fcx_device_opened(dev, 1)
     return SUCCESS
@@ -435,9 +505,17 @@ def report() -> int:
     out = ffi.new("uint64_t[5]")
     lib.fcx_stats(out)
     calls, sync_calls, bytes_out, bytes_in, wait_ns = (int(x) for x in out)
+    rt = ffi.new("uint64_t[2]")
+    lib.fcx_round_trips(rt)
     joules = _session_energy()
     energy = "unavailable" if joules is None else f"{joules:.3f}"
-    log(f"report: calls={calls} sync_calls={sync_calls} bytes_to_server={bytes_out} "
+    z = ffi.new("uint64_t[2]")
+    lib.fcx_compressed(z)
+    # the link rates FARCUDA_COMPRESS=auto measured, per server (n/a: none measured)
+    rates = ",".join(f"{r / 1e6:.0f}" if r else "n/a" for r in S.link_rate.values()) or "n/a"
+    log(f"report: calls={calls} sync_calls={sync_calls} round_trips={rt[0]} "
+        f"sync_round_trips={rt[1]} compressed={z[0]}->{z[1]} link_MBps={rates} "
+        f"bytes_to_server={bytes_out} "
         f"bytes_from_server={bytes_in} wait_s={wait_ns / 1e9:.3f} gpu_energy_j={energy}")
     return SUCCESS
 
@@ -498,7 +576,16 @@ def cudaDeviceReset():
         return SUCCESS
     call(dev, "DEVICE_RESET")
     lib.fcx_device_reset_local(dev)
+    _forget(dev)
     return SUCCESS
+
+
+def _forget(dev: int | None = None, kernel: int | None = None) -> None:
+    """Drop the kept answers of a device (reset), or of a kernel (its attributes changed)."""
+    for cache in (S.occupancy, S.func_attrs, S.clusters):
+        for key in [k for k in cache if (dev is None or k[0] == dev)
+                    and (kernel is None or k[1] == kernel)]:
+            del cache[key]
 
 
 _FUNC_ATTR_FIELDS = ("sharedSizeBytes", "constSizeBytes", "localSizeBytes", "maxThreadsPerBlock",
@@ -514,9 +601,13 @@ def cudaFuncGetAttributes(attr, func):
     if attr == ffi.NULL:
         return E["cudaErrorInvalidValue"]
     k = kernel_of(func)
-    _, data = call(current(), "FUNC_ATTRS", {"kernel": k}, bulk=True)
-    values = json.loads(data)
-    raw = struct.pack(_FUNC_ATTR_FMT, *(int(values.get(f, 0)) for f in _FUNC_ATTR_FIELDS))
+    dev = current()
+    raw = S.func_attrs.get((dev, k))
+    if raw is None:
+        _, data = call(dev, "FUNC_ATTRS", {"kernel": k}, bulk=True)
+        values = json.loads(data)
+        raw = struct.pack(_FUNC_ATTR_FMT, *(int(values.get(f, 0)) for f in _FUNC_ATTR_FIELDS))
+        S.func_attrs[(dev, k)] = raw
     ffi.memmove(attr, raw, len(raw))
     return SUCCESS
 
@@ -530,7 +621,7 @@ def cudaFuncSetAttribute(func, attr, value):
     S.kernel_attrs.setdefault(k, {})[attr] = value
     if attr == cudaFuncAttribute["cudaFuncAttributeMaxDynamicSharedMemorySize"]:
         lib.fcx_kernel_set_smem(k, value)
-    S.occupancy.clear()
+    _forget(kernel=k)
     return SUCCESS
 
 
@@ -539,6 +630,7 @@ def cudaFuncSetCacheConfig(func, cacheConfig):
     attr = msg.FUNC_SET_ATTR_CACHE_CONFIG
     call(current(), "FUNC_SET_ATTR", {"kernel": k, "attr": attr, "value": cacheConfig})
     S.kernel_attrs.setdefault(k, {})[attr] = cacheConfig
+    _forget(kernel=k)
     return SUCCESS
 
 
@@ -578,10 +670,14 @@ def _clusters(out, func, config, what: int) -> int:
     gx, gy, gz, bx, by, bz, smem, _stream, attrs, nattrs = _LAUNCH_CONFIG.unpack(raw)
     size = msg.LAUNCH_ATTR_SIZE * nattrs
     tail = bytes(ffi.buffer(ffi.cast("char *", attrs), size)) if nattrs else b""
-    rep, _ = call(current(), "OCCUPANCY_CLUSTERS", {
-        "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
-        "nattrs": nattrs, "what": what}, tail)
-    out[0] = rep["value"]
+    dev = current()
+    key = (dev, k, gx, gy, gz, bx, by, bz, smem, tail, what)  # the stream does not matter
+    if key not in S.clusters:
+        rep, _ = call(dev, "OCCUPANCY_CLUSTERS", {
+            "kernel": k, "grid": (gx, gy, gz), "block": (bx, by, bz), "shmem": smem,
+            "nattrs": nattrs, "what": what}, tail)
+        S.clusters[key] = rep["value"]
+    out[0] = S.clusters[key]
     return SUCCESS
 
 
@@ -793,9 +889,10 @@ def install(ffi_, lib_) -> None:
     unknown = E["cudaErrorUnknown"]
     internal = {"fcpy_init": init, "fcpy_connect": connect, "fcpy_device_describe": describe,
                 "fcpy_device_open": device_open, "fcpy_module_load": module_load,
-                "fcpy_report": report}
+                "fcpy_report": report, "fcpy_link_probe": link_probe}
     for name, fn in internal.items():
         ffi.def_extern(name=name, error=unknown, onerror=_onerror)(_guard(fn))
+    ffi.def_extern(name="fcpy_compress", error=0, onerror=_onerror)(compress_piece)
     module = sys.modules[__name__]
     for name in PY_CALLS:
         fn = getattr(module, name.removesuffix("_ptsz"))

@@ -194,6 +194,20 @@ def cuda_daemon(tmp_path_factory):
     d.stop()
 
 
+@pytest.fixture(scope="module", params=[1, 4], ids=["farcuda-1vdev", "farcuda-4vdev-1gpu"])
+def pfm_runner(request, shim):
+    """The pfm binary through farcuda (tests/gpu/test_pfm_gpu.py): one virtual device, and
+    four virtual devices on one GPU (one shared context), the shim preloaded and the daemon
+    of the module (``farcuda.pfm.runner.PfmRunner``'s contract)."""
+    from farcuda.pfm.runner import PfmRunner
+    if os.environ.get("PFM_TEST_NATIVE") == "1":  # pfm itself, on the GPUs of this machine
+        return PfmRunner(devices=int(os.environ.get("PFM_TEST_DEVICES", "1")))
+    daemon = request.getfixturevalue("cuda_daemon")
+    env = {"LD_PRELOAD": str(shim),
+           "FARCUDA_DEVICES": ",".join([f"{daemon.address}/0"] * request.param)}
+    return PfmRunner(env=env, devices=request.param)
+
+
 # ---------------------------------------------------------------- running programs
 
 @dataclass
@@ -300,7 +314,7 @@ FAKES_DIR = ROOT / "tests" / "fakes"
 # the recording driver's kinds of call (tests/fakes/libcuda_recording.c)
 REC = {name: i + 1 for i, name in enumerate(
     ("launch", "set_current", "record", "wait", "dtoh", "stream_query", "stream_sync",
-     "event_query", "event_sync", "ctx_sync"))}
+     "event_query", "event_sync", "ctx_sync", "htod"))}
 _REC_CDEF = """
 typedef struct { int32_t fn; int32_t bad_extra; uint64_t a[10]; uint64_t params_off;
                  uint64_t params_len; } rec_call;
@@ -309,6 +323,7 @@ int rec_count(void);
 const rec_call *rec_get(int i);
 const unsigned char *rec_arena(void);
 void rec_busy(void *handle, int busy);
+void rec_busy_for(void *handle, int queries);
 void rec_fail(int fn, int err);
 unsigned char rec_byte_at(uint64_t addr);
 """
@@ -369,12 +384,21 @@ class FastPath:
         self.lib.fp_note_current(self.ffi.NULL)
         self.rec.rec_reset()
 
+    @staticmethod
+    def legacy_h(vdev: int) -> int:
+        """A device's stream 0 in a shared context (a stream of its own)."""
+        return 0x40000 + vdev * 0x1000
+
     def device(self, vdev: int = 0, kernels: dict | None = None, streams: dict | None = None,
-               events=(), ranges=()) -> None:
+               events=(), ranges=(), shared: bool = False) -> None:
         """Register a virtual device as CudaDevice does: its context and bounce buffer,
-        kernels (id -> parameter bytes), streams (id -> creation flags), events, memory."""
+        kernels (id -> parameter bytes), streams (id -> creation flags), events, memory.
+        ``shared``: the device shares context CTX[0] with the others so registered, and its
+        stream 0 is legacy_h(vdev)."""
         lib = self.lib
-        assert lib.fp_set_context(vdev, self.ptr(self.CTX[vdev])) == 0
+        assert lib.fp_set_context(vdev, self.ptr(self.CTX[0 if shared else vdev])) == 0
+        if shared:
+            assert lib.fp_set_legacy(vdev, self.ptr(self.legacy_h(vdev))) == 0
         buf = self.small.setdefault(vdev, self.ffi.new("unsigned char[]", self.SMALL))
         lib.fp_set_small(vdev, buf, self.SMALL)
         for kid, size in (kernels or {}).items():
@@ -425,6 +449,9 @@ class FastPath:
                 assert not c.bad_extra, "a launch passed malformed extra arguments"
                 params = bytes(self.rffi.buffer(arena + c.params_off, c.params_len))
                 out.append((kind, *[int(c.a[k]) for k in range(9)], params))
+            elif kind == "htod":  # (dst, n, stream, source address, the bytes copied)
+                data = bytes(self.rffi.buffer(arena + c.params_off, c.params_len))
+                out.append((kind, *[int(c.a[k]) for k in range(4)], data))
             else:
                 n = {"record": 3, "wait": 3, "dtoh": 4, "ctx_sync": 0}.get(kind, 1)
                 out.append((kind, *[int(c.a[k]) for k in range(n)]))

@@ -185,7 +185,8 @@ MESSAGES: tuple[Message, ...] = (
     _m("SET_CACHE_CONFIG", 0x0108, "async", "config:u32"),
     # --- memory (0x02xx) ---
     _m("MALLOC", 0x0201, "sync", "size:u64 flags:u32", reply="ptr:u64"),
-    _m("FREE", 0x0202, "sync", "ptr:u64"),
+    _m("FREE", 0x0202, "either", "ptr:u64",
+       doc="sent without waiting when the client knows that no work of the device is pending"),
     _m("MALLOC_PITCH", 0x0203, "sync", "width:u64 height:u64", reply="ptr:u64 pitch:u64"),
     _m("MEMCPY_HTOD", 0x0210, "either", "dst:u64 stream:u32 flags:u32", bulk="bytes",
        doc="host data in the tail; large copies are sent as several frames"),
@@ -193,7 +194,8 @@ MESSAGES: tuple[Message, ...] = (
        reply_bulk="bytes", doc="the daemon streams the bytes back as DATA frames",
        consts=("flags DEFERRED=1: the client does not wait (into pinned memory, one PIECE at "
                "most): the daemon answers once the copy completed, and before the answer to "
-               "anything that covers it",)),
+               "anything that covers it",
+               "flags COMPRESSED=2: pieces of the result may come as DATA_Z",)),
     _m("MEMCPY_DTOD", 0x0212, "either", "dst:u64 src:u64 size:u64 stream:u32 flags:u32"),
     _m("MEMSET", 0x0213, "either", "dst:u64 size:u64 value:u32 stream:u32 elem:u32"),
     _m("MEMCPY2D_HTOD", 0x0214, "either",
@@ -217,6 +219,22 @@ MESSAGES: tuple[Message, ...] = (
     _m("FREE_ASYNC", 0x021B, "either", "ptr:u64 stream:u32",
        doc="free in the order of the stream (of the frame's virtual device)",
        aux=("mem_vdev", "the virtual device of the memory")),
+    # client-side sub-allocation: the client places its small cudaMalloc calls in arenas the
+    # daemon maps for it (as the daemon packs small allocations itself) and tells the daemon
+    # of each allocation and free without waiting, ahead of any frame that uses the memory
+    _m("ARENA", 0x0230, "sync", reply="ptr:u64 size:u64",
+       doc="map an arena for the client's small allocations (DEVICE_OPEN offers them)"),
+    _m("SUBALLOC", 0x0231, "async", "ptr:u64 size:u64",
+       doc="the client allocated size bytes at ptr in one of its arenas"),
+    _m("SUBFREE", 0x0232, "async", "ptr:u64",
+       doc="the client freed its allocation at ptr (the device was idle for it)"),
+    _m("ARENA_RELEASE", 0x0233, "async", "ptr:u64",
+       doc="the client gives back its empty arena at ptr"),
+    _m("MEMCPY_HTOD_Z", 0x0234, "either", "dst:u64 stream:u32 flags:u32 size:u64",
+       bulk="an LZ4 block of size bytes (wire/compress.py)",
+       doc="a piece of MEMCPY_HTOD, compressed (where DEVICE_OPEN said the daemon can)"),
+    _m("PROBE", 0x0235, "sync", bulk="bytes, ignored",
+       doc="measures the link: the client times an empty one and a large one"),
     # --- modules and kernels (0x03xx) ---
     _m("MODULE_LOAD", 0x0301, "sync", "module:u32 nkernels:u32 nvars:u32",
        bulk="fat binary, then JSON {kernels: [[id, name]], vars: [[id, name, size]]}",
@@ -326,6 +344,10 @@ MESSAGES: tuple[Message, ...] = (
        doc="a fault left this virtual device's context unusable (sent once, before the first "
            "answer that reports it): the first and the last launch since its last good "
            "synchronization (0: none); the tail names the kernel it came from, in words"),
+    _m("DATA_Z", 0x800B, "reply", "offset:u64 size:u64", direction="s2c",
+       bulk="an LZ4 block of size bytes (wire/compress.py)",
+       doc="a piece of a bulk result, compressed (the request asked for it: MEMCPY_DTOH "
+           "flags COMPRESSED)"),
 )
 
 BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}

@@ -151,8 +151,8 @@ ROWS: tuple[Call, ...] = (
        fields={"limit": "limit"}, reply={"pValue": "value"}),
     _r("cudaDeviceSetLimit", STUB, "int limit, size_t value", "SET_LIMIT",
        fields={"limit": "limit", "value": "value"}),
-    _r("cudaMemGetInfo", STUB, "size_t *free, size_t *total", "MEM_GET_INFO",
-       reply={"free": "free", "total": "total"}),
+    _r("cudaMemGetInfo", C, "size_t *free, size_t *total", "MEM_GET_INFO",
+       "fc_mem_get_info(free, total)"),
     _r("cudaSetDeviceFlags", PY, "unsigned int flags", "SET_FLAGS",
        fields={"flags": "flags"}),
     _r("cudaGetDeviceFlags", PY, "unsigned int *flags", outs={"flags": "sizeof(int)"}),
@@ -428,6 +428,8 @@ PY_INTERNAL: dict[str, str] = {
     "fcpy_device_open": "int dev",
     "fcpy_module_load": "int mod, int dev",
     "fcpy_report": "void",
+    "fcpy_link_probe": "int dev",
+    "fcpy_compress": "const void *src, size_t n, void *dst, size_t cap",
 }
 
 # Out of scope (MISSION.md): answered with cudaErrorNotSupported and a reason.

@@ -387,7 +387,9 @@ def _decode_MALLOC_REPLY(b: Buffer, aux: int = 0) -> MALLOC_REPLY:
 
 
 class FREE(NamedTuple):
-    """FREE (0x0202)"""
+    """FREE (0x0202): sent without waiting when the client knows that no work of the device is
+    pending
+    """
 
     ptr: int
 
@@ -481,6 +483,8 @@ def _decode_MEMCPY_DTOH(b: Buffer, aux: int = 0) -> MEMCPY_DTOH:
 # flags: the client does not wait (into pinned memory, one PIECE at most): the daemon answers once
 # the copy completed, and before the answer to anything that covers it
 MEMCPY_DTOH_DEFERRED = 1
+# flags: pieces of the result may come as DATA_Z
+MEMCPY_DTOH_COMPRESSED = 2
 
 
 class MEMCPY_DTOD(NamedTuple):
@@ -737,6 +741,128 @@ _S_FREE_ASYNC = struct.Struct('<QI')
 def _decode_FREE_ASYNC(b: Buffer, aux: int = 0) -> FREE_ASYNC:
     ptr, stream = _S_FREE_ASYNC.unpack(b)
     return _new(FREE_ASYNC, (ptr, stream, aux))
+
+
+class ARENA(NamedTuple):
+    """ARENA (0x0230): map an arena for the client's small allocations (DEVICE_OPEN offers them)"""
+
+
+    def pack(self) -> builtins.bytes:
+        return b""
+
+
+_S_ARENA = struct.Struct('<')
+
+
+def _decode_ARENA(b: Buffer, aux: int = 0) -> ARENA:
+    return _new(ARENA, ())
+
+
+class ARENA_REPLY(NamedTuple):
+    """The reply to ARENA."""
+
+    ptr: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_ARENA_REPLY.pack(self.ptr, self.size)
+
+
+_S_ARENA_REPLY = struct.Struct('<QQ')
+
+
+def _decode_ARENA_REPLY(b: Buffer, aux: int = 0) -> ARENA_REPLY:
+    ptr, size = _S_ARENA_REPLY.unpack(b)
+    return _new(ARENA_REPLY, (ptr, size))
+
+
+class SUBALLOC(NamedTuple):
+    """SUBALLOC (0x0231): the client allocated size bytes at ptr in one of its arenas"""
+
+    ptr: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_SUBALLOC.pack(self.ptr, self.size)
+
+
+_S_SUBALLOC = struct.Struct('<QQ')
+
+
+def _decode_SUBALLOC(b: Buffer, aux: int = 0) -> SUBALLOC:
+    ptr, size = _S_SUBALLOC.unpack(b)
+    return _new(SUBALLOC, (ptr, size))
+
+
+class SUBFREE(NamedTuple):
+    """SUBFREE (0x0232): the client freed its allocation at ptr (the device was idle for it)"""
+
+    ptr: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_SUBFREE.pack(self.ptr)
+
+
+_S_SUBFREE = struct.Struct('<Q')
+
+
+def _decode_SUBFREE(b: Buffer, aux: int = 0) -> SUBFREE:
+    ptr, = _S_SUBFREE.unpack(b)
+    return _new(SUBFREE, (ptr,))
+
+
+class ARENA_RELEASE(NamedTuple):
+    """ARENA_RELEASE (0x0233): the client gives back its empty arena at ptr"""
+
+    ptr: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_ARENA_RELEASE.pack(self.ptr)
+
+
+_S_ARENA_RELEASE = struct.Struct('<Q')
+
+
+def _decode_ARENA_RELEASE(b: Buffer, aux: int = 0) -> ARENA_RELEASE:
+    ptr, = _S_ARENA_RELEASE.unpack(b)
+    return _new(ARENA_RELEASE, (ptr,))
+
+
+class MEMCPY_HTOD_Z(NamedTuple):
+    """MEMCPY_HTOD_Z (0x0234): a piece of MEMCPY_HTOD, compressed (where DEVICE_OPEN said the
+    daemon can)
+    """
+
+    dst: int
+    stream: int
+    flags: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MEMCPY_HTOD_Z.pack(self.dst, self.stream, self.flags, self.size)
+
+
+_S_MEMCPY_HTOD_Z = struct.Struct('<QIIQ')
+
+
+def _decode_MEMCPY_HTOD_Z(b: Buffer, aux: int = 0) -> MEMCPY_HTOD_Z:
+    dst, stream, flags, size = _S_MEMCPY_HTOD_Z.unpack(b)
+    return _new(MEMCPY_HTOD_Z, (dst, stream, flags, size))
+
+
+class PROBE(NamedTuple):
+    """PROBE (0x0235): measures the link: the client times an empty one and a large one"""
+
+
+    def pack(self) -> builtins.bytes:
+        return b""
+
+
+_S_PROBE = struct.Struct('<')
+
+
+def _decode_PROBE(b: Buffer, aux: int = 0) -> PROBE:
+    return _new(PROBE, ())
 
 
 class MODULE_LOAD(NamedTuple):
@@ -1797,6 +1923,26 @@ def _decode_FAULT(b: Buffer, aux: int = 0) -> FAULT:
     return _new(FAULT, (status, first, last))
 
 
+class DATA_Z(NamedTuple):
+    """DATA_Z (0x800b): a piece of a bulk result, compressed (the request asked for it: MEMCPY_DTOH
+    flags COMPRESSED)
+    """
+
+    offset: int
+    size: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_DATA_Z.pack(self.offset, self.size)
+
+
+_S_DATA_Z = struct.Struct('<QQ')
+
+
+def _decode_DATA_Z(b: Buffer, aux: int = 0) -> DATA_Z:
+    offset, size = _S_DATA_Z.unpack(b)
+    return _new(DATA_Z, (offset, size))
+
+
 DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x0001: _decode_SERVER_HELLO,
     0x0002: _decode_HELLO,
@@ -1827,6 +1973,12 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x0219: _decode_MEMCPY_PEER,
     0x021a: _decode_MALLOC_ASYNC,
     0x021b: _decode_FREE_ASYNC,
+    0x0230: _decode_ARENA,
+    0x0231: _decode_SUBALLOC,
+    0x0232: _decode_SUBFREE,
+    0x0233: _decode_ARENA_RELEASE,
+    0x0234: _decode_MEMCPY_HTOD_Z,
+    0x0235: _decode_PROBE,
     0x0301: _decode_MODULE_LOAD,
     0x0302: _decode_FUNC_ATTRS,
     0x0303: _decode_FUNC_SET_ATTR,
@@ -1876,4 +2028,5 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x8008: _decode_FETCH,
     0x8009: _decode_PUSH,
     0x800a: _decode_FAULT,
+    0x800b: _decode_DATA_Z,
 }

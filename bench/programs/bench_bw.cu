@@ -22,7 +22,18 @@ int main(int argc, char** argv) {
   unsigned char* a = (unsigned char*)malloc(n);
   unsigned char* b = (unsigned char*)malloc(n);
   uint64_t x = 88172645463325252ULL;
-  for (size_t i = 0; i < n; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(a + i, &x, 8); }
+  // KIND (argument 3): random (the default), zeros, or sparse (a ReLU output: about half
+  // zeros, in runs, the rest random floats)
+  const char* kind = argc > 3 ? argv[3] : "random";
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    if (!strcmp(kind, "zeros")) memset(a + i, 0, 8);
+    else if (!strcmp(kind, "sparse")) {
+      float f[2] = {(float)(int32_t)(x >> 32) / 2147483648.0f, (float)(int32_t)x / 2147483648.0f};
+      for (int k = 0; k < 2; k++) if (f[k] < 0 || ((i >> 12) & 1)) f[k] = 0;  // ReLU, and runs
+      memcpy(a + i, f, 8);
+    } else memcpy(a + i, &x, 8);
+  }
   memset(b, 0, n);
   void* d;
   CHECK(cudaMalloc(&d, n));
@@ -39,7 +50,7 @@ int main(int argc, char** argv) {
     best_d2h = std::min(best_d2h, std::chrono::duration<double>(t2 - t1).count());
   }
   bool ok = fnv(a, n) == fnv(b, n) && memcmp(a, b, n) == 0;
-  printf("bw bytes=%zu h2d_GBps=%.3f d2h_GBps=%.3f checksum=%s\n", n, n / best_h2d / 1e9,
-         n / best_d2h / 1e9, ok ? "ok" : "BAD");
+  printf("bw kind=%s bytes=%zu h2d_GBps=%.3f d2h_GBps=%.3f checksum=%s\n", kind, n,
+         n / best_h2d / 1e9, n / best_d2h / 1e9, ok ? "ok" : "BAD");
   return ok ? 0 : 2;
 }

@@ -290,6 +290,36 @@ static int seconds(const env_t *e, const char *name, double dflt, double *out, c
     return 0;
 }
 
+/* FARCUDA_SUBALLOC and FARCUDA_COMPRESS are the shim's (the driver layer places no allocation
+ * itself and compresses nothing), checked as interposer/config.py checks them: a mistake in
+ * them is the same one line whichever layer reads it. */
+static int shim_flags_from_env(const env_t *e, char *err, size_t ecap) {
+    const char *v = env_get(e, "FARCUDA_SUBALLOC");
+    const char *b;
+    size_t n;
+    char r[300];
+    if (v) {
+        strip(v, strlen(v), &b, &n);
+        if (n && !(n == 1 && (*b == '0' || *b == '1'))) {
+            repr(b, n, r, sizeof r);
+            return fail(err, ecap, "FARCUDA_SUBALLOC=%s is not 1 or 0", r);
+        }
+    }
+    v = env_get(e, "FARCUDA_COMPRESS");
+    if (v) {
+        strip(v, strlen(v), &b, &n);
+        char mode[8] = "";
+        if (n < sizeof mode)
+            for (size_t i = 0; i < n; i++) mode[i] = (char)tolower((unsigned char)b[i]);
+        if (n >= sizeof mode ||
+            (n && strcmp(mode, "auto") && strcmp(mode, "on") && strcmp(mode, "off"))) {
+            repr(v, strlen(v), r, sizeof r);
+            return fail(err, ecap, "FARCUDA_COMPRESS=%s is not one of auto, on, off", r);
+        }
+    }
+    return 0;
+}
+
 static int tls_from_env(const env_t *e, fcc_config *cfg, char *err, size_t ecap) {
     const char *t = env_get(e, "FARCUDA_TLS");
     const char *b = "";
@@ -369,7 +399,7 @@ int fcc_config_parse(char *const *envp, fcc_config *cfg, char *err, size_t ecap)
     }
     const char *rep = env_get(&e, "FARCUDA_REPORT");
     cfg->report = rep && *rep && strcmp(rep, "0") != 0;
-    if (tls_from_env(&e, cfg, err, ecap)) return -1;
+    if (shim_flags_from_env(&e, err, ecap) || tls_from_env(&e, cfg, err, ecap)) return -1;
     const char *devs = env_get(&e, "FARCUDA_DEVICES");
     const char *count = env_get(&e, "FARCUDA_DEVICE_COUNT");
     const char *server = env_get(&e, "FARCUDA_SERVER");

@@ -292,6 +292,59 @@ static CUresult log_entry(const char *component, void *unused, const char *forma
 UNKNOWN(f8, F8, 2)
 static const void *f8_table[3] = {(void *)(uintptr_t)0x18, (void *)log_entry, (void *)x_f8_2};
 
+/* ---------------- 21318c60: asked for by cuBLAS-Lt and cuFFT ---------------- */
+
+#define LT "21318c60-9714-3248-8ca6-41ff7324c8f2"
+
+/* 92 slots behind the size word (0x2e8), as in driver 580. Of them only slot 4 is called by
+ * cuBLAS-Lt, with a context and an int it sets; a real driver 580 sets 1 for the context of
+ * an H100 (traced: the value is the same for every call). The others name themselves. */
+static CUresult lt_context_flag(CUcontext ctx, int *out) {
+    (void)ctx;
+    if (!out) return CUDA_ERROR_INVALID_VALUE;
+    *out = 1;
+    return CUDA_SUCCESS;
+}
+
+#define UNKNOWN_TENS(tab, tname, d)                                                            \
+    UNKNOWN(tab, tname, d##0) UNKNOWN(tab, tname, d##1) UNKNOWN(tab, tname, d##2)            \
+    UNKNOWN(tab, tname, d##3) UNKNOWN(tab, tname, d##4) UNKNOWN(tab, tname, d##5)            \
+    UNKNOWN(tab, tname, d##6) UNKNOWN(tab, tname, d##7) UNKNOWN(tab, tname, d##8)            \
+    UNKNOWN(tab, tname, d##9)
+#define SLOT_TENS(tab, d)                                                                      \
+    (void *)x_##tab##_##d##0, (void *)x_##tab##_##d##1, (void *)x_##tab##_##d##2,             \
+    (void *)x_##tab##_##d##3, (void *)x_##tab##_##d##4, (void *)x_##tab##_##d##5,             \
+    (void *)x_##tab##_##d##6, (void *)x_##tab##_##d##7, (void *)x_##tab##_##d##8,             \
+    (void *)x_##tab##_##d##9
+
+UNKNOWN(lt, LT, 1)
+UNKNOWN(lt, LT, 2)
+UNKNOWN(lt, LT, 3)
+UNKNOWN(lt, LT, 5)
+UNKNOWN(lt, LT, 6)
+UNKNOWN(lt, LT, 7)
+UNKNOWN(lt, LT, 8)
+UNKNOWN(lt, LT, 9)
+UNKNOWN_TENS(lt, LT, 1)
+UNKNOWN_TENS(lt, LT, 2)
+UNKNOWN_TENS(lt, LT, 3)
+UNKNOWN_TENS(lt, LT, 4)
+UNKNOWN_TENS(lt, LT, 5)
+UNKNOWN_TENS(lt, LT, 6)
+UNKNOWN_TENS(lt, LT, 7)
+UNKNOWN_TENS(lt, LT, 8)
+UNKNOWN(lt, LT, 90)
+UNKNOWN(lt, LT, 91)
+UNKNOWN(lt, LT, 92)
+
+static const void *lt_table[93] = {
+    (void *)(uintptr_t)0x2e8, (void *)x_lt_1, (void *)x_lt_2, (void *)x_lt_3,
+    (void *)lt_context_flag, (void *)x_lt_5, (void *)x_lt_6, (void *)x_lt_7, (void *)x_lt_8,
+    (void *)x_lt_9, SLOT_TENS(lt, 1), SLOT_TENS(lt, 2), SLOT_TENS(lt, 3), SLOT_TENS(lt, 4),
+    SLOT_TENS(lt, 5), SLOT_TENS(lt, 6), SLOT_TENS(lt, 7), SLOT_TENS(lt, 8), (void *)x_lt_90,
+    (void *)x_lt_91, (void *)x_lt_92,
+};
+
 /* ---------------- the UUIDs ---------------- */
 
 typedef struct {
@@ -308,9 +361,9 @@ static const export_table tables[] = {
     {CHECKS, checks_table, NULL},
     {INTEGRITY, integrity_table, NULL},
     {F8, f8_table, NULL},
+    {LT, lt_table, NULL},
     /* asked for by CUDA libraries (PyTorch's and CuPy's), with no public description */
     {"69a28e9f-2449-8b47-b030-c5da330ea4e9", NULL, "asked for by PyTorch's CUDA libraries"},
-    {"21318c60-9714-3248-8ca6-41ff7324c8f2", NULL, "asked for by cuFFT and PyTorch"},
     {"6e163fbe-b958-444d-835c-e182aff1991e", NULL, "asked for by cuFFT"},
     {"da9151d3-3ae6-cc41-a5c0-4f26d533e328", NULL, "asked for by NVRTC"},
 };

@@ -1202,18 +1202,7 @@ FC_EXPORT cudaError_t cudaDeviceSetLimit(int limit, size_t value) {
 }
 
 FC_EXPORT cudaError_t cudaMemGetInfo(size_t *free, size_t *total) {
-    int st = fc_ensure_init();
-    if (st) return fc_ret(st);
-    if (!free) return fc_ret(cudaErrorInvalidValue);
-    if (!total) return fc_ret(cudaErrorInvalidValue);
-    int dev = fc_current_device();
-    if ((st = fc_device_ready(dev))) return fc_ret(st);
-    fc_MEM_GET_INFO_reply rep = {0};
-    st = fc_call_dev(dev, FC_OP_MEM_GET_INFO, NULL, 0, &rep, sizeof rep);
-    if (st) return fc_ret(st);
-    *free = (size_t)rep.free;
-    *total = (size_t)rep.total;
-    return cudaSuccess;
+    return fc_ret(fc_mem_get_info(free, total));
 }
 
 FC_EXPORT cudaError_t cudaSetDeviceFlags(unsigned int flags) {

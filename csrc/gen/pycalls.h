@@ -9,6 +9,8 @@ int fcpy_device_describe(int dev);
 int fcpy_device_open(int dev);
 int fcpy_module_load(int mod, int dev);
 int fcpy_report(void);
+int fcpy_link_probe(int dev);
+int fcpy_compress(const void *src, size_t n, void *dst, size_t cap);
 int fcpy_cudaChooseDevice(int *device, const void *prop);
 int fcpy_cudaDeviceCanAccessPeer(int *canAccessPeer, int device, int peerDevice);
 int fcpy_cudaDeviceDisablePeerAccess(int peerDevice);

@@ -6,6 +6,12 @@ recorded (kernel name, configuration, the exact parameter bytes) so that tests c
 client's marshalling byte by byte. Streams keep CUDA's order, including host callbacks: work
 behind a callback waits until the client reports the callback done.
 
+Contexts are routed as the CUDA backend routes them: the session's devices without an SM budget
+on one GPU share one context, each with streams, events, kernels and memory of its own, and
+a device with an SM budget has a context of its own. A kernel's sticky fault breaks its
+context, for every device in it (each one's next synchronization reports it); a device opened
+again after that (a reset) gets a new context.
+
 It is selectable only through the Python API (``Daemon(..., backend="memory")``), never from
 farcudad's command line or configuration.
 """
@@ -23,7 +29,7 @@ from collections.abc import Callable
 from farcuda.wire import fatbin
 
 from ..errors import CudaError, E
-from ..faults import LaunchLog, demangle
+from ..faults import STICKY, LaunchLog, demangle
 
 ATTRS_H100 = {  # a plausible sm_90 device; only used to answer queries in tests
     1: 1024, 2: 1024, 3: 1024, 4: 64, 5: 2147483647, 6: 65535, 7: 65535, 8: 49152, 9: 65536,
@@ -107,12 +113,27 @@ class _DeferredCopy:
         pass
 
 
+class _Context:
+    """A context of the fake GPU: the devices in it, and the sticky error that broke it."""
+
+    __slots__ = ("gpu", "shared", "devices", "broken")
+
+    def __init__(self, gpu: int, shared: bool) -> None:
+        self.gpu = gpu
+        self.shared = shared
+        self.devices: set[MemoryDevice] = set()
+        self.broken: CudaError | None = None
+
+
 class MemoryDevice:
     granule = 2 << 20
 
-    def __init__(self, backend: MemoryBackend, gpu: int, window_base: int) -> None:
+    def __init__(self, backend: MemoryBackend, gpu: int, window_base: int,
+                 context: _Context | None = None) -> None:
         self.backend = backend
         self.gpu = gpu
+        self.context = context if context is not None else _Context(gpu, False)
+        self.context.devices.add(self)
         self.window_base = window_base
         self.sm_count = 132
         self._extents: list[int] = []  # sorted bases
@@ -212,6 +233,8 @@ class MemoryDevice:
         s = self.streams.get(stream)
         if s is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if self.context.broken is not None and s.error is None:
+            raise self.context.broken  # another device's kernel broke the context
         if not s.blocked and not s.queue:
             if s.error is not None:  # a queued operation failed since the last wait
                 err, s.error = s.error, None
@@ -388,6 +411,8 @@ class MemoryDevice:
             if fault is not None:  # as a kernel that faults on a GPU: the error surfaces at
                 # the stream's next synchronization (and the session takes the device as dead)
                 self.streams[sid].error = self.streams[sid].error or CudaError(E[fault])
+                if E[fault] in STICKY:  # and on the other devices of its context
+                    self.context.broken = self.context.broken or CudaError(E[fault])
         if stream in self.capturing:
             self.capturing[stream].append(lambda sid: self._run(sid, lambda: run(sid)))
             return
@@ -663,6 +688,9 @@ class MemoryDevice:
             self.backend.total_mapped -= len(self._mem[base])
         self._mem.clear()
         self._extents.clear()
+        self.context.devices.discard(self)
+        if not self.context.devices and self.backend.contexts.get(self.gpu) is self.context:
+            del self.backend.contexts[self.gpu]
 
 
 class MemoryBackend:
@@ -680,6 +708,8 @@ class MemoryBackend:
         self.record_path = record_path
         self._driver = driver_version
         self.launches = 0
+        self.contexts: dict[int, _Context] = {}  # gpu -> the context its devices share
+        self.contexts_made = 0
 
     def gpu_count(self) -> int:
         return self.gpus
@@ -698,7 +728,13 @@ class MemoryBackend:
                     window_size: int, vdev: int = 0) -> MemoryDevice:
         if not 0 <= gpu < self.gpus:
             raise CudaError(E["cudaErrorInvalidDevice"])
-        dev = MemoryDevice(self, gpu, window_base)
+        ctx = self.contexts.get(gpu) if not sm_budget else None
+        if ctx is None or ctx.broken is not None:  # (a broken one is left to its devices)
+            ctx = _Context(gpu, not sm_budget)
+            self.contexts_made += 1
+            if not sm_budget:
+                self.contexts[gpu] = ctx
+        dev = MemoryDevice(self, gpu, window_base, ctx)
         if sm_budget:
             dev.sm_count = min(132, -(-sm_budget // 8) * 8)
         return dev

@@ -29,6 +29,7 @@ from farcuda.wire import (
     Frame,
     FrameReader,
     ProtocolError,
+    compress,
     encode,
     encode_reply,
     encode_value,
@@ -54,6 +55,7 @@ __all__ = ["Session"]
 log = logging.getLogger("farcudad.session")
 
 _DATA = BY_NAME["DATA"].op
+_DATA_Z = BY_NAME["DATA_Z"].op
 _HTOD_OP = BY_NAME["MEMCPY_HTOD"].op
 _DEVICE_OPEN_OP = BY_NAME["DEVICE_OPEN"].op
 _MODULE_IMAGE_OP = BY_NAME["MODULE_IMAGE"].op  # its failures say why, too
@@ -85,6 +87,10 @@ class Session(asyncio.BufferedProtocol):
         self.callbacks: dict[int, tuple[Callable[[], None], bool]] = {}
         self.counts: Counter[str] = Counter()
         self.errors: Counter[int] = Counter()  # CUDA status -> requests answered with it
+        # requests that carry a reply (a request id), and of them those no caller waits for
+        # (deferred device-to-host copies): the client's round trips, as the daemon sees them
+        self.round_trips = 0
+        self.async_round_trips = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.started = time.time()
@@ -229,6 +235,8 @@ class Session(asyncio.BufferedProtocol):
 
     def dispatch(self, f: Frame) -> None:
         self.counts[f.msg.name] += 1
+        if f.rid:
+            self.round_trips += 1
         entry = HANDLERS.get(f.op)
         t0 = time.perf_counter_ns()
         clock = None
@@ -319,6 +327,19 @@ class Session(asyncio.BufferedProtocol):
         else:
             self._write(encode_value(msg.ASYNC_ERROR(status, f.op), vdev=f.vdev))
 
+    def _data(self, f: Frame, off: int, view: Any, z: bool) -> None:
+        """One piece of a bulk result: compressed (DATA_Z) when asked for and worth it."""
+        if z and compress.worth(view):
+            packed = compress.compress(view)
+            if packed is not None:
+                self._write(HEADER.pack(16 + len(packed), _DATA_Z, 0, f.rid, f.vdev, 0)
+                            + struct.pack("<QQ", off, len(view)))
+                self._write(packed)
+                return
+        self._write(HEADER.pack(8 + len(view), _DATA, 0, f.rid, f.vdev, 0)
+                    + struct.pack("<Q", off))
+        self._write(view)
+
     async def _send_bulk(self, f: Frame, bulk: Bulk) -> None:
         """A large result: DATA frames of at most PIECE bytes, then the REPLY."""
         off = 0
@@ -326,9 +347,7 @@ class Session(asyncio.BufferedProtocol):
             pieces = bulk.pieces
             if hasattr(pieces, "__aiter__"):  # (view, release) pairs of staging memory
                 async for view, release in pieces:
-                    self._write(HEADER.pack(8 + len(view), _DATA, 0, f.rid, f.vdev, 0)
-                                + struct.pack("<Q", off))
-                    self._write(view)
+                    self._data(f, off, view, bulk.z)
                     off += len(view)
                     if self.transport is not None and self.transport.get_write_buffer_size():
                         await self._drain_all()
@@ -338,9 +357,7 @@ class Session(asyncio.BufferedProtocol):
                     view = memoryview(piece)
                     for start in range(0, len(view), msg.PIECE):
                         part = view[start:start + msg.PIECE]
-                        self._write(HEADER.pack(8 + len(part), _DATA, 0, f.rid, f.vdev, 0)
-                                    + struct.pack("<Q", off))
-                        self._write(part)
+                        self._data(f, off, part, bulk.z)
                         off += len(part)
                         await self._drain()
         except CudaError as exc:
@@ -370,12 +387,35 @@ class Session(asyncio.BufferedProtocol):
             return demangle(d.kernel_names.get(kid, f"#{kid}"))
         culprit, error = describe(status, first and (first[0], name(first[1])),
                                   last and (last[0], name(last[1])))
+        if first is None:  # nothing of its own since it was fine: a device of its context?
+            culprit = self._shared_culprit(vdev, d, status) or culprit
         d.dead = {"status": status, "error": error, "culprit": culprit, "at": time.time()}
         log.warning("session %d: device %d: %s failed with %s; its context is unusable",
                     self.session_id, vdev, culprit, error)
         self._write(encode_value(msg.FAULT(status, first[0] if first else 0,
                                            last[0] if last else 0),
                                  culprit.encode()[:400], vdev=vdev))
+
+    def _shared_culprit(self, vdev: int, d: DeviceState, status: int) -> str | None:
+        """The session's devices of one GPU without an SM budget share its context (both
+        backends route them so), and a sticky error of one is every one's: the culprit
+        another of them reported, or launched since it was last fine."""
+        def shares(o: DeviceState) -> bool:
+            return (o.params["gpu"] == d.params["gpu"] and not o.params["sm_budget"]
+                    and not d.params["sm_budget"])
+        for v, o in sorted(self.devices.items()):
+            if v == vdev or not shares(o):
+                continue
+            if o.dead is not None:
+                return f"{o.dead['culprit']} on device {v}, which shares this device's context"
+            first, last = o.be.launch_window()
+            if first is not None:
+                def name(kid: int, o: DeviceState = o) -> str:
+                    return demangle(o.kernel_names.get(kid, f"#{kid}"))
+                what, _ = describe(status, (first[0], name(first[1])),
+                                   last and (last[0], name(last[1])))
+                return f"{what} on device {v}, which shares this device's context"
+        return None
 
     # ------------------------------------------------------------ devices of the session
     def dev(self, f: Frame) -> DeviceState:
@@ -421,6 +461,8 @@ class Session(asyncio.BufferedProtocol):
                                      **({"dead": d.dead} if d.dead else {})}
                             for v, d in self.devices.items()},
                 "memory_held": self.memory_held(), "calls": sum(self.counts.values()),
+                "round_trips": self.round_trips,
+                "sync_round_trips": self.round_trips - self.async_round_trips,
                 "counts": dict(self.counts), "errors": dict(self.errors),
                 "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "since": self.started,

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from farcuda.wire import Frame
+from farcuda.wire import Frame, compress
 from farcuda.wire import messages as msg
 
+from ..allocator import ARENA
 from ..errors import CudaError, E
 from .device import DeviceState, Refusal
+from .memory import arenas_offered
 from .table import handler
 
 if TYPE_CHECKING:
@@ -32,6 +34,11 @@ def BYE(s: Session, f: Frame, m: msg.BYE):
 @handler
 def GPU_INFO(s: Session, f: Frame, m: msg.GPU_INFO):
     return {}, json.dumps(s.backend.gpu_info(m.gpu)).encode()
+
+
+@handler
+def PROBE(s: Session, f: Frame, m: msg.PROBE):
+    return None
 
 
 @handler
@@ -73,7 +80,9 @@ def _open(s: Session, vdev: int, m: msg.DEVICE_OPEN):
     be = s.backend.open_device(m.gpu, m.sm_budget, m.flags, m.window_base, m.window_size,
                                vdev=vdev)
     s.devices[vdev] = DeviceState(vdev, be, m.window_size, m._asdict())
-    return msg.DEVICE_OPEN_REPLY(be.window_base, be.sm_count), json.dumps(be.info()).encode()
+    info = dict(be.info(), arena=ARENA if arenas_offered(s) else 0,
+                compress=compress.CODEC if compress.available() else "")
+    return msg.DEVICE_OPEN_REPLY(be.window_base, be.sm_count), json.dumps(info).encode()
 
 
 @handler

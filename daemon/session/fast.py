@@ -40,8 +40,10 @@ class CPath:
         out = ffi.NULL if s.d2h else self.out
         assert s.transport is not None  # (this runs in data_received)
         sock = s._sock_fd if not s.transport.get_write_buffer_size() else -1
+        # The pipe is looked at even before the session's first kernel: the launches of this
+        # very run may print, and the synchronization that ends it flushes what they printed.
         self.lib.fp_run(ffi.cast("const unsigned char *", ffi.from_buffer(buf)) + start,
-                        end - start, out, OUT, sock, s._output_fd if s._may_print else -1, res)
+                        end - start, out, OUT, sock, s._output_fd, res)
         n = res.consumed
         if not n:
             return 0
@@ -59,6 +61,7 @@ class CPath:
                 s._fault(res.sync_vdev, res.sync_status)  # before its reply
                 s.errors[res.sync_status] += 1
             s.counts[BY_OP[res.sync_op].name] += 1
+            s.round_trips += 1
             clock = s._clock(res.sync_vdev)
             if clock is not None:
                 clock.add(res.sync_ns)

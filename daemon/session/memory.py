@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from farcuda.wire import Frame, ProtocolError
+from farcuda.wire import Frame, ProtocolError, compress
 from farcuda.wire import messages as msg
 from farcuda.wire.abi import cudaMemoryType
 
+from ..allocator import ARENA as ARENA_SIZE
 from ..errors import CudaError, E
 from .table import DEFERRED, INLINE_REPLY, Bulk, data_reply, handler
 
@@ -90,6 +91,51 @@ def FREE(s: Session, f: Frame, m: msg.FREE):
     return later()
 
 
+def arenas_offered(s: Session) -> bool:
+    """Client-side sub-allocation is offered where no quota counts the bytes: a quota's
+    verdict on each allocation is the daemon's (or the front's) to give."""
+    return s.quota.quota_bytes is None and (s.front is None or s.front.quota is None)
+
+
+@handler
+def ARENA(s: Session, f: Frame, m: msg.ARENA):
+    d = s.dev(f)
+    if not arenas_offered(s):
+        raise CudaError(E["cudaErrorNotSupported"], "no arenas under a memory quota")
+    s.frees.reap()
+    try:
+        base = d.alloc.client_arena()
+    except MemoryError:
+        raise CudaError(E["cudaErrorMemoryAllocation"]) from None
+    except CudaError as exc:  # the backend could not map it
+        raise CudaError(E["cudaErrorMemoryAllocation"]) from exc
+    return msg.ARENA_REPLY(base, ARENA_SIZE)
+
+
+@handler
+def SUBALLOC(s: Session, f: Frame, m: msg.SUBALLOC):
+    try:
+        s.dev(f).alloc.adopt(m.ptr, m.size)
+    except ValueError as exc:
+        raise CudaError(E["cudaErrorInvalidValue"], str(exc)) from None
+
+
+@handler
+def SUBFREE(s: Session, f: Frame, m: msg.SUBFREE):
+    d = s.dev(f)
+    if not d.alloc.owns(m.ptr) or m.ptr in d.freeing:
+        raise CudaError(E["cudaErrorInvalidValue"], "not an allocation of this client")
+    d.alloc.free(m.ptr)
+
+
+@handler
+def ARENA_RELEASE(s: Session, f: Frame, m: msg.ARENA_RELEASE):
+    try:
+        s.dev(f).alloc.release_arena(m.ptr)
+    except ValueError as exc:
+        raise CudaError(E["cudaErrorInvalidValue"], str(exc)) from None
+
+
 @handler
 def MALLOC_PITCH(s: Session, f: Frame, m: msg.MALLOC_PITCH):
     d = s.dev(f)
@@ -121,18 +167,41 @@ def MEMCPY_HTOD(s: Session, f: Frame, m: msg.MEMCPY_HTOD):
 
 
 @handler
+def MEMCPY_HTOD_Z(s: Session, f: Frame, m: msg.MEMCPY_HTOD_Z):
+    if m.size > msg.PIECE:
+        raise ProtocolError("MEMCPY_HTOD_Z: a piece larger than PIECE")
+    d = s.dev(f)
+    d.check(m.dst, m.size)
+    try:
+        data = compress.decompress(f.tail if f.tail is not None else b"", m.size)
+    except ValueError as exc:
+        raise CudaError(E["cudaErrorInvalidValue"], str(exc)) from None
+    d.be.memcpy_htod(m.dst, data, m.stream)
+
+
+@handler
 def MEMCPY_DTOH(s: Session, f: Frame, m: msg.MEMCPY_DTOH):
     d = s.dev(f)
     d.check(m.src, m.size)
     if m.flags & msg.MEMCPY_DTOH_DEFERRED and f.rid:
+        s.async_round_trips += 1
         s.d2h.check(m.size)
         s.d2h.defer(f, d.be.dtoh_deferred(m.src, m.size, m.stream))
         return DEFERRED
+    z = bool(m.flags & msg.MEMCPY_DTOH_COMPRESSED) and compress.available()
     if m.size > INLINE_REPLY:
         pieces = d.be.memcpy_dtoh_pieces(m.src, m.size, m.stream)
         if pieces is not None:
-            return Bulk(pieces)
-    return _later(d.be.memcpy_dtoh(m.src, m.size, m.stream), data_reply)
+            bulk = Bulk(pieces)
+            bulk.z = z
+            return bulk
+
+    def reply(data):
+        out = data_reply(data)
+        if isinstance(out, Bulk):
+            out.z = z
+        return out
+    return _later(d.be.memcpy_dtoh(m.src, m.size, m.stream), reply)
 
 
 @handler

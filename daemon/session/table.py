@@ -45,11 +45,12 @@ class Bulk:
     buffers, or an async iterator of (view, release) pairs (staging memory the backend lends
     until the transport no longer holds it)."""
 
-    __slots__ = ("pieces", "values")
+    __slots__ = ("pieces", "values", "z")
 
     def __init__(self, pieces: Any, values: Any = None) -> None:
         self.pieces = pieces
         self.values = values
+        self.z = False  # pieces that compress well may go as DATA_Z (the client asked)
 
 
 def data_reply(data) -> tuple | Bulk:

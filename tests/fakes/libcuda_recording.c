@@ -10,7 +10,7 @@
 #include <string.h>
 
 enum { REC_LAUNCH = 1, REC_SET_CURRENT, REC_RECORD, REC_WAIT, REC_DTOH, REC_STREAM_QUERY,
-       REC_STREAM_SYNC, REC_EVENT_QUERY, REC_EVENT_SYNC, REC_CTX_SYNC, REC_KINDS };
+       REC_STREAM_SYNC, REC_EVENT_QUERY, REC_EVENT_SYNC, REC_CTX_SYNC, REC_HTOD, REC_KINDS };
 
 #define CUDA_ERROR_NOT_READY 600
 #define MAX_CALLS 65536
@@ -30,6 +30,7 @@ static int ncalls;
 static unsigned char arena[ARENA];
 static uint64_t arena_used;
 static void *busy[MAX_BUSY];
+static int busy_left[MAX_BUSY]; /* queries it stays busy for (-1: until told otherwise) */
 static int nbusy;
 static int fail_next[REC_KINDS];
 
@@ -44,15 +45,27 @@ int rec_count(void) { return ncalls; }
 const rec_call *rec_get(int i) { return i >= 0 && i < ncalls ? &calls[i] : NULL; }
 const unsigned char *rec_arena(void) { return arena; }
 
-/* Handles the tests treat as having work pending (NULL: the legacy stream). */
-void rec_busy(void *handle, int is_busy) {
+static void unbusy(int i) {
+    busy[i] = busy[--nbusy];
+    busy_left[i] = busy_left[nbusy];
+}
+
+/* A handle the tests treat as having work pending (NULL: the legacy stream), for the next
+ * `queries` queries of it (-1: until told otherwise). */
+void rec_busy_for(void *handle, int queries) {
     for (int i = 0; i < nbusy; i++)
         if (busy[i] == handle) {
-            if (!is_busy) busy[i] = busy[--nbusy];
+            if (queries == 0) unbusy(i);
+            else busy_left[i] = queries;
             return;
         }
-    if (is_busy && nbusy < MAX_BUSY) busy[nbusy++] = handle;
+    if (queries != 0 && nbusy < MAX_BUSY) {
+        busy[nbusy] = handle;
+        busy_left[nbusy++] = queries;
+    }
 }
+
+void rec_busy(void *handle, int is_busy) { rec_busy_for(handle, is_busy ? -1 : 0); }
 
 /* The next call of `fn` returns `err` (it is recorded all the same). */
 void rec_fail(int fn, int err) {
@@ -62,9 +75,12 @@ void rec_fail(int fn, int err) {
 /* What a device-to-host copy reads at device address `addr`. */
 unsigned char rec_byte_at(uint64_t addr) { return (unsigned char)(addr ^ (addr >> 8) ^ 0x5a); }
 
-static int is_busy(void *h) {
+static int is_busy(void *h) { /* (a query of h: it counts) */
     for (int i = 0; i < nbusy; i++)
-        if (busy[i] == h) return 1;
+        if (busy[i] == h) {
+            if (busy_left[i] > 0 && --busy_left[i] == 0) unbusy(i);
+            return 1;
+        }
     return 0;
 }
 
@@ -137,6 +153,21 @@ int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t n, void *stream) {
     c->a[3] = (uintptr_t)stream;
     for (size_t i = 0; i < n; i++) ((unsigned char *)dst)[i] = rec_byte_at(src + i);
     return result(REC_DTOH);
+}
+
+int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t n, void *stream) {
+    rec_call *c = add(REC_HTOD);
+    c->a[0] = dst;
+    c->a[1] = n;
+    c->a[2] = (uintptr_t)stream;
+    c->a[3] = (uintptr_t)src;
+    if (n <= ARENA - arena_used) { /* the bytes it copied, as a launch's parameters */
+        memcpy(arena + arena_used, src, n);
+        c->params_off = arena_used;
+        c->params_len = n;
+        arena_used += n;
+    }
+    return result(REC_HTOD);
 }
 
 static int query(int fn, void *h) {

@@ -1,16 +1,16 @@
 """The CUDA pfm program against the numpy reference, on a GPU (marker ``gpu``).
 
-How the binary runs is a parameter: a ``pfm_runner`` fixture, when the suite's conftest
-provides one (``farcuda.pfm.runner.PfmRunner``: a command prefix such as ``farcuda run --``, an
-environment and the number of devices the program will see), else natively with the device
-count from ``PFM_TEST_DEVICES`` (default 1). Every case runs with one device and, when the
-runner offers several, with all of them. Invariant: every comparison is r to 1e-6 relative,
+How the binary runs is a parameter: the ``pfm_runner`` fixture of the suite's conftest
+(``farcuda.pfm.runner.PfmRunner``: a command prefix or an environment, and the number of
+devices the program will see) runs it through farcuda, with one virtual device and with four
+virtual devices of one GPU (with ``PFM_TEST_NATIVE=1``: natively, as many devices as
+``PFM_TEST_DEVICES`` says, default 1). Every case runs with one device and, when the runner
+offers several, with all of them. Invariant: every comparison is r to 1e-6 relative,
 same prototype count, prototypes in first-found order within 1e-4 of the scale.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 
@@ -47,11 +47,8 @@ def pfm_binary() -> Path:
 
 
 @pytest.fixture(scope="module")
-def runner(request: pytest.FixtureRequest) -> PfmRunner:
-    try:
-        return request.getfixturevalue("pfm_runner")
-    except pytest.FixtureLookupError:
-        return PfmRunner(devices=int(os.environ.get("PFM_TEST_DEVICES", "1")))
+def runner(pfm_runner: PfmRunner) -> PfmRunner:
+    return pfm_runner
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ PROGRAMS = [
     "ci_memcpy3d",
     "ci_launch",
     "ci_graph",
+    "ci_queries",
+    "ci_suballoc",
     "ci_devices",
     "ci_streams",
     # reads just outside allocations, copies at the size limits, host/device alternation,
@@ -123,6 +125,7 @@ def test_mapped_memory_is_refused_clearly(program, shim, cuda_daemon, fc):
 def test_compressed_fatbin(program, shim, cuda_daemon, fc):
     exe = program("matmul_tiled", compressed=True)
     native = fc.run_native(exe)
+    assert native.returncode == 0 and "PASSED" in native.stdout, native.stdout + native.stderr
     remote = fc.run_remote(exe, shim, cuda_daemon.address)
     assert (remote.returncode, remote.stdout) == (native.returncode, native.stdout)
 

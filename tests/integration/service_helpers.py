@@ -28,6 +28,9 @@ class TenantClient:
              and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
         e["LD_PRELOAD"] = str(shim)
         e["FARCUDA_SERVER"] = server
+        # the tests count bytes on the wire: none compressed (on a loaded machine the link
+        # measured for FARCUDA_COMPRESS=auto may be slow enough to compress)
+        e["FARCUDA_COMPRESS"] = "off"
         e.update(env or {})
         self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1, env=e)

@@ -164,3 +164,80 @@ def test_driver_layer_alone_has_its_own_session(tmp_path, driver, memory_daemon,
     assert r.returncode == 0, r.stdout + r.stderr
     served = one_session(memory_daemon.log, int(r.stdout.split()[1]))
     assert served["DEVICE_OPEN"] == 1 and served["MALLOC"] == 1, served
+
+
+_MIXED_COPIES = r"""
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#define N (4u << 20)
+#define CK(x) do { int e_ = (int)(x); if (e_) { printf("%s: %d\n", #x, e_); return 1; } } while (0)
+int main(void) {
+  printf("pid %d\n", (int)getpid());
+  unsigned char *h = malloc(N), *back = malloc(N);
+  for (unsigned i = 0; i < N; i++) h[i] = (unsigned char)(i >> 12); /* compresses well */
+  void *a, *s;
+  CUdevice d; CUcontext c; CUdeviceptr pb;
+  CK(cudaMalloc(&a, N));
+  CK(cudaMemcpy(a, h, N, cudaMemcpyHostToDevice));
+  CK(cuInit(0)); CK(cuDeviceGet(&d, 0)); CK(cuDevicePrimaryCtxRetain(&c, d));
+  CK(cuCtxSetCurrent(c));
+  memset(back, 0, N);
+  CK(cuMemcpyDtoH(back, (CUdeviceptr)(uintptr_t)a, N));
+  printf("the driver layer reads the shim's copy: %s\n", memcmp(h, back, N) ? "differs" : "equal");
+  CK(cuMemAlloc(&pb, N));
+  CK(cuMemcpyHtoD(pb, h, N));
+  memset(back, 0, N);
+  CK(cudaMemcpy(back, (void *)(uintptr_t)pb, N, cudaMemcpyDeviceToHost));
+  printf("the shim reads the driver layer's copy: %s\n", memcmp(h, back, N) ? "differs" : "equal");
+  CK(cudaMalloc(&s, 256));      /* placed by the shim in an arena */
+  CK(cudaDeviceSynchronize());  /* nothing of the shim's is pending now */
+  CK(cuMemsetD32(pb, 0, 16));   /* but the driver layer queued work since */
+  CK(cudaFree(s));              /* which a free waits for, as CUDA's does */
+  CK(cuMemFree(pb));
+  CK(cudaFree(a));
+  CK(cuDevicePrimaryCtxRelease(d));
+  printf("PASSED\n");
+  return 0;
+}
+"""
+
+
+def test_one_session_compressing_what_the_shim_sends_only(tmp_path, shim, driver, memory_daemon,
+                                                           fc):
+    """FARCUDA_COMPRESS=on on the connection both layers share: the shim's copies go
+    compressed either way, the driver layer's as they are (it compresses nothing and asks for
+    nothing compressed), and each layer's bytes arrive exactly in the other's memory. The
+    driver layer's frames count as the device's work for the shim too: a free after them waits
+    for the device."""
+    from farcuda.wire import compress
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or not (CUDA_INCLUDE / "cuda_runtime.h").exists():
+        pytest.skip("needs a C compiler and the CUDA headers")
+    if not compress.available():
+        pytest.skip("needs the lz4 package")
+    src = tmp_path / "ci_mixed_copies.c"
+    src.write_text(_MIXED_COPIES)
+    exe = tmp_path / "ci_mixed_copies"
+    subprocess.run([cc, f"-I{CUDA_INCLUDE}", "-o", str(exe), str(src), f"-L{shim.parent}",
+                    "-l:libcudart.so.13", f"-L{driver}", "-l:libcuda.so.1"], check=True)
+    r = fc.run_remote(exe, shim, memory_daemon.address, mode="dropin", env={
+        "LD_LIBRARY_PATH": f"{shim.parent}:{driver}", "FARCUDA_COMPRESS": "on",
+        "FARCUDA_REPORT": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, rest = r.stdout.split("\n", 1)
+    assert rest == ("the driver layer reads the shim's copy: equal\n"
+                    "the shim reads the driver layer's copy: equal\nPASSED\n"), r.stdout
+    (line,) = [ln for ln in r.stderr.splitlines() if "report:" in ln]
+    fields = dict(kv.split("=") for kv in line.split("report:")[1].split())
+    raw, _ = (int(x) for x in fields["compressed"].split("->"))
+    n = 4 << 20
+    assert raw == 2 * n, line  # the shim's upload and download, nothing of the driver layer's
+    # (the driver layer's upload and download went as they are)
+    assert int(fields["bytes_to_server"]) > n and int(fields["bytes_from_server"]) > n, line
+    served = one_session(memory_daemon.log, int(first.split()[1]))
+    assert served["DEVICE_OPEN"] == 1 and served.get("SUBALLOC", 0) == 1, served
+    assert served["DEVICE_SYNC"] == 2, served  # the program's, and the free's

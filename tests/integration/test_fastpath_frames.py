@@ -22,7 +22,8 @@ from farcuda.wire import BY_NAME, FrameReader, fatbin
 
 M = BY_NAME
 FAST = {M["LAUNCH"].op, M["EVENT_RECORD"].op, M["STREAM_WAIT_EVENT"].op}
-SYNC = {M["MEMCPY_DTOH"].op, M["STREAM_SYNC"].op, M["EVENT_SYNC"].op, M["DEVICE_SYNC"].op}
+SYNC = {M[n].op for n in ("MEMCPY_DTOH", "MEMCPY_HTOD", "STREAM_SYNC", "EVENT_SYNC",
+                          "DEVICE_SYNC", "STREAM_QUERY", "EVENT_QUERY")}
 
 
 class RecordingProxy:
@@ -129,7 +130,11 @@ def replay(fp, c2s: bytes, s2c: bytes) -> Counter:
             (ptr,) = struct.unpack_from("<Q", replies[f.rid])
             fp.lib.fp_range_add(v, ptr, values["size"])
             ranges[(v, ptr)] = values["size"]
-        elif name in ("FREE", "FREE_ASYNC"):
+        elif name == "SUBALLOC":  # a client-side sub-allocation: the daemon tracks it
+            size = -(-values["size"] // 512) * 512
+            fp.lib.fp_range_add(v, values["ptr"], size)
+            ranges[(v, values["ptr"])] = size
+        elif name in ("FREE", "FREE_ASYNC", "SUBFREE"):
             fp.lib.fp_range_remove(f.aux if name == "FREE_ASYNC" else v, values["ptr"])
             ranges.pop((v, values["ptr"]), None)
         elif name == "DEVICE_RESET":
@@ -177,8 +182,21 @@ def replay(fp, c2s: bytes, s2c: bytes) -> Counter:
                 if taken:
                     assert [c for c in calls if c[0] == "dtoh"][0][2:4] == (src, n)
                     assert reply[24:] == bytes(fp.rec.rec_byte_at(src + i) for i in range(n))
+            elif name == "MEMCPY_HTOD":
+                dst, n = values["dst"], f.size_of_tail
+                inside = any(vv == v and b <= dst and dst + n <= b + sz
+                             for (vv, b), sz in ranges.items())
+                want = values["flags"] == 0 and 0 < n <= fp.SMALL and inside and (
+                    values["stream"] == 0 or (v, values["stream"]) in streams)
+                assert taken == want, (values, ranges)
+                if taken:
+                    (copy,) = [c for c in calls if c[0] == "htod"]
+                    assert (copy[1], copy[2], copy[5]) == (dst, n, bytes(f.tail))
             elif not taken:  # every stream is idle in the replay: only unknown handles stay
-                assert name == "EVENT_SYNC" and (v, values["event"]) not in events
+                known = ((v, values["event"]) in events if "event" in values
+                         else values["stream"] == 0 or (v, values["stream"]) in streams)
+                assert name in ("EVENT_SYNC", "STREAM_SYNC", "STREAM_QUERY", "EVENT_QUERY") \
+                    and not known, (name, values)
             if taken:
                 status, _ = struct.unpack_from("<II", reply, 16)
                 assert struct.unpack_from("<I", reply, 8)[0] == f.rid and status == 0

@@ -180,6 +180,7 @@ def test_status_text_and_json_with_two_clients(tmp_path, tenant_exe, shim, fc):
             assert t["devices"] == {"0": {"gpu": 0, "sm_budget": 0, "memory_held": mib << 20}}
             assert t["memory_held"] == mib << 20 and t["tenant_memory"] == mib << 20
             assert t["calls"] >= 3
+            assert 3 <= t["sync_round_trips"] <= t["round_trips"] <= t["calls"]
             assert before - 60 < t["since"] <= before
             assert t["energy_j"] is None
         assert by["bob"]["bytes_in"] > 5 << 20 > by["alice"]["bytes_in"]  # the fill
@@ -195,6 +196,7 @@ def test_status_text_and_json_with_two_clients(tmp_path, tenant_exe, shim, fc):
             (line,) = [ln for ln in text.splitlines() if f"tenant={name}" in ln]
             assert f"memory={mib}.0 MiB" in line and "devices=[0->gpu0]" in line
             assert "exe=ci_tenant" in line and "energy=n/a" in line and "since=" in line
+            assert "round_trips=" in line and "sync_round_trips=" in line
     finally:
         for c in (alice, bob):
             if c is not None:
@@ -229,9 +231,12 @@ def test_report_line_at_exit(tmp_path, tenant_exe, shim, fc):
         lines = [ln for ln in err.splitlines() if "report:" in ln]
         assert len(lines) == 1, err
         fields = dict(kv.split("=") for kv in lines[0].split("report:")[1].split())
-        assert set(fields) == {"calls", "sync_calls", "bytes_to_server", "bytes_from_server",
-                               "wait_s", "gpu_energy_j"}
+        assert set(fields) == {"calls", "sync_calls", "round_trips", "sync_round_trips",
+                               "compressed", "link_MBps", "bytes_to_server",
+                               "bytes_from_server", "wait_s", "gpu_energy_j"}
         assert int(fields["calls"]) >= 4
+        assert 1 <= int(fields["sync_round_trips"]) <= int(fields["round_trips"])
+        assert int(fields["round_trips"]) <= int(fields["calls"])
         assert int(fields["bytes_to_server"]) >= 2097152
         assert int(fields["bytes_from_server"]) >= 1048576
         assert float(fields["wait_s"]) > 0

@@ -61,7 +61,6 @@ attribute of a destroyed pool: cudaErrorInvalidValue
 set a destroyed pool current: cudaErrorInvalidValue
 destroy it again: cudaErrorInvalidValue
 made-up pool handle: cudaErrorInvalidValue
-another made-up handle: cudaErrorInvalidValue
 null pool handle: cudaErrorInvalidValue
 destroy the default pool: cudaErrorInvalidValue
 free inside an allocation: cudaErrorInvalidValue

@@ -252,7 +252,6 @@ int main(int argc, char** argv) {
     SAY("destroy it again", cudaMemPoolDestroy(pool));
     int local = 0;
     SAY("made-up pool handle", cudaMemPoolTrimTo((cudaMemPool_t)&local, 0));
-    SAY("another made-up handle", cudaMallocFromPoolAsync(&x, 64, (cudaMemPool_t)0x1234, s));
     SAY("null pool handle", cudaMemPoolGetAttribute(nullptr, cudaMemPoolAttrUsedMemCurrent, &zero));
   }
 

@@ -162,3 +162,40 @@ def test_pieces_of_fixed_sizes():
         pieces = pow2_pieces(k * 2 * MB, APRON)
         assert sum(pieces) == k * 2 * MB and len(pieces) <= 6 + k * 2 * MB // APRON
         assert all(p <= APRON and p & (p - 1) == 0 for p in pieces)
+
+
+# ---------------------------------------------------------------- the client's arenas
+
+def test_a_client_arena_is_an_extent_with_aprons_that_only_the_client_fills():
+    rec = Recorder()
+    a = make(rec)
+    base = a.client_arena()
+    assert rec.extents == {base: 2 * MB} and base == a.base + FLOOR
+    check_layout(a, rec)
+    own = a.alloc(4096)  # the daemon's own small allocations go to an arena of their own
+    assert not base <= own < base + 2 * MB
+    a.adopt(base + 512, 100)
+    a.adopt(base, 512)
+    assert a.find(base + 700) == (base + 512, 512) and a.owns(base)
+    assert a.find(base + 1024) is None  # the arena itself is not an allocation
+    for ptr, size in [(base + 256, 8), (base + 512, 8), (base + 600, 8), (base - 512, 8),
+                      (base + 2 * MB, 8), (base + 1024, 1 << 20), (base + 1024, 0),
+                      (base + 2 * MB - 512, 1024)]:
+        with pytest.raises(ValueError):
+            a.adopt(ptr, size)
+    assert a.bytes_in_use == 4096 + 1024
+    a.free(base)
+    a.free(base + 512)
+    assert rec.extents.get(base) == 2 * MB  # an empty client arena stays until given back
+    a.adopt(base + 1024, 1000)
+    with pytest.raises(ValueError):
+        a.release_arena(base)  # not empty
+    a.free(base + 1024)
+    a.release_arena(base)
+    assert base not in rec.extents
+    with pytest.raises(ValueError):
+        a.release_arena(base)
+    check_layout(a, rec)
+    a.client_arena()
+    a.release_all()
+    assert not rec.extents and not rec.aprons

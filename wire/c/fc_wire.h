@@ -60,6 +60,12 @@ enum {
     FC_OP_MEMCPY_PEER = 0x0219,
     FC_OP_MALLOC_ASYNC = 0x021a,
     FC_OP_FREE_ASYNC = 0x021b,
+    FC_OP_ARENA = 0x0230,
+    FC_OP_SUBALLOC = 0x0231,
+    FC_OP_SUBFREE = 0x0232,
+    FC_OP_ARENA_RELEASE = 0x0233,
+    FC_OP_MEMCPY_HTOD_Z = 0x0234,
+    FC_OP_PROBE = 0x0235,
     FC_OP_MODULE_LOAD = 0x0301,
     FC_OP_FUNC_ATTRS = 0x0302,
     FC_OP_FUNC_SET_ATTR = 0x0303,
@@ -109,6 +115,7 @@ enum {
     FC_OP_FETCH = 0x8008,
     FC_OP_PUSH = 0x8009,
     FC_OP_FAULT = 0x800a,
+    FC_OP_DATA_Z = 0x800b,
 };
 
 /* SERVER_HELLO (0x0001, daemon to client, notify): first frame from the daemon: protocol
@@ -227,7 +234,9 @@ typedef struct __attribute__((packed)) {  /* MALLOC_reply */
 } fc_MALLOC_reply;
 _Static_assert(sizeof(fc_MALLOC_reply) == 8, "fc_MALLOC_reply layout");
 
-/* FREE (0x0202, client to daemon, sync) */
+/* FREE (0x0202, client to daemon, either): sent without waiting when the client knows that no
+ * work of the device is pending
+ */
 typedef struct __attribute__((packed)) {  /* FREE */
     uint64_t ptr;
 } fc_FREE;
@@ -267,6 +276,8 @@ _Static_assert(sizeof(fc_MEMCPY_DTOH) == 24, "fc_MEMCPY_DTOH layout");
  * once the copy completed, and before the answer to anything that covers it
  */
 #define FC_MEMCPY_DTOH_DEFERRED 1u
+/* flags: pieces of the result may come as DATA_Z */
+#define FC_MEMCPY_DTOH_COMPRESSED 2u
 
 /* MEMCPY_DTOD (0x0212, client to daemon, either) */
 typedef struct __attribute__((packed)) {  /* MEMCPY_DTOD */
@@ -389,6 +400,53 @@ _Static_assert(sizeof(fc_FREE_ASYNC) == 12, "fc_FREE_ASYNC layout");
 /* the header's aux: mem_vdev, the virtual device of the memory */
 static inline uint16_t fc_FREE_ASYNC_mem_vdev(const fc_hdr *h) { return h->aux; }
 static inline void fc_FREE_ASYNC_set_mem_vdev(fc_hdr *h, uint16_t v) { h->aux = v; }
+
+/* ARENA (0x0230, client to daemon, sync): map an arena for the client's small allocations
+ * (DEVICE_OPEN offers them)
+ */
+typedef struct __attribute__((packed)) {  /* ARENA_reply */
+    uint64_t ptr;
+    uint64_t size;
+} fc_ARENA_reply;
+_Static_assert(sizeof(fc_ARENA_reply) == 16, "fc_ARENA_reply layout");
+
+/* SUBALLOC (0x0231, client to daemon, async): the client allocated size bytes at ptr in one of
+ * its arenas
+ */
+typedef struct __attribute__((packed)) {  /* SUBALLOC */
+    uint64_t ptr;
+    uint64_t size;
+} fc_SUBALLOC;
+_Static_assert(sizeof(fc_SUBALLOC) == 16, "fc_SUBALLOC layout");
+
+/* SUBFREE (0x0232, client to daemon, async): the client freed its allocation at ptr (the device
+ * was idle for it)
+ */
+typedef struct __attribute__((packed)) {  /* SUBFREE */
+    uint64_t ptr;
+} fc_SUBFREE;
+_Static_assert(sizeof(fc_SUBFREE) == 8, "fc_SUBFREE layout");
+
+/* ARENA_RELEASE (0x0233, client to daemon, async): the client gives back its empty arena at ptr */
+typedef struct __attribute__((packed)) {  /* ARENA_RELEASE */
+    uint64_t ptr;
+} fc_ARENA_RELEASE;
+_Static_assert(sizeof(fc_ARENA_RELEASE) == 8, "fc_ARENA_RELEASE layout");
+
+/* MEMCPY_HTOD_Z (0x0234, client to daemon, either): a piece of MEMCPY_HTOD, compressed (where
+ * DEVICE_OPEN said the daemon can)
+ */
+typedef struct __attribute__((packed)) {  /* MEMCPY_HTOD_Z */
+    uint64_t dst;
+    uint32_t stream;
+    uint32_t flags;
+    uint64_t size;
+} fc_MEMCPY_HTOD_Z;
+_Static_assert(sizeof(fc_MEMCPY_HTOD_Z) == 24, "fc_MEMCPY_HTOD_Z layout");
+
+/* PROBE (0x0235, client to daemon, sync): measures the link: the client times an empty one and a
+ * large one
+ */
 
 /* MODULE_LOAD (0x0301, client to daemon, sync): load a fat binary into the device's context;
  * reply: parameter layouts, globals
@@ -816,5 +874,14 @@ typedef struct __attribute__((packed)) {  /* FAULT */
     uint64_t last;
 } fc_FAULT;
 _Static_assert(sizeof(fc_FAULT) == 24, "fc_FAULT layout");
+
+/* DATA_Z (0x800b, daemon to client, reply): a piece of a bulk result, compressed (the request
+ * asked for it: MEMCPY_DTOH flags COMPRESSED)
+ */
+typedef struct __attribute__((packed)) {  /* DATA_Z */
+    uint64_t offset;
+    uint64_t size;
+} fc_DATA_Z;
+_Static_assert(sizeof(fc_DATA_Z) == 16, "fc_DATA_Z layout");
 
 #endif

@@ -1,10 +1,12 @@
 """The CUDA driver backend: the daemon's GPUs through the CUDA driver API (cuda-bindings).
 
 ``CudaBackend`` is one per worker process; each virtual device it opens is a ``CudaDevice``
-(device.py). The driver's entry points (driver.py), pinned staging memory (staging.py) and SM
-budgets (partitions.py) are pieces of their own. With the daemon's C path built, runs of
-launches and event operations bypass Python (daemon/fastpath.c): the devices register their
-handles with it as they create them.
+(device.py). The virtual devices of the worker's session on one physical GPU share one context
+(contexts of one GPU take turns on it, streams of one context run side by side); those with an
+SM budget are green contexts of their own. The driver's entry points (driver.py), pinned
+staging memory (staging.py) and SM budgets (partitions.py) are pieces of their own. With the
+daemon's C path built, runs of launches and event operations bypass Python
+(daemon/fastpath.c): the devices register their handles with it as they create them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import logging
 import re
 from typing import Any
 
+from farcuda.wire import messages as msg
+
 from ...errors import CudaError, E
+from ...faults import STICKY
 from .device import CudaDevice
 from .driver import SUCCESS, check, cu
 
@@ -37,7 +42,7 @@ def _kernel_module_version() -> str | None:
 class CudaBackend:
     name = "cuda"
 
-    def __init__(self, wait_threads: int = 16, fast: bool = True) -> None:
+    def __init__(self, wait_threads: int = 16, fast: bool = True, share: bool = True) -> None:
         err = cu.cuInit(0)[0]
         if err != SUCCESS:
             raise RuntimeError(f"the CUDA driver did not initialize ({err.name}): no usable "
@@ -52,6 +57,9 @@ class CudaBackend:
                 log.warning("the C fast path is not built: launches go through Python")
         self.pool = concurrent.futures.ThreadPoolExecutor(wait_threads, "farcudad-wait")
         self._current = None
+        # share: a session's devices on one GPU share its context (False: a context each)
+        self.share = share
+        self._contexts: dict[int, list] = {}  # gpu -> [context, devices in it]
         self._count = check(cu.cuDeviceGetCount())
         self._driver = check(cu.cuDriverGetVersion())
 
@@ -92,6 +100,41 @@ class CudaBackend:
         if not 0 <= gpu < self._count:
             raise CudaError(E["cudaErrorInvalidDevice"])
         return CudaDevice(self, gpu, sm_budget, flags, window_base, window_size, vdev)
+
+    def shared_context(self, gpu: int, cudev, flags: int) -> tuple[list, object]:
+        """(the entry of the GPU's shared context, a new non-blocking stream in it: the
+        device's stream 0). A context a sticky error broke is left to the devices still in
+        it, and a new one made: a device reset after a fault gets a working context."""
+        for _ in range(2):
+            entry = self._contexts.get(gpu)
+            if entry is None:
+                entry = [check(cu.cuCtxCreate(None, flags & 0x1F, cudev)), 0]
+                self._contexts[gpu] = entry
+            self._current = None
+            err, stream = cu.cuCtxSetCurrent(entry[0])[0], None
+            if err == SUCCESS:
+                self._current = entry[0]
+                err, stream = cu.cuStreamCreateWithPriority(msg.STREAM_CREATE_NON_BLOCKING, 0)
+            if err == SUCCESS:
+                entry[1] += 1
+                return entry, stream
+            if int(err) not in STICKY:
+                raise CudaError(int(err))
+            log.info("gpu %d: the shared context is broken (%s): a new one", gpu, err)
+            del self._contexts[gpu]
+            if entry[1] == 0:
+                cu.cuCtxDestroy(entry[0])
+        raise CudaError(int(err))
+
+    def release_context(self, entry: list) -> None:
+        """A device of a shared context is gone; the last one destroys it."""
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        self._contexts = {g: e for g, e in self._contexts.items() if e is not entry}
+        cu.cuCtxDestroy(entry[0])
+        if self._current is entry[0]:
+            self._current = None
 
     def context_unknown(self) -> None:
         """The C path may have switched contexts: make the next call set its own."""

@@ -1,5 +1,12 @@
-"""A virtual device on the CUDA driver: a context of its own in this worker (a green context
-when it has an SM budget).
+"""A virtual device on the CUDA driver: its streams, events, modules and address window in the
+context its worker keeps for the physical GPU (shared by every virtual device of the session on
+that GPU, so that their work overlaps as the work of different streams does), or a green context
+of its own when it has an SM budget.
+
+In a shared context a device's stream 0 is a stream of its own and every stream is created
+non-blocking in the driver: the legacy default stream's order against the device's blocking
+streams (and against no other device's) is restored with events (``_q``), as it is in a green
+context, whose NULL stream does not keep it either.
 
 Device memory is mapped with the driver's virtual memory API inside the address window the
 client reserved (cuMemAddressReserve at the window's address, cuMemCreate/cuMemMap/
@@ -64,15 +71,25 @@ class CudaDevice:
         self.cudev = check(cu.cuDeviceGet(gpu))
         self.green = None
         self._sm_lock = None
+        self._shared: list | None = None  # the backend's entry of the context shared
+        legacy = cu.CUstream(0)
         if sm_budget:
             self.green, self.ctx, self.sm_count, self._sm_lock = partitions.claim(
                 self.cudev, gpu, sm_budget)
             self.sm_groups = self._sm_lock[1]
+        elif backend.share:
+            self._shared, legacy = backend.shared_context(gpu, self.cudev, flags)
+            self.ctx = self._shared[0]
         else:
             self.ctx = check(cu.cuCtxCreate(None, flags & 0x1F, self.cudev))
+        self._legacy = legacy
+        # the legacy stream's order is restored here (_q) in green and shared contexts
+        self.emulated = self.green is not None or self._shared is not None
         if self._fp is not None:
-            if not sm_budget:  # (green contexts need the legacy stream's order restored: _q)
+            if not sm_budget:  # (green contexts go through Python: their order needs _q)
                 self._fp.fp_set_context(vdev, self._ptr(self.ctx))
+                if self._shared is not None:
+                    self._fp.fp_set_legacy(vdev, self._ptr(legacy))
             self._fp.fp_note_current(self._ptr(self.ctx))
         if not sm_budget:
             self.sm_count = check(cu.cuDeviceGetAttribute(
@@ -80,8 +97,11 @@ class CudaDevice:
         backend._current = self.ctx
         check(cu.cuCtxSetCurrent(self.ctx))
         self.window_size = window_size
-        base = check(cu.cuMemAddressReserve(window_size, 0, window_base, 0))
-        self.window_base = int(base)
+        res = cu.cuMemAddressReserve(window_size, 0, window_base, 0)
+        if res[0] != SUCCESS:
+            self._abandon()
+            raise CudaError(int(res[0]))
+        self.window_base = int(res[1])
         if self.window_base != window_base:
             log.info("gpu %d: window at 0x%x instead of 0x%x", gpu, self.window_base, window_base)
         prop = cu.CUmemAllocationProp()
@@ -97,15 +117,16 @@ class CudaDevice:
             prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_MINIMUM)),
             2 << 20)
         self._handles: dict[int, object] = {}
+        self._sizes: dict[int, int] = {}  # extent base -> its size
         self._guards: dict[int, object] = {}  # size -> the allocation aprons map
         self._fresh_guards: set[int] = set()
         self._apron_maps: dict[int, list[tuple[int, int]]] = {}  # apron piece -> mappings
         self._launches = LaunchLog()  # (without the C path)
-        self.streams: dict[int, object] = {0: cu.CUstream(0)}
+        self.streams: dict[int, object] = {0: legacy}
         self.stream_flags: dict[int, int] = {}
         self.blocking: set[int] = set()  # created streams that synchronize with the legacy one
-        # green contexts only (see _q): work queued per stream, and what each stream has waited
-        # for of another ((waiter, other) -> the other's count then)
+        # green and shared contexts only (see _q): work queued per stream, and what each stream
+        # has waited for of another ((waiter, other) -> the other's count then)
         self._gen: dict[int, int] = {}
         self._seen: dict[tuple[int, int], int] = {}
         self.events: dict[int, object] = {}
@@ -125,6 +146,22 @@ class CudaDevice:
         self._small_view = memoryview((ctypes.c_char * SMALL).from_address(self._small)).cast("B")
         if self._fp is not None:
             self._fp.fp_set_small(vdev, self._ptr(self._small), SMALL)
+            self._fp.fp_set_spin(int(SPIN_S * 1e9))  # the C path spins as long as _wait
+
+    def _abandon(self) -> None:
+        """The device could not be opened: its context (or its part of the shared one) goes."""
+        if self._fp is not None:
+            self._fp.fp_drop_device(self.vdev)
+        if self._shared is not None:
+            cu.cuStreamDestroy(self._legacy)
+            self.backend.release_context(self._shared)
+        elif self.green is not None:
+            cu.cuGreenCtxDestroy(self.green)
+            if self._sm_lock is not None:
+                partitions.release(*self._sm_lock)
+        else:
+            cu.cuCtxDestroy(self.ctx)
+        self.backend._current = None
 
     def _ptr(self, h: Any) -> Any:
         """A driver handle as the C path's void * (None: NULL); only with the C path."""
@@ -205,10 +242,12 @@ class CudaDevice:
             cu.cuMemRelease(h)
             raise
         self._handles[base] = h
+        self._sizes[base] = size
 
     def unmap_extent(self, base: int, size: int) -> None:
         self.cur()
         h = self._handles.pop(base, None)
+        self._sizes.pop(base, None)
         cu.cuMemUnmap(base, size)
         if h is not None:
             cu.cuMemRelease(h)
@@ -233,6 +272,9 @@ class CudaDevice:
                 check(cu.cuMemSetAccess(at, n, [self._access], 1))
                 if n in self._fresh_guards:  # zeroed once, where it is first mapped
                     check(cu.cuMemsetD8(at, 0, n))
+                    if self._shared is not None:  # (the NULL stream orders with no stream
+                        # of a shared context; it holds nothing but this memset)
+                        check(cu.cuStreamSynchronize(cu.CUstream(0)))
                     self._fresh_guards.discard(n)
                 at += n
         except CudaError:
@@ -317,11 +359,15 @@ class CudaDevice:
     def _q(self, sid: int):
         """The stream to queue work on. In a context made from a green context the NULL stream
         does not synchronize with blocking streams as the legacy default stream does (seen
-        on an H200, driver 580): the order is restored here with events. Work in the legacy
+        on an H200, driver 580), and in a shared context stream 0 is a non-blocking stream of
+        the device's own: the order is restored here with events. Work in the legacy
         stream waits for what each blocking stream queued since it last did, and work in a
-        blocking stream for what the legacy stream queued since it last did."""
+        blocking stream for what the legacy stream queued since it last did. (The C path
+        queues work in stream 0 of a shared context only while the device has no blocking
+        stream, and none in its blocking streams: a new blocking stream first waits for
+        all the legacy stream holds, see stream_create.)"""
         s = self._s(sid)
-        if self.green is None or sid in self.capturing or (sid and sid not in self.blocking):
+        if not self.emulated or sid in self.capturing or (sid and sid not in self.blocking):
             return s
         gen, seen = self._gen, self._seen
         if sid == 0:
@@ -570,6 +616,9 @@ class CudaDevice:
 
     def peer_copy(self, dst: int, peer: CudaDevice, src: int, n: int, stream: int) -> None:
         self.cur()
+        if peer.ctx is self.ctx:  # a device of the same context
+            check(cu.cuMemcpyDtoDAsync(dst, src, n, self._q(stream)))
+            return
         check(cu.cuMemcpyPeerAsync(dst, peer.ctx, src, self.ctx, n, self._q(stream)))
 
     # ------------------------------------------------------------ modules and launches
@@ -752,10 +801,15 @@ class CudaDevice:
         if sid == 0 or sid in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
         flags &= msg.STREAM_CREATE_NON_BLOCKING  # the only creation flag there is
-        self.streams[sid] = check(cu.cuStreamCreateWithPriority(flags, priority))
+        # (in a shared context no stream may order itself with the context's NULL stream)
+        made = msg.STREAM_CREATE_NON_BLOCKING if self._shared is not None else flags
+        self.streams[sid] = check(cu.cuStreamCreateWithPriority(made, priority))
         self.stream_flags[sid] = flags
         if not flags:
             self.blocking.add(sid)
+            if self.emulated:  # what the legacy stream holds (some queued by the C path)
+                self._follow(self.streams[0], self.streams[sid])
+                self._seen[(sid, 0)] = self._gen.get(0, 0)
         if self._fp is not None:
             self._fp.fp_set_stream(self.vdev, sid, self._ptr(self.streams[sid]), flags)
 
@@ -1014,6 +1068,8 @@ class CudaDevice:
     # ------------------------------------------------------------ device
     def synchronize(self):
         self.cur()
+        if self._shared is not None:
+            return self._sync_own()
         idle = all(cu.cuStreamQuery(s)[0] == SUCCESS for s in self.streams.values())
         if idle:
             err = cu.cuCtxSynchronize()[0]  # returns at once; reports sticky errors
@@ -1023,6 +1079,29 @@ class CudaDevice:
 
         async def later():
             err = (await self._in_thread(cu.cuCtxSynchronize))[0]
+            if err != SUCCESS:
+                raise CudaError(int(err))
+        return later()
+
+    def _sync_own(self):
+        """cudaDeviceSynchronize in a shared context: every stream of this device's (the
+        context's cuCtxSynchronize would wait for the other devices' work too)."""
+        streams = [s for sid, s in self.streams.items() if sid not in self.capturing]
+
+        def sync_all():
+            for s in streams:  # flushes device printf, reports faults
+                err = cu.cuStreamSynchronize(s)[0]
+                if err != SUCCESS:
+                    return err
+            return SUCCESS
+        if all(cu.cuStreamQuery(s)[0] == SUCCESS for s in streams):
+            err = sync_all()  # returns at once
+            if err != SUCCESS:
+                raise CudaError(int(err))
+            return None
+
+        async def later():
+            err = await self._in_thread(sync_all)
             if err != SUCCESS:
                 raise CudaError(int(err))
         return later()
@@ -1056,8 +1135,41 @@ class CudaDevice:
         self.cur()
         check(cu.cuCtxSetCacheConfig(cu.CUfunc_cache(config)))
 
+    def _release_own(self) -> None:
+        """What a destroyed context would take with it, of this device only: its work is
+        waited for, then its streams, events, graphs and mappings go (the other devices of
+        the context go on)."""
+        for s in self.streams.values():
+            cu.cuStreamSynchronize(s)
+        for x in self.execs.values():
+            drv.graph_exec_destroy(x)
+        self.execs.clear()
+        for g in self.graphs.values():
+            cu.cuGraphDestroy(g)
+        self.graphs.clear()
+        for s in self.streams.values():
+            cu.cuStreamDestroy(s)
+        self.streams.clear()
+        for rec in self._capture_nodes.values():
+            cu.cuMemFreeHost(rec["buf"])
+        self._capture_nodes.clear()
+        for ev in [*self.events.values(), *self._event_pool,
+                   *(ev for _, ev in self.staging.busy)]:
+            cu.cuEventDestroy(ev)
+        self.events.clear()
+        self._event_pool.clear()
+        self.staging.busy.clear()
+        for base, size in self._sizes.items():
+            cu.cuMemUnmap(base, size)
+        self._sizes.clear()
+        for maps in self._apron_maps.values():
+            for at, n in maps:
+                cu.cuMemUnmap(at, n)
+        self._apron_maps.clear()
+
     def close(self) -> None:
-        """Destroy the context and everything in it (errors ignored: it may be broken)."""
+        """Destroy the device's context and everything in it, or in a shared context
+        everything of this device's (errors ignored: it may be broken)."""
         if self._fp is not None:
             self._fp.fp_drop_device(self.vdev)
             self._fp.fp_note_current(self._ptr(None))
@@ -1067,6 +1179,8 @@ class CudaDevice:
                 gate.set()
             for rec in self._capture_nodes.values():  # release driver threads held in them
                 rec["gate"].set()
+            if self._shared is not None:
+                self._release_own()
             for h in list(self._handles.values()):
                 cu.cuMemRelease(h)
             self._handles.clear()
@@ -1082,10 +1196,12 @@ class CudaDevice:
         finally:
             if self.green is not None:
                 cu.cuGreenCtxDestroy(self.green)
+            elif self._shared is not None:
+                self.backend.release_context(self._shared)
+                self._shared = None
             else:
                 cu.cuCtxDestroy(self.ctx)
             if self._sm_lock is not None:
                 partitions.release(*self._sm_lock)
                 self._sm_lock = None
-            if self.backend._current is self.ctx:
-                self.backend._current = None
+            self.backend._current = None  # (made current above, or gone)
