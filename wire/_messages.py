@@ -317,6 +317,10 @@ MESSAGES: tuple[Message, ...] = (
     _m("MODULE_GLOBAL", 0x0603, "sync", "module:u32", bulk="the variable's name",
        reply="addr:u64 size:u64", doc="a global variable of the module"),
     _m("MODULE_UNLOAD", 0x0604, "async", "module:u32"),
+    _m("MODULE_NAMES", 0x0605, "sync", "module:u32",
+       reply_bulk="the names of the module's functions, each ended by a NUL",
+       doc="the functions of a module, for cuModuleEnumerateFunctions and "
+           "cuLibraryEnumerateKernels"),
     # --- daemon to client (0x80xx) ---
     _m("REPLY", 0x8001, "reply", "status:u32 fixed_len:u32", direction="s2c",
        doc="answer to the sync request with the same id: status, the reply's fixed part, tail"),

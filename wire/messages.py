@@ -1740,6 +1740,25 @@ def _decode_MODULE_UNLOAD(b: Buffer, aux: int = 0) -> MODULE_UNLOAD:
     return _new(MODULE_UNLOAD, (module,))
 
 
+class MODULE_NAMES(NamedTuple):
+    """MODULE_NAMES (0x0605): the functions of a module, for cuModuleEnumerateFunctions and
+    cuLibraryEnumerateKernels
+    """
+
+    module: int
+
+    def pack(self) -> builtins.bytes:
+        return _S_MODULE_NAMES.pack(self.module)
+
+
+_S_MODULE_NAMES = struct.Struct('<I')
+
+
+def _decode_MODULE_NAMES(b: Buffer, aux: int = 0) -> MODULE_NAMES:
+    module, = _S_MODULE_NAMES.unpack(b)
+    return _new(MODULE_NAMES, (module,))
+
+
 class REPLY(NamedTuple):
     """REPLY (0x8001): answer to the sync request with the same id: status, the reply's fixed part,
     tail
@@ -2018,6 +2037,7 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x0602: _decode_MODULE_FUNCTION,
     0x0603: _decode_MODULE_GLOBAL,
     0x0604: _decode_MODULE_UNLOAD,
+    0x0605: _decode_MODULE_NAMES,
     0x8001: _decode_REPLY,
     0x8002: _decode_DATA,
     0x8003: _decode_HEARTBEAT,

@@ -41,6 +41,8 @@ int fcd_driver_version(void);
 int fcd_attr(int dev, int attr);
 CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev);
 CUresult cuCtxGetCurrent(CUcontext *pctx);
+CUresult cuStreamGetId(CUstream s, unsigned long long *id);
+CUresult cuCtxGetId(CUcontext ctx, unsigned long long *id);
 
 /* ---------------- slots nobody has described ---------------- */
 
@@ -296,14 +298,38 @@ static const void *f8_table[3] = {(void *)(uintptr_t)0x18, (void *)log_entry, (v
 
 #define LT "21318c60-9714-3248-8ca6-41ff7324c8f2"
 
-/* 92 slots behind the size word (0x2e8), as in driver 580. Of them only slot 4 is called by
- * cuBLAS-Lt, with a context and an int it sets; a real driver 580 sets 1 for the context of
- * an H100 (traced: the value is the same for every call). The others name themselves. */
-static CUresult lt_context_flag(CUcontext ctx, int *out) {
+/* 92 slots behind the size word (0x2e8), as in driver 580. Three are known:
+ * - slot 4 (context, unsigned long long *): the context's id. cuFFT keys the kernels of a
+ *   plan by it (it compares it with the id it kept when it made the plan); a real driver 580
+ *   gives 1 for the first context of a process, as cuCtxGetId does.
+ * - slot 51 (context, stream, stream *, per-thread): the stream a handle stands for, the
+ *   special handles (0, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD) included; the last argument
+ *   is 1 when the handle is CU_STREAM_PER_THREAD.
+ * - slot 39 (context, stream, unsigned long long *): that stream's id.
+ * cuBLAS-Lt's own workspace (when the application gives it none) is kept per stream: it asks
+ * slot 51 then slot 39 for the key of the stream a matmul is enqueued on. The others name
+ * themselves. */
+static CUresult lt_context_id(CUcontext ctx, unsigned long long *out) {
+    if (!out) return CUDA_ERROR_INVALID_VALUE;
+    return cuCtxGetId(ctx, out);
+}
+
+static CUresult lt_stream_of(CUcontext ctx, CUstream s, CUstream *out, int per_thread) {
     (void)ctx;
     if (!out) return CUDA_ERROR_INVALID_VALUE;
-    *out = 1;
+    if (s == CU_STREAM_PER_THREAD || (s == NULL && per_thread)) s = CU_STREAM_PER_THREAD;
+    else if (s == NULL) s = CU_STREAM_LEGACY;
+    unsigned long long id;
+    CUresult st = cuStreamGetId(s, &id); /* the handle is live and its device ready */
+    if (st) return st;
+    *out = s;
     return CUDA_SUCCESS;
+}
+
+static CUresult lt_stream_id(CUcontext ctx, CUstream s, unsigned long long *id) {
+    (void)ctx;
+    if (!id) return CUDA_ERROR_INVALID_VALUE;
+    return cuStreamGetId(s, id);
 }
 
 #define UNKNOWN_TENS(tab, tname, d)                                                            \
@@ -327,9 +353,25 @@ UNKNOWN(lt, LT, 8)
 UNKNOWN(lt, LT, 9)
 UNKNOWN_TENS(lt, LT, 1)
 UNKNOWN_TENS(lt, LT, 2)
-UNKNOWN_TENS(lt, LT, 3)
+UNKNOWN(lt, LT, 30)
+UNKNOWN(lt, LT, 31)
+UNKNOWN(lt, LT, 32)
+UNKNOWN(lt, LT, 33)
+UNKNOWN(lt, LT, 34)
+UNKNOWN(lt, LT, 35)
+UNKNOWN(lt, LT, 36)
+UNKNOWN(lt, LT, 37)
+UNKNOWN(lt, LT, 38)
 UNKNOWN_TENS(lt, LT, 4)
-UNKNOWN_TENS(lt, LT, 5)
+UNKNOWN(lt, LT, 50)
+UNKNOWN(lt, LT, 52)
+UNKNOWN(lt, LT, 53)
+UNKNOWN(lt, LT, 54)
+UNKNOWN(lt, LT, 55)
+UNKNOWN(lt, LT, 56)
+UNKNOWN(lt, LT, 57)
+UNKNOWN(lt, LT, 58)
+UNKNOWN(lt, LT, 59)
 UNKNOWN_TENS(lt, LT, 6)
 UNKNOWN_TENS(lt, LT, 7)
 UNKNOWN_TENS(lt, LT, 8)
@@ -339,10 +381,63 @@ UNKNOWN(lt, LT, 92)
 
 static const void *lt_table[93] = {
     (void *)(uintptr_t)0x2e8, (void *)x_lt_1, (void *)x_lt_2, (void *)x_lt_3,
-    (void *)lt_context_flag, (void *)x_lt_5, (void *)x_lt_6, (void *)x_lt_7, (void *)x_lt_8,
-    (void *)x_lt_9, SLOT_TENS(lt, 1), SLOT_TENS(lt, 2), SLOT_TENS(lt, 3), SLOT_TENS(lt, 4),
-    SLOT_TENS(lt, 5), SLOT_TENS(lt, 6), SLOT_TENS(lt, 7), SLOT_TENS(lt, 8), (void *)x_lt_90,
-    (void *)x_lt_91, (void *)x_lt_92,
+    (void *)lt_context_id, (void *)x_lt_5, (void *)x_lt_6, (void *)x_lt_7, (void *)x_lt_8,
+    (void *)x_lt_9, SLOT_TENS(lt, 1), SLOT_TENS(lt, 2), (void *)x_lt_30, (void *)x_lt_31,
+    (void *)x_lt_32, (void *)x_lt_33, (void *)x_lt_34, (void *)x_lt_35, (void *)x_lt_36,
+    (void *)x_lt_37, (void *)x_lt_38, (void *)lt_stream_id, SLOT_TENS(lt, 4), (void *)x_lt_50,
+    (void *)lt_stream_of, (void *)x_lt_52, (void *)x_lt_53, (void *)x_lt_54, (void *)x_lt_55,
+    (void *)x_lt_56, (void *)x_lt_57, (void *)x_lt_58, (void *)x_lt_59, SLOT_TENS(lt, 6),
+    SLOT_TENS(lt, 7), SLOT_TENS(lt, 8), (void *)x_lt_90, (void *)x_lt_91, (void *)x_lt_92,
+};
+
+/* ---------------- 6e163fbe: asked for by cuFFT ---------------- */
+
+#define FFT "6e163fbe-b958-444d-835c-e182aff1991e"
+
+/* 98 slots behind the size word (0x318), as in driver 580. cuFFT asks for it with 21318c60
+ * and refuses to make plans without both; of its slots it calls only slot 7 (context, module,
+ * callback, user data), to find the kernel of a module it made itself without knowing the
+ * kernel's name: the callback gets (user data, function) for each function of the module,
+ * and the slot returns 1 (0: it failed). The others name themselves. */
+static int fft_each_function(CUcontext ctx, CUmodule m, void (*each)(void *, CUfunction),
+                             void *user) {
+    (void)ctx;
+    return fcd_module_each_function(m, each, user) == CUDA_SUCCESS;
+}
+
+UNKNOWN(fft, FFT, 1)
+UNKNOWN(fft, FFT, 2)
+UNKNOWN(fft, FFT, 3)
+UNKNOWN(fft, FFT, 4)
+UNKNOWN(fft, FFT, 5)
+UNKNOWN(fft, FFT, 6)
+UNKNOWN(fft, FFT, 8)
+UNKNOWN(fft, FFT, 9)
+UNKNOWN_TENS(fft, FFT, 1)
+UNKNOWN_TENS(fft, FFT, 2)
+UNKNOWN_TENS(fft, FFT, 3)
+UNKNOWN_TENS(fft, FFT, 4)
+UNKNOWN_TENS(fft, FFT, 5)
+UNKNOWN_TENS(fft, FFT, 6)
+UNKNOWN_TENS(fft, FFT, 7)
+UNKNOWN_TENS(fft, FFT, 8)
+UNKNOWN(fft, FFT, 90)
+UNKNOWN(fft, FFT, 91)
+UNKNOWN(fft, FFT, 92)
+UNKNOWN(fft, FFT, 93)
+UNKNOWN(fft, FFT, 94)
+UNKNOWN(fft, FFT, 95)
+UNKNOWN(fft, FFT, 96)
+UNKNOWN(fft, FFT, 97)
+UNKNOWN(fft, FFT, 98)
+
+static const void *fft_table[99] = {
+    (void *)(uintptr_t)0x318, (void *)x_fft_1, (void *)x_fft_2, (void *)x_fft_3,
+    (void *)x_fft_4, (void *)x_fft_5, (void *)x_fft_6, (void *)fft_each_function,
+    (void *)x_fft_8, (void *)x_fft_9, SLOT_TENS(fft, 1), SLOT_TENS(fft, 2), SLOT_TENS(fft, 3),
+    SLOT_TENS(fft, 4), SLOT_TENS(fft, 5), SLOT_TENS(fft, 6), SLOT_TENS(fft, 7),
+    SLOT_TENS(fft, 8), (void *)x_fft_90, (void *)x_fft_91, (void *)x_fft_92, (void *)x_fft_93,
+    (void *)x_fft_94, (void *)x_fft_95, (void *)x_fft_96, (void *)x_fft_97, (void *)x_fft_98,
 };
 
 /* ---------------- the UUIDs ---------------- */
@@ -362,9 +457,9 @@ static const export_table tables[] = {
     {INTEGRITY, integrity_table, NULL},
     {F8, f8_table, NULL},
     {LT, lt_table, NULL},
+    {FFT, fft_table, NULL},
     /* asked for by CUDA libraries (PyTorch's and CuPy's), with no public description */
     {"69a28e9f-2449-8b47-b030-c5da330ea4e9", NULL, "asked for by PyTorch's CUDA libraries"},
-    {"6e163fbe-b958-444d-835c-e182aff1991e", NULL, "asked for by cuFFT"},
     {"da9151d3-3ae6-cc41-a5c0-4f26d533e328", NULL, "asked for by NVRTC"},
 };
 

@@ -204,6 +204,8 @@ struct fcd_module {
     uint64_t loaded;            /* bit per device */
     pthread_mutex_t mtx;
     struct fcd_func *funcs;
+    char *names;                /* its functions' names, NUL-separated, once asked for */
+    size_t names_size;
     struct fcd_module *next_module; /* every module of the process */
 };
 
@@ -262,6 +264,7 @@ void fcd_ctx_reset_cls(CUcontext ctx);
 /* ---- stream.c ---- */
 /* The wire stream id and the device of a stream handle (NULL / legacy / per-thread / own). */
 CUresult fcd_stream_resolve(CUstream s, int ptds, int *dev, uint32_t *sid);
+CUresult fcd_module_each_function(CUmodule m, void (*each)(void *, CUfunction), void *user);
 
 /* ---- graph.c ---- */
 struct fcd_capture *fcd_capture_of(CUstream s);

@@ -239,6 +239,8 @@ static void module_free(struct fcd_module *m) {
     m->magic = 0;
     free(m->image);
     m->image = NULL;
+    free(m->names);
+    m->names = NULL;
 }
 
 FCD_EXPORT CUresult cuModuleUnload(CUmodule m) {
@@ -386,6 +388,122 @@ FCD_EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmod
     if (dptr) *dptr = rep.addr;
     if (bytes) *bytes = rep.size;
     return CUDA_SUCCESS;
+}
+
+/* The names of the module's functions on a device, NUL-separated (asked of the server once:
+ * a module's functions do not change). */
+static CUresult names_on(struct fcd_module *m, int dev, const char **names, size_t *n) {
+    CUresult st = load_on(m, dev);
+    if (st) return st;
+    pthread_mutex_lock(&m->mtx);
+    int have = m->names != NULL;
+    pthread_mutex_unlock(&m->mtx);
+    if (!have) {
+        fc_MODULE_NAMES msg = {m->id};
+        char *bulk = NULL;
+        size_t len = 0;
+        st = fcd_status(fcc_call(dev, FC_OP_MODULE_NAMES, &msg, sizeof msg, NULL, 0, NULL, 0,
+                                 &bulk, &len));
+        if (st) {
+            free(bulk);
+            return st;
+        }
+        if (len && bulk[len - 1]) { /* not ended by a NUL: not an answer we can read */
+            free(bulk);
+            return CUDA_ERROR_UNKNOWN;
+        }
+        pthread_mutex_lock(&m->mtx);
+        if (!m->names) {
+            m->names = bulk ? bulk : calloc(1, 1);
+            m->names_size = len;
+            bulk = NULL;
+        }
+        pthread_mutex_unlock(&m->mtx);
+        free(bulk);
+        if (!m->names) return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *names = m->names;
+    *n = m->names_size;
+    return CUDA_SUCCESS;
+}
+
+static unsigned count_names(const char *names, size_t n) {
+    unsigned c = 0;
+    for (size_t i = 0; i < n; i++) c += names[i] == 0;
+    return c;
+}
+
+/* Up to `max` function (kernel: 1) handles of the module, in the server's order; calls `each`
+ * with every one when it is given. */
+static CUresult enumerate(struct fcd_module *m, int kernel, int dev, CUfunction *out,
+                          unsigned max, void (*each)(void *, CUfunction), void *user) {
+    const char *names;
+    size_t n;
+    CUresult st = names_on(m, dev, &names, &n);
+    if (st) return st;
+    unsigned k = 0;
+    for (size_t i = 0; i < n && k < max; i += strlen(names + i) + 1, k++) {
+        struct fcd_func *f;
+        if ((st = get_func(m, names + i, kernel, dev, &f))) return st;
+        if (out) out[k] = f;
+        if (each) each(user, f);
+    }
+    return CUDA_SUCCESS;
+}
+
+static CUresult module_dev(CUmodule m, int *dev) {
+    CUresult st = fcd_enter();
+    if (st) return st;
+    if (!fcd_handle_live(m, FCD_MODULE)) return CUDA_ERROR_INVALID_HANDLE;
+    *dev = __builtin_ctzll(m->loaded | (1ull << 63));
+    if ((m->library || *dev == 63) && (st = fcd_current_device(dev))) return st;
+    return CUDA_SUCCESS;
+}
+
+FCD_EXPORT CUresult cuModuleGetFunctionCount(unsigned int *count, CUmodule m) {
+    int dev;
+    CUresult st = module_dev(m, &dev);
+    if (st) return st;
+    if (!count) return CUDA_ERROR_INVALID_VALUE;
+    const char *names;
+    size_t n;
+    if ((st = names_on(m, dev, &names, &n))) return st;
+    *count = count_names(names, n);
+    return CUDA_SUCCESS;
+}
+
+FCD_EXPORT CUresult cuModuleEnumerateFunctions(CUfunction *functions, unsigned int num,
+                                               CUmodule m) {
+    int dev;
+    CUresult st = module_dev(m, &dev);
+    if (st) return st;
+    if (!functions || !num) return CUDA_ERROR_INVALID_VALUE;
+    return enumerate(m, 0, dev, functions, num, NULL, NULL);
+}
+
+FCD_EXPORT CUresult cuLibraryGetKernelCount(unsigned int *count, CUlibrary lib) {
+    if (fcd_handle_live(lib, FCD_MODULE) && !lib->library) return CUDA_ERROR_INVALID_HANDLE;
+    return cuModuleGetFunctionCount(count, lib);
+}
+
+FCD_EXPORT CUresult cuLibraryEnumerateKernels(CUkernel *kernels, unsigned int num,
+                                              CUlibrary lib) {
+    int dev;
+    CUresult st = module_dev(lib, &dev);
+    if (st) return st;
+    if (!lib->library) return CUDA_ERROR_INVALID_HANDLE;
+    if (!kernels || !num) return CUDA_ERROR_INVALID_VALUE;
+    return enumerate(lib, 1, dev, kernels, num, NULL, NULL);
+}
+
+/* Every function of a module, handed to `each` (export table 6e163fbe, slot 7: how cuFFT
+ * finds the one kernel of a module it made without knowing the kernel's name). */
+CUresult fcd_module_each_function(CUmodule m, void (*each)(void *, CUfunction), void *user) {
+    int dev;
+    CUresult st = module_dev(m, &dev);
+    if (st) return st;
+    if (!each) return CUDA_ERROR_INVALID_VALUE;
+    return enumerate(m, 0, dev, NULL, ~0u, each, user);
 }
 
 /* ---------------- libraries ---------------- */

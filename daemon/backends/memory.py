@@ -377,6 +377,9 @@ class MemoryDevice:
                 "param_size": info.param_size, "max_threads": 1024, "max_dyn_smem": 49152,
                 "name": name}
 
+    def image_function_names(self, module: int) -> list[str]:
+        return list(self.images[module][0])
+
     def image_global(self, module: int, name: str) -> dict | None:
         g = self.images[module][1].get(name)
         if g is None:

@@ -90,6 +90,13 @@ def MODULE_FUNCTION(s: Session, f: Frame, m: msg.MODULE_FUNCTION):
 
 
 @handler
+def MODULE_NAMES(s: Session, f: Frame, m: msg.MODULE_NAMES):
+    s.images.get(f.vdev, m.module)
+    names = s.dev(f).be.image_function_names(m.module)
+    return {}, b"".join(n.encode() + b"\0" for n in names)
+
+
+@handler
 def MODULE_GLOBAL(s: Session, f: Frame, m: msg.MODULE_GLOBAL):
     known = s.images.get(f.vdev, m.module)["globals"]
     name = _name(f)

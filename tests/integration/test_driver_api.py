@@ -40,6 +40,7 @@ popped it: yes, primary current again: yes
 cuCtxGetApiVersion(destroyed): 201
 sets: 12341234 deadbe56, others bad 0
 round trip through two allocations and pinned memory: equal; host function: 42
+workspace keys: stream same, per-thread same, legacy same, distinct yes, bogus 400
 address range: base ok yes, size 1048576, memory type 2
 cuModuleGetFunction(nope): 500
 fill's parameters: 0+8 8+4 16+8; a fourth: 1
@@ -49,6 +50,7 @@ cuLaunchKernel with 64 KiB dynamic shared memory: 1
 cuCtxSynchronize after them: 0
 global table: 16 bytes, starts 11 22 33 44
 launches queued: 4
+functions: module 1 (scale), library 1 (fill), cuFFT's way 1 (scale); context id same
 max threads 1024, blocks per SM at 128 threads 16, capturing 0
 events: elapsed >= 0: yes, query 0
 cuModuleUnload twice: 400

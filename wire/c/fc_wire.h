@@ -105,6 +105,7 @@ enum {
     FC_OP_MODULE_FUNCTION = 0x0602,
     FC_OP_MODULE_GLOBAL = 0x0603,
     FC_OP_MODULE_UNLOAD = 0x0604,
+    FC_OP_MODULE_NAMES = 0x0605,
     FC_OP_REPLY = 0x8001,
     FC_OP_DATA = 0x8002,
     FC_OP_HEARTBEAT = 0x8003,
@@ -792,6 +793,14 @@ typedef struct __attribute__((packed)) {  /* MODULE_UNLOAD */
     uint32_t module;
 } fc_MODULE_UNLOAD;
 _Static_assert(sizeof(fc_MODULE_UNLOAD) == 4, "fc_MODULE_UNLOAD layout");
+
+/* MODULE_NAMES (0x0605, client to daemon, sync): the functions of a module, for
+ * cuModuleEnumerateFunctions and cuLibraryEnumerateKernels
+ */
+typedef struct __attribute__((packed)) {  /* MODULE_NAMES */
+    uint32_t module;
+} fc_MODULE_NAMES;
+_Static_assert(sizeof(fc_MODULE_NAMES) == 4, "fc_MODULE_NAMES layout");
 
 /* REPLY (0x8001, daemon to client, reply): answer to the sync request with the same id: status,
  * the reply's fixed part, tail

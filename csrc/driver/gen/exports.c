@@ -1016,10 +1016,10 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "implemented",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "managed memory is out of scope for farcuda",
     "implemented",
     "not implemented by farcuda's driver layer",
@@ -1223,9 +1223,9 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
-    "not implemented by farcuda's driver layer",
     "implemented",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "the CUDA 3.1 ABI (32-bit sizes and device pointers) is not supported",
     "implemented",
     "implemented",
@@ -1619,8 +1619,6 @@ FCD_EXPORT CUresult cuLaunch(void) { return fcd_unsupported(289); }
 FCD_EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(void) { return fcd_unsupported(291); }
 FCD_EXPORT CUresult cuLaunchGrid(void) { return fcd_unsupported(293); }
 FCD_EXPORT CUresult cuLaunchGridAsync(void) { return fcd_unsupported(294); }
-FCD_EXPORT CUresult cuLibraryEnumerateKernels(void) { return fcd_unsupported(301); }
-FCD_EXPORT CUresult cuLibraryGetKernelCount(void) { return fcd_unsupported(304); }
 FCD_EXPORT CUresult cuLibraryGetManaged(void) { return fcd_unsupported(305); }
 FCD_EXPORT CUresult cuLibraryGetUnifiedFunction(void) { return fcd_unsupported(307); }
 FCD_EXPORT CUresult cuLinkAddData(void) { return fcd_unsupported(311); }
@@ -1738,8 +1736,6 @@ FCD_EXPORT CUresult cuMipmappedArrayDestroy(void) { return fcd_unsupported(504);
 FCD_EXPORT CUresult cuMipmappedArrayGetLevel(void) { return fcd_unsupported(505); }
 FCD_EXPORT CUresult cuMipmappedArrayGetMemoryRequirements(void) { return fcd_unsupported(506); }
 FCD_EXPORT CUresult cuMipmappedArrayGetSparseProperties(void) { return fcd_unsupported(507); }
-FCD_EXPORT CUresult cuModuleEnumerateFunctions(void) { return fcd_unsupported(508); }
-FCD_EXPORT CUresult cuModuleGetFunctionCount(void) { return fcd_unsupported(510); }
 FCD_EXPORT CUresult cuModuleGetGlobal(void) { return fcd_unsupported(511); }
 FCD_EXPORT CUresult cuModuleGetSurfRef(void) { return fcd_unsupported(514); }
 FCD_EXPORT CUresult cuModuleGetTexRef(void) { return fcd_unsupported(515); }
@@ -1990,8 +1986,10 @@ extern void cuLaunchKernel(void);
 extern void cuLaunchKernelEx(void);
 extern void cuLaunchKernelEx_ptsz(void);
 extern void cuLaunchKernel_ptsz(void);
+extern void cuLibraryEnumerateKernels(void);
 extern void cuLibraryGetGlobal(void);
 extern void cuLibraryGetKernel(void);
+extern void cuLibraryGetKernelCount(void);
 extern void cuLibraryGetModule(void);
 extern void cuLibraryLoadData(void);
 extern void cuLibraryLoadFromFile(void);
@@ -2078,7 +2076,9 @@ extern void cuMemsetD8Async(void);
 extern void cuMemsetD8Async_ptsz(void);
 extern void cuMemsetD8_v2(void);
 extern void cuMemsetD8_v2_ptds(void);
+extern void cuModuleEnumerateFunctions(void);
 extern void cuModuleGetFunction(void);
+extern void cuModuleGetFunctionCount(void);
 extern void cuModuleGetGlobal_v2(void);
 extern void cuModuleGetLoadingMode(void);
 extern void cuModuleLoad(void);

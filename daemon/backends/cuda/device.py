@@ -675,6 +675,16 @@ class CudaDevice:
         self.cur()
         return self._kernel_info(self.images[module][0], name)
 
+    def image_function_names(self, module: int) -> list[str]:
+        self.cur()
+        lib = self.images[module][0]
+        count = check(cu.cuLibraryGetKernelCount(lib))
+        names = []
+        for kernel in check(cu.cuLibraryEnumerateKernels(count, lib)) if count else []:
+            name = check(cu.cuKernelGetName(kernel))
+            names.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+        return names
+
     def image_global(self, module: int, name: str) -> dict | None:
         self.cur()
         res = cu.cuLibraryGetGlobal(self.images[module][0], name.encode())

@@ -34,6 +34,7 @@ static void *get(const char *name, int version) {
 
 static int callback_ran;
 static void host_fn(void *p) { *(int *)p = 42; }
+static void keep_function(void *out, CUfunction f) { *(CUfunction *)out = f; }
 
 static char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -151,6 +152,33 @@ int main(int argc, char **argv) {
     OK(F(cuStreamSynchronize, 2000, CUstream)(s));
     printf("round trip through two allocations and pinned memory: %s; host function: %d\n",
            memcmp(back, h, n) ? "differs" : "equal", callback_ran);
+    /* what cuBLAS-Lt asks of 21318c60 for the key of its per-stream workspace: the stream a
+     * handle stands for (slot 51), then its id (slot 39) */
+    static const CUuuid lt_uuid = {{0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6,
+                                    0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2}};
+    const void *const *lt = NULL;
+    OK(F(cuGetExportTable, 3000, const void **, const CUuuid *)((const void **)&lt, &lt_uuid));
+    CUresult (*stream_of)(CUcontext, CUstream, CUstream *, int) =
+        (CUresult(*)(CUcontext, CUstream, CUstream *, int))lt[51];
+    CUresult (*stream_id)(CUcontext, CUstream, unsigned long long *) =
+        (CUresult(*)(CUcontext, CUstream, unsigned long long *))lt[39];
+    CUstream got, got_pt, got_null;
+    unsigned long long id_s = 0, id_lt = 1, id_pt = 0, id_pt_lt = 1, id_null = 1, id_legacy = 0;
+    OK(stream_of(primary, s, &got, 0));
+    OK(stream_id(primary, got, &id_lt));
+    OK(F(cuStreamGetId, 12000, CUstream, unsigned long long *)(s, &id_s));
+    OK(stream_of(primary, CU_STREAM_PER_THREAD, &got_pt, 1));
+    OK(stream_id(primary, got_pt, &id_pt_lt));
+    OK(F(cuStreamGetId, 12000, CUstream, unsigned long long *)(CU_STREAM_PER_THREAD, &id_pt));
+    OK(stream_of(primary, NULL, &got_null, 0));
+    OK(stream_id(primary, got_null, &id_null));
+    OK(F(cuStreamGetId, 12000, CUstream, unsigned long long *)(CU_STREAM_LEGACY, &id_legacy));
+    CUstream bogus_out = NULL;
+    printf("workspace keys: stream %s, per-thread %s, legacy %s, distinct %s, bogus %d\n",
+           got == s && id_lt == id_s ? "same" : "differ",
+           id_pt_lt == id_pt ? "same" : "differ", id_null == id_legacy ? "same" : "differ",
+           id_s != id_pt && id_s != id_legacy && id_pt != id_legacy ? "yes" : "no",
+           stream_of(primary, (CUstream)&bogus_out, &bogus_out, 0));
     CUdeviceptr base;
     size_t size;
     OK(F(cuMemGetAddressRange, 3020, CUdeviceptr *, size_t *, CUdeviceptr)(&base, &size, a + 100));
@@ -229,6 +257,31 @@ int main(int argc, char **argv) {
                                                          NULL));
     OK(F(cuCtxSynchronize, 2000, void)());
     printf("launches queued: 4\n");
+
+    /* a module's functions by enumeration; cuFFT finds the kernel of a module it made that way
+     * (export table 6e163fbe, slot 7), and keys its plans by the context's id (21318c60,
+     * slot 4) */
+    unsigned nf = 0, nk = 0;
+    OK(F(cuModuleGetFunctionCount, 12040, unsigned *, CUmodule)(&nf, m3));
+    CUfunction listed[4] = {0};
+    OK(F(cuModuleEnumerateFunctions, 12040, CUfunction *, unsigned, CUmodule)(listed, 4, m3));
+    OK(F(cuLibraryGetKernelCount, 12040, unsigned *, CUlibrary)(&nk, libr));
+    CUkernel klisted[2] = {0};
+    OK(F(cuLibraryEnumerateKernels, 12040, CUkernel *, unsigned, CUlibrary)(klisted, 2, libr));
+    static const CUuuid fft_uuid = {{0x6e, 0x16, 0x3f, 0xbe, 0xb9, 0x58, 0x44, 0x4d, 0x83, 0x5c,
+                                     0xe1, 0x82, 0xaf, 0xf1, 0x99, 0x1e}};
+    const void *const *fft = NULL;
+    OK(F(cuGetExportTable, 3000, const void **, const CUuuid *)((const void **)&fft, &fft_uuid));
+    CUfunction found = NULL;
+    int each = ((int (*)(CUcontext, CUmodule, void (*)(void *, CUfunction), void *))fft[7])(
+        NULL, m3, keep_function, &found);
+    unsigned long long ctx_id = 0, lt_id = 0;
+    OK(F(cuCtxGetId, 12000, CUcontext, unsigned long long *)(NULL, &ctx_id));
+    OK(((CUresult(*)(CUcontext, unsigned long long *))lt[4])(NULL, &lt_id));
+    printf("functions: module %u (%s), library %u (%s), cuFFT's way %d (%s); context id %s\n",
+           nf, listed[0] == scale && !listed[1] ? "scale" : "?", nk,
+           klisted[0] == k && !klisted[1] ? "fill" : "?", each, found == scale ? "scale" : "?",
+           ctx_id && ctx_id == lt_id ? "same" : "differs");
 
     /* answers that only a setting changes are asked once (frameworks ask them often) */
     int maxt = 0, blocks = 0, dyn = 0, status = -1;
