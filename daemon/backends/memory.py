@@ -437,7 +437,8 @@ class MemoryDevice:
         if kid not in self.kernels:
             raise CudaError(E["cudaErrorInvalidDeviceFunction"])
         return {"maxThreadsPerBlock": 1024, "numRegs": 16, "ptxVersion": 90,
-                "binaryVersion": 90, "maxDynamicSharedSizeBytes": 49152}
+                "binaryVersion": 90,
+                "maxDynamicSharedSizeBytes": self.kernels[kid].get("max_dyn_smem_set", 49152)}
 
     def func_set_attr(self, kid: int, attr: int, value: int) -> None:
         if kid not in self.kernels:

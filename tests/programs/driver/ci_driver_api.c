@@ -297,8 +297,8 @@ int main(int argc, char **argv) {
         fill, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1024));
     OK(F(cuFuncGetAttribute, 2020, int *, CUfunction_attribute, CUfunction)(
         &dyn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fill));
-    printf("max threads %d, blocks per SM at 128 threads %d, capturing %d\n", maxt, blocks,
-           status);
+    printf("max threads %d, blocks per SM at 128 threads %d, capturing %d, dynamic shared "
+           "memory after setting 1024: %d\n", maxt, blocks, status, dyn);
 
     /* events */
     CUevent e0, e1;
