@@ -80,7 +80,8 @@ cuStreamGetCaptureInfo_v3_ptsz cuStreamGetCtx cuStreamGetCtx_ptsz cuStreamGetDev
 cuStreamGetDevice_ptsz cuStreamGetFlags cuStreamGetFlags_ptsz cuStreamGetId cuStreamGetId_ptsz
 cuStreamGetPriority cuStreamGetPriority_ptsz cuStreamIsCapturing cuStreamIsCapturing_ptsz
 cuStreamQuery cuStreamQuery_ptsz cuStreamSynchronize cuStreamSynchronize_ptsz cuStreamWaitEvent
-cuStreamWaitEvent_ptsz cuThreadExchangeStreamCaptureMode
+cuStreamWaitEvent_ptsz cuTensorMapEncodeIm2col cuTensorMapEncodeTiled cuTensorMapReplaceAddress
+cuThreadExchangeStreamCaptureMode
 """.split())
 
 # Families refused on purpose, with the words the stderr line gives (first match wins).

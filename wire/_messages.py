@@ -264,6 +264,20 @@ MESSAGES: tuple[Message, ...] = (
        doc="cudaLaunchKernelExC"),
     _m("FUNC_MAX_CLUSTER", 0x0312, "sync", "kernel:u32 grid:u32*3 block:u32*3 shmem:u32",
        reply="clusters:i32"),
+    # A tensor map (TMA descriptor) is the driver's own encoding of these arguments, made on
+    # the host and passed to kernels by value: the GPU's driver makes it, for the same
+    # addresses the client uses.
+    _m("TENSOR_MAP", 0x0313, "sync",
+       "kind:u32 dtype:u32 rank:u32 interleave:u32 swizzle:u32 l2:u32 oob:u32 channels:u32 "
+       "pixels:u32 rsv:u32 addr:u64 dims:u64*5 strides:u64*4 box:u32*5 estrides:u32*5 "
+       "lower:i32*3 upper:i32*3",
+       bulk="REPLACE: the tensor map whose address changes (128 bytes)",
+       reply_bulk="the tensor map (128 bytes)",
+       doc="cuTensorMapEncodeTiled, cuTensorMapEncodeIm2col and cuTensorMapReplaceAddress",
+       consts=("kind TILED=0: cuTensorMapEncodeTiled (box, estrides)",
+               "kind IM2COL=1: cuTensorMapEncodeIm2col (lower, upper: the pixel box's corners, "
+               "channels, pixels, estrides)",
+               "kind REPLACE=2: cuTensorMapReplaceAddress (addr)")),
     # --- streams and events (0x04xx) ---
     _m("STREAM_CREATE", 0x0401, "async", "stream:u32 flags:u32 priority:i32",
        consts=("flags NON_BLOCKING=1: cudaStreamNonBlocking: no implicit order with the legacy "

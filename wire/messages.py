@@ -1137,6 +1137,59 @@ def _decode_FUNC_MAX_CLUSTER_REPLY(b: Buffer, aux: int = 0) -> FUNC_MAX_CLUSTER_
     return _new(FUNC_MAX_CLUSTER_REPLY, (clusters,))
 
 
+class TENSOR_MAP(NamedTuple):
+    """TENSOR_MAP (0x0313): cuTensorMapEncodeTiled, cuTensorMapEncodeIm2col and
+    cuTensorMapReplaceAddress
+    """
+
+    kind: int
+    dtype: int
+    rank: int
+    interleave: int
+    swizzle: int
+    l2: int
+    oob: int
+    channels: int
+    pixels: int
+    addr: int
+    dims: tuple[int, ...]
+    strides: tuple[int, int, int, int]
+    box: tuple[int, ...]
+    estrides: tuple[int, ...]
+    lower: tuple[int, int, int]
+    upper: tuple[int, int, int]
+
+    def pack(self) -> builtins.bytes:
+        return _S_TENSOR_MAP.pack(
+            self.kind, self.dtype, self.rank, self.interleave, self.swizzle, self.l2, self.oob,
+            self.channels, self.pixels, 0, self.addr, *self.dims, *self.strides, *self.box,
+            *self.estrides, *self.lower, *self.upper)
+
+
+_S_TENSOR_MAP = struct.Struct('<IIIIIIIIIIQ5Q4Q5I5I3i3i')
+
+
+def _decode_TENSOR_MAP(b: Buffer, aux: int = 0) -> TENSOR_MAP:
+    (kind, dtype, rank, interleave, swizzle, l2, oob, channels, pixels,
+     _rsv0, addr, dims0, dims1, dims2, dims3, dims4, strides0, strides1,
+     strides2, strides3, box0, box1, box2, box3, box4, estrides0,
+     estrides1, estrides2, estrides3, estrides4, lower0, lower1, lower2,
+     upper0, upper1, upper2) = _S_TENSOR_MAP.unpack(b)
+    return _new(TENSOR_MAP, (
+        kind, dtype, rank, interleave, swizzle, l2, oob, channels, pixels, addr, (dims0, dims1,
+        dims2, dims3, dims4), (strides0, strides1, strides2, strides3), (box0, box1, box2, box3,
+        box4), (estrides0, estrides1, estrides2, estrides3, estrides4), (lower0, lower1, lower2),
+        (upper0, upper1, upper2)))
+
+
+# kind: cuTensorMapEncodeTiled (box, estrides)
+TENSOR_MAP_TILED = 0
+# kind: cuTensorMapEncodeIm2col (lower, upper: the pixel box's corners, channels, pixels, estrides)
+TENSOR_MAP_IM2COL = 1
+# kind: cuTensorMapReplaceAddress (addr)
+TENSOR_MAP_REPLACE = 2
+
+
 class STREAM_CREATE(NamedTuple):
     """STREAM_CREATE (0x0401)"""
 
@@ -2007,6 +2060,7 @@ DECODE: dict[int, Callable[[Buffer, int], Any]] = {
     0x0310: _decode_LAUNCH,
     0x0311: _decode_LAUNCH_EX,
     0x0312: _decode_FUNC_MAX_CLUSTER,
+    0x0313: _decode_TENSOR_MAP,
     0x0401: _decode_STREAM_CREATE,
     0x0402: _decode_STREAM_DESTROY,
     0x0403: _decode_STREAM_SYNC,

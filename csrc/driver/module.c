@@ -1031,6 +1031,106 @@ FCD_EXPORT CUresult cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGrid, int 
     return potential_block(minGrid, block, f, smem_of, smem, limit, flags);
 }
 
+/* ---------------- tensor maps ----------------
+ *
+ * A tensor map (a TMA descriptor) is the driver's own encoding of a tensor's layout, made on
+ * the host and given to kernels by value. The GPU's driver makes it on the server, for the
+ * same device addresses the program uses here (one round trip). */
+
+static CUresult tensor_map(fc_TENSOR_MAP *m, const CUtensorMap *old, CUtensorMap *out) {
+    int dev;
+    CUresult st = fcd_current_device(&dev);
+    if (st) return st;
+    if ((st = fcd_status(fcc_device_ready(dev)))) return st;
+    char *bulk = NULL;
+    size_t n = 0;
+    st = fcd_status(fcc_call(dev, FC_OP_TENSOR_MAP, m, sizeof *m, old, old ? sizeof *old : 0,
+                             NULL, 0, &bulk, &n));
+    if (!st && n != sizeof *out) st = CUDA_ERROR_UNKNOWN;
+    if (!st) memcpy(out, bulk, sizeof *out);
+    free(bulk);
+    return st;
+}
+
+static CUresult tensor_map_shape(fc_TENSOR_MAP *m, CUtensorMap *map, int dtype, unsigned rank,
+                                 void *addr, const cuuint64_t *dims, const cuuint64_t *strides,
+                                 const cuuint32_t *estrides, int interleave, int swizzle, int l2,
+                                 int oob) {
+    CUresult st = fcd_enter();
+    if (st) return st;
+    if (!map || !dims || !estrides || rank < 1 || rank > 5 || (rank > 1 && !strides))
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(m, 0, sizeof *m);
+    m->dtype = (uint32_t)dtype;
+    m->rank = rank;
+    m->interleave = (uint32_t)interleave;
+    m->swizzle = (uint32_t)swizzle;
+    m->l2 = (uint32_t)l2;
+    m->oob = (uint32_t)oob;
+    m->addr = (uint64_t)(uintptr_t)addr;
+    for (unsigned i = 0; i < rank; i++) {
+        m->dims[i] = dims[i];
+        m->estrides[i] = estrides[i];
+        if (i + 1 < rank) m->strides[i] = strides[i];
+    }
+    return CUDA_SUCCESS;
+}
+
+FCD_EXPORT CUresult cuTensorMapEncodeTiled(CUtensorMap *map, CUtensorMapDataType dtype,
+                                           cuuint32_t rank, void *addr, const cuuint64_t *dims,
+                                           const cuuint64_t *strides, const cuuint32_t *box,
+                                           const cuuint32_t *estrides,
+                                           CUtensorMapInterleave interleave,
+                                           CUtensorMapSwizzle swizzle,
+                                           CUtensorMapL2promotion l2,
+                                           CUtensorMapFloatOOBfill oob) {
+    fc_TENSOR_MAP m;
+    CUresult st = tensor_map_shape(&m, map, (int)dtype, rank, addr, dims, strides, estrides,
+                                   (int)interleave, (int)swizzle, (int)l2, (int)oob);
+    if (st) return st;
+    if (!box) return CUDA_ERROR_INVALID_VALUE;
+    m.kind = FC_TENSOR_MAP_TILED;
+    for (unsigned i = 0; i < rank; i++) m.box[i] = box[i];
+    return tensor_map(&m, NULL, map);
+}
+
+FCD_EXPORT CUresult cuTensorMapEncodeIm2col(CUtensorMap *map, CUtensorMapDataType dtype,
+                                            cuuint32_t rank, void *addr, const cuuint64_t *dims,
+                                            const cuuint64_t *strides, const int *lower,
+                                            const int *upper, cuuint32_t channels,
+                                            cuuint32_t pixels, const cuuint32_t *estrides,
+                                            CUtensorMapInterleave interleave,
+                                            CUtensorMapSwizzle swizzle,
+                                            CUtensorMapL2promotion l2,
+                                            CUtensorMapFloatOOBfill oob) {
+    fc_TENSOR_MAP m;
+    CUresult st = tensor_map_shape(&m, map, (int)dtype, rank, addr, dims, strides, estrides,
+                                   (int)interleave, (int)swizzle, (int)l2, (int)oob);
+    if (st) return st;
+    if (rank < 3 || !lower || !upper) return CUDA_ERROR_INVALID_VALUE;
+    m.kind = FC_TENSOR_MAP_IM2COL;
+    m.channels = channels;
+    m.pixels = pixels;
+    for (unsigned i = 0; i + 2 < rank; i++) { /* one corner coordinate per spatial dimension */
+        m.lower[i] = lower[i];
+        m.upper[i] = upper[i];
+    }
+    return tensor_map(&m, NULL, map);
+}
+
+FCD_EXPORT CUresult cuTensorMapReplaceAddress(CUtensorMap *map, void *addr) {
+    CUresult st = fcd_enter();
+    if (st) return st;
+    if (!map) return CUDA_ERROR_INVALID_VALUE;
+    fc_TENSOR_MAP m;
+    memset(&m, 0, sizeof m);
+    m.kind = FC_TENSOR_MAP_REPLACE;
+    m.addr = (uint64_t)(uintptr_t)addr;
+    CUtensorMap old;
+    memcpy(&old, map, sizeof old);
+    return tensor_map(&m, &old, map);
+}
+
 static CUresult clusters(int *out, CUfunction f, const CUlaunchConfig *cfg, uint32_t what) {
     int dev;
     CUresult st = func_dev(f, -1, &dev);

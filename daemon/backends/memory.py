@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 
 from farcuda.wire import fatbin
+from farcuda.wire import messages as msg
 
 from ..errors import CudaError, E
 from ..faults import STICKY, LaunchLog, demangle
@@ -385,6 +386,26 @@ class MemoryDevice:
         if g is None:
             return None
         return {"size": g.size, "init": self.images[module][2].get(name, b"")}
+
+    def tensor_map(self, m, old: bytes) -> bytes:
+        """This backend's own encoding of a tensor map (a GPU's driver has another): the
+        arguments packed into 128 bytes, after the checks a driver makes."""
+        if m.kind == msg.TENSOR_MAP_REPLACE:
+            if m.addr % 16:
+                raise CudaError(E["cudaErrorInvalidValue"], "the address is not 16-byte aligned")
+            return old[:32] + struct.pack("<Q", m.addr) + old[40:]
+        rank = m.rank
+        if (m.addr % 16 or any(st % 16 for st in m.strides[:rank - 1])
+                or not all(1 <= b <= 256 for b in m.box[:rank] if m.kind == msg.TENSOR_MAP_TILED)
+                or not all(1 <= e <= 8 for e in m.estrides[:rank])
+                or (m.kind == msg.TENSOR_MAP_IM2COL and rank < 3)):
+            raise CudaError(E["cudaErrorInvalidValue"], "not a tensor map a GPU accepts")
+        tiled = m.kind == msg.TENSOR_MAP_TILED
+        box = [m.box[i] if tiled and i < rank else 0 for i in range(5)]
+        estrides = [m.estrides[i] if i < rank else 0 for i in range(5)]
+        return (struct.pack("<8IQ5Q4Q", m.kind, m.dtype, rank, m.interleave, m.swizzle, m.l2,
+                            m.oob, m.channels, m.addr, *m.dims, *m.strides)
+                + struct.pack("<5H5B", *box, *estrides) + b"\0")
 
     def image_unload(self, module: int, kernels) -> None:
         self.images.pop(module, None)

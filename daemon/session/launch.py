@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 _LAYOUT = ("params", "param_size", "max_threads", "max_dyn_smem")  # what the client keeps
 _CLUSTER_QUERIES = (msg.OCCUPANCY_CLUSTERS_MAX_ACTIVE, msg.OCCUPANCY_CLUSTERS_MAX_SIZE)
+_TENSOR_MAP_KINDS = (msg.TENSOR_MAP_TILED, msg.TENSOR_MAP_IM2COL, msg.TENSOR_MAP_REPLACE)
 
 
 @handler
@@ -92,6 +93,17 @@ def OCCUPANCY_CLUSTERS(s: Session, f: Frame, m: msg.OCCUPANCY_CLUSTERS):
     d = s.dev(f)
     return msg.OCCUPANCY_CLUSTERS_REPLY(d.be.occupancy_clusters(
         d.kernel(m.kernel), m.grid, m.block, m.shmem, tail, m.what))
+
+
+@handler
+def TENSOR_MAP(s: Session, f: Frame, m: msg.TENSOR_MAP):
+    tail = bytes(f.tail or b"")
+    if m.kind not in _TENSOR_MAP_KINDS or len(tail) != (128 if m.kind == msg.TENSOR_MAP_REPLACE
+                                                       else 0):
+        raise ProtocolError("TENSOR_MAP: malformed")
+    if m.kind != msg.TENSOR_MAP_REPLACE and not 1 <= m.rank <= 5:
+        raise CudaError(E["cudaErrorInvalidValue"], "a tensor map has a rank of 1 to 5")
+    return {}, s.dev(f).be.tensor_map(m, tail)
 
 
 @handler

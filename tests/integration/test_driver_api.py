@@ -51,7 +51,8 @@ cuCtxSynchronize after them: 0
 global table: 16 bytes, starts 11 22 33 44
 launches queued: 4
 functions: module 1 (scale), library 1 (fill), cuFFT's way 1 (scale); context id same
-max threads 1024, blocks per SM at 128 threads 16, capturing 0, dynamic shared memory after setting 1024: 1024
+tensor map: tiled 0, address replaced 0 (changed yes), misaligned 1
+max threads 1024, blocks per SM at 128 threads 16, capturing 0, dynamic smem set 1024
 events: elapsed >= 0: yes, query 0
 cuModuleUnload twice: 400
 cuMemFree twice: 1

@@ -75,6 +75,7 @@ enum {
     FC_OP_LAUNCH = 0x0310,
     FC_OP_LAUNCH_EX = 0x0311,
     FC_OP_FUNC_MAX_CLUSTER = 0x0312,
+    FC_OP_TENSOR_MAP = 0x0313,
     FC_OP_STREAM_CREATE = 0x0401,
     FC_OP_STREAM_DESTROY = 0x0402,
     FC_OP_STREAM_SYNC = 0x0403,
@@ -557,6 +558,38 @@ typedef struct __attribute__((packed)) {  /* FUNC_MAX_CLUSTER_reply */
     int32_t clusters;
 } fc_FUNC_MAX_CLUSTER_reply;
 _Static_assert(sizeof(fc_FUNC_MAX_CLUSTER_reply) == 4, "fc_FUNC_MAX_CLUSTER_reply layout");
+
+/* TENSOR_MAP (0x0313, client to daemon, sync): cuTensorMapEncodeTiled, cuTensorMapEncodeIm2col
+ * and cuTensorMapReplaceAddress
+ */
+typedef struct __attribute__((packed)) {  /* TENSOR_MAP */
+    uint32_t kind;
+    uint32_t dtype;
+    uint32_t rank;
+    uint32_t interleave;
+    uint32_t swizzle;
+    uint32_t l2;
+    uint32_t oob;
+    uint32_t channels;
+    uint32_t pixels;
+    uint32_t rsv;
+    uint64_t addr;
+    uint64_t dims[5];
+    uint64_t strides[4];
+    uint32_t box[5];
+    uint32_t estrides[5];
+    int32_t lower[3];
+    int32_t upper[3];
+} fc_TENSOR_MAP;
+_Static_assert(sizeof(fc_TENSOR_MAP) == 184, "fc_TENSOR_MAP layout");
+/* kind: cuTensorMapEncodeTiled (box, estrides) */
+#define FC_TENSOR_MAP_TILED 0u
+/* kind: cuTensorMapEncodeIm2col (lower, upper: the pixel box's corners, channels, pixels,
+ * estrides)
+ */
+#define FC_TENSOR_MAP_IM2COL 1u
+/* kind: cuTensorMapReplaceAddress (addr) */
+#define FC_TENSOR_MAP_REPLACE 2u
 
 /* STREAM_CREATE (0x0401, client to daemon, async) */
 typedef struct __attribute__((packed)) {  /* STREAM_CREATE */

@@ -1340,10 +1340,10 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
+    "implemented",
     "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
@@ -1796,10 +1796,7 @@ FCD_EXPORT CUresult cuSurfObjectDestroy(void) { return fcd_unsupported(621); }
 FCD_EXPORT CUresult cuSurfObjectGetResourceDesc(void) { return fcd_unsupported(622); }
 FCD_EXPORT CUresult cuSurfRefGetArray(void) { return fcd_unsupported(623); }
 FCD_EXPORT CUresult cuSurfRefSetArray(void) { return fcd_unsupported(624); }
-FCD_EXPORT CUresult cuTensorMapEncodeIm2col(void) { return fcd_unsupported(625); }
 FCD_EXPORT CUresult cuTensorMapEncodeIm2colWide(void) { return fcd_unsupported(626); }
-FCD_EXPORT CUresult cuTensorMapEncodeTiled(void) { return fcd_unsupported(627); }
-FCD_EXPORT CUresult cuTensorMapReplaceAddress(void) { return fcd_unsupported(628); }
 FCD_EXPORT CUresult cuTexObjectCreate(void) { return fcd_unsupported(629); }
 FCD_EXPORT CUresult cuTexObjectDestroy(void) { return fcd_unsupported(630); }
 FCD_EXPORT CUresult cuTexObjectGetResourceDesc(void) { return fcd_unsupported(631); }
@@ -2133,6 +2130,9 @@ extern void cuStreamSynchronize(void);
 extern void cuStreamSynchronize_ptsz(void);
 extern void cuStreamWaitEvent(void);
 extern void cuStreamWaitEvent_ptsz(void);
+extern void cuTensorMapEncodeIm2col(void);
+extern void cuTensorMapEncodeTiled(void);
+extern void cuTensorMapReplaceAddress(void);
 extern void cuThreadExchangeStreamCaptureMode(void);
 
 /* cuGetProcAddress: sorted by name, then by version. */

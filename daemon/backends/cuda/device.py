@@ -800,6 +800,28 @@ class CudaDevice:
             raise CudaError(err)
         return out.value
 
+    def tensor_map(self, m, old: bytes) -> bytes:
+        self.cur()
+        raw = (ctypes.c_char * 256)()  # the map is aligned as a CUtensorMap is: 128 bytes
+        at = -ctypes.addressof(raw) % 128
+        tmap = ctypes.addressof(raw) + at
+        u64, u32, i32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32
+        if m.kind == msg.TENSOR_MAP_REPLACE:
+            ctypes.memmove(tmap, old, 128)
+            err = drv.tensor_map_replace(tmap, m.addr)
+        elif m.kind == msg.TENSOR_MAP_TILED:
+            err = drv.tensor_map_tiled(
+                tmap, m.dtype, m.rank, m.addr, (u64 * 5)(*m.dims), (u64 * 4)(*m.strides),
+                (u32 * 5)(*m.box), (u32 * 5)(*m.estrides), m.interleave, m.swizzle, m.l2, m.oob)
+        else:
+            err = drv.tensor_map_im2col(
+                tmap, m.dtype, m.rank, m.addr, (u64 * 5)(*m.dims), (u64 * 4)(*m.strides),
+                (i32 * 3)(*m.lower), (i32 * 3)(*m.upper), m.channels, m.pixels,
+                (u32 * 5)(*m.estrides), m.interleave, m.swizzle, m.l2, m.oob)
+        if err:
+            raise CudaError(err)
+        return bytes(raw[at:at + 128])
+
     def occupancy_smem(self, kid: int, blocks: int, block: int) -> int:
         self.cur()
         return check(cu.cuOccupancyAvailableDynamicSMemPerBlock(self._k(kid)["func"], blocks,

@@ -70,6 +70,17 @@ graph_launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 graph_exec_destroy = _libcuda.cuGraphExecDestroy
 graph_exec_destroy.restype = ctypes.c_int
 graph_exec_destroy.argtypes = [ctypes.c_void_p]
+tensor_map_tiled = _libcuda.cuTensorMapEncodeTiled
+tensor_map_tiled.restype = ctypes.c_int
+tensor_map_tiled.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_uint] + [ctypes.c_void_p] * 5
+                             + [ctypes.c_int] * 4)
+tensor_map_im2col = _libcuda.cuTensorMapEncodeIm2col
+tensor_map_im2col.restype = ctypes.c_int
+tensor_map_im2col.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_uint] + [ctypes.c_void_p] * 5
+                              + [ctypes.c_uint] * 2 + [ctypes.c_void_p] + [ctypes.c_int] * 4)
+tensor_map_replace = _libcuda.cuTensorMapReplaceAddress
+tensor_map_replace.restype = ctypes.c_int
+tensor_map_replace.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 HOSTFN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 launch_host_func = _libcuda.cuLaunchHostFunc
 launch_host_func.restype = ctypes.c_int

@@ -283,6 +283,32 @@ int main(int argc, char **argv) {
            klisted[0] == k && !klisted[1] ? "fill" : "?", each, found == scale ? "scale" : "?",
            ctx_id && ctx_id == lt_id ? "same" : "differs");
 
+    /* tensor maps (TMA descriptors): made by the GPU's driver, for this program's addresses */
+    CUtensorMap tmap, before;
+    cuuint64_t tdims[2] = {64, 16}, tstrides[1] = {256};
+    cuuint32_t tbox[2] = {32, 8}, testrides[2] = {1, 1};
+    CUresult (*encode)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                       const cuuint64_t *, const cuuint32_t *, const cuuint32_t *,
+                       CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
+                       CUtensorMapFloatOOBfill) =
+        F(cuTensorMapEncodeTiled, 12000, CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+          const cuuint64_t *, const cuuint64_t *, const cuuint32_t *, const cuuint32_t *,
+          CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
+          CUtensorMapFloatOOBfill);
+    CUresult tiled = encode(&tmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)a, tdims, tstrides,
+                            tbox, testrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    before = tmap;
+    CUresult replaced = F(cuTensorMapReplaceAddress, 12000, CUtensorMap *, void *)(
+        &tmap, (void *)(a + 4096));
+    CUresult misaligned = encode(&tmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)(a + 4), tdims,
+                                 tstrides, tbox, testrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                 CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    printf("tensor map: tiled %d, address replaced %d (changed %s), misaligned %d\n", tiled,
+           replaced, memcmp(&before, &tmap, sizeof tmap) ? "yes" : "no", misaligned);
+
     /* answers that only a setting changes are asked once (frameworks ask them often) */
     int maxt = 0, blocks = 0, dyn = 0, status = -1;
     for (int i = 0; i < 3; i++) {
@@ -297,8 +323,8 @@ int main(int argc, char **argv) {
         fill, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1024));
     OK(F(cuFuncGetAttribute, 2020, int *, CUfunction_attribute, CUfunction)(
         &dyn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fill));
-    printf("max threads %d, blocks per SM at 128 threads %d, capturing %d, dynamic shared "
-           "memory after setting 1024: %d\n", maxt, blocks, status, dyn);
+    printf("max threads %d, blocks per SM at 128 threads %d, capturing %d, dynamic smem set %d\n",
+           maxt, blocks, status, dyn);
 
     /* events */
     CUevent e0, e1;
