@@ -25,7 +25,7 @@ def _run(program, shim, address, fc, *args):
 
 def test_cached_answers_are_the_daemons(program, shim, memory_daemon, fc):
     out, _, _ = _run(program, shim, memory_daemon.address, fc, "5")
-    be = SimpleNamespace(kernels={1: None})
+    be = SimpleNamespace(kernels={1: {}})  # a kernel whose attributes were never set
     fa = MemoryDevice.func_attrs(be, 1)  # what the daemon answers FUNC_ATTRS with
     occ = [MemoryDevice.occupancy(be, 1, b, s, 0) for b, s in ((128, 0), (256, 1024))]
     attr = {n: ATTRS_H100[n] for n in (1, 16, 75, 76, 97, 10)}  # ci_queries' ATTRS, in order
