@@ -129,6 +129,26 @@ typedef struct CUlaunchConfig_st {
     unsigned int numAttrs;
 } CUlaunchConfig;
 
+/* The explicit graph API's node parameters, as cuda.h lays them out. */
+typedef struct CUDA_KERNEL_NODE_PARAMS_v2_st {
+    CUfunction func;
+    unsigned int gridDimX, gridDimY, gridDimZ;
+    unsigned int blockDimX, blockDimY, blockDimZ;
+    unsigned int sharedMemBytes;
+    void **kernelParams;
+    void **extra;
+    CUkernel kern;  /* _v2: a kernel of a library (when func is NULL) */
+    CUcontext ctx;  /* _v2: the context it runs in (NULL: the current one) */
+} CUDA_KERNEL_NODE_PARAMS;
+
+typedef struct CUDA_MEMSET_NODE_PARAMS_st {
+    CUdeviceptr dst;
+    size_t pitch;
+    unsigned int value;
+    unsigned int elementSize;
+    size_t width, height;
+} CUDA_MEMSET_NODE_PARAMS;
+
 /* A tensor map (TMA descriptor): 128 opaque bytes, as cuda.h lays it out. */
 typedef uint32_t cuuint32_t;
 typedef uint64_t cuuint64_t;

@@ -805,6 +805,21 @@ static CUresult pack(CUfunction f, void **params, void **extra, char *buf) {
     return CUDA_SUCCESS;
 }
 
+/* The packed parameter buffer of a launch of f (for a kernel node of a graph), malloc'd. */
+CUresult fcd_pack_params(CUfunction f, void **params, void **extra, char **out, size_t *n) {
+    if (!fcd_handle_live(f, FCD_FUNC)) return CUDA_ERROR_INVALID_HANDLE;
+    char *buf = malloc(f->param_size + 1);
+    if (!buf) return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult st = pack(f, params, extra, buf);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *n = f->param_size;
+    return CUDA_SUCCESS;
+}
+
 static CUresult check_dims(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                            unsigned by, unsigned bz) {
     if (!gx || !gy || !gz || !bx || !by || !bz) return CUDA_ERROR_INVALID_VALUE;

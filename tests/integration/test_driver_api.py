@@ -123,3 +123,42 @@ def test_fork(driver, shared_memory_daemon, tmp_path, fc):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines() == ["parent 7", "child: the parent's pointer -> 1", "child 9",
                                      "parent again 7, child exit 0"]
+
+
+GRAPH_EXPECTED = """\
+graph: 6 nodes, 1 root (the memset), copy after the memset, types 0 4, kernel v 5 block 8
+a kernel node with a zero grid: 1
+launched: copy of the memset yes, child graph's memset after it yes, event 0
+update to another topology: 910, result 2
+destroying a node: 801
+graph destroyed twice: 400
+PASSED
+"""
+
+
+def test_explicit_graph(api_program, driver, memory_daemon, fc):
+    """A graph built with the node API (tests/programs/driver/ci_graph_nodes.c): its nodes
+    run on the server in their order, and a kernel node changed in the exec runs with its new
+    arguments."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    exe = api_program / "ci_graph_nodes"
+    subprocess.run([cc, "-Wall", "-Wextra", "-Werror", f"-I{CUDA_INCLUDE}", "-o", str(exe),
+                    str(HERE / "ci_graph_nodes.c"), f"-L{driver}", "-l:libcuda.so.1"],
+                   check=True)
+    r = fc.run_driver(exe, driver, memory_daemon.address, args=[api_program / "kernels.cubin"])
+    assert r.stdout == GRAPH_EXPECTED, r.stdout + r.stderr
+    assert r.returncode == 0
+    named = [ln for ln in r.stderr.splitlines() if ln.startswith("farcuda:")]
+    assert len(named) == 1 and "cuGraphDestroyNode" in named[0], r.stderr
+    deadline = time.monotonic() + 5
+    got = memory_daemon.launches()
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = memory_daemon.launches()
+    assert [(x["kernel"], x["grid"], x["block"]) for x in got] == [("fill", [1, 1, 1],
+                                                                    [8, 1, 1])] * 3
+    values = [int.from_bytes(bytes.fromhex(x["params"])[8:12], "little") for x in got]
+    assert values == [5, 9, 5]  # the graph, the exec with its changed node, the graph's clone
+    b = bytes.fromhex(got[0]["params"])[:8]
+    assert all(bytes.fromhex(x["params"]) == b + v.to_bytes(4, "little") + bytes(4)
+               + (8).to_bytes(8, "little") for x, v in zip(got, values, strict=True))

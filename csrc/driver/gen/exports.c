@@ -872,96 +872,96 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "implemented",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
     "external memory and semaphores are out of scope for farcuda",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
     "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "implemented",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
     "implemented",
     "graphics interop is out of scope for farcuda",
@@ -1271,8 +1271,8 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "not implemented by farcuda's driver layer",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
     "implemented",
     "implemented",
@@ -1313,10 +1313,10 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "not implemented by farcuda's driver layer",
     "implemented",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
     "implemented",
     "not implemented by farcuda's driver layer",
@@ -1381,9 +1381,9 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "CUDA arrays, textures and surfaces are not supported by farcuda",
     "implemented",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
-    "not implemented by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "graphics interop is out of scope for farcuda",
     "graphics interop is out of scope for farcuda",
     "graphics interop is out of scope for farcuda",
@@ -1504,29 +1504,17 @@ FCD_EXPORT CUresult cuGLUnmapBufferObject(void) { return fcd_unsupported(149); }
 FCD_EXPORT CUresult cuGLUnmapBufferObjectAsync(void) { return fcd_unsupported(150); }
 FCD_EXPORT CUresult cuGLUnregisterBufferObject(void) { return fcd_unsupported(151); }
 FCD_EXPORT CUresult cuGraphAddBatchMemOpNode(void) { return fcd_unsupported(157); }
-FCD_EXPORT CUresult cuGraphAddChildGraphNode(void) { return fcd_unsupported(158); }
-FCD_EXPORT CUresult cuGraphAddDependencies(void) { return fcd_unsupported(159); }
-FCD_EXPORT CUresult cuGraphAddDependencies_v2(void) { return fcd_unsupported(160); }
-FCD_EXPORT CUresult cuGraphAddEmptyNode(void) { return fcd_unsupported(161); }
-FCD_EXPORT CUresult cuGraphAddEventRecordNode(void) { return fcd_unsupported(162); }
-FCD_EXPORT CUresult cuGraphAddEventWaitNode(void) { return fcd_unsupported(163); }
 FCD_EXPORT CUresult cuGraphAddExternalSemaphoresSignalNode(void) { return fcd_unsupported(164); }
 FCD_EXPORT CUresult cuGraphAddExternalSemaphoresWaitNode(void) { return fcd_unsupported(165); }
 FCD_EXPORT CUresult cuGraphAddHostNode(void) { return fcd_unsupported(166); }
-FCD_EXPORT CUresult cuGraphAddKernelNode(void) { return fcd_unsupported(167); }
-FCD_EXPORT CUresult cuGraphAddKernelNode_v2(void) { return fcd_unsupported(168); }
 FCD_EXPORT CUresult cuGraphAddMemAllocNode(void) { return fcd_unsupported(169); }
 FCD_EXPORT CUresult cuGraphAddMemFreeNode(void) { return fcd_unsupported(170); }
-FCD_EXPORT CUresult cuGraphAddMemcpyNode(void) { return fcd_unsupported(171); }
-FCD_EXPORT CUresult cuGraphAddMemsetNode(void) { return fcd_unsupported(172); }
 FCD_EXPORT CUresult cuGraphAddNode(void) { return fcd_unsupported(173); }
 FCD_EXPORT CUresult cuGraphAddNode_v2(void) { return fcd_unsupported(174); }
 FCD_EXPORT CUresult cuGraphBatchMemOpNodeGetParams(void) { return fcd_unsupported(175); }
 FCD_EXPORT CUresult cuGraphBatchMemOpNodeSetParams(void) { return fcd_unsupported(176); }
 FCD_EXPORT CUresult cuGraphChildGraphNodeGetGraph(void) { return fcd_unsupported(177); }
-FCD_EXPORT CUresult cuGraphClone(void) { return fcd_unsupported(178); }
 FCD_EXPORT CUresult cuGraphConditionalHandleCreate(void) { return fcd_unsupported(179); }
-FCD_EXPORT CUresult cuGraphCreate(void) { return fcd_unsupported(180); }
 FCD_EXPORT CUresult cuGraphDebugDotPrint(void) { return fcd_unsupported(181); }
 FCD_EXPORT CUresult cuGraphDestroyNode(void) { return fcd_unsupported(183); }
 FCD_EXPORT CUresult cuGraphEventRecordNodeGetEvent(void) { return fcd_unsupported(184); }
@@ -1541,29 +1529,20 @@ FCD_EXPORT CUresult cuGraphExecExternalSemaphoresSignalNodeSetParams(void) { ret
 FCD_EXPORT CUresult cuGraphExecExternalSemaphoresWaitNodeSetParams(void) { return fcd_unsupported(194); }
 FCD_EXPORT CUresult cuGraphExecGetFlags(void) { return fcd_unsupported(195); }
 FCD_EXPORT CUresult cuGraphExecHostNodeSetParams(void) { return fcd_unsupported(196); }
-FCD_EXPORT CUresult cuGraphExecKernelNodeSetParams(void) { return fcd_unsupported(197); }
-FCD_EXPORT CUresult cuGraphExecKernelNodeSetParams_v2(void) { return fcd_unsupported(198); }
 FCD_EXPORT CUresult cuGraphExecMemcpyNodeSetParams(void) { return fcd_unsupported(199); }
 FCD_EXPORT CUresult cuGraphExecMemsetNodeSetParams(void) { return fcd_unsupported(200); }
 FCD_EXPORT CUresult cuGraphExecNodeSetParams(void) { return fcd_unsupported(201); }
-FCD_EXPORT CUresult cuGraphExecUpdate(void) { return fcd_unsupported(202); }
-FCD_EXPORT CUresult cuGraphExecUpdate_v2(void) { return fcd_unsupported(203); }
 FCD_EXPORT CUresult cuGraphExternalSemaphoresSignalNodeGetParams(void) { return fcd_unsupported(204); }
 FCD_EXPORT CUresult cuGraphExternalSemaphoresSignalNodeSetParams(void) { return fcd_unsupported(205); }
 FCD_EXPORT CUresult cuGraphExternalSemaphoresWaitNodeGetParams(void) { return fcd_unsupported(206); }
 FCD_EXPORT CUresult cuGraphExternalSemaphoresWaitNodeSetParams(void) { return fcd_unsupported(207); }
 FCD_EXPORT CUresult cuGraphGetEdges(void) { return fcd_unsupported(208); }
 FCD_EXPORT CUresult cuGraphGetEdges_v2(void) { return fcd_unsupported(209); }
-FCD_EXPORT CUresult cuGraphGetRootNodes(void) { return fcd_unsupported(211); }
 FCD_EXPORT CUresult cuGraphHostNodeGetParams(void) { return fcd_unsupported(212); }
 FCD_EXPORT CUresult cuGraphHostNodeSetParams(void) { return fcd_unsupported(213); }
 FCD_EXPORT CUresult cuGraphKernelNodeCopyAttributes(void) { return fcd_unsupported(219); }
 FCD_EXPORT CUresult cuGraphKernelNodeGetAttribute(void) { return fcd_unsupported(220); }
-FCD_EXPORT CUresult cuGraphKernelNodeGetParams(void) { return fcd_unsupported(221); }
-FCD_EXPORT CUresult cuGraphKernelNodeGetParams_v2(void) { return fcd_unsupported(222); }
 FCD_EXPORT CUresult cuGraphKernelNodeSetAttribute(void) { return fcd_unsupported(223); }
-FCD_EXPORT CUresult cuGraphKernelNodeSetParams(void) { return fcd_unsupported(224); }
-FCD_EXPORT CUresult cuGraphKernelNodeSetParams_v2(void) { return fcd_unsupported(225); }
 FCD_EXPORT CUresult cuGraphMemAllocNodeGetParams(void) { return fcd_unsupported(228); }
 FCD_EXPORT CUresult cuGraphMemFreeNodeGetParams(void) { return fcd_unsupported(229); }
 FCD_EXPORT CUresult cuGraphMemcpyNodeGetParams(void) { return fcd_unsupported(230); }
@@ -1571,8 +1550,6 @@ FCD_EXPORT CUresult cuGraphMemcpyNodeSetParams(void) { return fcd_unsupported(23
 FCD_EXPORT CUresult cuGraphMemsetNodeGetParams(void) { return fcd_unsupported(232); }
 FCD_EXPORT CUresult cuGraphMemsetNodeSetParams(void) { return fcd_unsupported(233); }
 FCD_EXPORT CUresult cuGraphNodeFindInClone(void) { return fcd_unsupported(234); }
-FCD_EXPORT CUresult cuGraphNodeGetDependencies(void) { return fcd_unsupported(235); }
-FCD_EXPORT CUresult cuGraphNodeGetDependencies_v2(void) { return fcd_unsupported(236); }
 FCD_EXPORT CUresult cuGraphNodeGetDependentNodes(void) { return fcd_unsupported(237); }
 FCD_EXPORT CUresult cuGraphNodeGetDependentNodes_v2(void) { return fcd_unsupported(238); }
 FCD_EXPORT CUresult cuGraphNodeGetEnabled(void) { return fcd_unsupported(239); }
@@ -1955,16 +1932,39 @@ extern void cuGetErrorString(void);
 extern void cuGetExportTable(void);
 extern void cuGetProcAddress(void);
 extern void cuGetProcAddress_v2(void);
+extern void cuGraphAddChildGraphNode(void);
+extern void cuGraphAddDependencies(void);
+extern void cuGraphAddDependencies_v2(void);
+extern void cuGraphAddEmptyNode(void);
+extern void cuGraphAddEventRecordNode(void);
+extern void cuGraphAddEventWaitNode(void);
+extern void cuGraphAddKernelNode(void);
+extern void cuGraphAddKernelNode_v2(void);
+extern void cuGraphAddMemcpyNode(void);
+extern void cuGraphAddMemsetNode(void);
+extern void cuGraphClone(void);
+extern void cuGraphCreate(void);
 extern void cuGraphDestroy(void);
 extern void cuGraphExecDestroy(void);
+extern void cuGraphExecKernelNodeSetParams(void);
+extern void cuGraphExecKernelNodeSetParams_v2(void);
+extern void cuGraphExecUpdate(void);
+extern void cuGraphExecUpdate_v2(void);
 extern void cuGraphGetNodes(void);
+extern void cuGraphGetRootNodes(void);
 extern void cuGraphInstantiate(void);
 extern void cuGraphInstantiateWithFlags(void);
 extern void cuGraphInstantiateWithParams(void);
 extern void cuGraphInstantiateWithParams_ptsz(void);
 extern void cuGraphInstantiate_v2(void);
+extern void cuGraphKernelNodeGetParams(void);
+extern void cuGraphKernelNodeGetParams_v2(void);
+extern void cuGraphKernelNodeSetParams(void);
+extern void cuGraphKernelNodeSetParams_v2(void);
 extern void cuGraphLaunch(void);
 extern void cuGraphLaunch_ptsz(void);
+extern void cuGraphNodeGetDependencies(void);
+extern void cuGraphNodeGetDependencies_v2(void);
 extern void cuGraphNodeGetType(void);
 extern void cuGraphUpload(void);
 extern void cuGraphUpload_ptsz(void);
