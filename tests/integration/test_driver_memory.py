@@ -276,3 +276,25 @@ def test_real_runtime_on_the_driver_layer(name, program, driver, shared_memory_d
                       env={"LD_LIBRARY_PATH": f"{driver}:{cuda_lib}"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASSED" in r.stdout or "launched 8" in r.stdout, r.stdout
+
+
+def test_graph_built_node_by_node(program, driver, memory_daemon, fc):
+    """tests/programs/graph_nodes.cu, static: the runtime's explicit graph API reaches the
+    driver layer's (cudaGraphAdd*Node, cudaGraphExecKernelNodeSetParams, cudaGraphClone).
+    This backend runs no kernels, so the program's own checks fail here; every launch of the
+    graph's kernels reaches the daemon, in dependency order, with the arguments of each
+    moment."""
+    r = fc.run_driver(program("graph_nodes", static=True), driver, memory_daemon.address)
+    assert "FAIL line" not in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("graph: 6 nodes, 2 roots\n"), r.stdout + r.stderr
+    assert "7 checks" in r.stdout and "farcuda:" not in r.stderr, r.stdout + r.stderr
+    deadline = time.monotonic() + 5
+    got = memory_daemon.launches()
+    while len(got) < 21 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = memory_daemon.launches()
+    names = [x["kernel"] for x in got]
+    assert names == ["_Z6squarePKiPii", "_Z6reducePKiPyii", "_Z4bumpPy"] * 7, names
+    scales = [int.from_bytes(bytes.fromhex(x["params"])[20:24], "little") for x in got[1::3]]
+    assert scales == [3, 3, 3, 3, 3, 7, 3]  # five launches, the changed exec, the clone
+    assert len({x["stream"] for x in got}) == 1 and got[0]["stream"] != 0
