@@ -123,10 +123,21 @@ STRUCTS: dict[str, tuple[str, ...]] = {
     "cudaExtent": ("width", "height", "depth"),
     "cudaMemcpy3DParms": ("srcArray", "srcPos", "srcPtr", "dstArray", "dstPos", "dstPtr",
                           "extent", "kind"),
+    # graphs built node by node
+    "cudaKernelNodeParams": ("func", "gridDim", "blockDim", "sharedMemBytes", "kernelParams",
+                             "extra"),
+    "cudaMemsetParams": ("dst", "pitch", "value", "elementSize", "width", "height"),
+    "cudaMemcpyNodeParams": ("flags", "copyParams"),
+    "cudaChildGraphNodeParams": ("graph", "ownership"),
+    "cudaGraphNodeParams": ("type", "kernel", "memcpy", "memset", "graph", "eventWait",
+                            "eventRecord", "reserved2"),
+    "cudaGraphEdgeData": (),
+    "cudaGraphExecUpdateResultInfo": ("result", "errorNode", "errorFromNode"),
 }
 
 
-TYPEDEFS = {"cudaLaunchAttribute", "cudaLaunchAttributeValue", "cudaLaunchConfig_t"}  # in C
+TYPEDEFS = {"cudaLaunchAttribute", "cudaLaunchAttributeValue", "cudaLaunchConfig_t",  # in C
+            "cudaGraphEdgeData", "cudaGraphExecUpdateResultInfo"}
 
 
 def struct_layouts(cuda: Path) -> dict[str, tuple[int, dict[str, int]]]:

@@ -677,6 +677,13 @@ STRUCTS: dict[str, tuple[int, dict[str, int]]] = {
     'cudaPos': (24, {'x': 0, 'y': 8, 'z': 16}),
     'cudaExtent': (24, {'width': 0, 'height': 8, 'depth': 16}),
     'cudaMemcpy3DParms': (160, {'srcArray': 0, 'srcPos': 8, 'srcPtr': 32, 'dstArray': 64, 'dstPos': 72, 'dstPtr': 96, 'extent': 128, 'kind': 152}),
+    'cudaKernelNodeParams': (56, {'func': 0, 'gridDim': 8, 'blockDim': 20, 'sharedMemBytes': 32, 'kernelParams': 40, 'extra': 48}),
+    'cudaMemsetParams': (40, {'dst': 0, 'pitch': 8, 'value': 16, 'elementSize': 20, 'width': 24, 'height': 32}),
+    'cudaMemcpyNodeParams': (176, {'flags': 0, 'copyParams': 16}),
+    'cudaChildGraphNodeParams': (16, {'graph': 0, 'ownership': 8}),
+    'cudaGraphNodeParams': (256, {'type': 0, 'kernel': 16, 'memcpy': 16, 'memset': 16, 'graph': 16, 'eventWait': 16, 'eventRecord': 16, 'reserved2': 248}),
+    'cudaGraphEdgeData': (8, {}),
+    'cudaGraphExecUpdateResultInfo': (24, {'result': 0, 'errorNode': 8, 'errorFromNode': 16}),
 }
 
 # enum cudaDeviceAttr
