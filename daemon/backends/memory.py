@@ -526,6 +526,11 @@ class MemoryDevice:
         s = self.streams.get(sid)
         if ev is None or s is None:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
+        if sid in self.capturing and flags & 1:  # cudaEventWaitExternal: a node of the graph,
+            # which waits at each replay for the record of the event current then
+            self.capturing[sid].append(
+                lambda rsid: self.stream_wait_event(rsid, peer, eid, flags & ~1))
+            return
         if ev.complete():
             return
         g = ev.gen  # the record current now, not one made later
@@ -562,8 +567,13 @@ class MemoryDevice:
         ev = self._ev(eid)
         if sid not in self.streams:
             raise CudaError(E["cudaErrorInvalidResourceHandle"])
-        if sid in self.capturing:  # a node of the graph: joins streams at capture, no record
-            return
+        if sid in self.capturing:
+            if flags & 1:  # cudaEventRecordExternal: a node of the graph, recorded at each replay
+                self.capturing[sid].append(lambda rsid: self._record(ev, rsid))
+            return  # else it joins streams at capture, and records nothing
+        self._record(ev, sid)
+
+    def _record(self, ev: _Event, sid: int) -> None:
         ev.gen += 1
         g = ev.gen
         ev.pending.add(g)
