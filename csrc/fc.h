@@ -9,13 +9,13 @@
  *
  * This header holds the types and limits; what each C file offers is declared in the header
  * of its name (log.h, pyhost.h, runtime.h, conn.h for conn.c and connect.c, ranges.h,
- * streams.h, launch.h, pools.h, memory.h, devices.h), and the exports themselves in
- * gen/exports.h, generated from the call table (wire/calls.py). The files stand in layers,
+ * streams.h, launch.h, pools.h, memory.h, graphs.h, devices.h), and the exports themselves
+ * in gen/exports.h, generated from the call table (wire/calls.py). The files stand in layers,
  * each calling only those below it (interposer/build_shim.py lists them in that order): log,
  * pyhost (the embedded interpreter), runtime (process and thread state, errors), conn (the
  * transport, which the driver layer's client core shares), connect (a server's connection and
  * a device opened on first use), ranges (the client's tables of memory), the families of
- * calls (streams, launch, pools, memory), devices (device management), join (the session
+ * calls (streams, launch, pools, memory, graphs), devices (device management), join (the session
  * lent to the driver layer's client core when both layers are loaded: join.h), and the
  * generated exports above them all. The notices the transport receives reach the layers above it through
  * functions they register (fc_conn_set_notices). What the Python half asks of the C half
@@ -89,6 +89,7 @@ enum {
     cudaErrorStreamCaptureUnmatched = 903,
     cudaErrorStreamCaptureImplicit = 906,
     cudaErrorCapturedEvent = 907,
+    cudaErrorGraphExecUpdateFailure = 910,
     cudaErrorUnknown = 999,
 };
 
@@ -137,6 +138,66 @@ _Static_assert(offsetof(struct fc_memcpy3d_parms, dstPtr) == FC_OFFSETOF_cudaMem
                "cudaMemcpy3DParms.dstPtr");
 _Static_assert(offsetof(struct fc_memcpy3d_parms, kind) == FC_OFFSETOF_cudaMemcpy3DParms_kind,
                "cudaMemcpy3DParms.kind");
+
+/* Graphs built node by node: cudaKernelNodeParams (cudaKernelNodeParamsV2 has its layout),
+ * cudaMemsetParams (and V2), cudaMemcpyNodeParams, cudaChildGraphNodeParams, the
+ * cudaGraphNodeParams of cudaGraphAddNode (its union: the kinds farcuda builds; an event
+ * record or wait node's event is the union's first member), cudaGraphExecUpdateResultInfo */
+struct fc_kernel_node_parms {
+    const void *func;
+    fc_dim3 gridDim, blockDim;
+    unsigned int sharedMemBytes;
+    void **kernelParams;
+    void **extra;
+};
+struct fc_memset_parms {
+    void *dst;
+    size_t pitch;
+    unsigned int value, elementSize;
+    size_t width, height;
+};
+struct fc_memcpy_node_parms { int flags; int reserved[3]; struct fc_memcpy3d_parms copyParams; };
+struct fc_child_graph_parms { void *graph; int ownership; };
+struct fc_graph_node_parms {
+    int type;
+    int reserved0[3];
+    union {
+        long long reserved1[29];
+        struct fc_kernel_node_parms kernel;
+        struct fc_memcpy_node_parms memcpy;
+        struct fc_memset_parms memset;
+        struct fc_child_graph_parms graph;
+        void *event;
+    };
+    long long reserved2;
+};
+struct fc_graph_update_info { int result; void *errorNode, *errorFromNode; };
+_Static_assert(sizeof(struct fc_kernel_node_parms) == FC_SIZEOF_cudaKernelNodeParams,
+               "cudaKernelNodeParams");
+_Static_assert(offsetof(struct fc_kernel_node_parms, extra) ==
+               FC_OFFSETOF_cudaKernelNodeParams_extra, "cudaKernelNodeParams.extra");
+_Static_assert(sizeof(struct fc_memset_parms) == FC_SIZEOF_cudaMemsetParams, "cudaMemsetParams");
+_Static_assert(offsetof(struct fc_memset_parms, width) == FC_OFFSETOF_cudaMemsetParams_width,
+               "cudaMemsetParams.width");
+_Static_assert(sizeof(struct fc_memcpy_node_parms) == FC_SIZEOF_cudaMemcpyNodeParams,
+               "cudaMemcpyNodeParams");
+_Static_assert(offsetof(struct fc_memcpy_node_parms, copyParams) ==
+               FC_OFFSETOF_cudaMemcpyNodeParams_copyParams, "cudaMemcpyNodeParams.copyParams");
+_Static_assert(sizeof(struct fc_child_graph_parms) == FC_SIZEOF_cudaChildGraphNodeParams,
+               "cudaChildGraphNodeParams");
+_Static_assert(sizeof(struct fc_graph_node_parms) == FC_SIZEOF_cudaGraphNodeParams,
+               "cudaGraphNodeParams");
+_Static_assert(offsetof(struct fc_graph_node_parms, kernel) ==
+               FC_OFFSETOF_cudaGraphNodeParams_kernel, "cudaGraphNodeParams.kernel");
+_Static_assert(offsetof(struct fc_graph_node_parms, event) ==
+               FC_OFFSETOF_cudaGraphNodeParams_eventRecord, "cudaGraphNodeParams.eventRecord");
+_Static_assert(offsetof(struct fc_graph_node_parms, reserved2) ==
+               FC_OFFSETOF_cudaGraphNodeParams_reserved2, "cudaGraphNodeParams.reserved2");
+_Static_assert(sizeof(struct fc_graph_update_info) == FC_SIZEOF_cudaGraphExecUpdateResultInfo,
+               "cudaGraphExecUpdateResultInfo");
+_Static_assert(offsetof(struct fc_graph_update_info, errorFromNode) ==
+               FC_OFFSETOF_cudaGraphExecUpdateResultInfo_errorFromNode,
+               "cudaGraphExecUpdateResultInfo.errorFromNode");
 
 #define FC_STREAM_LEGACY ((cudaStream_t)0x1)
 #define FC_STREAM_PER_THREAD ((cudaStream_t)0x2)
@@ -350,7 +411,11 @@ typedef struct fc_range {
 } fc_range;
 enum { FC_RANGE_DEVICE = 1, FC_RANGE_SYMBOL = 2, FC_RANGE_HOST = 3, FC_RANGE_ASYNC = 4 };
 
-/* ---- stream capture: the kinds of node a captured graph lists (cudaGraphNodeType) ---- */
-enum { FC_NODE_KERNEL = 0, FC_NODE_MEMCPY = 1, FC_NODE_MEMSET = 2, FC_NODE_HOST = 3 };
+/* ---- graphs: the kinds of node (cudaGraphNodeType) ---- */
+enum { FC_NODE_KERNEL = 0, FC_NODE_MEMCPY = 1, FC_NODE_MEMSET = 2, FC_NODE_HOST = 3,
+       FC_NODE_GRAPH = 4, FC_NODE_EMPTY = 5, FC_NODE_WAIT_EVENT = 6, FC_NODE_EVENT_RECORD = 7 };
+/* cudaEventRecordExternal, cudaEventWaitExternal: in a capture, a node of the graph */
+#define FC_EVENT_RECORD_EXTERNAL 1u
+#define FC_EVENT_WAIT_EXTERNAL 1u
 
 #endif

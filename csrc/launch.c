@@ -533,6 +533,56 @@ int fc_launch_ex(const void *config, const void *func, void **args, int ptds) {
     return fc_sync_status(dev, st);
 }
 
+/* What keeps a launch's arguments for later (a graph's kernel node, graphs.c) needs the
+ * kernel's layout: its module loaded on the device. */
+int fc_kernel_layout(fc_kernel *k, int dev) {
+    int st = fc_device_ready(dev);
+    if (st) return st;
+    if ((st = fc_module_ready(k->module, dev))) return st;
+    return k->plan_ready ? cudaSuccess : cudaErrorInvalidDeviceFunction;
+}
+
+#define FC_LAUNCH_PARAM_END ((void *)0)
+#define FC_LAUNCH_PARAM_BUFFER_POINTER ((void *)1)
+#define FC_LAUNCH_PARAM_BUFFER_SIZE ((void *)2)
+
+/* A launch's arguments copied into a new buffer by the kernel's layout (param_size bytes, at
+ * least one): from the pointers in args, or from the packed buffer that `extra` names
+ * (CU_LAUNCH_PARAM_BUFFER_POINTER and _SIZE, as cuLaunchKernel takes them). */
+int fc_kernel_pack(const fc_kernel *k, void **args, void **extra, char **out) {
+    if (args && extra) return cudaErrorInvalidValue;
+    char *buf = malloc(k->param_size ? k->param_size : 1);
+    if (!buf) return cudaErrorMemoryAllocation;
+    memset(buf, 0, k->param_size);
+    if (args) {
+        for (uint32_t i = 0; i < k->nparams; i++)
+            if (!args[i]) {
+                free(buf);
+                return cudaErrorInvalidValue;
+            }
+        pack_params(k, args, buf);
+    } else if (extra) {
+        const void *packed = NULL;
+        const size_t *size = NULL;
+        int known = 1;
+        for (int i = 0; i < 64 && known && extra[i] != FC_LAUNCH_PARAM_END; i += 2) {
+            if (extra[i] == FC_LAUNCH_PARAM_BUFFER_POINTER) packed = extra[i + 1];
+            else if (extra[i] == FC_LAUNCH_PARAM_BUFFER_SIZE) size = extra[i + 1];
+            else known = 0;
+        }
+        if (!known || !packed || !size || *size < k->param_size) {
+            free(buf);
+            return cudaErrorInvalidValue;
+        }
+        memcpy(buf, packed, k->param_size);
+    } else if (k->nparams) {
+        free(buf);
+        return cudaErrorInvalidValue;
+    }
+    *out = buf;
+    return cudaSuccess;
+}
+
 int fc_func_get_name(const char **name, const void *func) {
     if (!name) return cudaErrorInvalidValue;
     fc_kernel *k = fc_kernel_by_host(func);

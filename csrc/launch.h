@@ -13,6 +13,11 @@ int fc_module_ready(fc_module *m, int dev);
 /* the variable's address on the device (its module loaded); a status */
 int fc_var_address(fc_var *v, int dev, uint64_t *addr);
 void fc_modules_forget_device(int dev); /* cudaDeviceReset: load again on next use */
+/* a launch kept for later (a graph's kernel node): the kernel's layout known on the device,
+ * and its arguments copied by that layout from args or from a packed `extra` buffer into a
+ * malloc'd buffer of param_size bytes; statuses */
+int fc_kernel_layout(fc_kernel *k, int dev);
+int fc_kernel_pack(const fc_kernel *k, void **args, void **extra, char **out);
 
 /* the exports (the call table's C rows); flags are the LAUNCH message's (FC_LAUNCH_*) */
 int fc_launch(fc_kernel *k, fc_dim3 grid, fc_dim3 block, void **args, size_t shmem,

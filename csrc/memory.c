@@ -789,6 +789,55 @@ int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t he
     return st ? st : fc_device_status(dev);
 }
 
+/* ---------------- the copy and set nodes of graphs built node by node ---------------- */
+
+/* Which side of a copy node is device memory (its device, else -1), checked as a copy checks
+ * its sides: graphs.c checks a node when it is added, as CUDA does. */
+int fc_copy_node_sides(const void *dst, size_t dspan, const void *src, size_t sspan, int kind,
+                       int *ddev, int *sdev) {
+    int d_is_dev, s_is_dev;
+    int st = copy_sides(dst, dspan, src, sspan, kind, ddev, &d_is_dev, sdev, &s_is_dev);
+    if (!d_is_dev) *ddev = -1;
+    if (!s_is_dev) *sdev = -1;
+    return st;
+}
+
+/* The virtual device of the device memory [p, p + n), or -1 where it is none. */
+int fc_device_of(const void *p, size_t n) {
+    int dev, bad;
+    return locate(p, n, &dev, &bad) && !bad ? dev : -1;
+}
+
+/* A set node (cudaMemsetParams): bytes as cudaMemset(2D)Async sets them; wider elements one
+ * MEMSET of elem-byte elements per row, in the stream's order (as the driver layer's
+ * cuMemsetD2D16/32 do). */
+int fc_memset_elems(void *dst, size_t pitch, unsigned int value, unsigned int elem,
+                    size_t width, size_t height, cudaStream_t stream) {
+    if (elem == 1)
+        return height == 1 ? fc_memset_impl(dst, (int)value, width, stream, 1, 0)
+                           : fc_memset2d_impl(dst, pitch, (int)value, width, height, stream, 0);
+    int st = fc_ensure_init();
+    if (st) return st;
+    if (elem != 2 && elem != 4) return cudaErrorInvalidValue;
+    if (width == 0 || height == 0) return cudaSuccess;
+    size_t row = width * elem;
+    if (height > 1 && pitch < row) return cudaErrorInvalidValue;
+    int dev, bad;
+    if ((uintptr_t)dst % elem || (height > 1 && pitch % elem) ||
+        !locate(dst, (height - 1) * pitch + row, &dev, &bad) || bad)
+        return cudaErrorInvalidValue;
+    uint32_t sid = 0;
+    if ((st = copy_stream(stream, 0, dev, &sid))) return st;
+    if ((st = fc_device_ready(dev))) return st;
+    fc_capture *cap = fc_capture_of(stream, 0, dev);
+    for (size_t y = 0; y < height && !st; y++) {
+        fc_capture_node(cap, FC_NODE_MEMSET);
+        fc_MEMSET m = {(uint64_t)(uintptr_t)dst + y * pitch, row, value, sid, elem};
+        st = fc_post(fc_dev_conn(dev), FC_OP_MEMSET, (uint16_t)dev, &m, sizeof m, NULL, 0);
+    }
+    return st ? st : fc_device_status(dev);
+}
+
 /* ---------------- 3D copies and sets of linear memory ---------------- */
 
 /* The address of a position in a pitched allocation (x in bytes; slices ysize rows apart),

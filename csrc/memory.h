@@ -29,6 +29,13 @@ int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int
                      int ptds);
 int fc_memset3d_impl(struct fc_pitched_ptr p, int value, struct fc_extent e,
                      cudaStream_t stream, int ptds);
+/* graphs built node by node (graphs.c): a copy node's sides (each one's device, -1: host
+ * memory), checked as a copy's are; the device of device memory (-1: none); a set node */
+int fc_copy_node_sides(const void *dst, size_t dspan, const void *src, size_t sspan, int kind,
+                       int *ddev, int *sdev);
+int fc_device_of(const void *p, size_t n);
+int fc_memset_elems(void *dst, size_t pitch, unsigned int value, unsigned int elem,
+                    size_t width, size_t height, cudaStream_t stream);
 int fc_memcpy_peer(void *dst, int ddev, const void *src, int sdev, size_t n,
                    cudaStream_t stream, int async);
 int fc_to_symbol(const void *symbol, const void *src, size_t count, size_t offset, int kind,

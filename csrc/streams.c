@@ -1,4 +1,4 @@
-/* Streams, events, host callbacks and captured graphs.
+/* Streams, events, host callbacks and stream capture.
  *
  * The client names its streams, events and graphs itself (ids on the wire), so creating one
  * is an async frame, not a round trip. Handles given to the app point to small structs that
@@ -17,10 +17,6 @@
 #include "conn.h"
 #include "runtime.h"
 #include "streams.h"
-
-#define FC_STREAM_DEAD 0xdeadbeefU
-#define FC_GRAPH_MAGIC 0x47524150U
-#define FC_EXEC_MAGIC 0x47455845U
 
 static pthread_mutex_t capture_mtx = PTHREAD_MUTEX_INITIALIZER;
 static fc_stream *stream_struct(cudaStream_t s, int ptds, int dev);
@@ -109,7 +105,7 @@ int fc_stream_destroy(cudaStream_t s) {
         return cudaErrorInvalidResourceHandle;
     fc_stream *fs = s;
     if (fs->magic != FC_STREAM_MAGIC) return cudaErrorInvalidResourceHandle;
-    fs->magic = FC_STREAM_DEAD;
+    fs->magic = FC_DEAD_MAGIC;
     fc_STREAM_DESTROY m = {fs->id};
     return fc_post_dev(fs->dev, FC_OP_STREAM_DESTROY, &m, sizeof m);
 }
@@ -151,6 +147,8 @@ int fc_stream_wait_event(cudaStream_t s, cudaEvent_t e, unsigned int flags, int 
     }
     fc_STREAM_WAIT_EVENT m = {id, ev->id, flags};
     fc_stream *fs = stream_struct(s, ptds, dev);
+    if (fs && (flags & FC_EVENT_WAIT_EXTERNAL)) /* a node of the graph: waits at each replay */
+        fc_capture_node(fs->capture, FC_NODE_WAIT_EVENT);
     if (ev->capture && fs && !fs->capture) { /* waiting on a captured event joins the capture */
         pthread_mutex_lock(&capture_mtx);
         capture_join(ev->capture, fs);
@@ -236,7 +234,12 @@ int fc_event_record(cudaEvent_t e, cudaStream_t s, unsigned int flags, int ptds)
     if ((st = fc_device_ready(dev))) return st;
     fc_EVENT_RECORD m = {ev->id, id, flags};
     ev->recorded = 1;
-    ev->capture = fc_capture_of(s, ptds, dev);
+    fc_capture *cap = fc_capture_of(s, ptds, dev);
+    /* recorded in a capture, the event ties a stream that waits on it into the capture;
+     * an external record (cudaEventRecordExternal) is a node of the graph instead, recorded
+     * at each replay, and waiting on it joins nothing */
+    ev->capture = (flags & FC_EVENT_RECORD_EXTERNAL) ? NULL : cap;
+    if (flags & FC_EVENT_RECORD_EXTERNAL) fc_capture_node(cap, FC_NODE_EVENT_RECORD);
     return fc_post_dev(dev, FC_OP_EVENT_RECORD, &m, sizeof m);
 }
 
@@ -272,7 +275,7 @@ int fc_event_destroy(cudaEvent_t e) {
     if (st) return st;
     fc_event *ev;
     if ((st = fc_event_resolve(e, &ev))) return st;
-    ev->magic = FC_STREAM_DEAD;
+    ev->magic = FC_DEAD_MAGIC;
     fc_EVENT_DESTROY m = {ev->id};
     return fc_post_dev(ev->dev, FC_OP_EVENT_DESTROY, &m, sizeof m);
 }
@@ -402,24 +405,13 @@ int fc_add_callback(cudaStream_t s, int ptds, int kind, void (*fn)(void *),
     return fc_device_status(dev);
 }
 
-/* ---------------- stream capture and graphs ---------------- */
-
-typedef struct { uint32_t magic; int type; } fc_gnode;
-
-typedef struct {
-    uint32_t magic, id;
-    int dev;
-    fc_gnode **nodes;           /* the captured operations, in capture order */
-    size_t n, cap;
-} fc_graph;
+/* ---------------- stream capture ---------------- */
 
 struct fc_capture {
     fc_graph *graph;
     fc_stream **members;        /* streams that joined (the origin first) */
     size_t nmembers;
 };
-
-#define FC_NODE_MAGIC 0x4e4f4445U
 
 static fc_stream *stream_struct(cudaStream_t s, int ptds, int dev) {
     if (s == FC_STREAM_LEGACY || (s == NULL && !ptds)) return NULL;
@@ -448,7 +440,8 @@ void fc_capture_node(fc_capture *c, int type) {
     if (!c) return;
     fc_gnode *nd = calloc(1, sizeof *nd);
     if (!nd) return;
-    *nd = (fc_gnode){FC_NODE_MAGIC, type};
+    nd->magic = FC_NODE_MAGIC;
+    nd->type = type;
     pthread_mutex_lock(&capture_mtx);
     fc_graph *g = c->graph;
     if (g->n == g->cap) {
@@ -538,7 +531,9 @@ int fc_begin_capture(cudaStream_t s, int mode, int ptds) {
     fc_capture *c = calloc(1, sizeof *c);
     fc_graph *g = calloc(1, sizeof *g);
     if (!c || !g) return cudaErrorMemoryAllocation;
-    *g = (fc_graph){FC_GRAPH_MAGIC, fc_new_id(), dev, NULL, 0, 0};
+    g->magic = FC_GRAPH_MAGIC;
+    g->id = fc_new_id();
+    g->dev = dev;
     c->graph = g;
     pthread_mutex_lock(&capture_mtx);
     capture_join(c, fs);
@@ -607,76 +602,4 @@ int fc_exchange_capture_mode(int *mode) {
     capture_mode_tls = *mode;
     *mode = old;
     return cudaSuccess;
-}
-
-int fc_graph_nodes(void *graph, void **nodes, size_t *num) {
-    fc_graph *g = graph;
-    if (!g || g->magic != FC_GRAPH_MAGIC || !num) return cudaErrorInvalidValue;
-    if (nodes) {
-        size_t k = *num < g->n ? *num : g->n;
-        for (size_t i = 0; i < k; i++) nodes[i] = g->nodes[i];
-        for (size_t i = k; i < *num; i++) nodes[i] = NULL;
-        if (*num > g->n) *num = g->n;
-    } else {
-        *num = g->n;
-    }
-    return cudaSuccess;
-}
-
-int fc_graph_node_type(void *node, int *type) {
-    fc_gnode *nd = node;
-    if (!nd || nd->magic != FC_NODE_MAGIC || !type) return cudaErrorInvalidValue;
-    *type = nd->type;
-    return cudaSuccess;
-}
-
-int fc_graph_instantiate(void **exec, void *graph, unsigned long long flags) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    fc_graph *g = graph;
-    if (!exec || !g || g->magic != FC_GRAPH_MAGIC) return cudaErrorInvalidValue;
-    fc_graph *x = calloc(1, sizeof *x);
-    if (!x) return cudaErrorMemoryAllocation;
-    *x = (fc_graph){FC_EXEC_MAGIC, fc_new_id(), g->dev, NULL, 0, 0};
-    fc_GRAPH_INSTANTIATE m = {g->id, x->id, flags};
-    st = fc_call_dev(g->dev, FC_OP_GRAPH_INSTANTIATE, &m, sizeof m, NULL, 0);
-    if (st) {
-        free(x);
-        return st;
-    }
-    *exec = x;
-    return cudaSuccess;
-}
-
-int fc_graph_exec_op(void *exec, cudaStream_t s, int ptds, uint16_t op) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    fc_graph *x = exec;
-    if (!x || x->magic != FC_EXEC_MAGIC) return cudaErrorInvalidValue;
-    int dev = x->dev;
-    uint32_t sid;
-    if ((st = fc_stream_resolve(s, ptds, &dev, &sid))) return st;
-    if (dev != x->dev) return cudaErrorInvalidValue;
-    fc_GRAPH_LAUNCH m = {x->id, sid};
-    return fc_post_dev(dev, op, &m, sizeof m);
-}
-
-int fc_graph_destroy(void *graph) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    fc_graph *g = graph;
-    if (!g || g->magic != FC_GRAPH_MAGIC) return cudaErrorInvalidValue;
-    g->magic = FC_STREAM_DEAD;
-    fc_GRAPH_DESTROY m = {g->id};
-    return fc_post_dev(g->dev, FC_OP_GRAPH_DESTROY, &m, sizeof m);
-}
-
-int fc_graph_exec_destroy(void *exec) {
-    int st = fc_ensure_init();
-    if (st) return st;
-    fc_graph *x = exec;
-    if (!x || x->magic != FC_EXEC_MAGIC) return cudaErrorInvalidValue;
-    x->magic = FC_STREAM_DEAD;
-    fc_GRAPH_EXEC_DESTROY m = {x->id};
-    return fc_post_dev(x->dev, FC_OP_GRAPH_EXEC_DESTROY, &m, sizeof m);
 }

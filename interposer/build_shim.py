@@ -27,7 +27,8 @@ MODULE = "_farcuda_shim"
 # from the base up: each file calls only those before it (and the Python half); the exports
 # (gen/exports.c) call all of them
 SOURCES = ["log.c", "pyhost.c", "runtime.c", "conn.c", "connect.c", "ranges.c", "streams.c",
-           "launch.c", "pools.c", "memory.c", "devices.c", "join.c", "gen/exports.c"]
+           "launch.c", "pools.c", "memory.c", "graphs.c", "devices.c", "join.c",
+           "gen/exports.c"]
 
 INIT_CODE = """
 from _farcuda_shim import ffi, lib

@@ -324,6 +324,7 @@ def exports_c(calls, protocol, abi) -> str:
            '#include "../fc.h"', '#include "../runtime.h"', '#include "../conn.h"',
            '#include "../devices.h"', '#include "../memory.h"', '#include "../pools.h"',
            '#include "../launch.h"', '#include "../log.h"', '#include "../streams.h"',
+           '#include "../graphs.h"',
            '#include "../pyhost.h"', '#include "exports.h"', '#include "pycalls.h"', "",
            "/* Every export's name and why it is unsupported, by symbol index. */"]
     names = list(abi.EXPORTS)

@@ -15,7 +15,7 @@ them) are the same row, generated with ``ptds`` 1 (the per-thread default stream
   - PY: a generated export that calls the shim's embedded Python (interposer/runtime.py
     ``<name>``), for cold calls that keep Python state;
   - UNSUPPORTED (every export without a row): answers cudaErrorNotSupported and names
-    itself once on stderr, with the reason OUT_OF_SCOPE gives, if any;
+    itself once on stderr, with the reason OUT_OF_SCOPE or IN_PART gives, if any;
 - ``sig``, its C parameters (``void``: none), and for the data it reads or writes through
   pointers their sizes (``ins``/``outs``: parameter -> size in bytes, a C expression);
 - ``msgs``, the messages it becomes (wire/_messages.py), in the order of the cases it takes;
@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from .abi import EXPORTS
 
 __all__ = ["Call", "ROWS", "BY_EXPORT", "MANUAL", "C", "STUB", "PY", "UNSUPPORTED",
-           "TWINS", "PY_INTERNAL", "OUT_OF_SCOPE", "CALLS", "C_CALLS", "PY_CALLS", "kind",
-           "reason", "params", "base_of"]
+           "TWINS", "PY_INTERNAL", "OUT_OF_SCOPE", "IN_PART", "CALLS", "C_CALLS", "PY_CALLS",
+           "kind", "reason", "params", "base_of"]
 
 MANUAL = "manual"
 C = "c"
@@ -91,6 +91,12 @@ def params(sig: str) -> list[tuple[str, str]]:
 _COPY = "MEMCPY_HTOD MEMCPY_DTOH MEMCPY_DTOD MEMCPY_PEER CAPTURE_HTOD CAPTURE_DTOH"
 _COPY2D = "MEMCPY2D_HTOD MEMCPY2D_DTOH MEMCPY2D_DTOD MEMCPY_PEER"
 _DIMS = "fc_dim3 gridDim, fc_dim3 blockDim, void **args, size_t sharedMem, cudaStream_t stream"
+# a node added to a graph built node by node, after the nodes it depends on
+_NODE = "void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies"
+_NODE_ARGS = "pGraphNode, graph, pDependencies, numDependencies"
+# what instantiating a built graph sends: its nodes captured on a stream of its own (their
+# launches, copies, sets and event operations), the capture instantiated
+_BUILT = "GRAPH_INSTANTIATE STREAM_CREATE CAPTURE_BEGIN CAPTURE_END GRAPH_DESTROY STREAM_DESTROY"
 
 ROWS: tuple[Call, ...] = (
     # --- the compiler's entry points (registration before main, the <<<>>> configuration) ---
@@ -401,11 +407,12 @@ ROWS: tuple[Call, ...] = (
        "edgeData_out, numDependencies_out, ptds)"),
     _r("cudaThreadExchangeStreamCaptureMode", C, "int *mode",
        impl="fc_exchange_capture_mode(mode)"),
+    # a graph built node by node is instantiated by capturing its nodes on a private stream
     _r("cudaGraphInstantiate", C,
-       "void **pGraphExec, void *graph, unsigned long long flags", "GRAPH_INSTANTIATE",
+       "void **pGraphExec, void *graph, unsigned long long flags", _BUILT,
        "fc_graph_instantiate(pGraphExec, graph, flags)"),
     _r("cudaGraphInstantiateWithFlags", C,
-       "void **pGraphExec, void *graph, unsigned long long flags", "GRAPH_INSTANTIATE",
+       "void **pGraphExec, void *graph, unsigned long long flags", _BUILT,
        "fc_graph_instantiate(pGraphExec, graph, flags)"),
     _r("cudaGraphLaunch", C, "void *graphExec, cudaStream_t stream", "GRAPH_LAUNCH",
        "fc_graph_exec_op(graphExec, stream, ptds, FC_OP_GRAPH_LAUNCH)"),
@@ -418,6 +425,56 @@ ROWS: tuple[Call, ...] = (
        impl="fc_graph_nodes(graph, nodes, numNodes)"),
     _r("cudaGraphNodeGetType", C, "void *node, int *pType",
        impl="fc_graph_node_type(node, pType)"),
+    # graphs built node by node (csrc/graphs.c): they live in the client until instantiated
+    _r("cudaGraphCreate", C, "void **pGraph, unsigned int flags",
+       impl="fc_graph_create(pGraph, flags)"),
+    _r("cudaGraphAddKernelNode", C, _NODE + ", const struct fc_kernel_node_parms *pNodeParams",
+       "MODULE_LOAD", "fc_graph_add_kernel(" + _NODE_ARGS + ", pNodeParams)"),
+    _r("cudaGraphAddMemsetNode", C, _NODE + ", const struct fc_memset_parms *pMemsetParams",
+       impl="fc_graph_add_memset(" + _NODE_ARGS + ", pMemsetParams)"),
+    _r("cudaGraphAddMemcpyNode", C, _NODE + ", const struct fc_memcpy3d_parms *pCopyParams",
+       impl="fc_graph_add_memcpy(" + _NODE_ARGS + ", pCopyParams)",
+       ins={"pCopyParams": "FC_SIZEOF_cudaMemcpy3DParms"}),
+    _r("cudaGraphAddMemcpyNode1D", C,
+       _NODE + ", void *dst, const void *src, size_t count, int kind",
+       impl="fc_graph_add_memcpy_1d(" + _NODE_ARGS + ", dst, src, count, kind)"),
+    _r("cudaGraphAddEmptyNode", C, _NODE, impl="fc_graph_add_empty(" + _NODE_ARGS + ")"),
+    _r("cudaGraphAddEventRecordNode", C, _NODE + ", cudaEvent_t event",
+       impl="fc_graph_add_event(" + _NODE_ARGS + ", event, FC_NODE_EVENT_RECORD)"),
+    _r("cudaGraphAddEventWaitNode", C, _NODE + ", cudaEvent_t event",
+       impl="fc_graph_add_event(" + _NODE_ARGS + ", event, FC_NODE_WAIT_EVENT)"),
+    _r("cudaGraphAddChildGraphNode", C, _NODE + ", void *childGraph",
+       impl="fc_graph_add_child(" + _NODE_ARGS + ", childGraph)"),
+    _r("cudaGraphAddNode", C, "void **pGraphNode, void *graph, void *const *pDependencies, "
+       "const void *dependencyData, size_t numDependencies, "
+       "struct fc_graph_node_parms *nodeParams", "MODULE_LOAD",
+       "fc_graph_add_node(pGraphNode, graph, pDependencies, dependencyData, numDependencies, "
+       "nodeParams)", ins={"nodeParams": "FC_SIZEOF_cudaGraphNodeParams"}),
+    _r("cudaGraphAddDependencies", C, "void *graph, void *const *from, void *const *to, "
+       "const void *edgeData, size_t numDependencies",
+       impl="fc_graph_add_dependencies(graph, from, to, edgeData, numDependencies)"),
+    _r("cudaGraphGetRootNodes", C, "void *graph, void **pRootNodes, size_t *pNumRootNodes",
+       impl="fc_graph_root_nodes(graph, pRootNodes, pNumRootNodes)"),
+    _r("cudaGraphNodeGetDependencies", C,
+       "void *node, void **pDependencies, void *edgeData, size_t *pNumDependencies",
+       impl="fc_graph_node_deps(node, pDependencies, edgeData, pNumDependencies)"),
+    _r("cudaGraphKernelNodeGetParams", C,
+       "void *node, struct fc_kernel_node_parms *pNodeParams",
+       impl="fc_graph_kernel_get(node, pNodeParams)",
+       outs={"pNodeParams": "FC_SIZEOF_cudaKernelNodeParams"}),
+    _r("cudaGraphKernelNodeSetParams", C,
+       "void *node, const struct fc_kernel_node_parms *pNodeParams", "MODULE_LOAD",
+       "fc_graph_kernel_set(node, pNodeParams)"),
+    _r("cudaGraphClone", C, "void **pGraphClone, void *originalGraph",
+       impl="fc_graph_clone(pGraphClone, originalGraph)"),
+    # an exec of a built graph keeps its own copy: a change instantiates it again
+    _r("cudaGraphExecKernelNodeSetParams", C,
+       "void *hGraphExec, void *node, const struct fc_kernel_node_parms *pNodeParams", _BUILT,
+       "fc_graph_exec_kernel_set(hGraphExec, node, pNodeParams)"),
+    _r("cudaGraphExecUpdate", C,
+       "void *hGraphExec, void *hGraph, struct fc_graph_update_info *resultInfo", _BUILT,
+       "fc_graph_exec_update(hGraphExec, hGraph, resultInfo)",
+       outs={"resultInfo": "FC_SIZEOF_cudaGraphExecUpdateResultInfo"}),
 )
 
 # The Python entry points the C half calls besides the cold calls (interposer/runtime.py).
@@ -458,6 +515,21 @@ OUT_OF_SCOPE: dict[str, str] = {
 }
 
 
+# Families farcuda implements in part: what is left of them is answered with
+# cudaErrorNotSupported and this reason.
+IN_PART: dict[str, str] = {
+    "cudaGraph": "this part of the graph API is not supported by farcuda (host, memory "
+                 "allocation and free, external semaphore and conditional nodes; parameters "
+                 "of nodes other than kernel nodes; node removal; exec changes other than "
+                 "kernel nodes and cudaGraphExecUpdate)",
+    "cudaStreamBeginCaptureToGraph": "capturing into an existing graph is not supported by "
+                                     "farcuda",
+    "cudaStreamUpdateCaptureDependencies": "editing a capture's dependencies is not supported "
+                                           "by farcuda",
+    "cudaUserObject": "user objects of graphs are not supported by farcuda",
+}
+
+
 def base_of(name: str) -> str:
     for suffix in TWINS:
         if name.endswith(suffix):
@@ -481,7 +553,7 @@ def kind(name: str) -> str:
 
 def reason(name: str) -> str:
     base = base_of(name)
-    for prefix, why in OUT_OF_SCOPE.items():
+    for prefix, why in (*OUT_OF_SCOPE.items(), *IN_PART.items()):
         if base.startswith(prefix):
             return why
     return "not implemented by farcuda"

@@ -13,6 +13,7 @@
 #include "../launch.h"
 #include "../log.h"
 #include "../streams.h"
+#include "../graphs.h"
 #include "../pyhost.h"
 #include "exports.h"
 #include "pycalls.h"
@@ -567,91 +568,91 @@ static const char *const sym_reasons[FC_NSYMS] = {
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
+    "this part of the graph API is not supported by farcuda (host, memory allocation and free, external semaphore and conditional nodes; parameters of nodes other than kernel nodes; node removal; exec changes other than kernel nodes and cudaGraphExecUpdate)",
     "graphics interop is not supported by farcuda",
     "graphics interop is not supported by farcuda",
     "graphics interop is not supported by farcuda",
@@ -823,6 +824,8 @@ static const char *const sym_reasons[FC_NSYMS] = {
     "managed memory is not supported by farcuda",
     "managed memory is not supported by farcuda",
     "not implemented by farcuda",
+    "capturing into an existing graph is not supported by farcuda",
+    "capturing into an existing graph is not supported by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
@@ -852,16 +855,14 @@ static const char *const sym_reasons[FC_NSYMS] = {
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
+    "editing a capture's dependencies is not supported by farcuda",
+    "editing a capture's dependencies is not supported by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
     "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
-    "not implemented by farcuda",
+    "user objects of graphs are not supported by farcuda",
+    "user objects of graphs are not supported by farcuda",
+    "user objects of graphs are not supported by farcuda",
     "graphics interop is not supported by farcuda",
     "graphics interop is not supported by farcuda",
     "not implemented by farcuda",
@@ -941,27 +942,15 @@ FC_EXPORT int cudaGetSurfaceObjectResourceDesc(void) { return fc_unsupported(117
 FC_EXPORT int cudaGetTextureObjectResourceDesc(void) { return fc_unsupported(120); }
 FC_EXPORT int cudaGetTextureObjectResourceViewDesc(void) { return fc_unsupported(121); }
 FC_EXPORT int cudaGetTextureObjectTextureDesc(void) { return fc_unsupported(122); }
-FC_EXPORT int cudaGraphAddChildGraphNode(void) { return fc_unsupported(123); }
-FC_EXPORT int cudaGraphAddDependencies(void) { return fc_unsupported(124); }
-FC_EXPORT int cudaGraphAddEmptyNode(void) { return fc_unsupported(125); }
-FC_EXPORT int cudaGraphAddEventRecordNode(void) { return fc_unsupported(126); }
-FC_EXPORT int cudaGraphAddEventWaitNode(void) { return fc_unsupported(127); }
 FC_EXPORT int cudaGraphAddExternalSemaphoresSignalNode(void) { return fc_unsupported(128); }
 FC_EXPORT int cudaGraphAddExternalSemaphoresWaitNode(void) { return fc_unsupported(129); }
 FC_EXPORT int cudaGraphAddHostNode(void) { return fc_unsupported(130); }
-FC_EXPORT int cudaGraphAddKernelNode(void) { return fc_unsupported(131); }
 FC_EXPORT int cudaGraphAddMemAllocNode(void) { return fc_unsupported(132); }
 FC_EXPORT int cudaGraphAddMemFreeNode(void) { return fc_unsupported(133); }
-FC_EXPORT int cudaGraphAddMemcpyNode(void) { return fc_unsupported(134); }
-FC_EXPORT int cudaGraphAddMemcpyNode1D(void) { return fc_unsupported(135); }
 FC_EXPORT int cudaGraphAddMemcpyNodeFromSymbol(void) { return fc_unsupported(136); }
 FC_EXPORT int cudaGraphAddMemcpyNodeToSymbol(void) { return fc_unsupported(137); }
-FC_EXPORT int cudaGraphAddMemsetNode(void) { return fc_unsupported(138); }
-FC_EXPORT int cudaGraphAddNode(void) { return fc_unsupported(139); }
 FC_EXPORT int cudaGraphChildGraphNodeGetGraph(void) { return fc_unsupported(140); }
-FC_EXPORT int cudaGraphClone(void) { return fc_unsupported(141); }
 FC_EXPORT int cudaGraphConditionalHandleCreate(void) { return fc_unsupported(142); }
-FC_EXPORT int cudaGraphCreate(void) { return fc_unsupported(143); }
 FC_EXPORT int cudaGraphDebugDotPrint(void) { return fc_unsupported(144); }
 FC_EXPORT int cudaGraphDestroyNode(void) { return fc_unsupported(146); }
 FC_EXPORT int cudaGraphEventRecordNodeGetEvent(void) { return fc_unsupported(147); }
@@ -975,29 +964,24 @@ FC_EXPORT int cudaGraphExecExternalSemaphoresSignalNodeSetParams(void) { return 
 FC_EXPORT int cudaGraphExecExternalSemaphoresWaitNodeSetParams(void) { return fc_unsupported(156); }
 FC_EXPORT int cudaGraphExecGetFlags(void) { return fc_unsupported(157); }
 FC_EXPORT int cudaGraphExecHostNodeSetParams(void) { return fc_unsupported(158); }
-FC_EXPORT int cudaGraphExecKernelNodeSetParams(void) { return fc_unsupported(159); }
 FC_EXPORT int cudaGraphExecMemcpyNodeSetParams(void) { return fc_unsupported(160); }
 FC_EXPORT int cudaGraphExecMemcpyNodeSetParams1D(void) { return fc_unsupported(161); }
 FC_EXPORT int cudaGraphExecMemcpyNodeSetParamsFromSymbol(void) { return fc_unsupported(162); }
 FC_EXPORT int cudaGraphExecMemcpyNodeSetParamsToSymbol(void) { return fc_unsupported(163); }
 FC_EXPORT int cudaGraphExecMemsetNodeSetParams(void) { return fc_unsupported(164); }
 FC_EXPORT int cudaGraphExecNodeSetParams(void) { return fc_unsupported(165); }
-FC_EXPORT int cudaGraphExecUpdate(void) { return fc_unsupported(166); }
 FC_EXPORT int cudaGraphExternalSemaphoresSignalNodeGetParams(void) { return fc_unsupported(167); }
 FC_EXPORT int cudaGraphExternalSemaphoresSignalNodeSetParams(void) { return fc_unsupported(168); }
 FC_EXPORT int cudaGraphExternalSemaphoresWaitNodeGetParams(void) { return fc_unsupported(169); }
 FC_EXPORT int cudaGraphExternalSemaphoresWaitNodeSetParams(void) { return fc_unsupported(170); }
 FC_EXPORT int cudaGraphGetEdges(void) { return fc_unsupported(171); }
-FC_EXPORT int cudaGraphGetRootNodes(void) { return fc_unsupported(173); }
 FC_EXPORT int cudaGraphHostNodeGetParams(void) { return fc_unsupported(174); }
 FC_EXPORT int cudaGraphHostNodeSetParams(void) { return fc_unsupported(175); }
 FC_EXPORT int cudaGraphInstantiateWithParams(void) { return fc_unsupported(178); }
 FC_EXPORT int cudaGraphInstantiateWithParams_ptsz(void) { return fc_unsupported(179); }
 FC_EXPORT int cudaGraphKernelNodeCopyAttributes(void) { return fc_unsupported(180); }
 FC_EXPORT int cudaGraphKernelNodeGetAttribute(void) { return fc_unsupported(181); }
-FC_EXPORT int cudaGraphKernelNodeGetParams(void) { return fc_unsupported(182); }
 FC_EXPORT int cudaGraphKernelNodeSetAttribute(void) { return fc_unsupported(183); }
-FC_EXPORT int cudaGraphKernelNodeSetParams(void) { return fc_unsupported(184); }
 FC_EXPORT int cudaGraphMemAllocNodeGetParams(void) { return fc_unsupported(187); }
 FC_EXPORT int cudaGraphMemFreeNodeGetParams(void) { return fc_unsupported(188); }
 FC_EXPORT int cudaGraphMemcpyNodeGetParams(void) { return fc_unsupported(189); }
@@ -1008,7 +992,6 @@ FC_EXPORT int cudaGraphMemcpyNodeSetParamsToSymbol(void) { return fc_unsupported
 FC_EXPORT int cudaGraphMemsetNodeGetParams(void) { return fc_unsupported(194); }
 FC_EXPORT int cudaGraphMemsetNodeSetParams(void) { return fc_unsupported(195); }
 FC_EXPORT int cudaGraphNodeFindInClone(void) { return fc_unsupported(196); }
-FC_EXPORT int cudaGraphNodeGetDependencies(void) { return fc_unsupported(197); }
 FC_EXPORT int cudaGraphNodeGetDependentNodes(void) { return fc_unsupported(198); }
 FC_EXPORT int cudaGraphNodeGetEnabled(void) { return fc_unsupported(199); }
 FC_EXPORT int cudaGraphNodeSetEnabled(void) { return fc_unsupported(201); }
@@ -1901,4 +1884,76 @@ FC_EXPORT cudaError_t cudaGraphGetNodes(void *graph, void **nodes, size_t *numNo
 
 FC_EXPORT cudaError_t cudaGraphNodeGetType(void *node, int *pType) {
     return fc_ret(fc_graph_node_type(node, pType));
+}
+
+FC_EXPORT cudaError_t cudaGraphCreate(void **pGraph, unsigned int flags) {
+    return fc_ret(fc_graph_create(pGraph, flags));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddKernelNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, const struct fc_kernel_node_parms *pNodeParams) {
+    return fc_ret(fc_graph_add_kernel(pGraphNode, graph, pDependencies, numDependencies, pNodeParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddMemsetNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, const struct fc_memset_parms *pMemsetParams) {
+    return fc_ret(fc_graph_add_memset(pGraphNode, graph, pDependencies, numDependencies, pMemsetParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddMemcpyNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, const struct fc_memcpy3d_parms *pCopyParams) {
+    return fc_ret(fc_graph_add_memcpy(pGraphNode, graph, pDependencies, numDependencies, pCopyParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddMemcpyNode1D(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, void *dst, const void *src, size_t count, int kind) {
+    return fc_ret(fc_graph_add_memcpy_1d(pGraphNode, graph, pDependencies, numDependencies, dst, src, count, kind));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddEmptyNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies) {
+    return fc_ret(fc_graph_add_empty(pGraphNode, graph, pDependencies, numDependencies));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddEventRecordNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, cudaEvent_t event) {
+    return fc_ret(fc_graph_add_event(pGraphNode, graph, pDependencies, numDependencies, event, FC_NODE_EVENT_RECORD));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddEventWaitNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, cudaEvent_t event) {
+    return fc_ret(fc_graph_add_event(pGraphNode, graph, pDependencies, numDependencies, event, FC_NODE_WAIT_EVENT));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddChildGraphNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, void *childGraph) {
+    return fc_ret(fc_graph_add_child(pGraphNode, graph, pDependencies, numDependencies, childGraph));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddNode(void **pGraphNode, void *graph, void *const *pDependencies, const void *dependencyData, size_t numDependencies, struct fc_graph_node_parms *nodeParams) {
+    return fc_ret(fc_graph_add_node(pGraphNode, graph, pDependencies, dependencyData, numDependencies, nodeParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphAddDependencies(void *graph, void *const *from, void *const *to, const void *edgeData, size_t numDependencies) {
+    return fc_ret(fc_graph_add_dependencies(graph, from, to, edgeData, numDependencies));
+}
+
+FC_EXPORT cudaError_t cudaGraphGetRootNodes(void *graph, void **pRootNodes, size_t *pNumRootNodes) {
+    return fc_ret(fc_graph_root_nodes(graph, pRootNodes, pNumRootNodes));
+}
+
+FC_EXPORT cudaError_t cudaGraphNodeGetDependencies(void *node, void **pDependencies, void *edgeData, size_t *pNumDependencies) {
+    return fc_ret(fc_graph_node_deps(node, pDependencies, edgeData, pNumDependencies));
+}
+
+FC_EXPORT cudaError_t cudaGraphKernelNodeGetParams(void *node, struct fc_kernel_node_parms *pNodeParams) {
+    return fc_ret(fc_graph_kernel_get(node, pNodeParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphKernelNodeSetParams(void *node, const struct fc_kernel_node_parms *pNodeParams) {
+    return fc_ret(fc_graph_kernel_set(node, pNodeParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphClone(void **pGraphClone, void *originalGraph) {
+    return fc_ret(fc_graph_clone(pGraphClone, originalGraph));
+}
+
+FC_EXPORT cudaError_t cudaGraphExecKernelNodeSetParams(void *hGraphExec, void *node, const struct fc_kernel_node_parms *pNodeParams) {
+    return fc_ret(fc_graph_exec_kernel_set(hGraphExec, node, pNodeParams));
+}
+
+FC_EXPORT cudaError_t cudaGraphExecUpdate(void *hGraphExec, void *hGraph, struct fc_graph_update_info *resultInfo) {
+    return fc_ret(fc_graph_exec_update(hGraphExec, hGraph, resultInfo));
 }

@@ -191,5 +191,23 @@ FC_EXPORT cudaError_t cudaGraphDestroy(void *graph);
 FC_EXPORT cudaError_t cudaGraphExecDestroy(void *graphExec);
 FC_EXPORT cudaError_t cudaGraphGetNodes(void *graph, void **nodes, size_t *numNodes);
 FC_EXPORT cudaError_t cudaGraphNodeGetType(void *node, int *pType);
+FC_EXPORT cudaError_t cudaGraphCreate(void **pGraph, unsigned int flags);
+FC_EXPORT cudaError_t cudaGraphAddKernelNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, const struct fc_kernel_node_parms *pNodeParams);
+FC_EXPORT cudaError_t cudaGraphAddMemsetNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, const struct fc_memset_parms *pMemsetParams);
+FC_EXPORT cudaError_t cudaGraphAddMemcpyNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, const struct fc_memcpy3d_parms *pCopyParams);
+FC_EXPORT cudaError_t cudaGraphAddMemcpyNode1D(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, void *dst, const void *src, size_t count, int kind);
+FC_EXPORT cudaError_t cudaGraphAddEmptyNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies);
+FC_EXPORT cudaError_t cudaGraphAddEventRecordNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, cudaEvent_t event);
+FC_EXPORT cudaError_t cudaGraphAddEventWaitNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, cudaEvent_t event);
+FC_EXPORT cudaError_t cudaGraphAddChildGraphNode(void **pGraphNode, void *graph, void *const *pDependencies, size_t numDependencies, void *childGraph);
+FC_EXPORT cudaError_t cudaGraphAddNode(void **pGraphNode, void *graph, void *const *pDependencies, const void *dependencyData, size_t numDependencies, struct fc_graph_node_parms *nodeParams);
+FC_EXPORT cudaError_t cudaGraphAddDependencies(void *graph, void *const *from, void *const *to, const void *edgeData, size_t numDependencies);
+FC_EXPORT cudaError_t cudaGraphGetRootNodes(void *graph, void **pRootNodes, size_t *pNumRootNodes);
+FC_EXPORT cudaError_t cudaGraphNodeGetDependencies(void *node, void **pDependencies, void *edgeData, size_t *pNumDependencies);
+FC_EXPORT cudaError_t cudaGraphKernelNodeGetParams(void *node, struct fc_kernel_node_parms *pNodeParams);
+FC_EXPORT cudaError_t cudaGraphKernelNodeSetParams(void *node, const struct fc_kernel_node_parms *pNodeParams);
+FC_EXPORT cudaError_t cudaGraphClone(void **pGraphClone, void *originalGraph);
+FC_EXPORT cudaError_t cudaGraphExecKernelNodeSetParams(void *hGraphExec, void *node, const struct fc_kernel_node_parms *pNodeParams);
+FC_EXPORT cudaError_t cudaGraphExecUpdate(void *hGraphExec, void *hGraph, struct fc_graph_update_info *resultInfo);
 
 #endif

@@ -57,7 +57,10 @@ def test_every_export_is_covered():
 def test_out_of_scope_calls_say_why():
     assert "managed memory" in calls.reason("cudaMallocManaged")
     assert "IPC" in calls.reason("cudaIpcGetMemHandle")
-    assert "not implemented" in calls.reason("cudaGraphAddKernelNode")
+    assert "not implemented" in calls.reason("cudaDeviceFlushGPUDirectRDMAWrites")
+    # what is left of the graph API says which part it is
+    assert "host" in calls.reason("cudaGraphAddHostNode")
+    assert calls.CALLS["cudaGraphAddKernelNode"] == calls.C
 
 
 def test_generated_files_are_current():
