@@ -249,3 +249,197 @@ def test_mapped_memory_is_refused_clearly(program, shim, memory_daemon, fc):
                                      "REFUSED"], r.stdout
     assert sum("zero-copy" in ln for ln in r.stderr.splitlines()) == 2, r.stderr
     assert not memory_daemon.launches(), "the refused launch reached the daemon"
+
+
+def test_graph_built_node_by_node(program, shim, memory_daemon, fc):
+    """tests/programs/graph_nodes.cu through the shim: a graph built node by node
+    (cudaGraphAdd*Node, cudaGraphExecKernelNodeSetParams, cudaGraphClone) is instantiated by
+    capturing its nodes through the shim's own calls. This backend runs no kernels, so the
+    program's own checks fail here; every launch of the graph's kernels reaches the daemon,
+    in dependency order, with the arguments of each moment."""
+    r = fc.run_remote(program("graph_nodes"), shim, memory_daemon.address)
+    assert "FAIL line" not in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("graph: 6 nodes, 2 roots\n"), r.stdout + r.stderr
+    assert "7 checks" in r.stdout and "farcuda:" not in r.stderr, r.stdout + r.stderr
+    deadline = time.monotonic() + 5
+    got = memory_daemon.launches()
+    while len(got) < 21 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = memory_daemon.launches()
+    names = [x["kernel"] for x in got]
+    assert names == ["_Z6squarePKiPii", "_Z6reducePKiPyii", "_Z4bumpPy"] * 7, names
+    scales = [int.from_bytes(bytes.fromhex(x["params"])[20:24], "little") for x in got[1::3]]
+    assert scales == [3, 3, 3, 3, 3, 7, 3]  # five launches, the changed exec, the clone
+    assert len({x["stream"] for x in got}) == 1 and got[0]["stream"] != 0
+
+
+@pytest.mark.parametrize("mode", ["preload", "dropin"])
+def test_ci_graph_nodes(mode, program, shim, memory_daemon, fc):
+    """A graph built node by node (tests/programs/ci_graph_nodes.cu): memset, memcpy (1D,
+    pitched, 3D parameters), event record and wait, child graph, empty and kernel nodes,
+    instantiated by capturing them through the shim, every byte checked at each launch; a
+    kernel node changed in the graph and in the exec, a clone, cudaGraphExecUpdate (of built
+    and of captured graphs)."""
+    r = fc.run_remote(program("ci_graph_nodes"), shim, memory_daemon.address, mode=mode)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "graph: 12 nodes, 5 roots; the copy back after 2 (child, kernel), types 4 7 1 5",
+        "kernel node: value 5, block 64, func mark",
+        "3 launches, 0 wrong; the graph recorded its event: yes",
+        "clone: 12 nodes, 0 wrong",
+        "update from the clone: cudaSuccess, result 0",
+        "update to another shape: cudaErrorGraphExecUpdateFailure, result 2",
+        "wait node: the copy saw the other stream's set: yes",
+        "captured: 2 nodes (types 2 1), update cudaSuccess, the exec set 0x42",
+        "PASSED"]
+    assert "farcuda:" not in r.stderr, r.stderr  # nothing refused on the way
+    deadline = time.monotonic() + 5
+    got = memory_daemon.launches()
+    while len(got) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = memory_daemon.launches()
+    assert [(x["kernel"], x["grid"], x["block"]) for x in got] == [
+        ("_Z4markPii", [1, 1, 1], [64, 1, 1])] * 6
+    values = [int.from_bytes(bytes.fromhex(x["params"])[8:12], "little") for x in got]
+    # three launches, the exec's changed node, the clone of the changed graph, the exec
+    # updated from the clone
+    assert values == [5, 5, 5, 7, 9, 9]
+    assert len({x["params"][:16] for x in got}) == 1  # the same scratch pointer each time
+
+
+_GRAPH_REFUSALS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cuda_runtime_api.h>
+#include <driver_functions.h>
+static void say(const char *what, cudaError_t e) { printf("%s: %s\n", what, cudaGetErrorName(e)); }
+static void host_fn(void *p) { (void)p; }
+int main(void) {
+    enum { N = 4096 };
+    unsigned char *src = malloc(N), *dst = malloc(N), *dev;
+    size_t pitch;
+    for (int i = 0; i < N; i++) src[i] = (unsigned char)(i * 31 + 7);
+    if (cudaMallocPitch((void **)&dev, &pitch, 64, 64)) return 1;
+    cudaStream_t s;
+    if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)) return 1;
+    cudaGraph_t g;
+    cudaGraphNode_t up, down, n;
+    say("create", cudaGraphCreate(&g, 0));
+    /* pageable host memory on both sides of 1D copies: read and written at each launch */
+    say("pageable up", cudaGraphAddMemcpyNode1D(&up, g, NULL, 0, dev, src, N,
+                                                cudaMemcpyHostToDevice));
+    say("pageable down", cudaGraphAddMemcpyNode1D(&down, g, &up, 1, dst, dev, N,
+                                                  cudaMemcpyDeviceToHost));
+    cudaGraphExec_t x;
+    say("instantiate", cudaGraphInstantiate(&x, g, 0));
+    for (int r = 0; r < 2; r++) {
+        for (int i = 0; i < N; i++) src[i] = (unsigned char)(i * 13 + r);
+        memset(dst, 0, N);
+        cudaGraphLaunch(x, s);
+        cudaStreamSynchronize(s);
+        printf("launch %d: %s\n", r, memcmp(src, dst, N) ? "differs" : "equal");
+    }
+    struct cudaMemcpy3DParms p = {0};
+    p.srcPtr = make_cudaPitchedPtr(src, 64, 64, 64);
+    p.dstPtr = make_cudaPitchedPtr(dev, pitch, 64, 64);
+    p.extent = make_cudaExtent(32, 8, 1);
+    p.kind = cudaMemcpyHostToDevice;
+    say("pitched from host", cudaGraphAddMemcpyNode(&n, g, NULL, 0, &p));
+    say("pitched from host again", cudaGraphAddMemcpyNode(&n, g, NULL, 0, &p));
+    p.srcPtr = make_cudaPitchedPtr(dev, pitch, 64, 64);
+    p.dstPtr = make_cudaPitchedPtr(dev + 32, pitch, 32, 64);
+    p.kind = cudaMemcpyDeviceToDevice;
+    say("pitched on the device", cudaGraphAddMemcpyNode(&n, g, NULL, 0, &p));
+    say("host to host", cudaGraphAddMemcpyNode1D(&n, g, NULL, 0, dst, src, 16,
+                                                 cudaMemcpyHostToHost));
+    p.srcArray = (cudaArray_t)0x1000;
+    p.srcPtr.ptr = NULL;
+    say("array", cudaGraphAddMemcpyNode(&n, g, NULL, 0, &p));
+    struct cudaMemsetParams ms = {0};
+    ms.dst = src, ms.value = 1, ms.elementSize = 1, ms.width = 16, ms.height = 1;
+    say("memset of host memory", cudaGraphAddMemsetNode(&n, g, NULL, 0, &ms));
+    ms.dst = dev, ms.elementSize = 3;
+    say("memset of 3-byte elements", cudaGraphAddMemsetNode(&n, g, NULL, 0, &ms));
+    struct cudaKernelNodeParams kp = {0};
+    kp.func = (void *)host_fn;
+    kp.gridDim.x = kp.gridDim.y = kp.gridDim.z = 1;
+    kp.blockDim.x = kp.blockDim.y = kp.blockDim.z = 1;
+    say("kernel node of no kernel", cudaGraphAddKernelNode(&n, g, NULL, 0, &kp));
+    struct cudaHostNodeParams hp = {host_fn, NULL};
+    say("host node", cudaGraphAddHostNode(&n, g, NULL, 0, &hp));
+    struct cudaGraphNodeParams np;
+    memset(&np, 0, sizeof np);
+    np.type = cudaGraphNodeTypeHost;
+    say("host node by cudaGraphAddNode", cudaGraphAddNode(&n, g, NULL, NULL, 0, &np));
+    np.type = cudaGraphNodeTypeMemAlloc;
+    say("allocation node by cudaGraphAddNode", cudaGraphAddNode(&n, g, NULL, NULL, 0, &np));
+    say("a cycle", cudaGraphAddDependencies(g, &down, &up, NULL, 1));
+    cudaGraphExec_t y;
+    say("instantiating the cycle", cudaGraphInstantiate(&y, g, 0));
+
+    cudaGraph_t c, copy;
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+    cudaMemsetAsync(dev, 0, 64, s);
+    cudaStreamEndCapture(s, &c);
+    size_t roots = 0;
+    say("roots of a captured graph", cudaGraphGetRootNodes(c, NULL, &roots));
+    say("a node added to a captured graph", cudaGraphAddEmptyNode(&n, c, NULL, 0));
+    say("clone of a captured graph", cudaGraphClone(&copy, c));
+    say("a captured graph as a child", cudaGraphAddChildGraphNode(&n, g, NULL, 0, c));
+    cudaGraphExec_t cx;
+    cudaGraphExecUpdateResultInfo info;
+    say("instantiate the captured graph", cudaGraphInstantiate(&cx, c, 0));
+    cudaError_t e = cudaGraphExecUpdate(cx, g, &info);
+    printf("update of a captured exec from a built graph: %s, result %d\n", cudaGetErrorName(e),
+           (int)info.result);
+    return 0;
+}
+"""
+
+
+def test_graph_node_refusals(shim, memory_daemon, fc, tmp_path, has_tool):
+    """Graphs built node by node through the shim: pageable host memory in 1D copy nodes works
+    (read and written at each launch), and what farcuda refuses returns the CUDA error and
+    says why once on stderr."""
+    include = Path("/usr/local/cuda/include")
+    if not (include / "cuda_runtime_api.h").exists() or not has_tool("gcc"):
+        pytest.skip("needs the CUDA 13 headers and gcc")
+    src = tmp_path / "graph_refusals.c"
+    src.write_text(_GRAPH_REFUSALS)
+    exe = tmp_path / "graph_refusals"
+    subprocess.run(["gcc", "-Wall", "-Wno-deprecated-declarations", "-o", str(exe), str(src),
+                    f"-I{include}", str(shim)], check=True)
+    r = fc.run_remote(exe, shim, memory_daemon.address, mode="dropin")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "create: cudaSuccess", "pageable up: cudaSuccess", "pageable down: cudaSuccess",
+        "instantiate: cudaSuccess", "launch 0: equal", "launch 1: equal",
+        "pitched from host: cudaErrorNotSupported",
+        "pitched from host again: cudaErrorNotSupported",
+        "pitched on the device: cudaSuccess",
+        "host to host: cudaErrorNotSupported",
+        "array: cudaErrorNotSupported",
+        "memset of host memory: cudaErrorInvalidValue",
+        "memset of 3-byte elements: cudaErrorInvalidValue",
+        "kernel node of no kernel: cudaErrorInvalidDeviceFunction",
+        "host node: cudaErrorNotSupported",
+        "host node by cudaGraphAddNode: cudaErrorNotSupported",
+        "allocation node by cudaGraphAddNode: cudaErrorNotSupported",
+        "a cycle: cudaSuccess",
+        "instantiating the cycle: cudaErrorInvalidValue",
+        "roots of a captured graph: cudaErrorNotSupported",
+        "a node added to a captured graph: cudaErrorNotSupported",
+        "clone of a captured graph: cudaErrorNotSupported",
+        "a captured graph as a child: cudaErrorNotSupported",
+        "instantiate the captured graph: cudaSuccess",
+        "update of a captured exec from a built graph: cudaErrorGraphExecUpdateFailure, "
+        "result 6"]
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("farcuda:")]
+    assert len(said) == 8, r.stderr
+    for words in ("pitched (2D or 3D) memcpy node", "host memory to host memory",
+                  "CUDA arrays are not supported", "cudaGraphAddHostNode: this part of the graph "
+                  "API", "cudaGraphAddNode: host nodes", "cudaGraphAddNode: memory allocation "
+                  "nodes", "changing a captured graph",
+                  "between a captured graph and a graph built node by node"):
+        assert sum(words in ln for ln in said) == 1, (words, said)
