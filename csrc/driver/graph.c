@@ -53,6 +53,8 @@ typedef struct fcd_graph {
     struct fcd_graph *source;  /* an exec of an explicit graph: its copy of the graph */
     struct fcd_graph *origin;  /* ... and the graph it was instantiated from */
     unsigned long long flags;  /* ... and the flags it was instantiated with */
+    unsigned char *kinds;      /* an exec of a captured graph: its nodes' types, in order */
+    size_t nkinds;
 } fcd_graph;
 
 struct fcd_capture {
@@ -329,6 +331,13 @@ static CUresult instantiate(fcd_graph **exec, fcd_graph *graph, unsigned long lo
         free(x);
         return st;
     }
+    x->flags = flags;
+    pthread_mutex_lock(&capture_mtx);
+    if (g->n && (x->kinds = malloc(g->n))) {
+        for (size_t i = 0; i < g->n; i++) x->kinds[i] = (unsigned char)g->nodes[i]->type;
+        x->nkinds = g->n;
+    }
+    pthread_mutex_unlock(&capture_mtx);
     fcd_handle_add(x);
     *exec = x;
     return CUDA_SUCCESS;
@@ -408,6 +417,8 @@ static CUresult destroy(fcd_graph *g, uint32_t magic, uint16_t op) {
         built_free(g->source, 0);
         g->source = NULL;
     }
+    free(g->kinds);
+    g->kinds = NULL;
     if (g->built) { /* it lives on this side only */
         built_free(g, 1);
         return CUDA_SUCCESS;
@@ -693,6 +704,64 @@ FCD_EXPORT CUresult cuGraphAddDependencies(fcd_graph *graph, fcd_gnode *const *f
     return add_dependencies(graph, from, to, n);
 }
 
+/* cuGraphAddNode: CUgraphNodeParams is {type, reserved0[3], union of the kinds' parameters
+ * (232 bytes), reserved2}; the kinds the other cuGraphAdd*Node calls take go their way. */
+typedef struct {
+    int type;
+    int reserved0[3];
+    union {
+        long long reserved1[29];
+        CUDA_KERNEL_NODE_PARAMS kernel;
+        struct { int flags, reserved; CUcontext ctx; CUDA_MEMCPY3D copy; } memcpy;
+        struct { CUDA_MEMSET_NODE_PARAMS set; CUcontext ctx; } memset;
+        struct { fcd_graph *graph; int ownership; } graph;
+        struct { CUevent event; } event;
+    };
+    long long reserved2;
+} fcd_node_params;
+_Static_assert(sizeof(fcd_node_params) == 256, "CUgraphNodeParams is 256 bytes");
+
+static CUresult add_any(fcd_gnode **out, fcd_graph *g, fcd_gnode *const *deps, size_t n,
+                        const fcd_node_params *p) {
+    if (!p) return CUDA_ERROR_INVALID_VALUE;
+    switch (p->type) {
+    case NODE_KERNEL: return add_kernel(out, g, deps, n, &p->kernel, 1);
+    case NODE_MEMCPY:
+        if (p->memcpy.flags || p->memcpy.reserved) return CUDA_ERROR_INVALID_VALUE;
+        return cuGraphAddMemcpyNode(out, g, deps, n, &p->memcpy.copy, p->memcpy.ctx);
+    case NODE_MEMSET: return cuGraphAddMemsetNode(out, g, deps, n, &p->memset.set, p->memset.ctx);
+    case NODE_GRAPH:
+        if (p->graph.ownership) { /* moving the child into the parent */
+            static int notice;
+            fcd_note_once(&notice, "cuGraphAddNode: a child graph whose ownership moves to the "
+                          "parent is not supported by farcuda's driver layer "
+                          "(CUDA_ERROR_NOT_SUPPORTED)");
+            return CUDA_ERROR_NOT_SUPPORTED;
+        }
+        return cuGraphAddChildGraphNode(out, g, deps, n, p->graph.graph);
+    case NODE_EMPTY: return cuGraphAddEmptyNode(out, g, deps, n);
+    case NODE_WAIT_EVENT: return cuGraphAddEventWaitNode(out, g, deps, n, p->event.event);
+    case NODE_EVENT_RECORD: return cuGraphAddEventRecordNode(out, g, deps, n, p->event.event);
+    default: {
+        static int notice;
+        fcd_note_once(&notice, "cuGraphAddNode: host, memory, semaphore, batch and conditional "
+                      "nodes are not supported by farcuda's driver layer "
+                      "(CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    }
+}
+
+FCD_EXPORT CUresult cuGraphAddNode(fcd_gnode **out, fcd_graph *g, fcd_gnode *const *deps,
+                                   size_t n, const fcd_node_params *p) {
+    return add_any(out, g, deps, n, p);
+}
+FCD_EXPORT CUresult cuGraphAddNode_v2(fcd_gnode **out, fcd_graph *g, fcd_gnode *const *deps,
+                                      const void *edges, size_t n, const fcd_node_params *p) {
+    if (!plain_edges(edges, n)) return CUDA_ERROR_NOT_SUPPORTED;
+    return add_any(out, g, deps, n, p);
+}
+
 static CUresult add_dependencies(fcd_graph *graph, fcd_gnode *const *from, fcd_gnode *const *to,
                                  size_t n) {
     CUresult st = fcd_enter();
@@ -779,7 +848,9 @@ static CUresult kernel_get(fcd_gnode *node, CUDA_KERNEL_NODE_PARAMS *p, int v2) 
     p->kernelParams = node->argv;
     p->extra = NULL;
     if (v2) {
-        p->kern = NULL;
+        /* a CUkernel and the CUfunction it gives are one handle here; the runtime looks its
+         * entry up by either */
+        p->kern = (CUkernel)node->func;
         p->ctx = NULL;
     }
     return CUDA_SUCCESS;
@@ -840,15 +911,20 @@ static fcd_graph *built_clone(const fcd_graph *g) {
                     nd->argv[k] = nd->params + o->func->params[k].offset;
             }
         }
-        if (ok && o->ndeps) {
-            ok = (nd->deps = malloc(o->ndeps * sizeof *nd->deps)) != NULL;
-            for (size_t k = 0; ok && k < o->ndeps; k++) {
-                size_t at = 0;
-                while (at < i && g->nodes[at] != o->deps[k]) at++;
-                nd->deps[k] = c->nodes[at]; /* a dependency is always an earlier node */
-            }
-        }
         if (ok && o->child) ok = (nd->child = built_clone(o->child)) != NULL;
+    }
+    /* the dependencies once every node has its copy: cuGraphAddDependencies can make a node
+     * depend on one added after it */
+    for (size_t i = 0; i < c->n && ok; i++) {
+        const fcd_gnode *o = g->nodes[i];
+        fcd_gnode *nd = c->nodes[i];
+        if (!o->ndeps) continue;
+        ok = (nd->deps = malloc(o->ndeps * sizeof *nd->deps)) != NULL;
+        for (size_t k = 0; ok && k < o->ndeps; k++) {
+            size_t at = 0;
+            while (at < g->n && g->nodes[at] != o->deps[k]) at++;
+            nd->deps[k] = c->nodes[at];
+        }
     }
     if (!ok) {
         built_free(c, 0);
@@ -912,8 +988,10 @@ static CUresult emit(const fcd_graph *g, CUstream s) {
                 break;
             }
             case NODE_MEMCPY: st = cuMemcpy3DAsync_v2(&nd->copy, s); break;
-            case NODE_EVENT_RECORD: st = cuEventRecord(nd->event, s); break;
-            case NODE_WAIT_EVENT: st = cuStreamWaitEvent(s, nd->event, 0); break;
+            /* external record and wait: in a capture they become event nodes that record and wait
+             * at each launch of the graph, as the nodes they stand for do */
+            case NODE_EVENT_RECORD: st = cuEventRecordWithFlags(nd->event, s, 1); break;
+            case NODE_WAIT_EVENT: st = cuStreamWaitEvent(s, nd->event, 1); break;
             case NODE_GRAPH: st = emit(nd->child, s); break;
             default: break; /* empty */
             }
@@ -996,6 +1074,34 @@ FCD_EXPORT CUresult cuGraphExecKernelNodeSetParams(fcd_graph *x, fcd_gnode *node
     return exec_kernel_set(x, node, p, 0);
 }
 
+/* An exec of a captured graph takes another captured graph whose nodes are of the same kinds,
+ * in the same order: the server instantiates that graph, and the exec's handle stands for it
+ * from then on (what is queued with the old one runs as it was). */
+static CUresult update_captured(fcd_graph *x, fcd_graph *g, int *result, fcd_gnode **err) {
+    pthread_mutex_lock(&capture_mtx);
+    int same = x->kinds && g->n == x->nkinds;
+    for (size_t i = 0; i < g->n && same; i++) {
+        same = g->nodes[i]->type == x->kinds[i];
+        if (!same && err) *err = g->nodes[i];
+    }
+    pthread_mutex_unlock(&capture_mtx);
+    if (!same) {
+        if (result) *result = 2; /* CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED */
+        return 910;
+    }
+    fcd_graph *fresh = NULL;
+    CUresult st = instantiate(&fresh, g, x->flags);
+    if (st) {
+        if (result) *result = 1; /* CU_GRAPH_EXEC_UPDATE_ERROR */
+        return st;
+    }
+    uint32_t old = x->id;
+    x->id = fresh->id;
+    fresh->id = old;
+    destroy(fresh, FCD_EXEC, FC_OP_GRAPH_EXEC_DESTROY); /* the server's old exec goes */
+    return CUDA_SUCCESS;
+}
+
 /* cuGraphExecUpdate: the exec takes the graph's parameters where its topology is the same
  * (same number and kinds of nodes, same dependencies); else CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE
  * with the result CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED (2). */
@@ -1006,7 +1112,15 @@ static CUresult exec_update(fcd_graph *exec, fcd_graph *graph, int *result, fcd_
     if (!x || !g) return CUDA_ERROR_INVALID_HANDLE;
     if (result) *result = 0;
     if (err) *err = NULL;
-    if (!x->source || !g->built) return CUDA_ERROR_NOT_SUPPORTED;
+    if (!x->source && !g->built) return update_captured(x, g, result, err);
+    if (!x->source || !g->built) { /* a captured graph into an explicit one's exec, or back */
+        static int notice;
+        fcd_note_once(&notice, "cuGraphExecUpdate between a captured graph and one built node "
+                      "by node is not supported by farcuda's driver layer "
+                      "(CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE)");
+        if (result) *result = 6; /* CU_GRAPH_EXEC_UPDATE_ERROR_NOT_SUPPORTED */
+        return 910;
+    }
     int same = g->n == x->source->n;
     for (size_t i = 0; i < g->n && same; i++) {
         const fcd_gnode *a = g->nodes[i], *b = x->source->nodes[i];

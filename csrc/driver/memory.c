@@ -556,8 +556,10 @@ static CUresult copy2d(const CUDA_MEMCPY2D *p, CUstream stream, int ptds, int as
     uint32_t sid = 0;
     if (dev >= 0 && (st = fcd_stream_resolve(stream, ptds, &dev, &sid))) return st;
     struct fcd_capture *cap = fcd_capture_of(stream);
+    if (cap && !(d_dev && s_dev && ddev == sdev) && (h == 1 || (spitch == w && dpitch == w)))
+        return copy(d, s, w * h, -1, -1, stream, ptds, async); /* rows back to back: 1D */
     if (cap && !(d_dev && s_dev && ddev == sdev)) {
-        fcd_note_once(&capture2d_notice, "2D copies between host memory and a capturing "
+        fcd_note_once(&capture2d_notice, "pitched 2D copies between host memory and a capturing "
                       "stream are not supported by farcuda (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
         return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     }

@@ -30,7 +30,7 @@ STATIC_PROGRAMS = [
     "cooperative", "device_malloc", "multi_device", "threads", "ci_memory", "ci_launch",
     "ci_graph", "ci_devices", "ci_streams", "oob", "d2h_iter", "stencil_borders",
     "alloc_borders", "copy_limits", "host_device_loop", "scalar_params", "uninit_reads",
-    "fault", "ci_memcpy3d", "graph_nodes",
+    "fault", "ci_memcpy3d", "graph_nodes", "ci_graph_nodes",
 ]
 NATIVE_STATUS = {"fault": 3}
 PRINTS_ADDRESSES = {"oob"}

@@ -278,6 +278,35 @@ def test_real_runtime_on_the_driver_layer(name, program, driver, shared_memory_d
     assert "PASSED" in r.stdout or "launched 8" in r.stdout, r.stdout
 
 
+def test_ci_graph_nodes_static(program, driver, memory_daemon, fc):
+    """tests/programs/ci_graph_nodes.cu, static: a graph built node by node through the
+    runtime's graph API and cudaGraphAddNode reaches the driver layer's (memset, memcpy with
+    host memory on one side, event record and wait, child graph, empty and kernel nodes, a
+    dependency on a node added later), every byte checked at each launch; kernel node
+    parameters read back, a clone, cudaGraphExecUpdate of built and of captured graphs."""
+    r = fc.run_driver(program("ci_graph_nodes", static=True), driver, memory_daemon.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "graph: 12 nodes, 5 roots; the copy back after 2 (child, kernel), types 4 7 1 5",
+        "kernel node: value 5, block 64, func mark",
+        "3 launches, 0 wrong; the graph recorded its event: yes",
+        "clone: 12 nodes, 0 wrong",
+        "update from the clone: cudaSuccess, result 0",
+        "update to another shape: cudaErrorGraphExecUpdateFailure, result 2",
+        "wait node: the copy saw the other stream's set: yes",
+        "captured: 2 nodes (types 2 1), update cudaSuccess, the exec set 0x42",
+        "PASSED"]
+    assert "farcuda:" not in r.stderr, r.stderr  # nothing refused on the way
+    deadline = time.monotonic() + 5
+    got = memory_daemon.launches()
+    while len(got) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = memory_daemon.launches()
+    assert [x["kernel"] for x in got] == ["_Z4markPii"] * 6
+    values = [int.from_bytes(bytes.fromhex(x["params"])[8:12], "little") for x in got]
+    assert values == [5, 5, 5, 7, 9, 9]
+
+
 def test_graph_built_node_by_node(program, driver, memory_daemon, fc):
     """tests/programs/graph_nodes.cu, static: the runtime's explicit graph API reaches the
     driver layer's (cudaGraphAdd*Node, cudaGraphExecKernelNodeSetParams, cudaGraphClone).

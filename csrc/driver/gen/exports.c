@@ -888,8 +888,8 @@ const char *const fcd_sym_reasons[FCD_NSYMS] = {
     "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "implemented",
     "implemented",
-    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
-    "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
+    "implemented",
+    "implemented",
     "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
     "this part of the graph API (host, memory, batch and conditional nodes, edits of captured graphs and of execs beyond kernel nodes) is not supported by farcuda's driver layer",
@@ -1509,8 +1509,6 @@ FCD_EXPORT CUresult cuGraphAddExternalSemaphoresWaitNode(void) { return fcd_unsu
 FCD_EXPORT CUresult cuGraphAddHostNode(void) { return fcd_unsupported(166); }
 FCD_EXPORT CUresult cuGraphAddMemAllocNode(void) { return fcd_unsupported(169); }
 FCD_EXPORT CUresult cuGraphAddMemFreeNode(void) { return fcd_unsupported(170); }
-FCD_EXPORT CUresult cuGraphAddNode(void) { return fcd_unsupported(173); }
-FCD_EXPORT CUresult cuGraphAddNode_v2(void) { return fcd_unsupported(174); }
 FCD_EXPORT CUresult cuGraphBatchMemOpNodeGetParams(void) { return fcd_unsupported(175); }
 FCD_EXPORT CUresult cuGraphBatchMemOpNodeSetParams(void) { return fcd_unsupported(176); }
 FCD_EXPORT CUresult cuGraphChildGraphNodeGetGraph(void) { return fcd_unsupported(177); }
@@ -1942,6 +1940,8 @@ extern void cuGraphAddKernelNode(void);
 extern void cuGraphAddKernelNode_v2(void);
 extern void cuGraphAddMemcpyNode(void);
 extern void cuGraphAddMemsetNode(void);
+extern void cuGraphAddNode(void);
+extern void cuGraphAddNode_v2(void);
 extern void cuGraphClone(void);
 extern void cuGraphCreate(void);
 extern void cuGraphDestroy(void);
