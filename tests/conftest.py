@@ -308,6 +308,62 @@ def run_driver(exe: Path, driver: Path, server: str | None, args=(), env: dict |
 _Helpers.run_driver = staticmethod(run_driver)
 
 
+def launches_reaching(daemon, n: int, timeout: float = 5.0) -> list:
+    """The launches the in-memory daemon recorded, once there are ``n`` (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    got = daemon.launches()
+    while len(got) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = daemon.launches()
+    return got
+
+
+def check_graph_nodes(r: Result, daemon) -> None:
+    """tests/programs/graph_nodes.cu at the in-memory daemon (either layer): it runs no
+    kernels, so the program's own checks fail; every launch of the graph's kernels reaches
+    the daemon, in dependency order, with the arguments of each moment, on one stream."""
+    assert "FAIL line" not in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("graph: 6 nodes, 2 roots\n"), r.stdout + r.stderr
+    assert "7 checks" in r.stdout and "farcuda:" not in r.stderr, r.stdout + r.stderr
+    got = launches_reaching(daemon, 21)
+    names = [x["kernel"] for x in got]
+    assert names == ["_Z6squarePKiPii", "_Z6reducePKiPyii", "_Z4bumpPy"] * 7, names
+    scales = [int.from_bytes(bytes.fromhex(x["params"])[20:24], "little") for x in got[1::3]]
+    assert scales == [3, 3, 3, 3, 3, 7, 3]  # five launches, the changed exec, the clone
+    assert len({x["stream"] for x in got}) == 1 and got[0]["stream"] != 0
+
+
+CI_GRAPH_NODES_OUT = [
+    "graph: 12 nodes, 5 roots; the copy back after 2 (child, kernel), types 4 7 1 5",
+    "kernel node: value 5, block 64, func mark",
+    "3 launches, 0 wrong; the graph recorded its event: yes",
+    "clone: 12 nodes, 0 wrong",
+    "update from the clone: cudaSuccess, result 0",
+    "update to another shape: cudaErrorGraphExecUpdateFailure, result 2",
+    "wait node: the copy saw the other stream's set: yes",
+    "captured: 2 nodes (types 2 1), update cudaSuccess, the exec set 0x42",
+    "PASSED"]
+
+
+def check_ci_graph_nodes(r: Result, daemon) -> list:
+    """tests/programs/ci_graph_nodes.cu at the in-memory daemon (either layer): its exact
+    output, nothing refused, and the kernel node's value at each launch (three launches, the
+    exec's changed node, the clone of the changed graph, the exec updated from the clone).
+    Returns the launches."""
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == CI_GRAPH_NODES_OUT
+    assert "farcuda:" not in r.stderr, r.stderr  # nothing refused on the way
+    got = launches_reaching(daemon, 6)
+    assert [x["kernel"] for x in got] == ["_Z4markPii"] * 6
+    values = [int.from_bytes(bytes.fromhex(x["params"])[8:12], "little") for x in got]
+    assert values == [5, 5, 5, 7, 9, 9]
+    return got
+
+
+_Helpers.check_graph_nodes = staticmethod(check_graph_nodes)
+_Helpers.check_ci_graph_nodes = staticmethod(check_ci_graph_nodes)
+
+
 # ---------------------------------------------------------------- the daemon's C path
 
 FAKES_DIR = ROOT / "tests" / "fakes"
