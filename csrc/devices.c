@@ -12,7 +12,7 @@
 #include "launch.h"
 #include "memory.h"
 #include "pools.h"
-#include "ranges.h"
+#include "core/ranges.h"
 #include "runtime.h"
 
 int fc_get_device_count(int *count) {
@@ -92,7 +92,7 @@ int fc_device_attribute(int *value, int attr, int device) {
  * loaded modules are gone, and so are its errors. */
 int fcx_device_reset_local(int dev) {
     fc_arenas_drop_device(dev);
-    fc_ranges_drop_device(dev);
+    fcc_range_drop_device(dev);
     fc_pools_reset_device(dev);
     fc_modules_forget_device(dev);
     fc_devices[dev].sticky = 0;

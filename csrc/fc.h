@@ -8,13 +8,14 @@
  * declared in api.h.
  *
  * This header holds the types and limits; what each C file offers is declared in the header
- * of its name (log.h, pyhost.h, runtime.h, conn.h for conn.c and connect.c, ranges.h,
+ * of its name (log.h, pyhost.h, runtime.h, conn.h for conn.c and connect.c, core/ranges.h,
  * streams.h, launch.h, pools.h, memory.h, graphs.h, devices.h), and the exports themselves
  * in gen/exports.h, generated from the call table (wire/calls.py). The files stand in layers,
  * each calling only those below it (interposer/build_shim.py lists them in that order): log,
  * pyhost (the embedded interpreter), runtime (process and thread state, errors), conn (the
  * transport, which the driver layer's client core shares), connect (a server's connection and
- * a device opened on first use), ranges (the client's tables of memory), the families of
+ * a device opened on first use), ranges (the tables of memory: core/ranges.c, built into the
+ * client core too), the families of
  * calls (streams, launch, pools, memory, graphs), devices (device management), join (the session
  * lent to the driver layer's client core when both layers are loaded: join.h), and the
  * generated exports above them all. The notices the transport receives reach the layers above it through
@@ -398,7 +399,7 @@ typedef struct fc_tls {
     int ptds_gen[FC_MAX_DEVICES];
 } fc_tls;
 
-/* ---- memory ranges the client knows (ranges.c) ---- */
+/* ---- memory ranges the client knows (core/ranges.c) ---- */
 typedef struct fc_pool fc_pool;
 typedef struct fc_range {
     uint64_t base, size;

@@ -14,7 +14,7 @@
 #include "fc.h"
 #include "conn.h"
 #include "join.h"
-#include "ranges.h"
+#include "core/ranges.h"
 #include "runtime.h"
 
 static int join_init(void) { return fc_ensure_init(); }
@@ -23,8 +23,8 @@ static int join_device_status(int dev) { return fc_device_status(dev); }
 
 static const fc_join offer = {
     FC_JOIN_VERSION, sizeof(fc_join), fc_servers, fc_devices, &fc_nservers, &fc_ndevices,
-    join_init, fc_server_conn, fc_device_ready, join_device_status, fc_range_find_own,
-    fc_conn_join_notices, fc_ranges_join,
+    join_init, fc_server_conn, fc_device_ready, join_device_status, fcc_range_find_own,
+    fc_conn_join_notices, fcc_ranges_join,
 };
 
 static void *core_library(void) {

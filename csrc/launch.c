@@ -22,7 +22,7 @@
 #include "launch.h"
 #include "log.h"
 #include "pyhost.h"
-#include "ranges.h"
+#include "core/ranges.h"
 #include "runtime.h"
 #include "streams.h"
 
@@ -381,7 +381,7 @@ static int mapped_arguments(const fc_kernel *k, void **args) {
         if (k->params[i].size != 8) continue;
         uint64_t v;
         memcpy(&v, args[i], 8);
-        if (v && fc_mapped_pointer(v)) {
+        if (v && fcc_mapped_pointer(v)) {
             if (!__atomic_exchange_n(&mapped_notice, 1, __ATOMIC_ACQ_REL))
                 fc_log("a kernel argument points into mapped (zero-copy) host memory, which a "
                        "remote GPU cannot reach: the launch returns cudaErrorNotSupported");

@@ -1,7 +1,7 @@
 /* Memory: allocation, host memory, and the copy and set calls.
  *
  * Device pointers are the daemon's real device addresses, inside the address window of their
- * virtual device (ranges.c), so a pointer says by itself whether it is device memory and of
+ * virtual device (core/ranges.c), so a pointer says by itself whether it is device memory and of
  * which virtual device: the direction of a copy comes from its pointers.
  */
 #ifndef _GNU_SOURCE
@@ -20,7 +20,7 @@
 #include "log.h"
 #include "memory.h"
 #include "pools.h"
-#include "ranges.h"
+#include "core/ranges.h"
 #include "runtime.h"
 #include "streams.h"
 
@@ -30,13 +30,40 @@
 static int locate(const void *p, size_t n, int *dev, int *bad) {
     fc_range r;
     *bad = 0;
-    if (fc_range_find((uint64_t)(uintptr_t)p, 1, &r) == 0) {
+    if (fcc_range_find((uint64_t)(uintptr_t)p, 1, &r) == 0) {
         *dev = r.dev;
         if ((uint64_t)(uintptr_t)p + n > r.base + r.size) *bad = 1;
         return 1;
     }
     *dev = -1;
     return 0;
+}
+
+/* The embedded Python's view of the tables (api.h): module globals it registers, the pointers
+ * it asks about, and the windows it reserves when it opens a device. */
+int fcx_range_add(uint64_t base, uint64_t size, int dev, int kind) {
+    return fcc_range_add(base, size, dev, kind, 0);
+}
+
+int fcx_range_find(uint64_t p, int *dev, uint64_t *base, uint64_t *size, int *kind,
+                   unsigned int *flags, uint64_t *devptr) {
+    fc_range r;
+    if (fcc_range_find(p, 1, &r) && fcc_range_find(p, 0, &r)) return -1;
+    *dev = r.dev;
+    *base = r.base;
+    *size = r.size;
+    *kind = r.kind;
+    *flags = r.flags;
+    *devptr = r.devptr;
+    return 0;
+}
+
+int fcx_window_reserve(int dev, uint64_t size, uint64_t *base) {
+    return fcc_window_reserve(dev, size, base);
+}
+
+int fcx_window_adopt(int dev, uint64_t base, uint64_t size) {
+    return fcc_window_adopt(dev, base, size);
 }
 
 /* ---------------- client-side sub-allocation ----------------
@@ -211,7 +238,7 @@ static int arena_malloc(int dev, size_t size, uint64_t *out) {
         u = 0;
     }
     uint64_t ptr = a->base + (uint64_t)u * FC_ARENA_UNIT;
-    if (fc_range_add(ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
+    if (fcc_range_add(ptr, size, dev, FC_RANGE_DEVICE, 0)) {
         pthread_mutex_unlock(&t->mtx);
         fc_log("cudaMalloc: 0x%llx of an arena overlaps memory already known; refusing it",
                (unsigned long long)ptr);
@@ -221,7 +248,7 @@ static int arena_malloc(int dev, size_t size, uint64_t *out) {
     st = fc_post(fc_dev_conn(dev), FC_OP_SUBALLOC, (uint16_t)dev, &m, sizeof m, NULL, 0);
     if (st) { /* the link failed */
         pthread_mutex_unlock(&t->mtx);
-        fc_range_remove(ptr, FC_RANGE_DEVICE, NULL);
+        fcc_range_remove(ptr, FC_RANGE_DEVICE, NULL);
         return st;
     }
     mark(a, (uint32_t)u, n, 1);
@@ -326,7 +353,7 @@ int fc_malloc(void **ptr, size_t size) {
     fc_MALLOC_reply rep = {0};
     st = alloc_call(dev, FC_OP_MALLOC, &m, sizeof m, &rep, sizeof rep);
     if (st) return fc_sync_status(dev, st);
-    if (fc_range_add(rep.ptr, size, dev, FC_RANGE_DEVICE, 0, 0)) {
+    if (fcc_range_add(rep.ptr, size, dev, FC_RANGE_DEVICE, 0)) {
         fc_log("cudaMalloc: the server returned 0x%llx, which overlaps memory already known; "
                "refusing it", (unsigned long long)rep.ptr);
         return cudaErrorMemoryAllocation;
@@ -351,7 +378,7 @@ int fc_malloc_pitch(void **ptr, size_t *pitch, size_t width, size_t height) {
     fc_MALLOC_PITCH_reply rep = {0};
     st = alloc_call(dev, FC_OP_MALLOC_PITCH, &m, sizeof m, &rep, sizeof rep);
     if (st) return fc_sync_status(dev, st);
-    if (fc_range_add(rep.ptr, rep.pitch * height, dev, FC_RANGE_DEVICE, 0, 0))
+    if (fcc_range_add(rep.ptr, rep.pitch * height, dev, FC_RANGE_DEVICE, 0))
         return cudaErrorMemoryAllocation;
     *ptr = (void *)(uintptr_t)rep.ptr;
     *pitch = rep.pitch;
@@ -379,7 +406,7 @@ int fc_free(void *ptr) {
     /* cudaMalloc'd memory, or a stream-ordered allocation (freed with the device idle: CUDA
      * leaves it to the program to have finished with it; farcuda makes sure of it) */
     fc_range rg;
-    if (fc_range_find((uint64_t)(uintptr_t)ptr, 1, &rg) || rg.base != (uint64_t)(uintptr_t)ptr ||
+    if (fcc_range_find((uint64_t)(uintptr_t)ptr, 1, &rg) || rg.base != (uint64_t)(uintptr_t)ptr ||
         (rg.kind != FC_RANGE_DEVICE && rg.kind != FC_RANGE_ASYNC))
         return cudaErrorInvalidValue;
     dev = rg.dev;
@@ -387,9 +414,9 @@ int fc_free(void *ptr) {
     if (st) return st;
     /* Forget the range first: once the daemon frees it, another thread's cudaMalloc may get
      * the same address back. */
-    if (fc_range_remove(rg.base, rg.kind, NULL)) return cudaErrorInvalidValue;
+    if (fcc_range_remove(rg.base, rg.kind, NULL)) return cudaErrorInvalidValue;
     if (rg.kind == FC_RANGE_DEVICE && (st = arena_free(dev, &rg)) != FC_ARENA_NONE) {
-        if (st) fc_range_insert(&rg);
+        if (st) fcc_range_insert(&rg);
         return fc_sync_status(dev, st);
     }
     fc_FREE m = {rg.base};
@@ -400,7 +427,7 @@ int fc_free(void *ptr) {
     else
         st = fc_call_syncing(dev, FC_OP_FREE, &m, sizeof m); /* (it waits for the device) */
     if (st != cudaSuccess && st != cudaErrorInvalidValue)
-        fc_range_insert(&rg);
+        fcc_range_insert(&rg);
     else
         fc_pool_release(&rg);
     return fc_sync_status(dev, st);
@@ -423,8 +450,8 @@ int fc_host_alloc(void **ptr, size_t size, unsigned int flags) {
     size_t len = (size + page - 1) / page * page;
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return cudaErrorMemoryAllocation;
-    if (fc_range_add((uint64_t)(uintptr_t)p, size, fc_current_device(), FC_RANGE_HOST,
-                     flags | HOST_OWNED, 0)) {
+    if (fcc_range_add((uint64_t)(uintptr_t)p, size, fc_current_device(), FC_RANGE_HOST,
+                     flags | HOST_OWNED)) {
         munmap(p, len);
         return cudaErrorMemoryAllocation;
     }
@@ -437,11 +464,11 @@ int fc_free_host(void *ptr) {
     if (st) return st;
     if (!ptr) return cudaSuccess;
     fc_range r;
-    if (fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) || r.base != (uint64_t)(uintptr_t)ptr ||
+    if (fcc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) || r.base != (uint64_t)(uintptr_t)ptr ||
         !(r.flags & HOST_OWNED))
         return cudaErrorInvalidValue;
     fc_wait_async_all(); /* copies into it still on their way (CUDA synchronizes here too) */
-    fc_range_remove(r.base, FC_RANGE_HOST, NULL);
+    fcc_range_remove(r.base, FC_RANGE_HOST, NULL);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     munmap(ptr, (r.size + page - 1) / page * page);
     return cudaSuccess;
@@ -451,8 +478,8 @@ int fc_host_register(void *ptr, size_t size, unsigned int flags) {
     int st = fc_ensure_init();
     if (st) return st;
     if (!ptr || size == 0 || (flags & ~0xfu)) return cudaErrorInvalidValue;
-    if (fc_range_add((uint64_t)(uintptr_t)ptr, size, fc_current_device(), FC_RANGE_HOST,
-                     flags & 0x3u, 0))
+    if (fcc_range_add((uint64_t)(uintptr_t)ptr, size, fc_current_device(), FC_RANGE_HOST,
+                     flags & 0x3u))
         return cudaErrorHostMemoryAlreadyRegistered;
     return cudaSuccess;
 }
@@ -461,11 +488,11 @@ int fc_host_unregister(void *ptr) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_range r;
-    if (!ptr || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) ||
+    if (!ptr || fcc_range_find((uint64_t)(uintptr_t)ptr, 0, &r) ||
         r.base != (uint64_t)(uintptr_t)ptr || (r.flags & HOST_OWNED))
         return cudaErrorHostMemoryNotRegistered;
     fc_wait_async_all();
-    fc_range_remove(r.base, FC_RANGE_HOST, NULL);
+    fcc_range_remove(r.base, FC_RANGE_HOST, NULL);
     return cudaSuccess;
 }
 
@@ -473,7 +500,7 @@ int fc_host_get_flags(unsigned int *flags, void *ptr) {
     int st = fc_ensure_init();
     if (st) return st;
     fc_range r;
-    if (!flags || fc_range_find((uint64_t)(uintptr_t)ptr, 0, &r))
+    if (!flags || fcc_range_find((uint64_t)(uintptr_t)ptr, 0, &r))
         return cudaErrorInvalidValue;
     *flags = r.flags & 0xffu;
     return cudaSuccess;
@@ -484,7 +511,7 @@ int fc_host_get_device_pointer(void **pDevice, void *pHost, unsigned int flags) 
     (void)flags;
     int st = fc_ensure_init();
     if (st) return st;
-    if (!pDevice || fc_range_find((uint64_t)(uintptr_t)pHost, 0, NULL))
+    if (!pDevice || fcc_range_find((uint64_t)(uintptr_t)pHost, 0, NULL))
         return cudaErrorInvalidValue;
     /* Zero-copy access of client memory from a remote GPU cannot be coherent: refuse it. */
     if (!__atomic_exchange_n(&mapped_notice, 1, __ATOMIC_ACQ_REL))
@@ -506,7 +533,7 @@ static int copy_stream(cudaStream_t stream, int ptds, int mem_dev, uint32_t *sid
 static int htod(int dev, uint64_t dst, const void *src, size_t n, uint32_t sid, int async) {
     int st = fc_device_ready(dev);
     if (st) return st;
-    if (fc_range_find((uint64_t)(uintptr_t)src, 0, NULL) == 0) fc_wait_callbacks(dev);
+    if (fcc_range_find((uint64_t)(uintptr_t)src, 0, NULL) == 0) fc_wait_callbacks(dev);
     fc_MEMCPY_HTOD m = {dst, sid, 0};
     st = fc_send_htod(fc_dev_conn(dev), (uint16_t)dev, FC_OP_MEMCPY_HTOD, &m, sizeof m, 0, src, n,
                       !async);
@@ -549,7 +576,7 @@ static int dtoh_async(int dev, void *dst, uint64_t src, size_t n, uint32_t sid) 
 
 static int pinned(const void *p, size_t n) {
     fc_range r;
-    return fc_range_find((uint64_t)(uintptr_t)p, 0, &r) == 0 &&
+    return fcc_range_find((uint64_t)(uintptr_t)p, 0, &r) == 0 &&
            (uint64_t)(uintptr_t)p + n <= r.base + r.size;
 }
 

@@ -24,7 +24,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pools.h"
-#include "ranges.h"
+#include "core/ranges.h"
 #include "runtime.h"
 #include "streams.h"
 
@@ -183,7 +183,7 @@ int fc_malloc_async(void **ptr, size_t size, const void *pool_handle, int from_p
     st = fc_call_dev(dev, FC_OP_MALLOC_ASYNC, &m, sizeof m, &rep, sizeof rep);
     if (st) return fc_sync_status(dev, st);
     fc_range rg = {rep.ptr, size, dev, FC_RANGE_ASYNC, 0, 0, pool, rep.used, rep.reserved};
-    if (fc_range_insert(&rg)) {
+    if (fcc_range_insert(&rg)) {
         fc_log("cudaMallocAsync: the server returned 0x%llx, which overlaps memory already "
                "known; refusing it", (unsigned long long)rep.ptr);
         return cudaErrorMemoryAllocation;
@@ -203,7 +203,7 @@ int fc_free_async(void *ptr, cudaStream_t stream, int ptds) {
     if (st) return st;
     uint64_t p = (uint64_t)(uintptr_t)ptr;
     fc_range rg;
-    if (!ptr || fc_range_find(p, 1, &rg) || rg.base != p ||
+    if (!ptr || fcc_range_find(p, 1, &rg) || rg.base != p ||
         (rg.kind != FC_RANGE_DEVICE && rg.kind != FC_RANGE_ASYNC))
         return cudaErrorInvalidValue;
     int sdev = rg.dev; /* a default stream: the memory's device's, as for copies */
@@ -213,7 +213,7 @@ int fc_free_async(void *ptr, cudaStream_t stream, int ptds) {
     if (sdev != rg.dev && (st = fc_device_ready(sdev))) return st;
     if (fc_capture_of(stream, ptds, sdev)) return refuse_capture("cudaFreeAsync");
     /* Forget it first: once the daemon frees it, the address may come back to anyone. */
-    if (fc_range_remove(p, rg.kind, NULL)) return cudaErrorInvalidValue; /* freed meanwhile */
+    if (fcc_range_remove(p, rg.kind, NULL)) return cudaErrorInvalidValue; /* freed meanwhile */
     fc_pool_release(&rg);
     int fdev = sdev;
     if (fc_devices[sdev].server != fc_devices[rg.dev].server) {

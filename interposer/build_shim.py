@@ -26,8 +26,8 @@ MODULE = "_farcuda_shim"
 
 # from the base up: each file calls only those before it (and the Python half); the exports
 # (gen/exports.c) call all of them
-SOURCES = ["log.c", "pyhost.c", "runtime.c", "conn.c", "connect.c", "ranges.c", "streams.c",
-           "launch.c", "pools.c", "memory.c", "graphs.c", "devices.c", "join.c",
+SOURCES = ["log.c", "pyhost.c", "runtime.c", "conn.c", "connect.c", "core/ranges.c",
+           "streams.c", "launch.c", "pools.c", "memory.c", "graphs.c", "devices.c", "join.c",
            "gen/exports.c"]
 
 INIT_CODE = """

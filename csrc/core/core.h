@@ -19,6 +19,7 @@
 #include "../fc.h"
 #include "../conn.h"     /* the transport, shared with the shim */
 #include "../runtime.h"  /* the state the core defines (fc_servers, fc_devices, ...) */
+#include "ranges.h"
 
 #define FCC_API __attribute__((visibility("default")))
 
@@ -145,18 +146,7 @@ FCC_API uint32_t fcc_hostnode_add(int dev, void *host, size_t n, int to_device);
 /* Host functions: run on the client when the daemon says the stream reached them. */
 FCC_API int fcc_host_func(int dev, uint32_t stream, void (*fn)(void *), void *arg);
 
-/* ---- memory ranges and address windows (ranges.c) ---- */
-FCC_API int fcc_range_add(uint64_t base, uint64_t size, int dev, int kind, unsigned int flags);
-FCC_API int fcc_range_remove(uint64_t base, int kind, fc_range *out);
-FCC_API int fcc_range_find(uint64_t p, int want_device, fc_range *out);
-/* the core's own ranges, and the runtime shim's lookup when the core shares its session */
-int fcc_range_find_own(uint64_t p, int want_device, fc_range *out);
-void fcc_ranges_join(int (*find)(uint64_t p, int want_device, fc_range *out));
-FCC_API void fcc_range_drop_device(int dev);
-int fcc_window_reserve(int dev, uint64_t size, uint64_t *base);
-int fcc_window_adopt(int dev, uint64_t base, uint64_t size);
-
-FCC_API int fcc_range_insert(const fc_range *r);
+/* ---- memory ranges and address windows: ranges.h ---- */
 
 /* ---- memory pools (pools.c): cudaMemPool and CUmemoryPool share one ABI ---- */
 FCC_API int fcc_pool_of_device(int dev, int current, void **out);

@@ -1,12 +1,13 @@
-/* The process's tables of device and host memory ranges, and the address windows of the
- * virtual devices.
+/* A layer's tables of device and host memory, and the address windows of the virtual devices
+ * (ranges.h). The runtime shim and the client core are each built with this file and keep a
+ * table each; when both are loaded they ask each other about pointers they do not know.
  *
  * Device pointers are the daemon's real device addresses. Each virtual device allocates inside
  * its own address window, which the client reserves in its own address space with PROT_NONE
  * (no host allocation can ever land there) and the daemon maps at the same addresses, so a
- * pointer says by itself whether it is device memory and of which virtual device. (The same
- * scheme as csrc/memory.c of the runtime shim, whose tables move here when both layers share
- * this core.)
+ * pointer says by itself whether it is device memory and of which virtual device. The tables
+ * are sorted arrays under one reader-writer lock: lookups (every copy, every launch with
+ * mapped memory about) far outnumber changes.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -15,7 +16,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "core.h"
+#include "ranges.h"
+#include "../runtime.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -28,6 +30,12 @@ typedef struct {
 
 static range_table dev_ranges, host_ranges;
 static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+/* Mapped (zero-copy) host memory the app holds: while there is any, launches look for it in
+ * their pointer arguments (with unified addressing a program may pass such a host pointer to
+ * a kernel directly, which a remote GPU could only fault on). Counted as the host table
+ * changes. */
+static int mapped_count;
 
 static range_table *table_for(int kind) {
     return kind == FC_RANGE_HOST ? &host_ranges : &dev_ranges;
@@ -80,6 +88,8 @@ int fcc_range_insert(const fc_range *rp) {
     memmove(&t->v[i + 2], &t->v[i + 1], (t->n - (size_t)(i + 1)) * sizeof *t->v);
     t->v[i + 1] = r;
     t->n++;
+    if (kind == FC_RANGE_HOST && (r.flags & FC_HOST_MAPPED))
+        __atomic_add_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     pthread_rwlock_unlock(&ranges_lock);
     return 0;
 }
@@ -93,6 +103,8 @@ int fcc_range_remove(uint64_t base, int kind, fc_range *out) {
         return -1;
     }
     if (out) *out = t->v[i];
+    if (kind == FC_RANGE_HOST && (t->v[i].flags & FC_HOST_MAPPED))
+        __atomic_sub_fetch(&mapped_count, 1, __ATOMIC_ACQ_REL);
     memmove(&t->v[i], &t->v[i + 1], (t->n - (size_t)i - 1) * sizeof *t->v);
     t->n--;
     pthread_rwlock_unlock(&ranges_lock);
@@ -130,6 +142,12 @@ int fcc_range_find(uint64_t p, int want_device, fc_range *out) {
     return 0;
 }
 
+int fcc_mapped_pointer(uint64_t v) {
+    if (!__atomic_load_n(&mapped_count, __ATOMIC_ACQUIRE)) return 0;
+    fc_range r;
+    return fcc_range_find(v, 0, &r) == 0 && (r.flags & FC_HOST_MAPPED);
+}
+
 /* A device's memory is gone (its context was reset): forget every range of it. */
 void fcc_range_drop_device(int dev) {
     pthread_rwlock_wrlock(&ranges_lock);
@@ -162,6 +180,7 @@ int fcc_window_reserve(int dev, uint64_t size, uint64_t *base) {
     return -1;
 }
 
+/* The daemon could not map at our window and chose another base: reserve that one instead. */
 int fcc_window_adopt(int dev, uint64_t base, uint64_t size) {
     fc_device *d = &fc_devices[dev];
     if (d->win_base == base && d->win_size == size) return 0;
