@@ -364,34 +364,19 @@ static int arrays_refused, host_host_refused, pitched_host_refused, peer_refused
  * copy, host memory on either side or not (read or written at each replay); a pitched copy
  * (2D, 3D) is supported between device memory, where the capture keeps it one operation. */
 static int copy_fields(fc_gnode *nd, const struct fc_memcpy3d_parms *p) {
-    if (!p) return cudaErrorInvalidValue;
-    if ((p->srcArray && p->srcPtr.ptr) || (p->dstArray && p->dstPtr.ptr))
-        return cudaErrorInvalidValue; /* an array or a pointer, not both */
-    if (p->srcArray || p->dstArray) {
-        say_once(&arrays_refused, "cudaGraphAddMemcpyNode: CUDA arrays are not supported by "
-                 "farcuda; copies of linear memory are (cudaErrorNotSupported)");
-        return cudaErrorNotSupported;
-    }
-    if (p->kind < cudaMemcpyHostToHost || p->kind > cudaMemcpyDefault)
-        return cudaErrorInvalidMemcpyDirection;
+    int st = fc_memcpy3d_check_kind(p, "cudaGraphAddMemcpyNode", &arrays_refused);
+    if (st) return st;
     const struct fc_extent *e = &p->extent;
     if (!e->width || !e->height || !e->depth || !p->srcPtr.ptr || !p->dstPtr.ptr)
         return cudaErrorInvalidValue;
-    if (e->width > p->srcPtr.pitch || e->width > p->dstPtr.pitch)
-        return cudaErrorInvalidPitchValue;
-    if (p->srcPos.x > p->srcPtr.pitch - e->width || p->dstPos.x > p->dstPtr.pitch - e->width)
-        return cudaErrorInvalidValue;
-    if (e->depth > 1 &&
-        (e->height > p->srcPtr.ysize || p->srcPos.y > p->srcPtr.ysize - e->height ||
-         e->height > p->dstPtr.ysize || p->dstPos.y > p->dstPtr.ysize - e->height))
-        return cudaErrorInvalidValue;
+    if ((st = fc_memcpy3d_check_box(p))) return st;
     uint64_t s0, sspan, d0, dspan;
     if (!box(&p->srcPtr, &p->srcPos, e, &s0, &sspan) ||
         !box(&p->dstPtr, &p->dstPos, e, &d0, &dspan))
         return cudaErrorInvalidValue;
     int ddev, sdev;
-    int st = fc_copy_node_sides((char *)p->dstPtr.ptr + d0, dspan,
-                                (const char *)p->srcPtr.ptr + s0, sspan, p->kind, &ddev, &sdev);
+    st = fc_copy_node_sides((char *)p->dstPtr.ptr + d0, dspan, (const char *)p->srcPtr.ptr + s0,
+                            sspan, p->kind, &ddev, &sdev);
     if (st) return st;
     if (ddev < 0 && sdev < 0) {
         say_once(&host_host_refused, "a graph's memcpy node from host memory to host memory "

@@ -888,26 +888,27 @@ static int slices_contiguous(const struct fc_pitched_ptr *p, const struct fc_ext
 
 static int array_notice;
 
-/* cudaMemcpy3D(Async) of linear memory: one 2D copy when the slices lie back to back on both
- * sides, else one per slice, in the stream's order. CUDA arrays cannot be made with farcuda,
- * so a copy that names one is refused. */
-int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int async,
-                     int ptds) {
-    int st = fc_ensure_init();
-    if (st) return st;
+/* The checks of cudaMemcpy3DParms that CUDA makes of a copy and of a copy node alike: what is
+ * copied (linear memory; arrays are refused, once said on stderr under fn's name) and which
+ * way ... */
+int fc_memcpy3d_check_kind(const struct fc_memcpy3d_parms *p, const char *fn, int *said) {
     if (!p) return cudaErrorInvalidValue;
     if ((p->srcArray && p->srcPtr.ptr) || (p->dstArray && p->dstPtr.ptr))
         return cudaErrorInvalidValue; /* an array or a pointer, not both */
     if (p->srcArray || p->dstArray) {
-        if (!__atomic_exchange_n(&array_notice, 1, __ATOMIC_ACQ_REL))
-            fc_log("cudaMemcpy3D: CUDA arrays are not supported by farcuda; copies of linear "
-                   "memory are (cudaErrorNotSupported)");
+        if (!__atomic_exchange_n(said, 1, __ATOMIC_ACQ_REL))
+            fc_log("%s: CUDA arrays are not supported by farcuda; copies of linear memory are "
+                   "(cudaErrorNotSupported)", fn);
         return cudaErrorNotSupported;
     }
     if (p->kind < cudaMemcpyHostToHost || p->kind > cudaMemcpyDefault)
         return cudaErrorInvalidMemcpyDirection;
+    return cudaSuccess;
+}
+
+/* ... and, for a box that is not empty, that it lies inside both pitched pointers */
+int fc_memcpy3d_check_box(const struct fc_memcpy3d_parms *p) {
     const struct fc_extent *e = &p->extent;
-    if (e->width == 0 || e->height == 0 || e->depth == 0) return cudaSuccess;
     if (e->width > p->srcPtr.pitch || e->width > p->dstPtr.pitch)
         return cudaErrorInvalidPitchValue;
     if (p->srcPos.x > p->srcPtr.pitch - e->width || p->dstPos.x > p->dstPtr.pitch - e->width)
@@ -917,6 +918,20 @@ int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int
         (e->height > p->srcPtr.ysize || p->srcPos.y > p->srcPtr.ysize - e->height ||
          e->height > p->dstPtr.ysize || p->dstPos.y > p->dstPtr.ysize - e->height))
         return cudaErrorInvalidValue;
+    return cudaSuccess;
+}
+
+/* cudaMemcpy3D(Async) of linear memory: one 2D copy when the slices lie back to back on both
+ * sides, else one per slice, in the stream's order. CUDA arrays cannot be made with farcuda,
+ * so a copy that names one is refused. */
+int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int async,
+                     int ptds) {
+    int st = fc_ensure_init();
+    if (st) return st;
+    if ((st = fc_memcpy3d_check_kind(p, "cudaMemcpy3D", &array_notice))) return st;
+    const struct fc_extent *e = &p->extent;
+    if (e->width == 0 || e->height == 0 || e->depth == 0) return cudaSuccess;
+    if ((st = fc_memcpy3d_check_box(p))) return st;
     uint64_t d = pitched_at(&p->dstPtr, &p->dstPos), s = pitched_at(&p->srcPtr, &p->srcPos);
     if (!d || !s) return cudaErrorInvalidValue;
     size_t dp = p->dstPtr.pitch, sp = p->srcPtr.pitch;

@@ -27,6 +27,11 @@ int fc_memset2d_impl(void *dst, size_t pitch, int value, size_t width, size_t he
 int fc_malloc3d(struct fc_pitched_ptr *out, struct fc_extent e);
 int fc_memcpy3d_impl(const struct fc_memcpy3d_parms *p, cudaStream_t stream, int async,
                      int ptds);
+/* the checks cudaMemcpy3D and cudaGraphAddMemcpyNode share: linear memory and a direction
+ * (an array is refused, once said on stderr under fn's name), then a box that is not empty
+ * inside both pitched pointers; a CUDA status */
+int fc_memcpy3d_check_kind(const struct fc_memcpy3d_parms *p, const char *fn, int *said);
+int fc_memcpy3d_check_box(const struct fc_memcpy3d_parms *p);
 int fc_memset3d_impl(struct fc_pitched_ptr p, int value, struct fc_extent e,
                      cudaStream_t stream, int ptds);
 /* graphs built node by node (graphs.c): a copy node's sides (each one's device, -1: host
